@@ -12,7 +12,7 @@ import logging
 import sys
 
 # Order is the order shown in --help.
-COMMANDS: tuple[str, ...] = ()
+COMMANDS: tuple[str, ...] = ("prepare", "info", "export")
 
 
 def build_parser() -> argparse.ArgumentParser:

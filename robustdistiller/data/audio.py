@@ -1,0 +1,158 @@
+"""Audio reading: any soundfile format -> mono float32 at the project's rate (16 kHz).
+
+This is the one place where sample-rate conversion and channel mixing happen. Every reader
+rejects bad input with an :class:`AudioError` whose ``reason`` is a short machine-readable tag,
+so callers can skip and count a bad file instead of crashing deep inside a model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+SAMPLE_RATE = 16000
+# The wav2vec2-family CNN front end needs 400 samples (25 ms at 16 kHz) to emit one frame.
+MIN_SAMPLES = 400
+
+
+class AudioError(ValueError):
+    """A file that cannot be used as audio. ``reason`` is one of: missing, unreadable, empty,
+    too_short, non_finite, silent, truncated."""
+
+    def __init__(self, path: str | Path, reason: str, detail: str = "") -> None:
+        self.path = str(path)
+        self.reason = reason
+        self.detail = detail
+        super().__init__(f"{path}: {reason}" + (f" ({detail})" if detail else ""))
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    """Header facts about a file; ``num_samples_16k`` is its length once resampled to 16 kHz."""
+
+    num_samples_16k: int
+    sample_rate: int
+    channels: int
+    duration_s: float
+
+
+def resampled_length(num_samples: int, orig_rate: int, target_rate: int = SAMPLE_RATE) -> int:
+    """Length soxr produces when resampling ``num_samples`` (round half up, in exact integers)."""
+    return (2 * num_samples * target_rate + orig_rate) // (2 * orig_rate)
+
+
+def _open_error(path: Path, exc: Exception) -> AudioError:
+    if not path.exists():
+        return AudioError(path, "missing", "no such file")
+    # libsndfile repeats the path in its message; keep only what went wrong.
+    message = str(exc).replace(f"Error opening {str(path)!r}: ", "").strip()
+    return AudioError(path, "unreadable", message.splitlines()[0] if message else type(exc).__name__)
+
+
+def audio_info(path: str | Path) -> AudioInfo:
+    """Read only the header (no decoding). Raises AudioError(missing/unreadable)."""
+    path = Path(path)
+    try:
+        info = sf.info(str(path))
+    except (sf.LibsndfileError, RuntimeError, OSError, ValueError) as exc:
+        raise _open_error(path, exc) from None
+    frames = int(info.frames)
+    rate = int(info.samplerate)
+    return AudioInfo(
+        num_samples_16k=resampled_length(frames, rate, SAMPLE_RATE),
+        sample_rate=rate,
+        channels=int(info.channels),
+        duration_s=frames / rate if rate else 0.0,
+    )
+
+
+def _to_mono(data: np.ndarray) -> np.ndarray:
+    # soundfile returns [frames, channels] with always_2d=True.
+    return data[:, 0] if data.shape[1] == 1 else data.mean(axis=1, dtype=np.float32)
+
+
+def _resample(wav: np.ndarray, orig_rate: int, target_rate: int) -> np.ndarray:
+    if orig_rate == target_rate:
+        return wav
+    return soxr.resample(wav, orig_rate, target_rate, quality="HQ").astype(np.float32, copy=False)
+
+
+def _check_finite(path: Path, wav: np.ndarray) -> None:
+    if not np.isfinite(wav).all():
+        bad = int((~np.isfinite(wav)).sum())
+        raise AudioError(path, "non_finite", f"{bad} NaN/inf samples")
+
+
+def load_audio(
+    path: str | Path,
+    sample_rate: int = SAMPLE_RATE,
+    *,
+    min_samples: int = MIN_SAMPLES,
+    allow_silent: bool = False,
+) -> np.ndarray:
+    """Decode ``path`` to a mono float32 1-D array at ``sample_rate``.
+
+    Multi-channel audio is averaged to mono; other rates are resampled with soxr (HQ).
+    Raises AudioError for a missing/unreadable/empty file, fewer than ``min_samples`` samples
+    after resampling, NaN/inf samples, or all-zero audio (unless ``allow_silent``).
+    """
+    path = Path(path)
+    try:
+        data, rate = sf.read(str(path), dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, OSError, ValueError) as exc:
+        raise _open_error(path, exc) from None
+    if data.shape[0] == 0:
+        raise AudioError(path, "empty", "0 frames")
+    # Checked before resampling: soxr would smear one NaN over its whole filter length.
+    _check_finite(path, data)
+    wav = _resample(_to_mono(data), int(rate), sample_rate)
+    if wav.shape[0] < min_samples:
+        raise AudioError(path, "too_short", f"{wav.shape[0]} samples < {min_samples} at {sample_rate} Hz")
+    if not allow_silent and not np.any(wav):
+        raise AudioError(path, "silent", "all samples are zero")
+    return np.ascontiguousarray(wav, dtype=np.float32)
+
+
+def load_audio_segment(
+    path: str | Path,
+    start: int,
+    num: int,
+    sample_rate: int = SAMPLE_RATE,
+    *,
+    allow_silent: bool = True,
+) -> np.ndarray:
+    """Samples ``[start, start + num)`` of the file, counted at ``sample_rate``, as mono float32.
+
+    When the file is already at ``sample_rate`` only that span is decoded (soundfile seeks), which
+    is what makes random crops of long files cheap; otherwise the whole file is decoded, resampled
+    and sliced, so both paths return the same samples as ``load_audio(path)[start:start + num]``.
+    A crop of a good file may be silence, so silence is allowed by default here.
+    Raises AudioError as load_audio does, and ``truncated`` when the file ends before the span.
+    """
+    if start < 0 or num <= 0:
+        raise ValueError(f"invalid segment start={start} num={num}")
+    path = Path(path)
+    try:
+        with sf.SoundFile(str(path)) as fh:
+            rate = int(fh.samplerate)
+            if rate == sample_rate:
+                if fh.frames == 0:
+                    raise AudioError(path, "empty", "0 frames")
+                fh.seek(min(start, fh.frames))
+                data = fh.read(num, dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, OSError) as exc:
+        raise _open_error(path, exc) from None
+    if rate == sample_rate:
+        _check_finite(path, data)
+        wav = _to_mono(data)
+    else:
+        wav = load_audio(path, sample_rate, min_samples=1, allow_silent=True)[start : start + num]
+    if wav.shape[0] < num:
+        raise AudioError(path, "truncated", f"asked for samples {start}..{start + num}, got {wav.shape[0]}")
+    if not allow_silent and not np.any(wav):
+        raise AudioError(path, "silent", "all samples in the segment are zero")
+    return np.ascontiguousarray(wav, dtype=np.float32)

@@ -1,0 +1,478 @@
+"""SUPERB-style probes on a frozen upstream: cached features, weighted layer sum, small heads.
+
+An *upstream* is any object with ``extract(wavs [B, L], lengths [B]) -> list[Tensor[B, T, D]]`` and,
+optionally, ``frame_lengths(lengths [B]) -> Tensor[B]``. Its hidden states are extracted once per
+utterance set and kept per utterance as ``[num_layers, T, D]`` float16 (valid frames only), optionally
+cached on disk under a content hash of (model state, condition, audio). Probes then train on those
+tensors only, so a whole condition sweep costs one upstream pass per condition.
+
+Labels are integers: class ids for ``task="utterance"``; token ids ``1..num_classes-1`` for
+``task="ctc"`` (0 is the CTC blank).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import logging
+import os
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from robustdistiller.config import from_dict
+from robustdistiller.evaluate.metrics import accuracy, error_rate
+from robustdistiller.models.conv import DEFAULT_CONV_LAYERS, conv_output_lengths, lengths_to_mask, parse_conv_layers
+
+log = logging.getLogger(__name__)
+
+# Frame grid of upstreams that do not define ``frame_lengths``: the wav2vec2 / HuBERT feature
+# encoder (400-sample receptive field, 320-sample hop, so 16000 samples -> 49 frames).
+_DEFAULT_CNN = parse_conv_layers(DEFAULT_CONV_LAYERS)
+
+
+class Upstream(Protocol):
+    def extract(self, wavs: Tensor, lengths: Tensor) -> list[Tensor]: ...
+
+
+def upstream_frame_lengths(upstream: Upstream, lengths: Tensor) -> Tensor:
+    """The upstream's own frame count when it defines one, else the wav2vec2 CNN formula."""
+    own: Callable[[Tensor], Tensor] | None = getattr(upstream, "frame_lengths", None)
+    return own(lengths).long() if callable(own) else conv_output_lengths(lengths, _DEFAULT_CNN)
+
+
+# --------------------------------------------------------------------------------- features
+
+
+def _check_wavs(wavs: Sequence[Tensor]) -> None:
+    if len(wavs) == 0:
+        raise ValueError("no utterances to extract")
+    for i, w in enumerate(wavs):
+        if w.ndim != 1 or w.numel() == 0:
+            raise ValueError(f"utterance {i}: expected a non-empty 1-D waveform, got shape {tuple(w.shape)}")
+        if not torch.isfinite(w).all():
+            raise ValueError(f"utterance {i}: waveform contains NaN or Inf")
+
+
+def _stack_layers(hidden: Sequence[Tensor], batch: int) -> Tensor:
+    """[B, L, T, D] from a hidden-state list, insisting on the shared shape a weighted sum needs."""
+    if len(hidden) == 0:
+        raise ValueError("upstream returned no hidden states")
+    shape = hidden[0].shape
+    for i, h in enumerate(hidden):
+        if h.ndim != 3 or h.shape != shape or h.shape[0] != batch:
+            raise ValueError(
+                f"hidden state {i} has shape {tuple(h.shape)}; every entry must be [B={batch}, T, D] "
+                f"and equal to entry 0 {tuple(shape)}"
+            )
+    return torch.stack(list(hidden), dim=1)
+
+
+@torch.no_grad()
+def extract_features(
+    upstream: Upstream,
+    wavs: Sequence[Tensor],
+    *,
+    batch_size: int = 8,
+    device: str | torch.device = "cpu",
+) -> list[Tensor]:
+    """All hidden states of each utterance as ``[num_layers, T_i, D]`` float16 on CPU.
+
+    Utterances are batched in length order (less padding) and returned in input order.
+    """
+    _check_wavs(wavs)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    all_lengths = torch.tensor([w.shape[0] for w in wavs])
+    all_frames = upstream_frame_lengths(upstream, all_lengths).cpu()
+    # Fail before any model time is spent (and before the model crashes on a too-short input).
+    short = torch.nonzero(all_frames < 1).flatten().tolist()
+    if short:
+        raise ValueError(
+            f"{len(short)} utterance(s) shorter than the model's receptive field, e.g. utterance "
+            f"{short[0]} ({int(all_lengths[short[0]])} samples)"
+        )
+    was_training = isinstance(upstream, nn.Module) and upstream.training
+    order = sorted(range(len(wavs)), key=lambda i: wavs[i].shape[0])
+    out: list[Tensor] = [torch.empty(0)] * len(wavs)
+    try:
+        if isinstance(upstream, nn.Module):
+            upstream.eval()
+        for start in range(0, len(order), batch_size):
+            idx = order[start : start + batch_size]
+            lengths = all_lengths[idx]
+            batch = torch.zeros(len(idx), int(lengths.max()))
+            for row, i in enumerate(idx):
+                batch[row, : lengths[row]] = wavs[i].float()
+            stacked = _stack_layers(upstream.extract(batch.to(device), lengths.to(device)), len(idx))
+            for row, i in enumerate(idx):
+                n = int(all_frames[i])
+                if n > stacked.shape[2]:
+                    raise ValueError(
+                        f"utterance {i}: frame_lengths gives {n} frames but the upstream returned {stacked.shape[2]}"
+                    )
+                feats = stacked[row, :, :n].to("cpu", torch.float16).clone()
+                if not torch.isfinite(feats).all():
+                    raise ValueError(f"utterance {i}: hidden states are NaN/Inf or exceed the float16 range")
+                out[i] = feats
+    finally:
+        if was_training:
+            upstream.train()
+    return out
+
+
+def _update_with_tensor(h: Any, t: Tensor) -> None:
+    t = t.detach().cpu().contiguous()
+    h.update(f"{t.dtype}{tuple(t.shape)}".encode())
+    h.update(t.reshape(-1).view(torch.uint8).numpy())
+
+
+def state_fingerprint(module: nn.Module) -> str:
+    """Content hash of a module's state dict (names, dtypes, shapes and values)."""
+    h = hashlib.blake2b(digest_size=16)
+    for name, tensor in module.state_dict().items():
+        h.update(name.encode())
+        _update_with_tensor(h, tensor)
+    return h.hexdigest()
+
+
+def feature_cache_key(model_id: str, condition: str, wavs: Sequence[Tensor]) -> str:
+    """Cache key for (model identity, condition name, exact audio content)."""
+    h = hashlib.blake2b(digest_size=16)
+    h.update(f"model={model_id}\0condition={condition}\0n={len(wavs)}\0".encode())
+    for w in wavs:
+        _update_with_tensor(h, w)
+    return h.hexdigest()
+
+
+def cached_features(
+    upstream: Upstream,
+    wavs: Sequence[Tensor],
+    cache_dir: str | Path,
+    *,
+    condition: str,
+    model_id: str | None = None,
+    batch_size: int = 8,
+    device: str | torch.device = "cpu",
+) -> list[Tensor]:
+    """:func:`extract_features`, memoised on disk under ``cache_dir/<key>.pt``.
+
+    ``model_id`` identifies the model; by default it is the hash of ``upstream.state_dict()``
+    (so a retrained checkpoint never reuses stale features). Unreadable cache files are
+    re-extracted with a warning.
+    """
+    _check_wavs(wavs)
+    if model_id is None:
+        if not isinstance(upstream, nn.Module):
+            raise ValueError("caching features of an upstream that is not an nn.Module needs model_id")
+        model_id = state_fingerprint(upstream)
+    path = Path(cache_dir) / f"{feature_cache_key(model_id, condition, wavs)}.pt"
+    if path.is_file():
+        try:
+            feats = torch.load(path, map_location="cpu", weights_only=True)
+            if isinstance(feats, list) and len(feats) == len(wavs):
+                log.debug("feature cache hit: %s", path)
+                return feats
+            log.warning("feature cache %s holds %s, not %d utterances; re-extracting", path, type(feats), len(wavs))
+        except Exception as exc:  # noqa: BLE001 - any unreadable cache file is rebuilt, never fatal
+            log.warning("feature cache %s is unreadable (%s); re-extracting", path, exc)
+    feats = extract_features(upstream, wavs, batch_size=batch_size, device=device)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    torch.save(feats, tmp)
+    os.replace(tmp, path)  # atomic: a concurrent reader never sees a half-written file
+    return feats
+
+
+# ----------------------------------------------------------------------------------- models
+
+
+class WeightedLayerSum(nn.Module):
+    """Softmax-weighted sum of stacked hidden states, weights starting uniform (s3prl Featurizer)."""
+
+    def __init__(self, num_layers: int, layer_norm: bool = False) -> None:
+        super().__init__()
+        self.weights = nn.Parameter(torch.zeros(num_layers))
+        self.layer_norm = layer_norm
+
+    def forward(self, feats: Tensor) -> Tensor:
+        """[B, L, T, D] -> [B, T, D]."""
+        if feats.shape[1] != self.weights.shape[0]:
+            raise ValueError(f"expected {self.weights.shape[0]} layers, got {feats.shape[1]}")
+        if self.layer_norm:
+            feats = F.layer_norm(feats, feats.shape[-1:])
+        return torch.einsum("l,bltd->btd", torch.softmax(self.weights, dim=0), feats)
+
+    def layer_weights(self) -> list[float]:
+        return torch.softmax(self.weights.detach(), dim=0).tolist()
+
+
+class UtteranceClassifier(nn.Module):
+    """Weighted layer sum -> mean over valid frames -> linear (``hidden=0``) or 1-hidden-layer MLP."""
+
+    def __init__(self, num_layers: int, dim: int, num_classes: int, hidden: int = 0, layer_norm: bool = False):
+        super().__init__()
+        self.featurizer = WeightedLayerSum(num_layers, layer_norm)
+        if hidden > 0:
+            self.head: nn.Module = nn.Sequential(nn.Linear(dim, hidden), nn.ReLU(), nn.Linear(hidden, num_classes))
+        else:
+            self.head = nn.Linear(dim, num_classes)
+
+    def forward(self, feats: Tensor, frame_lengths: Tensor) -> Tensor:
+        """[B, L, T, D], [B] -> logits [B, C]."""
+        x = self.featurizer(feats)
+        mask = lengths_to_mask(frame_lengths, x.shape[1]).unsqueeze(-1).to(x.dtype)
+        pooled = (x * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+        return self.head(pooled)
+
+
+class CTCProbe(nn.Module):
+    """Weighted layer sum -> BiLSTM (``hidden`` units per direction) or linear -> CTC log-probs.
+
+    Output index 0 is the blank.
+    """
+
+    def __init__(self, num_layers: int, dim: int, num_classes: int, hidden: int = 0, layer_norm: bool = False):
+        super().__init__()
+        self.featurizer = WeightedLayerSum(num_layers, layer_norm)
+        self.lstm = nn.LSTM(dim, hidden, batch_first=True, bidirectional=True) if hidden > 0 else None
+        self.out = nn.Linear(2 * hidden if hidden > 0 else dim, num_classes)
+
+    def forward(self, feats: Tensor, frame_lengths: Tensor) -> Tensor:
+        """[B, L, T, D], [B] -> log-probabilities [B, T, C]."""
+        x = self.featurizer(feats)
+        if self.lstm is not None:
+            # Packing keeps padding out of the backward direction's state.
+            packed = pack_padded_sequence(x, frame_lengths.cpu(), batch_first=True, enforce_sorted=False)
+            x, _ = pad_packed_sequence(self.lstm(packed)[0], batch_first=True, total_length=x.shape[1])
+        return F.log_softmax(self.out(x), dim=-1)
+
+    @staticmethod
+    def greedy_decode(log_probs: Tensor, frame_lengths: Tensor) -> list[list[int]]:
+        """Best path: argmax per frame, merge repeats, drop blanks."""
+        best = log_probs.argmax(-1).cpu()
+        out = []
+        for row, n in zip(best, frame_lengths.tolist()):
+            tokens = torch.unique_consecutive(row[:n]).tolist()
+            out.append([t for t in tokens if t != 0])
+        return out
+
+
+# --------------------------------------------------------------------------------- training
+
+
+@dataclass
+class ProbeConfig:
+    """Probe hyper-parameters (SUPERB-like defaults scaled down for small probes)."""
+
+    task: Literal["utterance", "ctc"] = "utterance"
+    epochs: int = 30
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    seed: int = 0
+    patience: int = 5  # epochs without validation improvement before stopping
+    batch_size: int = 32
+    hidden: int = 0  # utterance: MLP hidden units (0 = linear); ctc: BiLSTM units per direction (0 = linear)
+    layer_norm: bool = False  # per-layer layer norm before the weighted sum
+    device: str = "cpu"
+
+    def validate(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1 or self.patience < 1:
+            raise ValueError("epochs, batch_size and patience must be >= 1")
+        if self.lr <= 0 or self.weight_decay < 0 or self.hidden < 0:
+            raise ValueError("lr must be > 0; weight_decay and hidden must be >= 0")
+
+
+Labels = Sequence[int] | Sequence[Sequence[int]]
+
+
+@dataclass
+class TrainedProbe:
+    """A trained probe plus what the report needs about its training."""
+
+    model: UtteranceClassifier | CTCProbe
+    config: ProbeConfig
+    num_classes: int
+    best_epoch: int  # 1-based epoch whose weights were kept
+    epochs_run: int
+    val_metric: float  # validation accuracy (utterance) or error rate (ctc) of the kept weights
+    history: list[dict[str, float]] = field(default_factory=list)
+
+    @property
+    def layer_weights(self) -> list[float]:
+        return self.model.featurizer.layer_weights()
+
+    @torch.no_grad()
+    def predict(self, feats: Sequence[Tensor]) -> list[int] | list[list[int]]:
+        self.model.eval()
+        preds: list[Any] = []
+        for x, lengths in _batches(feats, self.config.batch_size, self.config.device):
+            out = self.model(x, lengths)
+            if self.config.task == "utterance":
+                preds.extend(out.argmax(-1).tolist())
+            else:
+                preds.extend(CTCProbe.greedy_decode(out, lengths))
+        return preds
+
+
+def _check_feats(feats: Sequence[Tensor], name: str) -> tuple[int, int]:
+    if len(feats) == 0:
+        raise ValueError(f"{name}: no utterances")
+    layers, dim = feats[0].shape[0], feats[0].shape[-1]
+    for i, f in enumerate(feats):
+        if f.ndim != 3 or f.shape[0] != layers or f.shape[2] != dim or f.shape[1] < 1:
+            raise ValueError(f"{name}[{i}]: expected [{layers}, T>=1, {dim}], got {tuple(f.shape)}")
+    return layers, dim
+
+
+def _check_labels(labels: Labels, n: int, task: str, name: str) -> None:
+    if len(labels) != n:
+        raise ValueError(f"{name}: {len(labels)} labels for {n} utterances")
+    for i, lab in enumerate(labels):
+        if task == "utterance":
+            if not isinstance(lab, int) or lab < 0:
+                raise ValueError(f"{name}[{i}]: utterance labels must be ints >= 0, got {lab!r}")
+        elif isinstance(lab, (str, bytes)) or not all(isinstance(t, int) and t >= 1 for t in lab):
+            raise ValueError(f"{name}[{i}]: CTC labels must be sequences of ints >= 1 (0 is blank), got {lab!r}")
+
+
+def _collate(feats: Sequence[Tensor], device: str | torch.device) -> tuple[Tensor, Tensor]:
+    lengths = torch.tensor([f.shape[1] for f in feats])
+    layers, dim = feats[0].shape[0], feats[0].shape[2]
+    x = torch.zeros(len(feats), layers, int(lengths.max()), dim)
+    for i, f in enumerate(feats):
+        x[i, :, : f.shape[1]] = f.float()
+    return x.to(device), lengths.to(device)
+
+
+def _batches(feats: Sequence[Tensor], batch_size: int, device: str | torch.device) -> Iterator[tuple[Tensor, Tensor]]:
+    for start in range(0, len(feats), batch_size):
+        yield _collate(feats[start : start + batch_size], device)
+
+
+def _loss(model: nn.Module, task: str, x: Tensor, lengths: Tensor, labels: list[Any]) -> Tensor:
+    out = model(x, lengths)
+    if task == "utterance":
+        return F.cross_entropy(out, torch.tensor(labels, device=out.device))
+    targets = torch.tensor([t for lab in labels for t in lab], dtype=torch.long, device=out.device)
+    target_lengths = torch.tensor([len(lab) for lab in labels], device=out.device)
+    # zero_infinity: an utterance too short for its transcript contributes nothing instead of inf.
+    return F.ctc_loss(out.transpose(0, 1), targets, lengths, target_lengths, blank=0, zero_infinity=True)
+
+
+@torch.no_grad()
+def _validate(probe: TrainedProbe, feats: Sequence[Tensor], labels: Labels) -> tuple[float, float]:
+    """(metric, mean loss) on a labelled set."""
+    probe.model.eval()
+    cfg = probe.config
+    total, count = 0.0, 0
+    for start in range(0, len(feats), cfg.batch_size):
+        x, lengths = _collate(feats[start : start + cfg.batch_size], cfg.device)
+        batch_labels = list(labels[start : start + cfg.batch_size])
+        total += float(_loss(probe.model, cfg.task, x, lengths, batch_labels)) * len(batch_labels)
+        count += len(batch_labels)
+    preds = probe.predict(feats)
+    metric = accuracy(preds, labels) if cfg.task == "utterance" else error_rate(preds, labels)
+    return metric, total / count
+
+
+def train_probe(
+    train_feats: Sequence[Tensor],
+    train_labels: Labels,
+    val_feats: Sequence[Tensor],
+    val_labels: Labels,
+    config: ProbeConfig | None = None,
+    *,
+    num_classes: int | None = None,
+    **overrides: Any,
+) -> TrainedProbe:
+    """Train a probe on cached features with a fixed seed and early stopping on the validation set.
+
+    ``config`` fields may also be given as keywords (``task="ctc", epochs=20, ...``), checked
+    strictly. ``num_classes`` defaults to 1 + the largest label seen (for CTC, that includes the
+    blank). Improvement means a better validation metric, or an equal metric with a lower loss
+    (so a CTC probe still emitting only blanks keeps training while its loss falls).
+    """
+    base = dataclasses.asdict(config) if config is not None else {}
+    cfg = from_dict(ProbeConfig, {**base, **overrides})
+    layers, dim = _check_feats(train_feats, "train_feats")
+    if _check_feats(val_feats, "val_feats") != (layers, dim):
+        raise ValueError("val_feats and train_feats differ in layer count or dimension")
+    _check_labels(train_labels, len(train_feats), cfg.task, "train_labels")
+    _check_labels(val_labels, len(val_feats), cfg.task, "val_labels")
+    if cfg.task == "ctc":
+        seen = max((t for lab in [*train_labels, *val_labels] for t in lab), default=0)
+        short = sum(f.shape[1] < len(lab) for f, lab in zip(train_feats, train_labels))
+        if short:
+            log.warning("%d training utterances have fewer frames than labels; CTC ignores them", short)
+    else:
+        seen = max([*train_labels, *val_labels])
+    classes = num_classes if num_classes is not None else seen + 1
+    if classes <= seen:
+        raise ValueError(f"num_classes={classes} but a label {seen} occurs")
+
+    # Initialise from the seed without disturbing the caller's global RNG state.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        head_cls = UtteranceClassifier if cfg.task == "utterance" else CTCProbe
+        model = head_cls(layers, dim, classes, cfg.hidden, cfg.layer_norm).to(cfg.device)
+    probe = TrainedProbe(model, cfg, classes, best_epoch=0, epochs_run=0, val_metric=float("nan"))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    sign = 1.0 if cfg.task == "utterance" else -1.0  # accuracy up is better, error rate down
+    best: tuple[float, float] | None = None
+    best_state = copy.deepcopy(model.state_dict())
+    stale = 0
+    for epoch in range(1, cfg.epochs + 1):
+        model.train()
+        order = torch.randperm(len(train_feats), generator=generator).tolist()
+        train_loss = 0.0
+        for start in range(0, len(order), cfg.batch_size):
+            idx = order[start : start + cfg.batch_size]
+            x, lengths = _collate([train_feats[i] for i in idx], cfg.device)
+            loss = _loss(model, cfg.task, x, lengths, [train_labels[i] for i in idx])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            train_loss += loss.item() * len(idx)
+        metric, val_loss = _validate(probe, val_feats, val_labels)
+        probe.history.append(
+            {"epoch": epoch, "train_loss": train_loss / len(order), "val_loss": val_loss, "val_metric": metric}
+        )
+        probe.epochs_run = epoch
+        score = (sign * metric, -val_loss)
+        if best is None or score > best:
+            best, stale = score, 0
+            best_state = copy.deepcopy(model.state_dict())
+            probe.best_epoch, probe.val_metric = epoch, metric
+        else:
+            stale += 1
+            if stale >= cfg.patience:
+                break
+    model.load_state_dict(best_state)
+    model.eval()
+    log.info(
+        "probe (%s) kept epoch %d of %d, validation %s %.4f",
+        cfg.task, probe.best_epoch, probe.epochs_run,
+        "accuracy" if cfg.task == "utterance" else "error rate", probe.val_metric,
+    )
+    return probe
+
+
+def evaluate_probe(probe: TrainedProbe, feats: Sequence[Tensor], labels: Labels) -> dict[str, float | int]:
+    """``{"accuracy": a, "n": n}`` (utterance) or ``{"error_rate": e, "n": n}`` (ctc) on ``feats``."""
+    layers, _ = _check_feats(feats, "feats")
+    if layers != len(probe.layer_weights):
+        raise ValueError(f"feats have {layers} layers; the probe was trained on {len(probe.layer_weights)}")
+    _check_labels(labels, len(feats), probe.config.task, "labels")
+    preds = probe.predict(feats)
+    if probe.config.task == "utterance":
+        return {"accuracy": accuracy(preds, labels), "n": len(feats)}
+    return {"error_rate": error_rate(preds, labels), "n": len(feats)}

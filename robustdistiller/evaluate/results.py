@@ -1,0 +1,177 @@
+"""The evaluation's results: one JSON document (``results.json``) plus flat CSV tables.
+
+Schema (``SCHEMA_VERSION`` 1; every list holds flat rows so each one is also a CSV table)::
+
+    schema            "robustdistiller.evaluation"
+    version           1
+    created           ISO-8601 time; package_version; seed; train_on ("clean" | "corrupted"); quick
+    condition_set     {"fingerprint": hash of every condition's hash, "seed": int}
+    models            [{name, path, kind ("student" | "teacher"), format, teacher, parameters,
+                        num_hidden_states, has_enhancement}]
+    conditions        [{id, kind, noise, snr_db, rt60, hash, num_noise_files, num_rirs, mean_measured_rt60}]
+    tasks             [{name, kind, metric, num_classes, classes, splits {train, val, test}, description, notes}]
+    probes            [{model, task, condition, metric, value, degradation, n, train_on, best_epoch,
+                        val_metric, layer_weights}]    degradation = how much worse than clean (>= 0 is worse):
+                                                       clean - value for accuracy, value - clean for error rate
+    distortion        [{model, condition, reference, layer, index_a, index_b, l1, cosine, frames}]
+                        reference: "self_clean" (model(corrupted) vs model(clean), every hidden state) or
+                        "teacher_clean" (student heads on corrupted audio vs the teacher's target layers on
+                        clean audio; for a teacher, its own layers)
+    enhancement       [{model, dataset, condition, n, pesq_wb, stoi, si_snr, noisy_pesq_wb, noisy_stoi,
+                        noisy_si_snr, si_snr_improvement}]    means over utterances (None when unscorable)
+    efficiency        [{model, parameters, macs_per_second, rtf_1_thread, rtf_2_threads, peak_memory_mb}]
+    headline          [{model, task, metric, clean, mean_corrupted, mean_noise, mean_reverb,
+                        relative_drop, parameters, rtf_1_thread}]
+    skipped           [{path, reason, detail}]    inputs that could not be used, with the reason
+    timings_s         {stage: seconds}
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as _dt
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from robustdistiller import __version__
+
+SCHEMA_NAME = "robustdistiller.evaluation"
+SCHEMA_VERSION = 1
+TABLES = ("models", "conditions", "tasks", "probes", "distortion", "enhancement", "efficiency", "headline", "skipped")
+
+Row = dict[str, Any]
+
+
+@dataclass
+class Results:
+    seed: int
+    train_on: str
+    quick: bool
+    condition_fingerprint: str = ""
+    models: list[Row] = field(default_factory=list)
+    conditions: list[Row] = field(default_factory=list)
+    tasks: list[Row] = field(default_factory=list)
+    probes: list[Row] = field(default_factory=list)
+    distortion: list[Row] = field(default_factory=list)
+    enhancement: list[Row] = field(default_factory=list)
+    efficiency: list[Row] = field(default_factory=list)
+    headline: list[Row] = field(default_factory=list)
+    skipped: list[Row] = field(default_factory=list)
+    timings_s: dict[str, float] = field(default_factory=dict)
+    created: str = field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+    package_version: str = __version__
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema": SCHEMA_NAME,
+            "version": SCHEMA_VERSION,
+            "created": self.created,
+            "package_version": self.package_version,
+            "seed": self.seed,
+            "train_on": self.train_on,
+            "quick": self.quick,
+            "condition_set": {"fingerprint": self.condition_fingerprint, "seed": self.seed},
+            **{name: getattr(self, name) for name in TABLES},
+            "timings_s": self.timings_s,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Results:
+        if data.get("schema") != SCHEMA_NAME:
+            raise ValueError(f"not an evaluation results document (schema {data.get('schema')!r})")
+        if data.get("version") != SCHEMA_VERSION:
+            raise ValueError(f"results schema version {data.get('version')} is not the supported {SCHEMA_VERSION}")
+        missing = [k for k in (*TABLES, "seed", "train_on", "quick") if k not in data]
+        if missing:
+            raise ValueError(f"results document lacks {missing}")
+        return cls(
+            seed=data["seed"], train_on=data["train_on"], quick=data["quick"],
+            condition_fingerprint=data.get("condition_set", {}).get("fingerprint", ""),
+            created=data.get("created", ""), package_version=data.get("package_version", ""),
+            timings_s=data.get("timings_s", {}), **{name: data[name] for name in TABLES},
+        )
+
+    @classmethod
+    def read(cls, path: str | Path) -> Results:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"results file not found: {path}")
+        return cls.from_dict(json.loads(path.read_text()))
+
+    def write(self, out_dir: str | Path) -> dict[str, Path]:
+        """``results.json`` and one CSV per non-empty table under ``out_dir/tables``; returns the paths."""
+        out_dir = Path(out_dir)
+        (out_dir / "tables").mkdir(parents=True, exist_ok=True)
+        paths = {"json": out_dir / "results.json"}
+        paths["json"].write_text(json.dumps(_finite(self.to_dict()), indent=1) + "\n")
+        for name in TABLES:
+            rows = getattr(self, name)
+            if rows:
+                paths[name] = write_csv(out_dir / "tables" / f"{name}.csv", rows)
+        return paths
+
+
+def _finite(value: Any) -> Any:
+    """JSON has no NaN/inf: they become null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+def write_csv(path: Path, rows: list[Row]) -> Path:
+    """Rows with possibly different keys -> one CSV (union of columns, first-seen order)."""
+    columns: list[str] = []
+    for row in rows:
+        columns += [k for k in row if k not in columns]
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, columns)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in _finite(row).items()})
+    return path
+
+
+def _mean(values: list[float]) -> float | None:
+    values = [v for v in values if v is not None and math.isfinite(v)]
+    return sum(values) / len(values) if values else None
+
+
+def headline_rows(results: Results) -> list[Row]:
+    """Per (model, task): clean score, mean over corrupted conditions (all / noise / reverberation),
+    relative drop from clean, size and speed."""
+    kinds = {c["id"]: c["kind"] for c in results.conditions}
+    eff = {e["model"]: e for e in results.efficiency}
+    rows = []
+    seen: list[tuple[str, str]] = []
+    for p in results.probes:
+        if (p["model"], p["task"]) not in seen:
+            seen.append((p["model"], p["task"]))
+    for model, task in seen:
+        probes = [p for p in results.probes if p["model"] == model and p["task"] == task]
+        clean = next((p["value"] for p in probes if p["condition"] == "clean"), None)
+        corrupted = [p["value"] for p in probes if p["condition"] != "clean"]
+        noise = [p["value"] for p in probes if kinds.get(p["condition"]) == "noise"]
+        reverb = [p["value"] for p in probes if kinds.get(p["condition"]) == "reverb"]
+        mean_corrupted = _mean(corrupted)
+        metric = probes[0]["metric"]
+        relative = None
+        if clean is not None and mean_corrupted is not None:
+            if metric == "accuracy" and clean > 0:
+                relative = (clean - mean_corrupted) / clean
+            elif metric == "error_rate" and clean > 0:
+                relative = (mean_corrupted - clean) / clean
+        rows.append({
+            "model": model, "task": task, "metric": metric, "clean": clean,
+            "mean_corrupted": mean_corrupted, "mean_noise": _mean(noise), "mean_reverb": _mean(reverb),
+            "relative_drop": relative,
+            "parameters": eff.get(model, {}).get("parameters"),
+            "rtf_1_thread": eff.get(model, {}).get("rtf_1_thread"),
+        })
+    return rows

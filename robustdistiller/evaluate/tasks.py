@@ -1,0 +1,371 @@
+"""Task packs: labelled train / validation / test utterances a probe is trained and tested on.
+
+A :class:`TaskPack` names its utterances by a stable id (the path relative to the data root), so
+conditions can seed their corruption from it and several tasks over the same audio (word and
+speaker on the built-in corpus, digit and speaker on FSDD) share one feature extraction.
+
+Builders:
+- :func:`builtin_tasks`: the offline synthetic corpus (word classification, speaker identification);
+- :func:`fsdd_tasks`: the Free Spoken Digit Dataset (digit recognition, 6-speaker identification;
+  takes 0-4 are the held-out test split, as is conventional);
+- :func:`manifest_task`: any manifest with a label column (keyword, speaker, emotion, intent...) and an
+  optional split column;
+- :func:`ctc_task`: a manifest with transcripts, recognised with a character vocabulary.
+Validation splits are carved from the training rows, stratified by label and seeded.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from robustdistiller.data.audio import AudioError, load_audio
+from robustdistiller.data.corpus import Corpus
+from robustdistiller.data.manifest import Manifest, manifest_from_folder
+from robustdistiller.data.report import BadFileReport
+
+log = logging.getLogger(__name__)
+
+TaskKind = Literal["utterance", "ctc"]
+Label = int | tuple[int, ...]
+BLANK = "<blank>"
+# Split-column values accepted for each split (case-insensitive).
+SPLIT_NAMES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
+               "dev": "val", "test": "test", "eval": "test", "evaluation": "test"}
+FSDD_NAME = re.compile(r"^(\d)_([A-Za-z]+)_(\d+)$")
+FSDD_TEST_TAKES = range(5)
+
+
+@dataclass(frozen=True)
+class TaskItem:
+    uid: str  # stable id: the path relative to the data root
+    path: Path
+    label: Label  # class index, or CTC token ids (1..V-1; 0 is the blank)
+
+
+@dataclass
+class TaskPack:
+    """Labelled splits of one recognition task."""
+
+    name: str
+    kind: TaskKind
+    classes: list[str]  # class names, or the CTC vocabulary with classes[0] == BLANK
+    train: list[TaskItem]
+    val: list[TaskItem]
+    test: list[TaskItem]
+    description: str = ""
+    notes: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        for split, items in self.splits().items():
+            if not items:
+                raise ValueError(f"task {self.name!r}: the {split} split is empty")
+        if self.kind == "ctc" and (not self.classes or self.classes[0] != BLANK):
+            raise ValueError(f"task {self.name!r}: a CTC vocabulary must start with {BLANK!r}")
+
+    @property
+    def metric(self) -> str:
+        return "accuracy" if self.kind == "utterance" else "error_rate"
+
+    def splits(self) -> dict[str, list[TaskItem]]:
+        return {"train": self.train, "val": self.val, "test": self.test}
+
+    def items(self) -> list[TaskItem]:
+        return [*self.train, *self.val, *self.test]
+
+    def subset(self, max_train: int, max_val: int, max_test: int, seed: int = 0) -> TaskPack:
+        """A smaller pack: at most ``max_*`` items per split, classes kept as balanced as possible."""
+        return replace(
+            self,
+            train=stratified_take(self.train, max_train, seed),
+            val=stratified_take(self.val, max_val, seed + 1),
+            test=stratified_take(self.test, max_test, seed + 2),
+        )
+
+    def without(self, uids: set[str]) -> TaskPack:
+        """The pack minus the utterances ``uids`` (e.g. files that turned out unreadable)."""
+        if not uids:
+            return self
+        pack = replace(
+            self,
+            train=[i for i in self.train if i.uid not in uids],
+            val=[i for i in self.val if i.uid not in uids],
+            test=[i for i in self.test if i.uid not in uids],
+        )
+        dropped = len(self.items()) - len(pack.items())
+        pack.notes = [*self.notes, f"{dropped} unreadable utterances dropped"]
+        return pack
+
+    def summary(self) -> dict[str, object]:
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "metric": self.metric,
+            "num_classes": len(self.classes),
+            "classes": list(self.classes),
+            "splits": {k: len(v) for k, v in self.splits().items()},
+            "description": self.description,
+            "notes": list(self.notes),
+        }
+
+
+def stratified_take(items: Sequence[TaskItem], limit: int, seed: int) -> list[TaskItem]:
+    """At most ``limit`` items, drawn round-robin over labels from seeded shuffles (order kept)."""
+    if limit <= 0 or len(items) <= limit:
+        return list(items)
+    rng = np.random.default_rng(seed)
+    groups: dict[Label, list[int]] = defaultdict(list)
+    for index, item in enumerate(items):
+        groups[item.label].append(index)
+    queues = [list(rng.permutation(idx)) for _, idx in sorted(groups.items(), key=lambda kv: str(kv[0]))]
+    chosen: list[int] = []
+    while len(chosen) < limit:
+        for queue in queues:
+            if queue and len(chosen) < limit:
+                chosen.append(int(queue.pop()))
+    return [items[i] for i in sorted(chosen)]
+
+
+def carve_validation(items: Sequence[TaskItem], fraction: float, seed: int) -> tuple[list[TaskItem], list[TaskItem]]:
+    """Split ``items`` into (train, val): ``fraction`` of each label (at least one when it has two or more)."""
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"validation fraction must be in (0, 1), got {fraction}")
+    rng = np.random.default_rng(seed)
+    groups: dict[Label, list[int]] = defaultdict(list)
+    for index, item in enumerate(items):
+        groups[item.label].append(index)
+    val_idx: set[int] = set()
+    for _, idx in sorted(groups.items(), key=lambda kv: str(kv[0])):
+        if len(idx) < 2:
+            continue
+        count = max(1, int(round(fraction * len(idx))))
+        val_idx.update(int(i) for i in rng.permutation(idx)[:count])
+    if not val_idx:  # every label is a singleton (CTC transcripts): split the whole list instead
+        count = max(1, int(round(fraction * len(items))))
+        val_idx = {int(i) for i in rng.permutation(len(items))[:count]}
+    train = [it for i, it in enumerate(items) if i not in val_idx]
+    val = [it for i, it in enumerate(items) if i in val_idx]
+    return train, val
+
+
+def _class_index(values: Iterable[str]) -> list[str]:
+    return sorted(set(values))
+
+
+# ------------------------------------------------------------------------------------- builders
+
+
+def builtin_tasks(corpus: Corpus, *, seed: int = 0, val_fraction: float = 0.2) -> list[TaskPack]:
+    """Word classification and speaker identification on the built-in corpus (its own test split)."""
+    train_m, test_m = Manifest.read(corpus.train_manifest), Manifest.read(corpus.test_manifest)
+    packs = []
+    for column, classes, what in (
+        ("word", corpus.words, "word classification"),
+        ("speaker", corpus.speakers, "speaker identification"),
+    ):
+        index = {c: i for i, c in enumerate(classes)}
+        train, test = (
+            [TaskItem(e.path, m.root / e.path, index[e.labels[column]]) for e in m.entries] for m in (train_m, test_m)
+        )
+        train, val = carve_validation(train, val_fraction, seed)
+        packs.append(TaskPack(f"builtin-{column}", "utterance", list(classes), train, val, test,
+                              description=f"built-in synthetic corpus, {what} ({len(classes)} classes)"))
+    return packs
+
+
+def fsdd_tasks(root: str | Path, *, seed: int = 0, val_fraction: float = 0.1,
+               report: BadFileReport | None = None) -> list[TaskPack]:
+    """Digit recognition and speaker identification on FSDD (``{digit}_{speaker}_{take}.wav``, 8 kHz).
+
+    Takes 0-4 of every (digit, speaker) are the test split; validation is carved from the rest.
+    Files whose name does not follow the pattern are reported and skipped. Audio is resampled to
+    16 kHz when it is read (``data.audio.load_audio``).
+    """
+    root = Path(root).resolve()
+    report = report if report is not None else BadFileReport()
+
+    def labels(rel: Path) -> dict[str, str]:
+        match = FSDD_NAME.match(rel.stem)
+        if match is None:
+            return {}
+        return {"digit": match.group(1), "speaker": match.group(2), "take": match.group(3)}
+
+    manifest, bad = manifest_from_folder(root, (".wav",), label_fn=labels, label_names=["digit", "speaker", "take"])
+    report.extend(bad)
+    entries = []
+    for e in manifest.entries:
+        if not e.labels.get("digit"):
+            report.add(manifest.root / e.path, "unlabelled", "name is not {digit}_{speaker}_{take}.wav")
+        else:
+            entries.append(e)
+    if not entries:
+        raise ValueError(f"no FSDD files named {{digit}}_{{speaker}}_{{take}}.wav under {root}")
+    packs = []
+    for column, what in (("digit", "spoken digit recognition"), ("speaker", "speaker identification")):
+        classes = _class_index(e.labels[column] for e in entries)
+        index = {c: i for i, c in enumerate(classes)}
+        train, test = [], []
+        for e in entries:
+            item = TaskItem(e.path, manifest.root / e.path, index[e.labels[column]])
+            (test if int(e.labels["take"]) in FSDD_TEST_TAKES else train).append(item)
+        train, val = carve_validation(train, val_fraction, seed)
+        packs.append(TaskPack(f"fsdd-{column}", "utterance", classes, train, val, test,
+                              description=f"FSDD {what} ({len(classes)} classes; takes 0-4 held out)"))
+    return packs
+
+
+def _manifest_splits(
+    manifest: Manifest, make: Callable[[str, Path, dict[str, str]], TaskItem | None],
+    split_column: str | None, seed: int, val_fraction: float, test_fraction: float,
+) -> tuple[list[TaskItem], list[TaskItem], list[TaskItem]]:
+    buckets: dict[str, list[TaskItem]] = {"train": [], "val": [], "test": []}
+    for e in manifest.entries:
+        item = make(e.path, manifest.root / e.path, e.labels)
+        if item is None:
+            continue
+        if split_column is None:
+            buckets["train"].append(item)
+            continue
+        raw = e.labels.get(split_column, "").strip().lower()
+        if raw not in SPLIT_NAMES:
+            raise ValueError(f"row {e.path}: split {raw!r} is not one of {sorted(set(SPLIT_NAMES))}")
+        buckets[SPLIT_NAMES[raw]].append(item)
+    train, val, test = buckets["train"], buckets["val"], buckets["test"]
+    if not test:
+        train, test = carve_validation(train, test_fraction, seed + 1)
+    if not val:
+        train, val = carve_validation(train, val_fraction, seed)
+    return train, val, test
+
+
+def _read_manifest(path: str | Path, needed: Sequence[str]) -> Manifest:
+    manifest = Manifest.read(path)
+    missing = [c for c in needed if c not in manifest.label_names]
+    if missing:
+        raise ValueError(f"{path}: column(s) {missing} not found; label columns: {manifest.label_names}")
+    if not manifest.entries:
+        raise ValueError(f"{path}: the manifest has no rows")
+    return manifest
+
+
+def manifest_task(
+    path: str | Path,
+    label_column: str = "label",
+    *,
+    split_column: str | None = None,
+    name: str | None = None,
+    seed: int = 0,
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.2,
+) -> TaskPack:
+    """Utterance classification (keyword, speaker, emotion, intent...) from a manifest's label column.
+
+    With ``split_column`` rows are assigned by its value (train / val|valid|dev / test); missing
+    splits are carved (stratified, seeded) from the training rows. Rows with an empty label are skipped.
+    """
+    needed = [label_column] + ([split_column] if split_column else [])
+    manifest = _read_manifest(path, needed)
+    classes = _class_index(e.labels[label_column] for e in manifest.entries if e.labels[label_column])
+    index = {c: i for i, c in enumerate(classes)}
+    skipped = sum(not e.labels[label_column] for e in manifest.entries)
+    if skipped:
+        log.warning("%s: %d rows without a %r label skipped", path, skipped, label_column)
+
+    def make(uid: str, full: Path, labels: dict[str, str]) -> TaskItem | None:
+        return TaskItem(uid, full, index[labels[label_column]]) if labels[label_column] else None
+
+    train, val, test = _manifest_splits(manifest, make, split_column, seed, val_fraction, test_fraction)
+    pack = TaskPack(name or f"{Path(path).stem}-{label_column}", "utterance", classes, train, val, test,
+                    description=f"{path}: classification of column {label_column!r} ({len(classes)} classes)")
+    if skipped:
+        pack.notes.append(f"{skipped} rows without a label skipped")
+    return pack
+
+
+def ctc_task(
+    path: str | Path,
+    transcript_column: str = "transcript",
+    *,
+    split_column: str | None = None,
+    name: str | None = None,
+    seed: int = 0,
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.2,
+    lowercase: bool = True,
+) -> TaskPack:
+    """Character recognition (CTC) from a manifest's transcript column; metric: character error rate."""
+    needed = [transcript_column] + ([split_column] if split_column else [])
+    manifest = _read_manifest(path, needed)
+
+    def text(labels: dict[str, str]) -> str:
+        raw = labels[transcript_column].strip()
+        return raw.lower() if lowercase else raw
+
+    chars = sorted({c for e in manifest.entries for c in text(e.labels)})
+    if not chars:
+        raise ValueError(f"{path}: every {transcript_column!r} cell is empty")
+    vocab = [BLANK, *chars]
+    token = {c: i for i, c in enumerate(vocab)}
+
+    def make(uid: str, full: Path, labels: dict[str, str]) -> TaskItem | None:
+        t = text(labels)
+        return TaskItem(uid, full, tuple(token[c] for c in t)) if t else None
+
+    train, val, test = _manifest_splits(manifest, make, split_column, seed, val_fraction, test_fraction)
+    return TaskPack(name or f"{Path(path).stem}-ctc", "ctc", vocab, train, val, test,
+                    description=f"{path}: character recognition of column {transcript_column!r} "
+                                f"({len(chars)} characters)")
+
+
+# ------------------------------------------------------------------------------------------ audio
+
+
+def load_waveforms(items: Iterable[TaskItem], report: BadFileReport) -> dict[str, np.ndarray]:
+    """Decode each distinct utterance once (16 kHz mono float32). Unreadable, empty, too short,
+    non-finite or silent files are recorded in ``report`` and left out of the result."""
+    out: dict[str, np.ndarray] = {}
+    seen: set[str] = set()
+    for item in items:
+        if item.uid in seen:
+            continue
+        seen.add(item.uid)
+        try:
+            out[item.uid] = load_audio(item.path)
+        except AudioError as exc:
+            report.add(exc.path, exc.reason, exc.detail)
+    return out
+
+
+def tasks_from_spec(spec: str, *, work_dir: str | Path, seed: int = 0,
+                    report: BadFileReport | None = None) -> list[TaskPack]:
+    """Task packs named on the command line.
+
+    ``builtin`` (corpus generated under ``work_dir/corpus``), ``fsdd:PATH``,
+    ``manifest:PATH[:LABEL_COLUMN[:SPLIT_COLUMN]]`` (label column default ``label``) or
+    ``ctc:PATH[:TRANSCRIPT_COLUMN[:SPLIT_COLUMN]]`` (default ``transcript``).
+    """
+    from robustdistiller.data.corpus import build_corpus  # generation code only needed for builtin
+
+    kind, _, rest = spec.partition(":")
+    if spec == "builtin":
+        return builtin_tasks(build_corpus(Path(work_dir) / "corpus", seed=seed), seed=seed)
+    if kind == "fsdd" and rest:
+        return fsdd_tasks(rest, seed=seed, report=report)
+    if kind in ("manifest", "ctc") and rest:
+        path, *cols = rest.split(":")
+        if len(cols) > 2:
+            raise ValueError(f"task {spec!r}: expected {kind}:PATH[:COLUMN[:SPLIT_COLUMN]]")
+        column = cols[0] if cols and cols[0] else ("label" if kind == "manifest" else "transcript")
+        split = cols[1] if len(cols) > 1 and cols[1] else None
+        build = manifest_task if kind == "manifest" else ctc_task
+        return [build(path, column, split_column=split, seed=seed)]
+    raise ValueError(
+        f"unknown task {spec!r}; use builtin, fsdd:PATH, manifest:PATH[:LABEL[:SPLIT]] or ctc:PATH[:TEXT[:SPLIT]]"
+    )

@@ -1,0 +1,104 @@
+"""``robustdistiller.load``: one entry point for every supported model format.
+
+Formats are recognised from the content, not the file name:
+- s3prl / RobustDistiller / our distiller checkpoint: a ``torch.save`` dict with ``"Distiller"`` and
+  ``"Config"`` -> ``DistillerModel``;
+- a Hugging Face model directory whose ``config.json`` has ``model_type`` hubert, wavlm or wav2vec2
+  -> a teacher-family model (this is also what ``export_hf`` writes).
+Every returned model is in eval mode, has its weights loaded strictly and offers
+``extract(wavs, lengths) -> list[Tensor[B, T, D]]``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from robustdistiller.export.s3prl import S3PRLCheckpoint, is_s3prl_checkpoint, parse_s3prl_checkpoint
+from robustdistiller.export.safe_pickle import safe_load
+from robustdistiller.models.student import DistillerModel
+from robustdistiller.models.teacher import load_teacher
+
+HF_MODEL_TYPES = ("hubert", "wavlm", "wav2vec2")
+
+SUPPORTED_FORMATS = (
+    "s3prl/RobustDistiller distiller checkpoint (torch.save dict with 'Distiller' and 'Config')",
+    f"Hugging Face model directory (config.json with model_type {', '.join(HF_MODEL_TYPES)})",
+)
+
+
+@dataclass
+class LoadedModel:
+    """A model together with what was learned about its source while loading it."""
+
+    format: str  # "s3prl" | "hf"
+    model: nn.Module
+    checkpoint: S3PRLCheckpoint | None = None  # set for "s3prl"
+
+
+def load(path: str | Path) -> nn.Module:
+    """Load any supported checkpoint file or model directory, in eval mode."""
+    return open_model(path).model
+
+
+def load_student(path: str | Path) -> tuple[DistillerModel, S3PRLCheckpoint]:
+    """Load a distiller checkpoint as a ``DistillerModel`` (eval mode) plus its parsed checkpoint."""
+    loaded = open_model(path)
+    if loaded.checkpoint is None:
+        raise ValueError(f"{path}: is a {loaded.format} model, not a distiller (student) checkpoint")
+    return loaded.model, loaded.checkpoint  # type: ignore[return-value]
+
+
+def open_model(path: str | Path) -> LoadedModel:
+    """Detect the format of ``path`` and load it; see the module docstring for the formats."""
+    path = Path(path)
+    if path.is_dir():
+        return _open_directory(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no such checkpoint file or model directory: {path}")
+    raw = safe_load(path)
+    if is_s3prl_checkpoint(raw):
+        checkpoint = parse_s3prl_checkpoint(raw, str(path))
+        return LoadedModel("s3prl", student_from_checkpoint(checkpoint, str(path)), checkpoint)
+    raise ValueError(_unsupported(path, _describe_content(raw)))
+
+
+def student_from_checkpoint(checkpoint: S3PRLCheckpoint, source: str = "<checkpoint>") -> DistillerModel:
+    """Build the student described by ``checkpoint`` and load its weights strictly (eval mode)."""
+    model = DistillerModel(checkpoint.config)
+    try:
+        model.load_state_dict(checkpoint.state_dict, strict=True)
+    except RuntimeError as exc:
+        detail = " ".join(str(exc).split())  # torch's message spans lines; keep the CLI's one-line errors
+        raise ValueError(f"{source}: weights do not match Config['distiller']: {detail}") from None
+    return model.eval()
+
+
+def _open_directory(path: Path) -> LoadedModel:
+    config_file = path / "config.json"
+    if not config_file.is_file():
+        raise ValueError(_unsupported(path, "a directory without config.json"))
+    try:
+        model_type = json.loads(config_file.read_text()).get("model_type")
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as exc:
+        raise ValueError(f"{config_file}: not a readable Hugging Face config ({exc})") from None
+    if model_type not in HF_MODEL_TYPES:
+        raise ValueError(_unsupported(path, f"a Hugging Face directory with model_type {model_type!r}"))
+    return LoadedModel("hf", load_teacher(path).eval())
+
+
+def _describe_content(raw: Any) -> str:
+    if isinstance(raw, dict):
+        keys = sorted(map(str, raw))
+        if "state_dict" in raw and "config" in raw:
+            return f"what looks like a DPHuBERT checkpoint (keys {keys}), not supported yet"
+        return f"a dict with keys {keys}"
+    return f"a pickled {type(raw).__name__}"
+
+
+def _unsupported(path: Path, what: str) -> str:
+    return f"unsupported format: {path} is {what}; supported: " + "; ".join(SUPPORTED_FORMATS)

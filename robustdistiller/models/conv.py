@@ -1,0 +1,239 @@
+"""The wav2vec2-family convolutional feature extractor (waveform -> 20 ms frames).
+
+Module layout and parameter names follow fairseq's ``ConvFeatureExtractionModel`` so that s3prl /
+fairseq / unilm state dicts load unchanged: block ``i`` is ``conv_layers.{i}`` =
+``Sequential(Conv1d, Dropout, [norm], GELU)`` with the GroupNorm of the "default" mode at
+``conv_layers.0.2`` and the per-block LayerNorm of the "layer_norm" mode at ``conv_layers.{i}.2.1``.
+Channel counts are given per block so pruned extractors (fewer channels per block) reuse this code.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Sequence
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+ConvLayer = tuple[int, int, int]
+"""One block as ``(out_channels, kernel, stride)``."""
+
+ExtractorMode = Literal["default", "layer_norm"]
+
+DEFAULT_CONV_LAYERS = "[(512,10,5)] + [(512,3,2)] * 4 + [(512,2,2)] * 2"
+
+
+def parse_conv_layers(spec: str) -> list[ConvLayer]:
+    """Parse s3prl/fairseq's ``conv_feature_layers`` string without ``eval``.
+
+    Only list/tuple literals of integers combined with ``+`` and ``*`` are accepted, e.g.
+    ``"[(512,10,5)] + [(512,3,2)] * 4 + [(512,2,2)] * 2"``.
+    """
+    try:
+        tree = ast.parse(spec.strip(), mode="eval")
+    except SyntaxError as exc:
+        raise ValueError(f"conv layer spec {spec!r} is not a valid expression: {exc.msg}") from None
+    value = _eval_node(tree.body, spec)
+    if not isinstance(value, list) or not value:
+        raise ValueError(f"conv layer spec {spec!r} must evaluate to a non-empty list")
+    layers: list[ConvLayer] = []
+    for item in value:
+        if not (isinstance(item, tuple) and len(item) == 3 and all(isinstance(v, int) for v in item)):
+            raise ValueError(f"conv layer spec {spec!r}: every block must be (channels, kernel, stride), got {item!r}")
+        if min(item) <= 0:
+            raise ValueError(f"conv layer spec {spec!r}: values must be positive, got {item!r}")
+        layers.append((item[0], item[1], item[2]))
+    return layers
+
+
+def _eval_node(node: ast.AST, spec: str) -> int | list | tuple:
+    if isinstance(node, ast.Constant) and type(node.value) is int:
+        return node.value
+    if isinstance(node, ast.List):
+        return [_eval_node(e, spec) for e in node.elts]
+    if isinstance(node, ast.Tuple):
+        return tuple(_eval_node(e, spec) for e in node.elts)
+    if isinstance(node, ast.BinOp) and isinstance(node.op, (ast.Add, ast.Mult)):
+        left, right = _eval_node(node.left, spec), _eval_node(node.right, spec)
+        if isinstance(node.op, ast.Add) and type(left) is type(right):
+            return left + right
+        if isinstance(node.op, ast.Mult) and isinstance(left, (list, tuple)) and isinstance(right, int):
+            if not 0 <= right <= 10_000:
+                raise ValueError(f"conv layer spec {spec!r}: repeat count {right} is out of range")
+            return left * right
+    raise ValueError(
+        f"conv layer spec {spec!r}: only list/tuple literals of ints with '+' and '*' are allowed "
+        f"(found {ast.dump(node)[:60]})"
+    )
+
+
+def format_conv_layers(layers: Sequence[ConvLayer]) -> str:
+    """Inverse of :func:`parse_conv_layers` (run-length grouped, s3prl style)."""
+    groups: list[tuple[ConvLayer, int]] = []
+    for layer in layers:
+        if groups and groups[-1][0] == tuple(layer):
+            groups[-1] = (groups[-1][0], groups[-1][1] + 1)
+        else:
+            groups.append((tuple(layer), 1))  # type: ignore[arg-type]
+    parts = []
+    for (c, k, s), n in groups:
+        parts.append(f"[({c},{k},{s})]" + (f" * {n}" if n > 1 else ""))
+    return " + ".join(parts)
+
+
+def conv_output_lengths(lengths: Tensor, layers: Sequence[ConvLayer]) -> Tensor:
+    """Frame counts after the extractor: ``floor((len - k) / s) + 1`` per block, clamped at 0."""
+    out = lengths.to(torch.long)
+    for _, kernel, stride in layers:
+        out = torch.div(out - kernel, stride, rounding_mode="floor") + 1
+    return out.clamp(min=0)
+
+
+def receptive_field(layers: Sequence[ConvLayer]) -> int:
+    """Smallest number of samples that yields one frame."""
+    size = 1
+    for _, kernel, stride in reversed(layers):
+        size = (size - 1) * stride + kernel
+    return size
+
+
+def lengths_to_mask(lengths: Tensor, max_len: int) -> Tensor:
+    """Boolean ``(B, max_len)`` mask, True on the first ``lengths[b]`` positions."""
+    return torch.arange(max_len, device=lengths.device)[None, :] < lengths[:, None]
+
+
+def check_batch(wavs: Tensor, lengths: Tensor | None, min_samples: int) -> Tensor:
+    """Validate a ``(wavs [B, L] float, lengths [B])`` batch; returns int64 lengths (full when None)."""
+    if wavs.dim() != 2:
+        raise ValueError(f"expected a (batch, samples) waveform tensor, got shape {tuple(wavs.shape)}")
+    if not wavs.is_floating_point():
+        raise ValueError(f"waveforms must be floating point, got {wavs.dtype}")
+    if lengths is None:
+        lengths = torch.full((wavs.shape[0],), wavs.shape[1], dtype=torch.long, device=wavs.device)
+    lengths = lengths.to(device=wavs.device, dtype=torch.long)
+    if lengths.shape != (wavs.shape[0],):
+        raise ValueError(f"lengths must have shape ({wavs.shape[0]},), got {tuple(lengths.shape)}")
+    if bool((lengths > wavs.shape[1]).any()):
+        raise ValueError(f"lengths {lengths.tolist()} exceed the padded length {wavs.shape[1]}")
+    if bool((lengths < min_samples).any()):
+        raise ValueError(
+            f"every waveform needs at least {min_samples} samples (one frame); got lengths {lengths.tolist()}"
+        )
+    return lengths
+
+
+class _GradMultiply(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: Tensor, scale: float) -> Tensor:  # type: ignore[override]
+        ctx.scale = scale
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
+        return grad * ctx.scale, None
+
+
+class TransposeLast(nn.Module):
+    """Swap the last two dims (so a LayerNorm over channels can run on ``(B, C, T)``)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x.transpose(-2, -1)
+
+
+class Fp32LayerNorm(nn.LayerNorm):
+    """LayerNorm computed in fp32 (stable under autocast), cast back to the input dtype."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = F.layer_norm(x.float(), self.normalized_shape, self.weight.float(), self.bias.float(), self.eps)
+        return out.type_as(x)
+
+
+class Fp32GroupNorm(nn.GroupNorm):
+    """Per-channel GroupNorm (``groups == channels``) over time, computed in fp32.
+
+    With a frame mask the statistics use valid frames only, so an utterance gives the same features
+    whether it is alone or zero-padded in a batch (the reference normalises over the padded length,
+    which makes features depend on batch composition; unpadded input gives identical results).
+    """
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        xf = x.float()
+        if mask is None or bool(mask.all()):
+            out = F.group_norm(xf, self.num_groups, self.weight.float(), self.bias.float(), self.eps)
+            return out.type_as(x)
+        m = mask[:, None, :].to(xf.dtype)
+        count = m.sum(-1, keepdim=True).clamp(min=1.0)
+        mean = (xf * m).sum(-1, keepdim=True) / count
+        var = (((xf - mean) * m) ** 2).sum(-1, keepdim=True) / count
+        out = (xf - mean) * torch.rsqrt(var + self.eps)
+        out = out * self.weight.float()[None, :, None] + self.bias.float()[None, :, None]
+        return out.type_as(x)
+
+
+class ConvFeatureExtractor(nn.Module):
+    """Seven (or any number of) strided Conv1d blocks: ``(B, L)`` waveform -> ``(B, C, T)`` features."""
+
+    def __init__(
+        self,
+        layers: Sequence[ConvLayer],
+        mode: ExtractorMode = "default",
+        conv_bias: bool = False,
+        dropout: float = 0.0,
+        feature_grad_mult: float = 1.0,
+    ) -> None:
+        super().__init__()
+        if mode not in ("default", "layer_norm"):
+            raise ValueError(f"extractor mode must be 'default' or 'layer_norm', got {mode!r}")
+        if not layers:
+            raise ValueError("the conv feature extractor needs at least one block")
+        self.layers: list[ConvLayer] = [tuple(layer) for layer in layers]  # type: ignore[misc]
+        self.mode = mode
+        self.feature_grad_mult = feature_grad_mult
+        blocks = []
+        in_ch = 1
+        for i, (out_ch, kernel, stride) in enumerate(self.layers):
+            conv = nn.Conv1d(in_ch, out_ch, kernel, stride=stride, bias=conv_bias)
+            nn.init.kaiming_normal_(conv.weight)
+            parts: list[nn.Module] = [conv, nn.Dropout(dropout)]
+            if mode == "layer_norm":
+                parts.append(nn.Sequential(TransposeLast(), Fp32LayerNorm(out_ch), TransposeLast()))
+            elif i == 0:
+                parts.append(Fp32GroupNorm(out_ch, out_ch, affine=True))
+            parts.append(nn.GELU())
+            blocks.append(nn.Sequential(*parts))
+            in_ch = out_ch
+        self.conv_layers = nn.ModuleList(blocks)
+
+    @property
+    def out_channels(self) -> int:
+        return self.layers[-1][0]
+
+    def output_lengths(self, lengths: Tensor) -> Tensor:
+        return conv_output_lengths(lengths, self.layers)
+
+    def forward(self, wavs: Tensor, lengths: Tensor | None = None) -> Tensor:
+        """``wavs`` (B, L) -> (B, C, T). ``lengths`` (valid samples per row) only affects the GroupNorm."""
+        if self.feature_grad_mult == 0.0:
+            with torch.no_grad():
+                return self._run(wavs, lengths)
+        x = self._run(wavs, lengths)
+        if self.feature_grad_mult != 1.0 and x.requires_grad:
+            x = _GradMultiply.apply(x, self.feature_grad_mult)
+        return x
+
+    def _run(self, wavs: Tensor, lengths: Tensor | None) -> Tensor:
+        x = wavs.unsqueeze(1)
+        for i, block in enumerate(self.conv_layers):
+            x = block[1](block[0](x))
+            norm = block[2] if len(block) == 4 else None
+            if isinstance(norm, Fp32GroupNorm):
+                mask = None
+                if lengths is not None:
+                    mask = lengths_to_mask(conv_output_lengths(lengths, self.layers[: i + 1]), x.shape[-1])
+                x = norm(x, mask)
+            elif norm is not None:
+                x = norm(x)
+            x = block[-1](x)
+        return x

@@ -1,0 +1,417 @@
+"""Teachers: HuBERT / wav2vec 2.0 / WavLM encoders built from the shared blocks, frozen and in eval.
+
+``load_teacher(source)`` reads a Hugging Face directory or hub id, or an official fairseq / unilm
+``.pt`` checkpoint (HuBERT, Robust HuBERT, wav2vec 2.0, WavLM) without fairseq installed.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+
+from ..config import from_dict
+from .conv import (
+    DEFAULT_CONV_LAYERS,
+    ConvFeatureExtractor,
+    check_batch,
+    conv_output_lengths,
+    format_conv_layers,
+    lengths_to_mask,
+    parse_conv_layers,
+    receptive_field,
+)
+from .convert import fairseq_to_ours, hf_to_ours
+from .transformer import TransformerEncoder, WavLMOptions, build_layers, init_bert_params
+
+log = logging.getLogger(__name__)
+
+Family = Literal["hubert", "wav2vec2", "wavlm"]
+FAMILIES: tuple[str, ...] = ("hubert", "wav2vec2", "wavlm")
+
+
+@dataclass
+class TeacherConfig:
+    """Architecture of a wav2vec2-family encoder (no dropout: teachers only run in eval)."""
+
+    family: str = "hubert"
+    conv_layers: str = DEFAULT_CONV_LAYERS
+    conv_bias: bool = False
+    extractor_mode: str = "default"
+    embed_dim: int = 768
+    num_layers: int = 12
+    attention_heads: int = 12
+    ffn_dim: int = 3072
+    layer_heads: list[int] | None = None
+    layer_ffn_dims: list[int] | None = None
+    layer_norm_first: bool = False
+    conv_pos: int = 128
+    conv_pos_groups: int = 16
+    feature_layer_norm: bool = True
+    num_buckets: int = 320
+    max_distance: int = 800
+    normalize_waveform: bool = False
+    """Per-utterance zero-mean / unit-variance input, as the Large models were trained."""
+
+    def validate(self) -> None:
+        if self.family not in FAMILIES:
+            raise ValueError(f"family must be one of {FAMILIES}, got {self.family!r}")
+        parse_conv_layers(self.conv_layers)
+        if self.extractor_mode not in ("default", "layer_norm"):
+            raise ValueError(f"extractor_mode must be 'default' or 'layer_norm', got {self.extractor_mode!r}")
+        if self.num_layers < 1 or self.attention_heads < 1 or self.embed_dim % self.attention_heads:
+            raise ValueError(
+                f"need num_layers >= 1 and embed_dim ({self.embed_dim}) divisible by heads ({self.attention_heads})"
+            )
+        for name in ("layer_heads", "layer_ffn_dims"):
+            value = getattr(self, name)
+            if value is not None and len(value) != self.num_layers:
+                raise ValueError(f"{name} must list {self.num_layers} sizes, got {value}")
+
+    @property
+    def head_dim(self) -> int:
+        return self.embed_dim // self.attention_heads
+
+
+@dataclass
+class TeacherOutput:
+    hidden_states: list[Tensor]
+    """``num_layers + 1`` tensors (B, T, D): index 0 = input of layer 1, index i = output of layer i."""
+    frame_mask: Tensor
+    """(B, T) bool, True = valid frame."""
+    last_hidden_state: Tensor
+    """Encoder output (after the final LayerNorm of pre-LN models)."""
+
+
+class TeacherModel(nn.Module):
+    """A HuBERT / wav2vec 2.0 / WavLM encoder with fairseq parameter names."""
+
+    def __init__(self, config: TeacherConfig) -> None:
+        super().__init__()
+        config.validate()
+        self.config = config
+        conv = parse_conv_layers(config.conv_layers)
+        self.min_samples = receptive_field(conv)
+        self.feature_extractor = ConvFeatureExtractor(
+            conv, mode=config.extractor_mode, conv_bias=config.conv_bias  # type: ignore[arg-type]
+        )
+        channels = self.feature_extractor.out_channels
+        dim = config.embed_dim
+        self.layer_norm = nn.LayerNorm(channels) if config.feature_layer_norm else None
+        self.post_extract_proj = nn.Linear(channels, dim) if channels != dim else None
+        wavlm = None
+        if config.family == "wavlm":
+            wavlm = WavLMOptions(config.num_buckets, config.max_distance, config.attention_heads)
+        self.encoder = TransformerEncoder(
+            dim,
+            build_layers(
+                dim,
+                config.layer_heads or [config.attention_heads] * config.num_layers,
+                config.layer_ffn_dims or [config.ffn_dim] * config.num_layers,
+                head_dim=config.head_dim,
+                layer_norm_first=config.layer_norm_first,
+                dropout=0.0,
+                attention_dropout=0.0,
+                activation_dropout=0.0,
+                wavlm=wavlm,
+            ),
+            conv_pos=config.conv_pos,
+            conv_pos_groups=config.conv_pos_groups,
+            layer_norm_first=config.layer_norm_first,
+            dropout=0.0,
+        )
+        init_bert_params(self.encoder)
+
+    def frame_lengths(self, lengths: Tensor) -> Tensor:
+        return conv_output_lengths(lengths, self.feature_extractor.layers)
+
+    def forward(self, wavs: Tensor, lengths: Tensor | None = None) -> TeacherOutput:
+        lengths = check_batch(wavs, lengths, self.min_samples)
+        if self.config.normalize_waveform:
+            wavs = normalize_waveforms(wavs, lengths)
+        feats = self.feature_extractor(wavs, lengths).transpose(1, 2)
+        frame_mask = lengths_to_mask(self.frame_lengths(lengths), feats.shape[1])
+        if self.layer_norm is not None:
+            feats = self.layer_norm(feats)
+        if self.post_extract_proj is not None:
+            feats = self.post_extract_proj(feats)
+        enc = self.encoder(feats, frame_mask)
+        return TeacherOutput([enc.layer_input, *enc.layer_outputs], frame_mask, enc.last_hidden_state)
+
+
+def normalize_waveforms(wavs: Tensor, lengths: Tensor) -> Tensor:
+    """Zero mean, unit variance over each row's valid samples (fairseq ``F.layer_norm(wav, wav.shape)``)."""
+    mask = lengths_to_mask(lengths, wavs.shape[1]).to(wavs.dtype)
+    count = lengths.to(wavs.dtype)[:, None]
+    mean = (wavs * mask).sum(1, keepdim=True) / count
+    var = (((wavs - mean) * mask) ** 2).sum(1, keepdim=True) / count
+    return (wavs - mean) * torch.rsqrt(var + 1e-5) * mask
+
+
+class Teacher(nn.Module):
+    """Frozen, always-eval, fp32, no-grad wrapper that produces distillation targets."""
+
+    def __init__(self, model: TeacherModel, source: str) -> None:
+        super().__init__()
+        self.model = model
+        self.source = source
+        self.family: str = model.config.family
+        self.num_layers: int = model.config.num_layers
+        self.embed_dim: int = model.config.embed_dim
+        self.requires_grad_(False)
+        self.train(False)
+
+    def train(self, mode: bool = True) -> Teacher:
+        # A parent's .train() must never turn teacher dropout back on (s3prl's recipe did, by accident).
+        return super().train(False)
+
+    def frame_lengths(self, lengths: Tensor) -> Tensor:
+        return self.model.frame_lengths(lengths)
+
+    def forward(self, wavs: Tensor, lengths: Tensor | None = None) -> TeacherOutput:
+        device_type = wavs.device.type
+        with torch.no_grad(), torch.autocast(device_type=device_type, enabled=False):
+            return self.model(wavs.float(), lengths)
+
+    def extract(self, wavs: Tensor, lengths: Tensor | None = None) -> list[Tensor]:
+        """Hidden states (index 0 = input of layer 1, index i = output of layer i)."""
+        return self.forward(wavs, lengths).hidden_states
+
+
+class UnsupportedTeacherError(ValueError):
+    """The source is not a HuBERT / wav2vec 2.0 / WavLM model this code can rebuild."""
+
+
+def load_teacher(source: str | Path) -> Teacher:
+    """A frozen teacher from a Hugging Face directory / hub id or a fairseq / unilm ``.pt`` file."""
+    path = Path(source)
+    if path.is_dir():
+        model = _from_hf(str(path), path)
+    elif path.is_file():
+        model = _from_fairseq(path)
+    elif _looks_like_hub_id(str(source)):
+        model = _from_hf(str(source), None)
+    else:
+        raise FileNotFoundError(f"teacher source not found: {source} (expected a directory, a .pt file or a hub id)")
+    return Teacher(model, str(source))
+
+
+def _looks_like_hub_id(source: str) -> bool:
+    parts = source.split("/")
+    return len(parts) == 2 and all(parts) and not source.endswith((".pt", ".ckpt", ".pth"))
+
+
+# ---------------------------------------------------------------- Hugging Face
+
+
+def teacher_config_from_hf(hf: Any) -> TeacherConfig:
+    """TeacherConfig from a transformers ``HubertConfig`` / ``Wav2Vec2Config`` / ``WavLMConfig``."""
+    family = getattr(hf, "model_type", None)
+    if family not in FAMILIES:
+        raise UnsupportedTeacherError(f"unsupported Hugging Face model_type {family!r}; supported: {FAMILIES}")
+    problems = []
+    if hf.hidden_act != "gelu" or hf.feat_extract_activation != "gelu":
+        problems.append(f"activations {hf.hidden_act!r}/{hf.feat_extract_activation!r} (only gelu)")
+    if getattr(hf, "add_adapter", False):
+        problems.append("add_adapter=True")
+    if getattr(hf, "conv_pos_batch_norm", False):
+        problems.append("conv_pos_batch_norm=True")
+    if getattr(hf, "position_embeddings_type", None) not in (None, "conv"):
+        problems.append(f"position_embeddings_type={hf.position_embeddings_type!r}")
+    if hf.feat_extract_norm not in ("group", "layer"):
+        problems.append(f"feat_extract_norm={hf.feat_extract_norm!r}")
+    if problems:
+        raise UnsupportedTeacherError(f"unsupported {family} configuration: {', '.join(problems)}")
+    mode = "default" if hf.feat_extract_norm == "group" else "layer_norm"
+    data = {
+        "family": family,
+        "conv_layers": format_conv_layers(list(zip(hf.conv_dim, hf.conv_kernel, hf.conv_stride))),
+        "conv_bias": hf.conv_bias,
+        "extractor_mode": mode,
+        "embed_dim": hf.hidden_size,
+        "num_layers": hf.num_hidden_layers,
+        "attention_heads": hf.num_attention_heads,
+        "ffn_dim": hf.intermediate_size,
+        "layer_norm_first": hf.do_stable_layer_norm,
+        "conv_pos": hf.num_conv_pos_embeddings,
+        "conv_pos_groups": hf.num_conv_pos_embedding_groups,
+        "feature_layer_norm": getattr(hf, "feat_proj_layer_norm", True),
+        # HF keeps waveform normalisation in the preprocessor, whose flag is unreliable (base models
+        # say do_normalize=True but were trained without it); the "layer" extractor marks the Large
+        # models that were trained on normalised audio.
+        "normalize_waveform": mode == "layer_norm",
+    }
+    if family == "wavlm":
+        data.update(num_buckets=hf.num_buckets, max_distance=hf.max_bucket_distance)
+    return from_dict(TeacherConfig, data)
+
+
+def _hf_weights(name: str, local: Path | None) -> dict[str, Tensor]:
+    candidates = ("model.safetensors", "pytorch_model.bin")
+    if local is not None:
+        files = [local / c for c in candidates if (local / c).is_file()]
+    else:
+        from huggingface_hub import hf_hub_download
+        from huggingface_hub.errors import EntryNotFoundError
+
+        files = []
+        for c in candidates:
+            try:
+                files.append(Path(hf_hub_download(name, c)))
+                break
+            except EntryNotFoundError:
+                continue
+    if not files:
+        raise FileNotFoundError(f"{name}: no model.safetensors or pytorch_model.bin found")
+    weights = files[0]
+    if weights.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(weights))
+    return torch.load(weights, map_location="cpu", weights_only=True)
+
+
+def _from_hf(name: str, local: Path | None) -> TeacherModel:
+    from transformers import AutoConfig
+
+    config = teacher_config_from_hf(AutoConfig.from_pretrained(name))
+    model = TeacherModel(config)
+    # The tensors are read and mapped here rather than through from_pretrained so that a missing
+    # tensor (e.g. a pos-conv stored under the other weight-norm naming) is an error, never random.
+    state = hf_to_ours(_hf_weights(name, local), group_norm=config.extractor_mode == "default")
+    load_strict(model, state, name)
+    return model
+
+
+def load_strict(model: nn.Module, state: dict[str, Tensor], source: str) -> None:
+    """``load_state_dict(strict=True)`` with an error that names the source and the keys."""
+    expected = set(model.state_dict())
+    missing = sorted(expected - set(state))
+    unexpected = sorted(set(state) - expected)
+    if missing or unexpected:
+        raise UnsupportedTeacherError(
+            f"{source}: weights do not match the architecture read from its config "
+            f"(missing: {missing[:8]}{'...' if len(missing) > 8 else ''}; "
+            f"unexpected: {unexpected[:8]}{'...' if len(unexpected) > 8 else ''})"
+        )
+    model.load_state_dict(state, strict=True)
+
+
+# ---------------------------------------------------------------- fairseq / unilm
+
+# Objects that fairseq checkpoints pickle beside the weights (task dictionaries, numpy scalars in
+# training metadata). They are rebuilt as inert stand-ins and never used.
+_FAIRSEQ_OPAQUE_GLOBALS = (
+    "fairseq.data.dictionary.Dictionary",
+    "numpy.core.multiarray.scalar",
+    "numpy._core.multiarray.scalar",
+    "numpy.dtype",
+)
+
+# fairseq's model-config defaults (Wav2Vec2Config / HubertConfig / unilm WavLMConfig) for absent fields.
+_FAIRSEQ_DEFAULTS: dict[str, Any] = {
+    "extractor_mode": "default",
+    "conv_feature_layers": DEFAULT_CONV_LAYERS,
+    "conv_bias": False,
+    "encoder_embed_dim": 768,
+    "encoder_layers": 12,
+    "encoder_attention_heads": 12,
+    "encoder_ffn_embed_dim": 3072,
+    "layer_norm_first": False,
+    "conv_pos": 128,
+    "conv_pos_groups": 16,
+    "num_buckets": 320,
+    "max_distance": 800,
+    "activation_fn": "gelu",
+}
+
+
+def read_fairseq_checkpoint(path: Path) -> tuple[dict[str, Any], dict[str, Any], dict[str, Tensor]]:
+    """(model cfg, task cfg, state dict) of a fairseq (``cfg.model`` / legacy ``args``) or unilm
+    (flat ``cfg``) checkpoint, loaded without executing arbitrary pickles."""
+    from ..export.safe_pickle import safe_load, stand_in
+
+    ckpt = safe_load(path, extra_allowed={name: stand_in(name) for name in _FAIRSEQ_OPAQUE_GLOBALS})
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("model"), dict):
+        raise UnsupportedTeacherError(f"{path}: not a fairseq/unilm checkpoint (no 'model' state dict)")
+    cfg, task = None, {}
+    raw = ckpt.get("cfg")
+    if isinstance(raw, dict) and isinstance(raw.get("model"), dict):  # fairseq (hydra)
+        cfg, task = raw["model"], raw.get("task") or {}
+    elif isinstance(raw, dict) and "encoder_layers" in raw:  # unilm WavLM
+        cfg = raw
+        task = {"normalize": raw.get("normalize", False)}
+    elif ckpt.get("args") is not None:  # fairseq (argparse era)
+        cfg = dict(vars(ckpt["args"]))
+        task = cfg
+    if cfg is None:
+        raise UnsupportedTeacherError(f"{path}: no model configuration found under 'cfg' or 'args'")
+    return dict(cfg), dict(task), ckpt["model"]
+
+
+def teacher_config_from_fairseq(cfg: dict[str, Any], task: dict[str, Any], state: dict[str, Tensor]) -> TeacherConfig:
+    """TeacherConfig from a fairseq / unilm model configuration (+ its weights, to spot WavLM)."""
+    name = str(cfg.get("_name") or cfg.get("arch") or "")
+    if "w2v_args" in cfg or "w2v_path" in cfg or any(k.startswith("w2v_encoder.") for k in state):
+        raise UnsupportedTeacherError("fine-tuned (CTC) fairseq checkpoints are not supported; use the pretrained one")
+    is_wavlm = any(k.endswith("relative_attention_bias.weight") for k in state) or "relative_position_embedding" in cfg
+    if is_wavlm:
+        family = "wavlm"
+        if not cfg.get("relative_position_embedding", True) or not cfg.get("gru_rel_pos", True):
+            raise UnsupportedTeacherError("WavLM without relative position embedding / gated rel-pos is not supported")
+    elif name.startswith("hubert"):
+        family = "hubert"
+    elif name.startswith("wav2vec2"):
+        family = "wav2vec2"
+    else:
+        raise UnsupportedTeacherError(
+            f"unsupported fairseq architecture {name!r}: expected hubert, wav2vec2 or a unilm WavLM checkpoint"
+        )
+    c = {**_FAIRSEQ_DEFAULTS, **{k: v for k, v in cfg.items() if v is not None}}
+    if c["activation_fn"] != "gelu":
+        raise UnsupportedTeacherError(f"unsupported activation_fn {c['activation_fn']!r} (only gelu)")
+    if int(c.get("pos_conv_depth", 1)) != 1 or c.get("conv_pos_batch_norm", False):
+        raise UnsupportedTeacherError("only the single weight-normalised positional conv is supported")
+    data = {
+        "family": family,
+        "conv_layers": str(c["conv_feature_layers"]),
+        "conv_bias": c["conv_bias"],
+        "extractor_mode": c["extractor_mode"],
+        "embed_dim": c["encoder_embed_dim"],
+        "num_layers": c["encoder_layers"],
+        "attention_heads": c["encoder_attention_heads"],
+        "ffn_dim": c["encoder_ffn_embed_dim"],
+        "layer_norm_first": c["layer_norm_first"],
+        "conv_pos": c["conv_pos"],
+        "conv_pos_groups": c["conv_pos_groups"],
+        "feature_layer_norm": "layer_norm.weight" in state,
+        "normalize_waveform": bool(task.get("normalize", False)),
+    }
+    if family == "wavlm":
+        data.update(num_buckets=c["num_buckets"], max_distance=c["max_distance"])
+    return from_dict(TeacherConfig, data)
+
+
+def _from_fairseq(path: Path) -> TeacherModel:
+    cfg, task, state = read_fairseq_checkpoint(path)
+    config = teacher_config_from_fairseq(cfg, task, state)
+    model = TeacherModel(config)
+    load_strict(model, fairseq_to_ours(state), str(path))
+    return model
+
+
+__all__ = [
+    "Teacher",
+    "TeacherConfig",
+    "TeacherModel",
+    "TeacherOutput",
+    "UnsupportedTeacherError",
+    "load_teacher",
+    "normalize_waveforms",
+    "teacher_config_from_fairseq",
+    "teacher_config_from_hf",
+]

@@ -1,0 +1,184 @@
+"""wav2vec2-family Transformer encoder: post-LN or pre-LN layers with per-layer sizes.
+
+Parameter names follow fairseq (``self_attn``, ``self_attn_layer_norm``, ``fc1``, ``fc2``,
+``final_layer_norm``; encoder ``pos_conv``, ``layers``, ``layer_norm``). A layer may have no
+attention or no FFN (what structured pruning leaves); its LayerNorms stay, as in DPHuBERT.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .attention import SelfAttention, WavLMSelfAttention
+from .positional import ConvPositionalEmbedding
+
+
+class EncoderLayer(nn.Module):
+    """One Transformer block; ``self_attn`` / ``fc1``+``fc2`` are None when pruned away."""
+
+    def __init__(
+        self,
+        embed_dim: int,
+        ffn_dim: int,
+        self_attn: nn.Module | None,
+        *,
+        layer_norm_first: bool = False,
+        dropout: float = 0.1,
+        activation_dropout: float = 0.1,
+    ) -> None:
+        super().__init__()
+        self.layer_norm_first = layer_norm_first
+        self.self_attn = self_attn
+        self.dropout1 = nn.Dropout(dropout)
+        self.dropout2 = nn.Dropout(activation_dropout)
+        self.dropout3 = nn.Dropout(dropout)
+        self.self_attn_layer_norm = nn.LayerNorm(embed_dim)
+        self.fc1 = nn.Linear(embed_dim, ffn_dim) if ffn_dim > 0 else None
+        self.fc2 = nn.Linear(ffn_dim, embed_dim) if ffn_dim > 0 else None
+        self.final_layer_norm = nn.LayerNorm(embed_dim)
+
+    def _ffn(self, x: Tensor) -> Tensor:
+        assert self.fc1 is not None and self.fc2 is not None
+        # exact (erf) GELU in fp32, as fairseq does, so fp16/bf16 autocast keeps the same activation
+        h = F.gelu(self.fc1(x).float()).type_as(x)
+        return self.dropout3(self.fc2(self.dropout2(h)))
+
+    def forward(
+        self, x: Tensor, frame_mask: Tensor | None, position_bias: Tensor | None = None
+    ) -> tuple[Tensor, Tensor | None]:
+        if self.self_attn is not None:
+            residual = x
+            if self.layer_norm_first:
+                x = self.self_attn_layer_norm(x)
+            x, position_bias = self.self_attn(x, frame_mask, position_bias)
+            x = residual + self.dropout1(x)
+        if self.layer_norm_first:
+            if self.fc1 is not None:
+                x = x + self._ffn(self.final_layer_norm(x))
+        else:
+            x = self.self_attn_layer_norm(x)
+            if self.fc1 is not None:
+                x = x + self._ffn(x)
+            x = self.final_layer_norm(x)
+        return x, position_bias
+
+
+@dataclass
+class EncoderOutput:
+    layer_input: Tensor
+    """Input of layer 1: after pos-conv (+ LayerNorm for post-LN encoders), (B, T, C)."""
+    layer_outputs: list[Tensor]
+    """Output of every layer, (B, T, C) each (pre-LN: before the final LayerNorm)."""
+    last_hidden_state: Tensor
+    """Last layer output, after the final LayerNorm for pre-LN encoders."""
+
+
+class TransformerEncoder(nn.Module):
+    """Zero padded frames, ``x + pos_conv(x)``, [LayerNorm (post-LN)], layers, [LayerNorm (pre-LN)]."""
+
+    def __init__(
+        self,
+        embed_dim: int,
+        layers: Sequence[EncoderLayer],
+        *,
+        conv_pos: int = 128,
+        conv_pos_groups: int = 16,
+        layer_norm_first: bool = False,
+        dropout: float = 0.1,
+    ) -> None:
+        super().__init__()
+        self.layer_norm_first = layer_norm_first
+        self.pos_conv = ConvPositionalEmbedding(embed_dim, conv_pos, conv_pos_groups)
+        self.layers = nn.ModuleList(layers)
+        self.layer_norm = nn.LayerNorm(embed_dim)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor, frame_mask: Tensor | None = None) -> EncoderOutput:
+        """``x`` (B, T, C) projected features; ``frame_mask`` (B, T) True = valid."""
+        if frame_mask is not None:
+            x = x.masked_fill(~frame_mask[..., None], 0.0)
+            if bool(frame_mask.all()):
+                frame_mask = None  # nothing to mask: lets attention take its fastest path
+        x = x + self.pos_conv(x.transpose(1, 2)).transpose(1, 2)
+        if not self.layer_norm_first:
+            x = self.layer_norm(x)
+        x = self.dropout(x)
+        layer_input = x
+        outputs: list[Tensor] = []
+        position_bias: Tensor | None = None
+        for layer in self.layers:
+            x, position_bias = layer(x, frame_mask, position_bias)
+            outputs.append(x)
+        last = self.layer_norm(x) if self.layer_norm_first else x
+        return EncoderOutput(layer_input=layer_input, layer_outputs=outputs, last_hidden_state=last)
+
+
+def init_bert_params(module: nn.Module) -> None:
+    """BERT-style init used by fairseq/s3prl encoders: Linear N(0, 0.02) with zero bias, Embedding N(0, 0.02)."""
+    for m in module.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, mean=0.0, std=0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Embedding):
+            nn.init.normal_(m.weight, mean=0.0, std=0.02)
+
+
+def build_layers(
+    embed_dim: int,
+    heads: Sequence[int],
+    ffn_dims: Sequence[int],
+    *,
+    head_dim: int,
+    layer_norm_first: bool,
+    dropout: float,
+    attention_dropout: float,
+    activation_dropout: float,
+    wavlm: WavLMOptions | None = None,
+) -> list[EncoderLayer]:
+    """Encoder layers with per-layer head counts and FFN sizes (0 heads / 0 FFN = removed block)."""
+    if len(heads) != len(ffn_dims):
+        raise ValueError(f"per-layer heads ({len(heads)}) and FFN sizes ({len(ffn_dims)}) differ in length")
+    layers = []
+    for i, (h, f) in enumerate(zip(heads, ffn_dims)):
+        attn: nn.Module | None = None
+        if h > 0 and wavlm is not None:
+            attn = WavLMSelfAttention(
+                embed_dim,
+                h,
+                head_dim,
+                attention_dropout,
+                has_relative_attention_bias=i == 0,
+                num_buckets=wavlm.num_buckets,
+                max_distance=wavlm.max_distance,
+                bias_heads=wavlm.bias_heads,
+                remaining_heads=wavlm.remaining_heads[i] if wavlm.remaining_heads is not None else None,
+            )
+        elif h > 0:
+            attn = SelfAttention(embed_dim, h, head_dim, attention_dropout)
+        layers.append(
+            EncoderLayer(
+                embed_dim,
+                f,
+                attn,
+                layer_norm_first=layer_norm_first,
+                dropout=dropout,
+                activation_dropout=activation_dropout,
+            )
+        )
+    return layers
+
+
+@dataclass
+class WavLMOptions:
+    """Relative-position settings of WavLM encoders."""
+
+    num_buckets: int = 320
+    max_distance: int = 800
+    bias_heads: int = 12
+    remaining_heads: list[list[int]] | None = None

@@ -1,0 +1,250 @@
+"""Training losses: layer-wise distillation (DistilHuBERT), feature penalty, enhancement losses.
+
+All losses are computed in fp32 with autocast disabled, whatever the inputs' dtype, and average
+over valid frames/samples only (the reference averages over padding too; ``masked=False`` in
+``distillation_loss`` and ``frame_mask=None`` in ``feature_penalty`` reproduce it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from robustdistiller.models.enhancement import (
+    EnhancementHead,
+    EnhancementOutput,
+    sample_mask,
+    stft,
+    stft_frame_mask,
+)
+
+
+@dataclass
+class DistillationLoss:
+    """``total``: scalar with grad. ``per_layer``: detached scalars for logging, per teacher layer id:
+    ``rec_l{id}`` (L1/L2), ``sim_l{id}`` (mean cosine similarity), ``cos_l{id}`` (the
+    ``-log sigmoid(cos)`` term). Note: the reference logs the ``-log sigmoid`` term as ``sim_l``.
+    """
+
+    total: Tensor
+    per_layer: dict[str, Tensor]
+
+
+def distillation_loss(
+    pred: Tensor,
+    target: Tensor,
+    frame_mask: Tensor | None,
+    *,
+    loss_type: Literal["l1", "l2"] = "l1",
+    cosine_weight: float = 1.0,
+    masked: bool = True,
+    layer_ids: Sequence[int] | None = None,
+    max_frame_diff: int = 2,
+) -> DistillationLoss:
+    """DistilHuBERT loss between student predictions and teacher targets, both ``[B, N, T, D]``.
+
+    Per predicted layer: ``rec = mean |pred - target|`` (or squared for ``"l2"``) over valid frames
+    and D, ``cos = mean(-log sigmoid(cos_sim(pred_t, target_t)))`` over valid frames; ``total`` is the
+    mean over layers of ``rec + cosine_weight * cos`` (equal to the reference's mean over all
+    elements, since every layer has the same number of frames).
+
+    ``frame_mask [B, T]`` (True = valid) comes from the student. With ``masked=False`` or no mask,
+    every frame counts, padding included (the reference behaviour). Padded frames are dropped
+    before any arithmetic, so garbage (even NaN) there neither changes the loss nor gets a gradient.
+
+    The student runs on the padded batch while the teacher may run on unpadded audio, so their
+    frame counts can differ by a frame or two: all three tensors are trimmed to the shortest.
+    A difference above ``max_frame_diff`` raises (features from mismatched audio).
+    ``layer_ids`` (the teacher layer of each of the N predictions) only name the logged values;
+    default ``0..N-1``.
+    """
+    if pred.dim() != 4 or target.dim() != 4:
+        raise ValueError(
+            f"expected pred/target [B, N, T, D], got {tuple(pred.shape)} and {tuple(target.shape)}"
+        )
+    B, N, _, D = pred.shape
+    if (target.shape[0], target.shape[1], target.shape[3]) != (B, N, D):
+        raise ValueError(f"pred {tuple(pred.shape)} and target {tuple(target.shape)} differ beyond T")
+    if loss_type not in ("l1", "l2"):
+        raise ValueError(f"loss_type must be 'l1' or 'l2', got {loss_type!r}")
+    layer_ids = list(range(N)) if layer_ids is None else list(layer_ids)
+    if len(layer_ids) != N:
+        raise ValueError(f"{len(layer_ids)} layer_ids for {N} predicted layers")
+
+    lengths = [pred.shape[2], target.shape[2]]
+    if frame_mask is not None:
+        if frame_mask.dim() != 2 or frame_mask.shape[0] != B:
+            raise ValueError(f"expected frame_mask [{B}, T], got {tuple(frame_mask.shape)}")
+        lengths.append(frame_mask.shape[1])
+    T = min(lengths)
+    if max(lengths) - T > max_frame_diff:
+        raise ValueError(
+            f"frame counts differ by more than {max_frame_diff}: pred {pred.shape[2]}, "
+            f"target {target.shape[2]}, mask {frame_mask.shape[1] if frame_mask is not None else '-'}"
+        )
+
+    with torch.autocast(device_type=pred.device.type, enabled=False):
+        # [N, B, T, D] -> [N, frames, D]: the selected frames are the only ones the loss sees.
+        p = pred[:, :, :T].float().transpose(0, 1)
+        t = target[:, :, :T].float().transpose(0, 1)
+        if masked and frame_mask is not None:
+            valid = frame_mask[:, :T].to(torch.bool)
+            if not bool(valid.any()):
+                raise ValueError("frame_mask has no valid frame")
+            p, t = p[:, valid], t[:, valid]
+        else:
+            p, t = p.reshape(N, B * T, D), t.reshape(N, B * T, D)
+
+        diff = p - t
+        rec = (diff.abs() if loss_type == "l1" else diff.pow(2)).mean(dim=(1, 2))
+        cos_sim = F.cosine_similarity(p, t, dim=-1)
+        cos = -F.logsigmoid(cos_sim).mean(dim=1)
+        total = (rec + cosine_weight * cos).mean() if cosine_weight else rec.mean()
+
+    per_layer: dict[str, Tensor] = {}
+    for i, layer in enumerate(layer_ids):
+        per_layer[f"rec_l{layer}"] = rec[i].detach()
+        per_layer[f"sim_l{layer}"] = cos_sim[i].mean().detach()
+        per_layer[f"cos_l{layer}"] = cos[i].detach()
+    return DistillationLoss(total=total, per_layer=per_layer)
+
+
+def feature_penalty(features: Tensor, frame_mask: Tensor | None = None) -> Tensor:
+    """Mean of squared features ``[B, T, C]`` over valid frames (reference ``feat_pen_loss`` term).
+
+    ``frame_mask=None`` averages over every frame, as the reference does.
+    """
+    with torch.autocast(device_type=features.device.type, enabled=False):
+        x = features.float()
+        if frame_mask is not None:
+            T = min(x.shape[1], frame_mask.shape[1])
+            x = x[:, :T][frame_mask[:, :T].to(torch.bool)]
+        return x.pow(2).mean()
+
+
+def si_snr(
+    estimate: Tensor, reference: Tensor, lengths: Tensor | None = None, eps: float = 1e-8
+) -> Tensor:
+    """Scale-invariant SNR in dB per utterance, ``[B]``, over the first ``lengths[b]`` samples.
+
+    Both signals are made zero-mean over their valid samples; the estimate is projected onto the
+    reference: ``10 log10(|s_target|^2 / |e - s_target|^2)``. ``eps`` keeps silent inputs finite.
+    """
+    if estimate.shape != reference.shape or estimate.dim() != 2:
+        raise ValueError(
+            f"expected estimate/reference [B, L] of one shape, got {tuple(estimate.shape)} "
+            f"and {tuple(reference.shape)}"
+        )
+    if lengths is None:
+        lengths = torch.full(estimate.shape[:1], estimate.shape[1], device=estimate.device)
+    with torch.autocast(device_type=estimate.device.type, enabled=False):
+        valid = sample_mask(lengths, estimate.shape[1])
+        count = lengths.to(torch.float32)[:, None].clamp(min=1)
+        est = torch.where(valid, estimate.float(), 0.0)
+        ref = torch.where(valid, reference.float(), 0.0)
+        est = torch.where(valid, est - est.sum(dim=1, keepdim=True) / count, 0.0)
+        ref = torch.where(valid, ref - ref.sum(dim=1, keepdim=True) / count, 0.0)
+        scale = (est * ref).sum(dim=1, keepdim=True) / (ref.pow(2).sum(dim=1, keepdim=True) + eps)
+        target = scale * ref
+        noise = est - target
+        ratio = target.pow(2).sum(dim=1) / (noise.pow(2).sum(dim=1) + eps)
+        return 10 * torch.log10(ratio + eps)
+
+
+class MultiResolutionSTFTLoss(nn.Module):
+    """Multi-resolution STFT loss (ParallelWaveGAN/denoiser style, as RobustDistiller's ``mrstft``).
+
+    Per resolution: spectral convergence ``||R - E||_F / ||R||_F`` and mean ``|log R - log E|``,
+    magnitudes clamped to ``>= sqrt(1e-7)``; each averaged over resolutions, then
+    ``sc_weight * SC + mag_weight * logmag``. Only STFT frames of valid samples count when
+    ``lengths`` is given (samples beyond it are zeroed first).
+    """
+
+    def __init__(
+        self,
+        fft_sizes: Sequence[int] = (1024, 2048, 512),
+        hop_sizes: Sequence[int] = (120, 240, 50),
+        win_lengths: Sequence[int] = (600, 1200, 240),
+        sc_weight: float = 0.5,
+        mag_weight: float = 0.5,
+    ) -> None:
+        super().__init__()
+        if not len(fft_sizes) == len(hop_sizes) == len(win_lengths) > 0:
+            raise ValueError("fft_sizes, hop_sizes and win_lengths must be non-empty and equally long")
+        for n_fft, win in zip(fft_sizes, win_lengths):
+            if win > n_fft:
+                raise ValueError(f"window {win} longer than FFT size {n_fft}")
+        self.resolutions = list(zip(fft_sizes, hop_sizes, win_lengths))
+        self.sc_weight = sc_weight
+        self.mag_weight = mag_weight
+
+    def forward(self, estimate: Tensor, reference: Tensor, lengths: Tensor | None = None) -> Tensor:
+        if estimate.shape != reference.shape or estimate.dim() != 2:
+            raise ValueError(
+                f"expected estimate/reference [B, L] of one shape, got {tuple(estimate.shape)} "
+                f"and {tuple(reference.shape)}"
+            )
+        if lengths is None:
+            lengths = torch.full(estimate.shape[:1], estimate.shape[1], device=estimate.device)
+        keep = sample_mask(lengths, estimate.shape[1])
+        estimate = torch.where(keep, estimate, 0.0)
+        reference = torch.where(keep, reference, 0.0)
+        sc_total = estimate.new_zeros((), dtype=torch.float32)
+        mag_total = estimate.new_zeros((), dtype=torch.float32)
+        with torch.autocast(device_type=estimate.device.type, enabled=False):
+            for n_fft, hop, win in self.resolutions:
+                est_mag = _clamped_magnitude(stft(estimate, n_fft, hop, win))
+                ref_mag = _clamped_magnitude(stft(reference, n_fft, hop, win))
+                valid = stft_frame_mask(lengths, hop, est_mag.shape[-1])
+                # [B, F, T] -> [frames, F]
+                est_mag = est_mag.transpose(1, 2)[valid]
+                ref_mag = ref_mag.transpose(1, 2)[valid]
+                sc_total = sc_total + torch.linalg.norm(ref_mag - est_mag) / torch.linalg.norm(ref_mag)
+                mag_total = mag_total + (ref_mag.log() - est_mag.log()).abs().mean()
+        count = len(self.resolutions)
+        return self.sc_weight * sc_total / count + self.mag_weight * mag_total / count
+
+
+def _clamped_magnitude(spec: Tensor) -> Tensor:
+    # Clamping the power (not the magnitude) keeps the sqrt differentiable at silent bins.
+    return (spec.real.pow(2) + spec.imag.pow(2)).clamp(min=1e-7).sqrt()
+
+
+def enhancement_loss(
+    head: EnhancementHead,
+    out: EnhancementOutput,
+    clean: Tensor,
+    lengths: Tensor,
+    kind: Literal["l1", "l2", "mrstft", "si_snr"] | None = None,
+) -> Tensor:
+    """Scalar loss of the head's prediction ``out`` against the clean waveforms ``[B, L]``.
+
+    ``kind`` defaults to ``head.config.loss``. ``"l1"``/``"l2"``: between the estimated and the
+    clean STFT magnitude, over valid frames and all bins. ``"mrstft"``: multi-resolution STFT loss
+    on the resynthesised waveform. ``"si_snr"``: minus the mean SI-SNR (dB) of the resynthesised
+    waveform. Samples of ``clean`` beyond ``lengths`` are ignored.
+    """
+    kind = kind or head.config.loss
+    cfg = head.config
+    clean = torch.where(sample_mask(lengths, clean.shape[1]), clean, 0.0)
+    if kind in ("l1", "l2"):
+        with torch.autocast(device_type=clean.device.type, enabled=False):
+            clean_mag = stft(clean, cfg.n_fft, cfg.hop, cfg.win).abs()
+            if clean_mag.shape != out.estimate_mag.shape:
+                raise ValueError(
+                    f"clean STFT {tuple(clean_mag.shape)} does not match the estimate "
+                    f"{tuple(out.estimate_mag.shape)}: pass the clean batch of the same length"
+                )
+            diff = (out.estimate_mag.float() - clean_mag).transpose(1, 2)[out.frame_mask]
+            return diff.abs().mean() if kind == "l1" else diff.pow(2).mean()
+    if kind not in ("mrstft", "si_snr"):
+        raise ValueError(f"unknown enhancement loss {kind!r}; use l1, l2, mrstft or si_snr")
+    estimate = head.resynthesize(out, clean.shape[1])
+    if kind == "mrstft":
+        return MultiResolutionSTFTLoss()(estimate, clean, lengths)
+    return -si_snr(estimate, clean, lengths).mean()

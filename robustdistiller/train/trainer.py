@@ -1,0 +1,496 @@
+"""The distillation loop: teacher(clean) -> targets, student(corrupted) -> predictions, one optimizer.
+
+Per optimizer step (``grad_accum`` micro-batches): the corruption plan drawn in a DataLoader worker
+is applied on the device; the frozen fp32 teacher sees the clean, unpadded audio; the student (and
+the enhancement head, when enabled) see the corrupted padded batch under autocast; the loss is the
+masked distillation loss plus ``enhancement.weight`` x the enhancement loss. Non-finite steps are
+skipped and counted; ``train.max_bad_steps`` of them in a row abort the run.
+
+Under ``torchrun`` each rank trains on its shard; DDP averages the gradients. Only rank 0 logs and
+writes checkpoints; all ranks meet at a barrier around each write. SIGINT / SIGTERM finish the
+current step, save a checkpoint and return with ``interrupted`` set (the CLI exits with 128 + signal
+number: 130 / 143).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import signal
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager, nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
+
+from robustdistiller.augment import CorruptionPolicy, CorruptionResult, build_policy, summarize
+from robustdistiller.config import to_dict
+from robustdistiller.data import SAMPLE_RATE, BadFileReport
+from robustdistiller.export.s3prl import save_s3prl_checkpoint
+from robustdistiller.models.enhancement import EnhancementHead
+from robustdistiller.models.init import InitReport, init_student_from_teacher
+from robustdistiller.models.student import DistillerModel, DistillerOutput
+from robustdistiller.models.teacher import Teacher, load_teacher
+from robustdistiller.train.checkpointing import checkpoint_path, load_latest_checkpoint, prune_checkpoints
+from robustdistiller.train.distributed import (
+    DistContext,
+    all_reduce_flag,
+    all_reduce_mean,
+    barrier,
+    init_distributed,
+    shutdown,
+)
+from robustdistiller.train.loader import PlannedBatch, TrainingStream, load_training_manifest
+from robustdistiller.train.losses import distillation_loss, enhancement_loss, feature_penalty
+from robustdistiller.train.monitor import PhaseTimer, TrainMonitor
+from robustdistiller.train.optim import build_optimizer, clip_and_check, warmup_linear_schedule
+from robustdistiller.train.recipe import DistillRecipe
+from robustdistiller.train.rng import capture_rng_state, restore_rng_state
+from robustdistiller.train.targets import teacher_targets
+
+log = logging.getLogger(__name__)
+
+_AUTOCAST_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+@dataclass
+class DistillResult:
+    checkpoint: Path | None
+    """The last checkpoint written (None only when the run had nothing to do)."""
+    step: int
+    losses: list[float] = field(default_factory=list)
+    """Total loss of every optimizer step this process ran (NaN for skipped non-finite steps)."""
+    interrupted: int | None = None
+    """Signal number (SIGINT 2, SIGTERM 15) when a signal stopped the run early."""
+    bad_steps: int = 0
+    bad_files: BadFileReport = field(default_factory=BadFileReport)
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.interrupted if self.interrupted else 0
+
+
+@dataclass
+class StepStats:
+    loss: float
+    taken: bool
+    grad_norm: float
+    audio_seconds: float
+    scalars: dict[str, Tensor]
+    corruption: list[CorruptionResult]
+
+
+class _StopRequest:
+    """SIGINT/SIGTERM set a flag the loop checks between steps. A second SIGINT interrupts at once."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum: int, _frame: Any) -> None:
+        if self.signum == signal.SIGINT and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signum = signum
+        log.warning("received %s: finishing this step, saving a checkpoint, then stopping",
+                    signal.Signals(signum).name)
+
+    @contextmanager
+    def installed(self) -> Iterator[_StopRequest]:
+        try:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        except ValueError:  # not the main thread (e.g. called from a worker thread): no handlers
+            self._previous.clear()
+        try:
+            yield self
+        finally:
+            for sig, handler in self._previous.items():
+                signal.signal(sig, handler)
+
+
+def format_init_report(report: InitReport) -> str:
+    kept = ", ".join(sorted({k.rsplit(".", 1)[0] for k in report.not_initialised})[:6])
+    return (f"student initialised from the teacher: {len(report.copied)} tensors copied, "
+            f"{len(report.not_initialised)} keep their own init ({kept}{', ...' if kept else ''})")
+
+
+class DistillTrainer:
+    """Builds everything a recipe names, then :meth:`fit` runs (or resumes) the loop."""
+
+    def __init__(self, recipe: DistillRecipe, *, resume: bool = False, ctx: DistContext | None = None,
+                 sync_timing: bool = False) -> None:
+        self.recipe = recipe
+        self.ctx = ctx or init_distributed(recipe.train.device)
+        self.device = self.ctx.device
+        self.out_dir = Path(recipe.train.out_dir)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self._check_precision()
+        torch.manual_seed(recipe.train.seed)
+
+        # Cheap checks first: data and corruption sources fail before a teacher is loaded.
+        self.bad_files = BadFileReport()
+        data = recipe.data
+        manifest = load_training_manifest(data, self.out_dir, self.ctx, self.bad_files)
+        self.policy = self._build_policy()
+        self.stream = TrainingStream(
+            manifest, self.policy, max_length=data.max_length, batch_size=data.batch_size,
+            max_seconds=data.max_seconds, num_workers=data.num_workers, seed=data.seed, ctx=self.ctx,
+        )
+        self.teacher = _load_teacher(recipe.teacher.source).to(self.device)
+        self.student = DistillerModel(recipe.student)
+        self.init_report = init_student_from_teacher(self.student, self.teacher)
+        self.student.to(self.device)
+        enh = recipe.enhancement
+        self.head = EnhancementHead(enh).to(self.device) if enh.use_enhancement else None
+        self.student_ddp = self._wrap(self.student)
+        self.head_ddp = self._wrap(self.head) if self.head is not None else None
+
+        opt = recipe.optim
+        modules = nn.ModuleDict({"student": self.student, **({"head": self.head} if self.head else {})})
+        self.params = [p for p in modules.parameters() if p.requires_grad]
+        self.optimizer = build_optimizer(
+            modules, lr=opt.lr, weight_decay=opt.weight_decay, betas=opt.betas, eps=opt.eps,
+            match_reference=opt.match_reference,
+        )
+        self.scheduler = warmup_linear_schedule(self.optimizer, opt.total_steps, opt.warmup_proportion)
+        fp16 = recipe.train.precision == "fp16"
+        self.scaler = torch.amp.GradScaler(self.device.type) if fp16 else None
+        self.timer = PhaseTimer(self.device, sync=sync_timing)
+
+        self.step = 0
+        self.bad_steps = 0
+        self.bad_streak = 0
+        self.last_checkpoint: Path | None = None
+        if resume:
+            self._resume()
+        else:
+            # Per-rank dropout streams; initial weights are equal anyway (DDP broadcasts rank 0's).
+            torch.manual_seed(recipe.train.seed + self.ctx.rank)
+            if self.ctx.is_main:
+                log.info(format_init_report(self.init_report))
+                (self.out_dir / "recipe.yaml").write_text(yaml.safe_dump(to_dict(recipe), sort_keys=False))
+
+    # ------------------------------------------------------------------ set-up helpers
+    def _check_precision(self) -> None:
+        precision = self.recipe.train.precision
+        if precision == "fp16" and self.device.type != "cuda":
+            raise ValueError("train.precision=fp16 needs a GPU; use bf16 or fp32 on CPU")
+
+    def _build_policy(self) -> CorruptionPolicy | None:
+        cfg = self.recipe.corruption
+        if cfg.p_clean >= 1.0:
+            return None  # baseline DistilHuBERT: the student sees clean audio
+        return build_policy(cfg, self.bad_files)
+
+    def _wrap(self, module: nn.Module | None) -> nn.Module | None:
+        if module is None or not self.ctx.enabled:
+            return module
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        # A zero feature_grad_mult freezes the CNN: DDP must then expect parameters without grads.
+        unused = isinstance(module, DistillerModel) and module.config.feature_grad_mult == 0
+        return DistributedDataParallel(module, device_ids=ids, find_unused_parameters=unused)
+
+    def _autocast(self) -> Any:
+        precision = self.recipe.train.precision
+        if precision == "fp32":
+            return nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=_AUTOCAST_DTYPES[precision])
+
+    # ------------------------------------------------------------------ one optimizer step
+    def train_step(self, batches: list[PlannedBatch]) -> StepStats:
+        """Forward/backward over the micro-batches, then clip and (unless non-finite) step."""
+        self.student.train()
+        if self.head is not None:
+            self.head.train()
+        cfg, enh = self.recipe.student, self.recipe.enhancement
+        sums: dict[str, Tensor] = defaultdict(lambda: torch.zeros((), device=self.device))
+        results: list[CorruptionResult] = []
+        audio_seconds, total = 0.0, 0.0
+        for i, item in enumerate(batches):
+            last = i == len(batches) - 1
+            with self.timer.phase("corruption"):
+                wavs = item.batch.wavs.to(self.device, non_blocking=True)
+                lengths = item.batch.lengths.to(self.device, non_blocking=True)
+                noisy = wavs
+                if self.policy is not None and item.plan is not None:
+                    result = self.policy.apply(wavs, lengths, item.plan.to(self.device, non_blocking=True), self.step)
+                    noisy = result.noisy
+                    results.append(result)
+            audio_seconds += float(item.batch.lengths.sum()) / SAMPLE_RATE
+            with ExitStack() as sync_guard:
+                if not last:  # gradients are all-reduced once, on the last micro-batch
+                    for wrapped in (self.student_ddp, self.head_ddp):
+                        if isinstance(wrapped, DistributedDataParallel):
+                            sync_guard.enter_context(wrapped.no_sync())
+                with self.timer.phase("student"), self._autocast():
+                    out: DistillerOutput = self.student_ddp(noisy, lengths)
+                with self.timer.phase("teacher"):
+                    targets = teacher_targets(self.teacher, wavs, lengths, cfg.pred_layer_id, out.predictions.shape[2])
+                with self.timer.phase("student"):
+                    dist = distillation_loss(
+                        out.predictions, targets, out.frame_mask, loss_type=cfg.loss_type,  # type: ignore[arg-type]
+                        cosine_weight=cfg.cosine_loss, masked=self.recipe.train.masked_loss,
+                        layer_ids=cfg.pred_layer_id,
+                    )
+                    loss = dist.total
+                    if cfg.feat_pen_loss > 0:
+                        loss = loss + cfg.feat_pen_loss * feature_penalty(out.cnn_features, out.frame_mask)
+                for name, value in dist.per_layer.items():
+                    sums[f"loss/{name}"] += value.detach()
+                sums["loss/distill"] += dist.total.detach()
+                if self.head is not None:
+                    with self.timer.phase("enhancement"), self._autocast():
+                        feats = out.cnn_features if enh.input == "cnn" else out.hiddens[-1]
+                        assert self.head_ddp is not None
+                        enh_out = self.head_ddp(feats, noisy, lengths)
+                        enh_loss = enhancement_loss(self.head, enh_out, wavs, lengths, enh.loss)
+                    sums["loss/enhancement"] += enh_loss.detach()
+                    loss = loss + enh.weight * enh_loss
+                loss = loss / len(batches)
+                with self.timer.phase("backward"):
+                    (self.scaler.scale(loss) if self.scaler else loss).backward()
+            total += float(loss.detach())
+        with self.timer.phase("optimizer"):
+            taken, norm = self._optimizer_step(total)
+        scalars = {k: v / len(batches) for k, v in sums.items()}
+        return StepStats(total, taken, norm, audio_seconds, scalars, results)
+
+    def _optimizer_step(self, loss: float) -> tuple[bool, float]:
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)
+        norm, grads_finite = clip_and_check(self.params, self.recipe.optim.grad_clip)
+        # After DDP's all-reduce every rank sees the same gradients, hence the same decision; a
+        # non-finite *loss* is local, so it is shared explicitly.
+        loss_finite = not all_reduce_flag(self.ctx, not math.isfinite(loss))
+        overflow = self.scaler is not None and not grads_finite and loss_finite  # fp16: scaler backs off
+        taken = loss_finite and grads_finite
+        if taken:
+            if self.scaler is not None:
+                self.scaler.step(self.optimizer)
+            else:
+                self.optimizer.step()
+            self.scheduler.step()
+        if self.scaler is not None:
+            self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        if taken or overflow:
+            self.bad_streak = 0
+        else:
+            self.bad_steps += 1
+            self.bad_streak += 1
+            if self.bad_streak >= self.recipe.train.max_bad_steps:
+                raise FloatingPointError(
+                    f"{self.bad_streak} non-finite steps in a row (at step {self.step}; loss {loss}, grad norm "
+                    f"{norm}): stopping. Lower optim.lr, use precision=fp32/bf16, or check the data "
+                    f"(train.max_bad_steps={self.recipe.train.max_bad_steps})"
+                )
+        return taken, norm
+
+    # ------------------------------------------------------------------ the loop
+    def fit(self) -> DistillResult:
+        train, opt = self.recipe.train, self.recipe.optim
+        last_step = min(train.stop_at_step or opt.total_steps, opt.total_steps)
+        result = DistillResult(checkpoint=self.last_checkpoint, step=self.step, bad_files=self.bad_files)
+        monitor = TrainMonitor(self.out_dir, enabled=self.ctx.is_main, total_steps=opt.total_steps,
+                               start_step=self.step)
+        window = _Window()
+        data = iter(self.stream)
+        try:
+            with _StopRequest().installed() as stop:
+                while self.step < last_step:
+                    step_start = time.perf_counter()
+                    with self.timer.phase("data"):
+                        batches = [self._next_batch(data) for _ in range(opt.grad_accum)]
+                    stats = self.train_step(batches)
+                    self.step += 1
+                    result.losses.append(stats.loss if stats.taken else math.nan)
+                    window.add(stats, time.perf_counter() - step_start)
+                    monitor.advance(self.step, stats.loss)
+                    if self.step % train.log_every == 0 or self.step == last_step:
+                        self._log(monitor, window)
+                    stopping = all_reduce_flag(self.ctx, stop.signum is not None)
+                    if self.step % train.save_every == 0 or self.step == last_step or stopping:
+                        self.save()
+                    if stopping:
+                        result.interrupted = stop.signum or signal.SIGTERM
+                        monitor.message(f"stopped at step {self.step}; resume with --resume")
+                        break
+        finally:
+            monitor.close()
+        result.step, result.checkpoint = self.step, self.last_checkpoint
+        result.bad_steps = self.bad_steps
+        if self.ctx.is_main:
+            if len(self.bad_files):
+                log.warning(self.bad_files.summary())
+                self.bad_files.write(self.out_dir / "bad_files.tsv")
+            log.info("finished at step %d; last checkpoint %s", self.step, self.last_checkpoint)
+        return result
+
+    def _next_batch(self, data: Iterator[PlannedBatch]) -> PlannedBatch:
+        """The next non-empty batch; files that failed to load are added to the bad-file report."""
+        for _ in range(1000):
+            item = next(data)
+            self.bad_files.extend(item.batch.skipped)
+            if len(item.batch):
+                return item
+        raise RuntimeError(f"1000 batches in a row had no readable file: {self.bad_files.summary()}")
+
+    def _log(self, monitor: TrainMonitor, window: _Window) -> None:
+        scalars = window.flush(self.ctx)
+        scalars["lr"] = self.scheduler.get_last_lr()[0]
+        scalars["bad_steps"] = float(self.bad_steps)
+        timing = self.timer.reset()
+        step_time = sum(timing.values())
+        if step_time > 0:
+            scalars["time/data_wait_fraction"] = timing.get("data", 0.0) / step_time
+            for name, seconds in timing.items():
+                scalars[f"time/{name}_fraction"] = seconds / step_time
+        monitor.log(self.step, scalars)
+
+    # ------------------------------------------------------------------ checkpoints
+    def save(self) -> Path:
+        """Write ``states-{step}.ckpt`` on rank 0 (all ranks take part: RNG states are gathered)."""
+        rng = _gather(self.ctx, capture_rng_state())
+        barrier(self.ctx)
+        path = checkpoint_path(self.out_dir, self.step)
+        if self.ctx.is_main:
+            enh = self.recipe.enhancement
+            extra_config: dict[str, Any] = {
+                "teacher": {"model": self.recipe.teacher.source, "n_layers": self.teacher.num_layers},
+                "task": {"sequence_length": self.recipe.data.max_length},
+            }
+            if enh.use_enhancement:
+                extra_config["enhancement_head"] = to_dict(enh)
+            extra: dict[str, Any] = {
+                "Optimizer": self.optimizer.state_dict(),
+                "Scheduler": self.scheduler.state_dict(),
+                "Resume": {
+                    "data": self.stream.state_dict(),
+                    "rng": rng,
+                    "world_size": self.ctx.world_size,
+                    "bad_steps": self.bad_steps,
+                    "bad_streak": self.bad_streak,
+                    "scaler": self.scaler.state_dict() if self.scaler else None,
+                    "corruption": self.policy.state_dict() if self.policy else None,
+                    "recipe": to_dict(self.recipe),
+                },
+            }
+            if self.head is not None:
+                extra["EnhancementHead"] = self.head.state_dict()
+            save_s3prl_checkpoint(path, self.student, step=self.step, extra_config=extra_config, extra=extra)
+            prune_checkpoints(self.out_dir, self.recipe.train.keep_last)
+        barrier(self.ctx)
+        self.last_checkpoint = path
+        return path
+
+    def _resume(self) -> None:
+        found = load_latest_checkpoint(self.out_dir)
+        if found is None:
+            raise FileNotFoundError(f"--resume: no checkpoint with resume state in {self.out_dir}")
+        path, state = found
+        self.student.load_state_dict(state["Distiller"])
+        if self.head is not None:
+            if "EnhancementHead" not in state:
+                raise ValueError(f"{path} has no enhancement head but the recipe enables one")
+            self.head.load_state_dict(state["EnhancementHead"])
+        self.optimizer.load_state_dict(state["Optimizer"])
+        self.scheduler.load_state_dict(state["Scheduler"])
+        resume = state["Resume"]
+        if self.scaler is not None and resume.get("scaler"):
+            self.scaler.load_state_dict(resume["scaler"])
+        if self.policy is not None and resume.get("corruption"):
+            self.policy.load_state_dict(resume["corruption"])
+        self.step = int(state["Step"])
+        self.bad_steps, self.bad_streak = int(resume["bad_steps"]), int(resume["bad_streak"])
+        if resume["world_size"] == self.ctx.world_size:
+            self.stream.load_state_dict(resume["data"])
+            restore_rng_state(resume["rng"][self.ctx.rank])
+        else:
+            # Batches are sharded by world size, so positions do not carry over: start the next epoch.
+            log.warning("resuming with %d processes instead of %d: data restarts at the next epoch",
+                        self.ctx.world_size, resume["world_size"])
+            self.stream.epoch = int(resume["data"]["epoch"]) + 1
+            torch.manual_seed(self.recipe.train.seed + self.ctx.rank + self.step)
+        self.last_checkpoint = path
+        if self.ctx.is_main:
+            log.info("resumed from %s (step %d)", path, self.step)
+
+
+class _Window:
+    """Running sums between two log lines."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.sums: dict[str, Tensor] = defaultdict(lambda: torch.zeros(()))
+        self.corruption: list[CorruptionResult] = []
+        self.steps = self.taken = 0
+        self.audio_seconds = self.wall = self.loss = self.grad_norm = 0.0
+
+    def add(self, stats: StepStats, wall: float) -> None:
+        self.steps += 1
+        self.wall += wall
+        self.audio_seconds += stats.audio_seconds
+        self.corruption.extend(stats.corruption)
+        if stats.taken:
+            self.taken += 1
+            self.loss += stats.loss
+            self.grad_norm += stats.grad_norm
+            for name, value in stats.scalars.items():
+                self.sums[name] = self.sums[name] + value.detach().float().cpu()
+
+    def flush(self, ctx: DistContext) -> dict[str, float]:
+        taken = max(self.taken, 1)
+        names = sorted(self.sums)
+        local = torch.tensor([self.loss / taken, self.audio_seconds] + [float(self.sums[n]) / taken for n in names],
+                             dtype=torch.float64, device=ctx.device)
+        mean = all_reduce_mean(ctx, local).cpu().tolist()
+        out = {"loss/total": mean[0], "grad_norm": self.grad_norm / taken}
+        out.update({name: value for name, value in zip(names, mean[2:])})
+        # Audio of every rank over this rank's wall time: the job's audio-hours per wall-clock hour.
+        out["throughput/audio_hours_per_hour"] = mean[1] * ctx.world_size / max(self.wall, 1e-9)
+        if self.corruption:
+            for name, value in summarize(self.corruption).items():
+                if not math.isnan(value):
+                    out[f"corruption/{name}"] = value
+        self.reset()
+        return out
+
+
+def _gather(ctx: DistContext, obj: Any) -> list[Any]:
+    if not ctx.enabled:
+        return [obj]
+    out: list[Any] = [None] * ctx.world_size
+    torch.distributed.all_gather_object(out, obj)
+    return out
+
+
+def _load_teacher(source: str) -> Teacher:
+    """``load_teacher`` with the usual failure (offline, not in the cache) explained."""
+    try:
+        return load_teacher(source)
+    except OSError as exc:
+        if isinstance(exc, FileNotFoundError) and Path(source).suffix in (".pt", ".ckpt", ".pth"):
+            raise
+        raise FileNotFoundError(
+            f"cannot load teacher {source!r}: {exc}\nIf this is a hub id, the machine needs network access "
+            "once (or HF_HUB_OFFLINE unset) to download it into the Hugging Face cache; or set "
+            "teacher.source to a local folder / fairseq .pt file."
+        ) from None
+
+
+def distill(recipe: DistillRecipe, *, resume: bool = False) -> DistillResult:
+    """Train a student as ``recipe`` says (resuming from ``train.out_dir`` if asked) and return the result."""
+    ctx = init_distributed(recipe.train.device)
+    try:
+        return DistillTrainer(recipe, resume=resume, ctx=ctx).fit()
+    finally:
+        shutdown(ctx)

@@ -1,0 +1,194 @@
+import argparse
+import json
+import sys
+import types
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from robustdistiller.models import Teacher, UnsupportedTeacherError, load_teacher
+from robustdistiller.models.conv import lengths_to_mask
+
+FAMILIES = ["hubert", "wav2vec2", "wavlm"]
+
+
+def _normalised(wavs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    out = torch.zeros_like(wavs)
+    for i, n in enumerate(lengths.tolist()):
+        v = wavs[i, :n]
+        out[i, :n] = (v - v.mean()) / torch.sqrt(v.var(unbiased=False) + 1e-5)
+    return out
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_post_ln_parity_with_transformers(family, hf_tiny, tmp_path, wave_batch):
+    """Group-norm extractors: each padded item equals transformers on that item alone."""
+    hf = hf_tiny(family)
+    hf.save_pretrained(tmp_path / "m")
+    teacher = load_teacher(tmp_path / "m")
+    wavs, lengths = wave_batch
+    out = teacher(wavs, lengths)
+    assert len(out.hidden_states) == 3
+    for i, n in enumerate(lengths.tolist()):
+        with torch.no_grad():
+            ref = hf(wavs[i : i + 1, :n], output_hidden_states=True)
+        t = ref.hidden_states[0].shape[1]
+        assert out.frame_mask[i].sum() == t
+        for ours, theirs in zip(out.hidden_states, ref.hidden_states):
+            assert (ours[i, :t] - theirs[0]).abs().max() <= 1e-5
+        assert (out.last_hidden_state[i, :t] - ref.last_hidden_state[0]).abs().max() <= 1e-5
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_pre_ln_parity_with_transformers_padded_batch(family, hf_tiny, tmp_path, wave_batch):
+    """Layer-norm extractors / pre-LN (Large-style): the padded batch with attention_mask."""
+    hf = hf_tiny(family, pre_ln=True)
+    hf.save_pretrained(tmp_path / "m")
+    teacher = load_teacher(tmp_path / "m")
+    assert teacher.model.config.normalize_waveform and teacher.model.config.layer_norm_first
+    wavs, lengths = wave_batch
+    out = teacher(wavs, lengths)
+    with torch.no_grad():
+        # HF leaves waveform normalisation to its preprocessor; give it normalised audio.
+        ref = hf(_normalised(wavs, lengths), attention_mask=lengths_to_mask(lengths, wavs.shape[1]).long(),
+                 output_hidden_states=True)
+    mask = out.frame_mask
+    for ours, theirs in zip(out.hidden_states, ref.hidden_states, strict=True):
+        assert (ours - theirs)[mask].abs().max() <= 1e-5
+    assert (out.last_hidden_state - ref.last_hidden_state)[mask].abs().max() <= 1e-5
+
+
+def test_teacher_is_frozen_and_always_eval(hf_dir, wave_batch):
+    teacher = load_teacher(hf_dir("hubert"))
+    parent = torch.nn.ModuleDict({"teacher": teacher, "head": torch.nn.Linear(2, 2)})
+    parent.train()
+    assert parent["head"].training and not teacher.training
+    assert not any(m.training for m in teacher.modules())
+    assert not any(p.requires_grad for p in teacher.parameters())
+    wavs, lengths = wave_batch
+    out = teacher(wavs.requires_grad_(), lengths)
+    assert not out.hidden_states[-1].requires_grad
+    torch.testing.assert_close(teacher(wavs, lengths).hidden_states[-1], out.hidden_states[-1])  # no dropout
+    assert (teacher.family, teacher.num_layers, teacher.embed_dim) == ("hubert", 2, 64)
+    assert teacher.extract(wavs, lengths)[0].shape == (2, 24, 64)
+
+
+def _fairseq_cfg(teacher: Teacher, name: str) -> dict:
+    c = teacher.model.config
+    return {
+        "_name": name,
+        "extractor_mode": c.extractor_mode,
+        "conv_feature_layers": c.conv_layers,
+        "conv_bias": c.conv_bias,
+        "encoder_layers": c.num_layers,
+        "encoder_embed_dim": c.embed_dim,
+        "encoder_ffn_embed_dim": c.ffn_dim,
+        "encoder_attention_heads": c.attention_heads,
+        "layer_norm_first": c.layer_norm_first,
+        "conv_pos": c.conv_pos,
+        "conv_pos_groups": c.conv_pos_groups,
+        "activation_fn": "gelu",
+        "dropout": 0.1,
+    }
+
+
+def _pretraining_extras(teacher: Teacher) -> dict:
+    d = teacher.embed_dim
+    return {"mask_emb": torch.randn(d), "label_embs_concat": torch.randn(504, 16), "final_proj.weight": torch.randn(16, d)}
+
+
+@pytest.mark.parametrize("family", ["hubert", "wav2vec2"])
+def test_fairseq_checkpoint_equals_hf_dir(family, hf_dir, tmp_path, wave_batch):
+    ref = load_teacher(hf_dir(family))
+    state = {**ref.model.state_dict(), **_pretraining_extras(ref)}
+    path = tmp_path / "model.pt"
+    cfg = {"common": {"seed": 1}, "model": _fairseq_cfg(ref, family), "task": {"normalize": False}}
+    torch.save({"args": None, "cfg": cfg, "model": state, "optimizer_history": []}, path)
+    teacher = load_teacher(path)
+    wavs, lengths = wave_batch
+    for a, b in zip(teacher(wavs, lengths).hidden_states, ref(wavs, lengths).hidden_states, strict=True):
+        assert torch.equal(a, b)
+
+
+def test_legacy_fairseq_checkpoint_with_pickled_objects(hf_dir, tmp_path, wave_batch, monkeypatch):
+    """argparse-era wav2vec 2.0 file holding a Namespace and a fairseq Dictionary object."""
+    dictionary_module = types.ModuleType("fairseq.data.dictionary")
+
+    class Dictionary:
+        def __init__(self) -> None:
+            self.symbols = ["<s>", "<pad>"]
+
+    Dictionary.__module__ = "fairseq.data.dictionary"
+    dictionary_module.Dictionary = Dictionary
+    for name in ("fairseq", "fairseq.data"):
+        monkeypatch.setitem(sys.modules, name, types.ModuleType(name))
+    monkeypatch.setitem(sys.modules, "fairseq.data.dictionary", dictionary_module)
+
+    ref = load_teacher(hf_dir("wav2vec2"))
+    cfg = _fairseq_cfg(ref, "wav2vec2")
+    cfg.pop("_name")
+    args = argparse.Namespace(arch="wav2vec2", normalize=False, **cfg)
+    path = tmp_path / "legacy.pt"
+    torch.save({"args": args, "model": ref.model.state_dict(), "task_state": {"dictionaries": [Dictionary()]}}, path)
+    monkeypatch.delitem(sys.modules, "fairseq.data.dictionary")  # loading must not need it
+    teacher = load_teacher(path)
+    wavs, lengths = wave_batch
+    torch.testing.assert_close(teacher(wavs, lengths).hidden_states[-1], ref(wavs, lengths).hidden_states[-1])
+
+
+def test_unilm_wavlm_checkpoint_equals_hf_dir(hf_dir, tmp_path, wave_batch):
+    ref = load_teacher(hf_dir("wavlm"))
+    cfg = _fairseq_cfg(ref, "unused")
+    cfg.pop("_name")
+    cfg.update(relative_position_embedding=True, gru_rel_pos=True, num_buckets=16, max_distance=40, normalize=False)
+    path = tmp_path / "WavLM-Tiny.pt"
+    torch.save({"cfg": cfg, "model": {**ref.model.state_dict(), "mask_emb": torch.randn(64)}}, path)
+    teacher = load_teacher(path)
+    assert teacher.family == "wavlm"
+    assert "encoder.layers.0.self_attn.relative_attention_bias.weight" in teacher.model.state_dict()
+    assert "encoder.layers.1.self_attn.relative_attention_bias.weight" not in teacher.model.state_dict()
+    wavs, lengths = wave_batch
+    for a, b in zip(teacher(wavs, lengths).hidden_states, ref(wavs, lengths).hidden_states, strict=True):
+        assert torch.equal(a, b)
+
+
+def test_hf_legacy_weight_norm_keys_load_identically(hf_dir, wave_batch):
+    path = hf_dir("hubert")
+    ref = load_teacher(path)
+    state = load_file(str(path / "model.safetensors"))
+    renamed = {
+        k.replace("parametrizations.weight.original0", "weight_g").replace("parametrizations.weight.original1", "weight_v"): v
+        for k, v in state.items()
+    }
+    assert any(k.endswith("pos_conv_embed.conv.weight_g") for k in renamed)
+    save_file(renamed, str(path / "model.safetensors"))
+    wavs, lengths = wave_batch
+    torch.testing.assert_close(load_teacher(path)(wavs, lengths).hidden_states[-1], ref(wavs, lengths).hidden_states[-1])
+
+
+def test_missing_pos_conv_is_an_error_not_random(hf_dir):
+    path = hf_dir("hubert")
+    state = load_file(str(path / "model.safetensors"))
+    save_file({k: v for k, v in state.items() if "original1" not in k}, str(path / "model.safetensors"))
+    with pytest.raises(UnsupportedTeacherError, match="pos_conv.0.weight_v"):
+        load_teacher(path)
+
+
+def test_unsupported_sources_fail_clearly(hf_dir, tmp_path):
+    path = hf_dir("hubert")
+    cfg = json.loads((path / "config.json").read_text())
+    (path / "config.json").write_text(json.dumps({**cfg, "hidden_act": "relu"}))
+    with pytest.raises(UnsupportedTeacherError, match="gelu"):
+        load_teacher(path)
+    other = tmp_path / "data2vec.pt"
+    torch.save({"cfg": {"model": {"_name": "data2vec_audio"}}, "model": {"x": torch.zeros(1)}}, other)
+    with pytest.raises(UnsupportedTeacherError, match="data2vec_audio"):
+        load_teacher(other)
+    bad = tmp_path / "not_a_checkpoint.pt"
+    bad.write_bytes(b"garbage")
+    with pytest.raises(ValueError):
+        load_teacher(bad)
+    with pytest.raises(FileNotFoundError):
+        load_teacher(tmp_path / "missing.pt")
