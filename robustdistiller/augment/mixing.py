@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import scipy.fft
 import torch
+import torch.nn.functional as F
 
 # The reference adds this to the noise power before dividing (robustness.py); kept for identical numbers.
 POWER_EPS = 1e-8
@@ -19,25 +20,44 @@ def valid_mask(lengths: torch.Tensor, max_len: int) -> torch.Tensor:
     return torch.arange(max_len, device=lengths.device)[None, :] < lengths[:, None]
 
 
+def noise_scale(
+    clean: torch.Tensor, noise: torch.Tensor, lengths: torch.Tensor, snr_db: torch.Tensor
+) -> torch.Tensor:
+    """Per-row factor ``sqrt(P_s / (P_n + 1e-8) · 10^(-snr/10))`` putting ``noise`` at ``snr_db`` below
+    ``clean``; powers are ``x·x / n`` over the first ``lengths[b]`` samples only."""
+    if clean.shape != noise.shape or clean.dim() != 2:
+        raise ValueError(f"clean {tuple(clean.shape)} and noise {tuple(noise.shape)} must both be [B, L]")
+    mask = valid_mask(lengths.to(clean.device), clean.shape[1])
+    n = lengths.to(clean.device, clean.dtype).clamp(min=1)
+    # torch.where, not "* mask": a bool mask would be converted to a float copy first.
+    clean, noise = torch.where(mask, clean, 0.0), torch.where(mask, noise, 0.0)
+    p_signal = torch.linalg.vecdot(clean, clean) / n
+    p_noise = torch.linalg.vecdot(noise, noise) / n
+    gain = 10.0 ** (-snr_db.to(clean.device, clean.dtype) / 10.0)
+    return torch.sqrt(p_signal / (p_noise + POWER_EPS) * gain)
+
+
 def mix_at_snr(
     clean: torch.Tensor, noise: torch.Tensor, lengths: torch.Tensor, snr_db: torch.Tensor
 ) -> torch.Tensor:
     """Add ``noise`` to ``clean`` at ``snr_db`` (per row), measured on the unpadded region only.
 
-    Powers are ``x·x / n`` over the first ``lengths[b]`` samples; the noise is scaled by
-    ``sqrt(P_s / (P_n + 1e-8) · 10^(-snr/10))`` and added only to the valid region, so padding stays
+    The noise is scaled by :func:`noise_scale` and added only to the valid region, so padding stays
     exactly zero. A silent clean row stays silent (the scale is 0), as in the reference.
     """
-    if clean.shape != noise.shape or clean.dim() != 2:
-        raise ValueError(f"clean {tuple(clean.shape)} and noise {tuple(noise.shape)} must both be [B, L]")
+    scale = noise_scale(clean, noise, lengths, snr_db)
     mask = valid_mask(lengths.to(clean.device), clean.shape[1])
-    noise = noise * mask
-    n = lengths.to(clean.device, clean.dtype).clamp(min=1)
-    p_signal = (clean * mask).square().sum(dim=1) / n
-    p_noise = noise.square().sum(dim=1) / n
-    gain = 10.0 ** (-snr_db.to(clean.device, clean.dtype) / 10.0)
-    scale = torch.sqrt(p_signal / (p_noise + POWER_EPS) * gain)
-    return clean + scale[:, None] * noise
+    return clean + scale[:, None] * torch.where(mask, noise, 0.0)
+
+
+def fft_length(min_length: int) -> int:
+    """A fast FFT size >= ``min_length``: 16 x a 2-3-5-7-smooth number.
+
+    scipy's ``next_fast_len`` alone may return odd sizes (e.g. 273375 = 3^7·5^3) that torch's CPU
+    FFT (MKL) runs 3-4x slower than a nearby size with a factor 2^4 (e.g. 276480 = 2^11·3^3·5);
+    cuFFT likes them too. The padding costs under 0.5 % for speech-length inputs.
+    """
+    return 16 * scipy.fft.next_fast_len(-(-min_length // 16), real=True)
 
 
 def reverberate(
@@ -57,6 +77,9 @@ def reverberate(
     device = wavs.device
     mask = valid_mask(lengths.to(device), length)
     rir_mask = valid_mask(rir_lengths.to(device), rirs.shape[1])
-    n_fft = scipy.fft.next_fast_len(length + rirs.shape[1] - 1, real=True)
-    spec = torch.fft.rfft(wavs * mask, n=n_fft) * torch.fft.rfft(rirs.to(wavs.dtype) * rir_mask, n=n_fft)
-    return torch.fft.irfft(spec, n=n_fft)[:, :length] * mask
+    n_fft = fft_length(length + rirs.shape[1] - 1)
+    # Padding explicitly is measurably faster than rfft(..., n=) on CPU (MKL) and equal on CUDA.
+    x = F.pad(torch.where(mask, wavs, 0.0), (0, n_fft - length))
+    h = F.pad(torch.where(rir_mask, rirs.to(wavs.dtype), 0.0), (0, n_fft - rirs.shape[1]))
+    spec = torch.fft.rfft(x) * torch.fft.rfft(h)
+    return torch.where(mask, torch.fft.irfft(spec, n=n_fft)[:, :length], 0.0)

@@ -111,8 +111,9 @@ def index_urbansound(root: str | Path, exclude: Sequence[str] = URBANSOUND_DEFAU
     absent = [c for c in exclude if c not in classes]
     if absent:
         log.warning("UrbanSound8K exclude class(es) %s do not occur in %s", absent, csv_path)
+    excluded = set(exclude)
     rows = [(f"audio/fold{row['fold']}/{row['slice_file_name']}", {}) for row in table
-            if row["class"] not in set(exclude)]
+            if row["class"] not in excluded]
     return _scan(root, rows, "urbansound", workers, report)
 
 
@@ -144,7 +145,6 @@ class NoiseBank:
         self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
         self._cache_cap = int(cache_mb * 2**20)
         self._cache_bytes = 0
-        self._bad: set[int] = set()
         self._by_name = {f.name: i for i, f in enumerate(self.files)}
 
     @classmethod
@@ -213,18 +213,16 @@ class NoiseBank:
         return tile(wav, num_samples)
 
     def draw(self, num_samples: int, rng: np.random.Generator) -> tuple[np.ndarray, str]:
-        """A segment of a uniformly chosen file and its name. Unreadable files are reported, dropped
-        from later draws (in this process) and replaced by another draw."""
+        """A segment of a uniformly chosen file and its name. An unreadable file is reported and
+        replaced by another draw; it is not removed from the pool, so the generator is consumed the
+        same way in every worker (plans stay reproducible) whichever worker met the file first."""
         if not self.files:
             raise ValueError("the noise bank is empty")
         for _ in range(MAX_BAD_RETRIES):
             index = int(rng.integers(len(self.files)))
-            if index in self._bad:
-                continue
             try:
                 return self.segment(index, num_samples, rng), self.files[index].name
             except AudioError as exc:
-                self._bad.add(index)
                 self.report.add(exc.path, exc.reason, exc.detail)
         raise RuntimeError(f"{MAX_BAD_RETRIES} noise draws in a row hit unreadable files: {self.report.summary()}")
 

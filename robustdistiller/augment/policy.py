@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from robustdistiller.augment.builtin import COLOR_EXPONENTS, SpeechSource, colored_noise, synthetic_speech
-from robustdistiller.augment.mixing import mix_at_snr, reverberate
+from robustdistiller.augment.mixing import mix_at_snr, noise_scale, reverberate, valid_mask
 from robustdistiller.augment.noise import NoiseBank, NoiseBankConfig, tile
 from robustdistiller.augment.rir import RIR, RIRBank, RIRBankConfig
 from robustdistiller.config import to_dict
@@ -64,7 +64,8 @@ class CorruptionConfig:
 
     def validate(self) -> None:
         if any(p < 0 for p in self.op_probs) or not math.isclose(sum(self.op_probs), 1.0, abs_tol=1e-6):
-            raise ValueError(f"p_clean + p_noise + p_reverb + p_noise_reverb must be 1 (each >= 0), got {self.op_probs}")
+            raise ValueError("p_clean + p_noise + p_reverb + p_noise_reverb must be 1 (each >= 0), "
+                             f"got {self.op_probs}")
         if self.snr_low > self.snr_high:
             raise ValueError(f"snr_low ({self.snr_low}) must be <= snr_high ({self.snr_high})")
         synth = (self.white_noise_prob, self.colored_noise_prob)
@@ -109,6 +110,9 @@ class CorruptionPlan:
     snr_db: torch.Tensor  # float32 [B], NaN = from u_snr
     noise_names: list[str]
     rir_names: list[str]
+    # Only when planned with ``wavs``: the convolutions done in the worker (zeros in other rows).
+    wet: torch.Tensor | None = None  # float32 [B, L]: clean row * RIR, rows with a reverb op
+    wet_noise: torch.Tensor | None = None  # float32 [B, L]: noise row * RIR, noise+reverb rows
 
     def __len__(self) -> int:
         return int(self.ops.shape[0])
@@ -164,12 +168,37 @@ class CorruptionPolicy:
         return cls(cfg, noise_bank, rir_bank)
 
     # ---------------------------------------------------------------- plan (workers)
-    def plan(self, lengths: torch.Tensor | Sequence[int], max_len: int, rng: np.random.Generator) -> CorruptionPlan:
-        """Draw the file-bound part of a batch's corruption (see :class:`CorruptionPlan`)."""
+    def plan(self, lengths: torch.Tensor | Sequence[int], max_len: int, rng: np.random.Generator,
+             wavs: torch.Tensor | None = None) -> CorruptionPlan:
+        """Draw the file-bound part of a batch's corruption (see :class:`CorruptionPlan`).
+
+        With ``wavs`` (the same batch later given to ``apply``) the RIR convolutions are done here
+        too, in the worker: by linearity ``(x + g·n) * h = x * h + g·(n * h)``, so ``apply`` is left
+        with element-wise work whatever SNR and reverb decision the step resolves. Worth it when the
+        trainer runs on CPU; on a GPU the batched FFT in ``apply`` is cheaper than shipping two more
+        [B, L] tensors.
+        """
         lengths = [int(n) for n in lengths]
         # min(): the cumulative sum may end a rounding error below 1.
         ops = [min(int(np.searchsorted(self._op_cdf, rng.random(), side="right")), 3) for _ in lengths]
-        return self._build_plan(lengths, max_len, ops, rng)
+        plan = self._build_plan(lengths, max_len, ops, rng)
+        return plan if wavs is None else self._convolve_in_plan(plan, wavs, torch.tensor(lengths))
+
+    @staticmethod
+    def _convolve_in_plan(plan: CorruptionPlan, wavs: torch.Tensor, lengths: torch.Tensor) -> CorruptionPlan:
+        if wavs.shape != plan.noise.shape:
+            raise ValueError(f"wavs {tuple(wavs.shape)} do not match the plan's {tuple(plan.noise.shape)}")
+        wet, wet_noise = torch.zeros_like(plan.noise), torch.zeros_like(plan.noise)
+        rows = ((plan.ops == REVERB) | (plan.ops == NOISE_REVERB)).nonzero().squeeze(1)
+        both = (plan.ops[rows] == NOISE_REVERB).nonzero().squeeze(1)
+        if rows.numel():
+            # One batched FFT for the clean rows and the noise rows of noise+reverb.
+            signals = torch.cat([wavs.float().index_select(0, rows), plan.noise.index_select(0, rows[both])])
+            idx = torch.cat([rows, rows[both]])
+            m = int(plan.rir_lengths[idx].max())
+            out = reverberate(signals, lengths[idx], plan.rirs[idx, :m], plan.rir_lengths[idx])
+            wet[rows], wet_noise[rows[both]] = out[:rows.numel()], out[rows.numel():]
+        return replace(plan, wet=wet, wet_noise=wet_noise)
 
     def _build_plan(self, lengths: list[int], max_len: int, ops: list[int], rng: np.random.Generator, *,
                     noise: NoiseChoice = None, rir: RIRChoice = None, snr_db: float | None = None) -> CorruptionPlan:
@@ -212,7 +241,7 @@ class CorruptionPolicy:
         u = rng.random()
         if u < self.cfg.white_noise_prob:
             # Gaussian like the reference's randn_like; generated here so the plan holds all randomness.
-            return rng.standard_normal(n).astype(np.float32), "white"
+            return rng.standard_normal(n, dtype=np.float32), "white"
         if u < self.cfg.white_noise_prob + self.cfg.colored_noise_prob:
             color = self.cfg.colors[int(rng.integers(len(self.cfg.colors)))]
             return colored_noise(n, color, rng), color
@@ -220,10 +249,12 @@ class CorruptionPolicy:
         return self.noise_bank.draw(n, rng)
 
     def _rir(self, rng: np.random.Generator, choice: RIRChoice) -> RIR:
-        if isinstance(choice, RIR):
-            return choice
         if isinstance(choice, np.ndarray):
-            return RIR(np.asarray(choice, dtype=np.float32).reshape(-1), math.nan, "given")
+            choice = RIR(np.asarray(choice, dtype=np.float32).reshape(-1), math.nan, "given")
+        if isinstance(choice, RIR):
+            if choice.samples.size == 0 or not np.isfinite(choice.samples).all():
+                raise ValueError(f"RIR {choice.name!r} is empty or not finite")
+            return choice
         if self.rir_bank is None:
             raise ValueError("reverb requested but there is no RIR bank")
         if isinstance(choice, str):
@@ -232,7 +263,9 @@ class CorruptionPolicy:
 
     # ---------------------------------------------------------------- apply (training device)
     def apply(self, wavs: torch.Tensor, lengths: torch.Tensor, plan: CorruptionPlan, step: int) -> CorruptionResult:
-        """Corrupt ``wavs`` [B, L] as ``plan`` says, with the curriculum at optimizer ``step``."""
+        """Corrupt ``wavs`` [B, L] (zero-padded, on any device) as ``plan`` says, with the curriculum at
+        optimizer ``step``. Keep the plan on the CPU (pinned by the DataLoader): the per-row decisions
+        are read from it without a device sync, and only the rows that need them are copied over."""
         if len(plan) != wavs.shape[0] or plan.noise.shape[1] != wavs.shape[1]:
             raise ValueError(f"plan for {len(plan)} x {plan.noise.shape[1]} samples, batch is {tuple(wavs.shape)}")
         cfg = self.cfg
@@ -245,19 +278,11 @@ class CorruptionPolicy:
         has_noise = (ops == NOISE) | (ops == NOISE_REVERB)
         has_reverb = ((ops == REVERB) | (ops == NOISE_REVERB)) & (u_rev < p_reverb)
 
-        out = wavs.clone()
         lengths = lengths.to(wavs.device)
-        rows = has_noise.nonzero().squeeze(1)
-        if rows.numel():
-            idx = rows.to(wavs.device)
-            out[idx] = mix_at_snr(out[idx], plan.noise.index_select(0, rows).to(wavs.device, wavs.dtype),
-                                  lengths[idx], snr[rows].to(wavs.device))
-        rows = has_reverb.nonzero().squeeze(1)
-        if rows.numel():
-            idx = rows.to(wavs.device)
-            rir_lengths = plan.rir_lengths.cpu()[rows]
-            rirs = plan.rirs.index_select(0, rows)[:, :int(rir_lengths.max())]
-            out[idx] = reverberate(out[idx], lengths[idx], rirs.to(wavs.device, wavs.dtype), rir_lengths.to(wavs.device))
+        if plan.wet is None:
+            out = self._apply_fft(wavs, lengths, plan, snr, has_noise, has_reverb)
+        else:
+            out = self._apply_precomputed(wavs, lengths, plan, snr, has_noise, has_reverb)
         names = [OPS[int(n) + 2 * int(r)] for n, r in zip(has_noise, has_reverb)]
         return CorruptionResult(
             noisy=out, ops=names,
@@ -267,7 +292,41 @@ class CorruptionPolicy:
             rt60=torch.where(has_reverb, plan.rt60.cpu(), torch.tensor(math.nan)),
         )
 
-    def corrupt(self, wavs: torch.Tensor, lengths: torch.Tensor, rng: np.random.Generator, step: int = 0) -> CorruptionResult:
+    @staticmethod
+    def _apply_fft(wavs: torch.Tensor, lengths: torch.Tensor, plan: CorruptionPlan, snr: torch.Tensor,
+                   has_noise: torch.Tensor, has_reverb: torch.Tensor) -> torch.Tensor:
+        """Noise then reverb on the rows that need them, batched (row selection from CPU masks)."""
+        out = wavs.clone()
+        rows = has_noise.nonzero().squeeze(1)
+        if rows.numel():
+            idx = rows.to(wavs.device)
+            noise = plan.noise.index_select(0, rows).to(wavs.device, wavs.dtype, non_blocking=True)
+            out[idx] = mix_at_snr(out[idx], noise, lengths[idx], snr[rows].to(wavs.device))
+        rows = has_reverb.nonzero().squeeze(1)
+        if rows.numel():
+            idx = rows.to(wavs.device)
+            rir_lengths = plan.rir_lengths.cpu()[rows]
+            rirs = plan.rirs.index_select(0, rows)[:, :int(rir_lengths.max())]
+            rirs = rirs.to(wavs.device, wavs.dtype, non_blocking=True)
+            out[idx] = reverberate(out[idx], lengths[idx], rirs, rir_lengths.to(wavs.device))
+        return out
+
+    @staticmethod
+    def _apply_precomputed(wavs: torch.Tensor, lengths: torch.Tensor, plan: CorruptionPlan, snr: torch.Tensor,
+                           has_noise: torch.Tensor, has_reverb: torch.Tensor) -> torch.Tensor:
+        """Same result from the worker's convolutions: dry or wet signal plus the scaled dry or wet noise."""
+        assert plan.wet is not None and plan.wet_noise is not None
+        device = wavs.device
+        noise = plan.noise.to(device, wavs.dtype)
+        # The SNR is defined on the dry signals (the reference mixes before reverberating).
+        scale = noise_scale(wavs, noise, lengths, snr.to(device)) * has_noise.to(device, wavs.dtype)
+        reverb = has_reverb.to(device)[:, None]
+        out = torch.where(reverb, plan.wet.to(device, wavs.dtype), wavs)
+        out.addcmul_(scale[:, None], torch.where(reverb, plan.wet_noise.to(device, wavs.dtype), noise))
+        return out.masked_fill_(~valid_mask(lengths, wavs.shape[1]), 0.0)
+
+    def corrupt(self, wavs: torch.Tensor, lengths: torch.Tensor, rng: np.random.Generator,
+                step: int = 0) -> CorruptionResult:
         """Plan and apply in one call (evaluation code; training plans in DataLoader workers)."""
         return self.apply(wavs, lengths, self.plan(lengths.tolist(), wavs.shape[1], rng), step)
 

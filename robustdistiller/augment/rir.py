@@ -2,9 +2,10 @@
 
 Real RIRs come from any folder (recursive): SLR28 ``RIRS_NOISES/{real_rirs_isotropic_noises,
 simulated_rirs}``, the DNS ``impulse_responses`` archive, your own recordings. SLR28 mixes noise
-recordings into those folders (``*noise*`` files, ``pointsource_noises/``), so any path with a
-component containing "noise" is left out. They are loaded lazily (SLR28 alone holds ~60k files) at
-16 kHz; a multi-channel RIR gives one random channel per draw, as in the reference.
+recordings into those folders (``*noise*`` files, ``pointsource_noises/``), so files whose name
+contains "noise" and the ``pointsource_noises`` folder are left out. They are loaded lazily (SLR28
+alone holds ~60k files) at 16 kHz; a multi-channel RIR gives one random channel per draw, as in the
+reference.
 
 Simulated RIRs come from pyroomacoustics shoebox rooms (see :func:`simulate_rirs`), generated once
 and cached on disk in a folder keyed by the generation parameters and seed.
@@ -29,6 +30,7 @@ from typing import Literal
 import numpy as np
 import soundfile as sf
 import soxr
+from tqdm import tqdm
 
 from robustdistiller.augment.rt60 import decay_length, measure_rt60
 from robustdistiller.data.audio import SAMPLE_RATE, AudioError, audio_info
@@ -93,7 +95,9 @@ class RIRFile:
 
 
 def _is_noise_path(rel: Path) -> bool:
-    return any("noise" in part.lower() for part in rel.parts)
+    # SLR28's folder names say "noises" (RIRS_NOISES, real_rirs_isotropic_noises) but hold RIRs:
+    # only file names and the pointsource_noises folder mark noise recordings.
+    return "noise" in rel.name.lower() or "pointsource_noises" in rel.parts[:-1]
 
 
 def index_rir_folder(folder: str | Path, *, workers: int = 8,
@@ -150,7 +154,8 @@ def _room_geometry(target_rt60: float, rng: np.random.Generator) -> tuple[np.nda
     """
     length = rng.uniform(3.0, 10.0)
     dims = np.array([length, length * rng.uniform(0.6, 1.0), rng.uniform(2.5, 4.0)])
-    dims = dims * float(np.clip(_sabine_absorption(dims, target_rt60), 0.08, 0.9) / _sabine_absorption(dims, target_rt60))
+    absorption = _sabine_absorption(dims, target_rt60)
+    dims = dims * float(np.clip(absorption, 0.08, 0.9) / absorption)
     r_min = min(a * b / np.hypot(a, b) for a, b in ((dims[0], dims[1]), (dims[0], dims[2]), (dims[1], dims[2])))
     needed = SPEED_OF_SOUND * target_rt60 / (MAX_IMAGE_ORDER + 1)
     if r_min < needed:
@@ -182,7 +187,8 @@ def _simulate_room(dims: np.ndarray, src: np.ndarray, mic: np.ndarray, rt60: flo
     return np.asarray(room.rir[0][0], dtype=np.float64)
 
 
-def simulate_rir(target_rt60: float, rng: np.random.Generator, sample_rate: int = SAMPLE_RATE) -> tuple[np.ndarray, float]:
+def simulate_rir(target_rt60: float, rng: np.random.Generator,
+                 sample_rate: int = SAMPLE_RATE) -> tuple[np.ndarray, float]:
     """One shoebox RIR aiming at ``target_rt60``; returns (float32 RIR, measured RT60).
 
     Sabine's formula assumes a diffuse field, which a shoebox image-source model is not, so the first
@@ -208,7 +214,7 @@ def simulate_rir(target_rt60: float, rng: np.random.Generator, sample_rate: int 
 def simulate_rirs(cfg: SimulatedRIRConfig, sample_rate: int = SAMPLE_RATE) -> list[RIR]:
     """``cfg.count`` RIRs; room ``i`` uses the generator seeded by (seed, i), so counts extend stably."""
     out = []
-    for i in range(cfg.count):
+    for i in tqdm(range(cfg.count), desc="simulating RIRs", unit="room", disable=None):
         rng = np.random.default_rng([cfg.seed, i])
         target = float(rng.uniform(*cfg.rt60_range))
         rir, rt60 = simulate_rir(target, rng, sample_rate)
@@ -268,7 +274,6 @@ class RIRBank:
         self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
         self._cache_cap = int(cache_mb * 2**20)
         self._cache_bytes = 0
-        self._bad: set[int] = set()
         self._by_name = {n: i for i, n in enumerate(self.names)}
 
     @classmethod
@@ -337,16 +342,14 @@ class RIRBank:
         return RIR(np.asarray(samples, dtype=np.float32), rt60, name)
 
     def draw(self, rng: np.random.Generator) -> RIR:
-        """A uniformly chosen RIR. Unreadable files are reported, dropped and replaced by another draw."""
+        """A uniformly chosen RIR. An unreadable file is reported and replaced by another draw (kept in
+        the pool so that every worker consumes the generator the same way)."""
         if len(self) == 0:
             raise ValueError("the RIR bank is empty")
         for _ in range(MAX_BAD_RETRIES):
             index = int(rng.integers(len(self)))
-            if index in self._bad:
-                continue
             try:
                 return self.get(index, rng)
             except AudioError as exc:
-                self._bad.add(index)
                 self.report.add(exc.path, exc.reason, exc.detail)
         raise RuntimeError(f"{MAX_BAD_RETRIES} RIR draws in a row hit unreadable files: {self.report.summary()}")

@@ -61,6 +61,7 @@ class ConditionConfig:
 
     noises: list[str] = field(default_factory=lambda: ["builtin"])  # builtin | folder:P | P | musan:P | urbansound:P
     noise_types: list[str] = field(default_factory=list)  # keep only these type names (empty: all)
+    max_noise_types: int = 0  # keep the first N types in name order (0: all)
     snrs: list[float] = field(default_factory=lambda: [-5.0, 0.0, 5.0, 10.0, 20.0])
     rt60s: list[float] = field(default_factory=lambda: [0.3, 0.6, 0.9, 1.2])  # RT60 bin centres (s)
     rirs: list[str] = field(default_factory=lambda: ["simulated"])  # "simulated" and/or folders of real RIRs
@@ -74,6 +75,8 @@ class ConditionConfig:
     def validate(self) -> None:
         if any(r <= 0 for r in self.rt60s):
             raise ValueError(f"rt60s must be > 0, got {self.rt60s}")
+        if self.max_noise_types < 0:
+            raise ValueError(f"max_noise_types must be >= 0, got {self.max_noise_types}")
         if self.rirs_per_bin < 1:
             raise ValueError(f"rirs_per_bin must be >= 1, got {self.rirs_per_bin}")
         if self.rt60_tolerance <= 0:
@@ -259,6 +262,8 @@ class ConditionSet:
             if missing:
                 raise ValueError(f"noise_types {missing} not found; available: {sorted(types)}")
             types = {t: types[t] for t in cfg.noise_types}
+        if cfg.max_noise_types:
+            types = {t: types[t] for t in sorted(types)[: cfg.max_noise_types]}
         needs_rirs = bool(cfg.rt60s)
         rirs = rirs_by_bin(cfg, cache_dir, report) if needs_rirs else {}
         conditions = [CLEAN]
@@ -307,9 +312,12 @@ class ConditionSet:
                         "mean_measured_rt60": float(np.mean(measured)) if measured else None})
         return out
 
+    def rng_for(self, tag: str, uid: str) -> np.random.Generator:
+        """The generator of one (tag, utterance): independent of call order and of other utterances."""
+        return np.random.default_rng([self.seed, _stable_int(tag), _stable_int(uid)])
+
     def rng(self, condition: Condition, uid: str) -> np.random.Generator:
-        """The generator of one (condition, utterance): independent of call order and of other utterances."""
-        return np.random.default_rng([self.seed, _stable_int(condition.id), _stable_int(uid)])
+        return self.rng_for(condition.id, uid)
 
     def corrupt(self, condition: Condition, uid: str, wav: np.ndarray) -> np.ndarray:
         """``wav`` (1-D float32, 16 kHz) under ``condition``; the clean condition returns it unchanged."""

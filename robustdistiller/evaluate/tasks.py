@@ -16,6 +16,7 @@ Validation splits are carved from the training rows, stratified by label and see
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 from collections import defaultdict
@@ -81,12 +82,12 @@ class TaskPack:
         return [*self.train, *self.val, *self.test]
 
     def subset(self, max_train: int, max_val: int, max_test: int, seed: int = 0) -> TaskPack:
-        """A smaller pack: at most ``max_*`` items per split, classes kept as balanced as possible."""
+        """A smaller pack: at most ``max_*`` items per split (see :func:`seeded_take`)."""
         return replace(
             self,
-            train=stratified_take(self.train, max_train, seed),
-            val=stratified_take(self.val, max_val, seed + 1),
-            test=stratified_take(self.test, max_test, seed + 2),
+            train=seeded_take(self.train, max_train, seed),
+            val=seeded_take(self.val, max_val, seed),
+            test=seeded_take(self.test, max_test, seed),
         )
 
     def without(self, uids: set[str]) -> TaskPack:
@@ -116,21 +117,20 @@ class TaskPack:
         }
 
 
-def stratified_take(items: Sequence[TaskItem], limit: int, seed: int) -> list[TaskItem]:
-    """At most ``limit`` items, drawn round-robin over labels from seeded shuffles (order kept)."""
+def _order_key(seed: int, uid: str) -> bytes:
+    return hashlib.sha256(f"{seed}\0{uid}".encode()).digest()
+
+
+def seeded_take(items: Sequence[TaskItem], limit: int, seed: int) -> list[TaskItem]:
+    """At most ``limit`` items: those whose hash of (seed, uid) sorts first (input order kept).
+
+    Depending only on the utterance ids means two tasks over the same audio (word and speaker of
+    one corpus) keep the same utterances, so their features are extracted once.
+    """
     if limit <= 0 or len(items) <= limit:
         return list(items)
-    rng = np.random.default_rng(seed)
-    groups: dict[Label, list[int]] = defaultdict(list)
-    for index, item in enumerate(items):
-        groups[item.label].append(index)
-    queues = [list(rng.permutation(idx)) for _, idx in sorted(groups.items(), key=lambda kv: str(kv[0]))]
-    chosen: list[int] = []
-    while len(chosen) < limit:
-        for queue in queues:
-            if queue and len(chosen) < limit:
-                chosen.append(int(queue.pop()))
-    return [items[i] for i in sorted(chosen)]
+    keep = set(sorted(range(len(items)), key=lambda i: _order_key(seed, items[i].uid))[:limit])
+    return [item for i, item in enumerate(items) if i in keep]
 
 
 def carve_validation(items: Sequence[TaskItem], fraction: float, seed: int) -> tuple[list[TaskItem], list[TaskItem]]:

@@ -1,16 +1,18 @@
 """``robustdistiller export``: convert a checkpoint into another format.
 
-Each exporter takes (source path, output path) and returns what it wrote. Adding a format means
+Each exporter takes (source path, output path, **format-specific options) and returns what it wrote. Adding a format means
 adding one entry to ``EXPORTERS``; the CLI offers whatever is listed here. Exporters import their
 dependencies (torch, transformers) when called, so building the CLI parser stays fast.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-Exporter = Callable[[Path, Path], Path]
+Exporter = Callable[..., Path]
 
 
 def _to_hf(source: Path, out: Path) -> Path:
@@ -31,14 +33,28 @@ def _to_s3prl(source: Path, out: Path) -> Path:
     return save_s3prl_checkpoint(out, model, step=checkpoint.step, extra_config=kept)
 
 
+def _to_onnx(source: Path, out: Path, *, layers: list[int] | None = None, quantize: str | None = None) -> Path:
+    from robustdistiller.export.onnx import export_onnx_file
+
+    return export_onnx_file(source, out, layers=layers, quantize=quantize)
+
+
 EXPORTERS: dict[str, Exporter] = {
     "hf": _to_hf,
     "s3prl": _to_s3prl,
+    "onnx": _to_onnx,
 }
 
 
-def export(source: str | Path, fmt: str, out: str | Path) -> Path:
-    """Write the model at ``source`` (any format ``robustdistiller.load`` reads) as ``fmt`` to ``out``."""
+def export(source: str | Path, fmt: str, out: str | Path, **options: Any) -> Path:
+    """Write the model at ``source`` (any format ``robustdistiller.load`` reads) as ``fmt`` to ``out``.
+
+    ``options`` set to None are ignored; others must be accepted by that format's exporter.
+    """
     if fmt not in EXPORTERS:
         raise ValueError(f"unknown export format {fmt!r}; choose from {', '.join(EXPORTERS)}")
-    return EXPORTERS[fmt](Path(source), Path(out))
+    given = {k: v for k, v in options.items() if v is not None}
+    unknown = [k for k in given if k not in inspect.signature(EXPORTERS[fmt]).parameters]
+    if unknown:
+        raise ValueError(f"option(s) {', '.join(unknown)} do not apply to format {fmt!r}")
+    return EXPORTERS[fmt](Path(source), Path(out), **given)

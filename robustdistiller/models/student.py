@@ -183,8 +183,8 @@ class DistillerOutput:
     """(B, T, D) projected features, padded frames zeroed."""
     hiddens: list[Tensor]
     """Output of each Transformer layer, (B, T, D)."""
-    predictions: Tensor
-    """(B, N, T, final_dim): head n predicts teacher layer pred_layer_id[n]."""
+    predictions: Tensor | None
+    """(B, N, T, final_dim): head n predicts teacher layer pred_layer_id[n]; None if not requested."""
     frame_mask: Tensor
     """(B, T) bool, True = valid frame."""
 
@@ -240,20 +240,24 @@ class DistillerModel(nn.Module):
     def frame_lengths(self, lengths: Tensor) -> Tensor:
         return conv_output_lengths(lengths, self.feature_extractor.layers)
 
-    def forward(self, wavs: Tensor, lengths: Tensor | None = None) -> DistillerOutput:
+    def forward(self, wavs: Tensor, lengths: Tensor | None = None, *, predict: bool = True) -> DistillerOutput:
+        """``predict=False`` skips the prediction heads (feature extraction that only needs the layers)."""
         lengths = check_batch(wavs, lengths, self.min_samples)
         feats = self.feature_extractor(wavs, lengths).transpose(1, 2)
         frame_mask = lengths_to_mask(self.frame_lengths(lengths), feats.shape[1])
         projected = self.post_extract_proj(feats) if self.post_extract_proj is not None else feats
         projected = projected.masked_fill(~frame_mask[..., None], 0.0)
         enc = self.encoder(projected, frame_mask)
-        b, t, _ = enc.last_hidden_state.shape
-        pred = self.output_layer(enc.last_hidden_state).view(b, t, self.config.n_tasks, -1).permute(0, 2, 1, 3)
+        pred = None
+        if predict:
+            b, t, _ = enc.last_hidden_state.shape
+            pred = self.output_layer(enc.last_hidden_state).view(b, t, self.config.n_tasks, -1).permute(0, 2, 1, 3)
         return DistillerOutput(feats, projected, enc.layer_outputs, pred, frame_mask)
 
     def extract(self, wavs: Tensor, lengths: Tensor | None = None) -> list[Tensor]:
         """s3prl ``hidden_states`` order: projected features, each layer, each prediction head."""
         out = self.forward(wavs, lengths)
+        assert out.predictions is not None
         return [out.projected, *out.hiddens, *out.predictions.unbind(1)]
 
     def parameter_counts(self) -> ParameterCounts:

@@ -87,6 +87,10 @@ class StepStats:
     corruption: list[CorruptionResult]
 
 
+class TrainingDivergedError(RuntimeError):
+    """Too many non-finite steps in a row (``train.max_bad_steps``)."""
+
+
 class _StopRequest:
     """SIGINT/SIGTERM set a flag the loop checks between steps. A second SIGINT interrupts at once."""
 
@@ -286,7 +290,7 @@ class DistillTrainer:
             self.bad_steps += 1
             self.bad_streak += 1
             if self.bad_streak >= self.recipe.train.max_bad_steps:
-                raise FloatingPointError(
+                raise TrainingDivergedError(
                     f"{self.bad_streak} non-finite steps in a row (at step {self.step}; loss {loss}, grad norm "
                     f"{norm}): stopping. Lower optim.lr, use precision=fp32/bf16, or check the data "
                     f"(train.max_bad_steps={self.recipe.train.max_bad_steps})"
@@ -307,7 +311,7 @@ class DistillTrainer:
                 while self.step < last_step:
                     step_start = time.perf_counter()
                     with self.timer.phase("data"):
-                        batches = [self._next_batch(data) for _ in range(opt.grad_accum)]
+                        batches = [self.next_batch(data) for _ in range(opt.grad_accum)]
                     stats = self.train_step(batches)
                     self.step += 1
                     result.losses.append(stats.loss if stats.taken else math.nan)
@@ -333,7 +337,7 @@ class DistillTrainer:
             log.info("finished at step %d; last checkpoint %s", self.step, self.last_checkpoint)
         return result
 
-    def _next_batch(self, data: Iterator[PlannedBatch]) -> PlannedBatch:
+    def next_batch(self, data: Iterator[PlannedBatch]) -> PlannedBatch:
         """The next non-empty batch; files that failed to load are added to the bad-file report."""
         for _ in range(1000):
             item = next(data)
@@ -351,7 +355,8 @@ class DistillTrainer:
         if step_time > 0:
             scalars["time/data_wait_fraction"] = timing.get("data", 0.0) / step_time
             for name, seconds in timing.items():
-                scalars[f"time/{name}_fraction"] = seconds / step_time
+                if name != "data":
+                    scalars[f"time/{name}_fraction"] = seconds / step_time
         monitor.log(self.step, scalars)
 
     # ------------------------------------------------------------------ checkpoints

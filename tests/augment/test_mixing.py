@@ -71,5 +71,6 @@ def test_reverberate_equals_scipy_full_convolution_truncated():
 
 
 def test_reverberate_empty_batch():
-    out = reverberate(torch.zeros(0, 100), torch.zeros(0, dtype=torch.long), torch.zeros(0, 5), torch.zeros(0, dtype=torch.long))
+    none = torch.zeros(0, dtype=torch.long)
+    out = reverberate(torch.zeros(0, 100), none, torch.zeros(0, 5), none)
     assert out.shape == (0, 100)

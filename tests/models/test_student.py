@@ -150,3 +150,11 @@ def test_bad_batches_fail_clearly(tiny_student):
         model(torch.randn(1, 1000), torch.tensor([1001]))
     with pytest.raises(ValueError, match="floating"):
         model(torch.zeros(1, 1000, dtype=torch.int16))
+
+
+def test_predict_false_skips_heads(tiny_student):
+    model = DistillerModel(tiny_student()).eval()
+    wavs = torch.randn(1, 4000)
+    out = model(wavs, predict=False)
+    assert out.predictions is None
+    torch.testing.assert_close(out.hiddens[-1], model(wavs).hiddens[-1])

@@ -121,6 +121,7 @@ def test_legacy_fairseq_checkpoint_with_pickled_objects(hf_dir, tmp_path, wave_b
             self.symbols = ["<s>", "<pad>"]
 
     Dictionary.__module__ = "fairseq.data.dictionary"
+    Dictionary.__qualname__ = "Dictionary"
     dictionary_module.Dictionary = Dictionary
     for name in ("fairseq", "fairseq.data"):
         monkeypatch.setitem(sys.modules, name, types.ModuleType(name))
@@ -192,3 +193,15 @@ def test_unsupported_sources_fail_clearly(hf_dir, tmp_path):
         load_teacher(bad)
     with pytest.raises(FileNotFoundError):
         load_teacher(tmp_path / "missing.pt")
+
+
+@pytest.mark.parametrize("pre_ln", [False, True])
+def test_hf_key_maps_round_trip(hf_dir, pre_ln):
+    from robustdistiller.models import hf_to_ours, ours_to_hf
+
+    path = hf_dir("wavlm", pre_ln=pre_ln)
+    state = load_teacher(path).model.state_dict()
+    hf_state = ours_to_hf(state)
+    assert set(hf_state) == set(load_file(str(path / "model.safetensors")))
+    back = hf_to_ours(hf_state, group_norm=not pre_ln)
+    assert back.keys() == state.keys() and all(torch.equal(back[k], state[k]) for k in state)

@@ -35,11 +35,11 @@ def tiny_teacher(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """12 harmonic 'utterances' of 0.4-0.9 s with a little noise, as a manifest."""
+    """16 harmonic 'utterances' of 0.4-0.9 s with a little noise, as a manifest."""
     root = tmp_path_factory.mktemp("audio")
     rng = np.random.default_rng(0)
     entries = []
-    for i in range(12):
+    for i in range(16):
         n = int(SR * rng.uniform(0.4, 0.9))
         t = np.arange(n) / SR
         f0 = rng.uniform(100, 250)

@@ -1,0 +1,155 @@
+"""Feature extraction over a folder or manifest: batched by length, resumable, bad files reported.
+
+Output: one file per input at ``out_dir/<relative path>.npy`` (``[layers, frames, dim]`` float32,
+layers in the order asked for) or ``.pt`` (a list of ``[frames, dim]`` tensors). Files that exist are
+skipped, so a rerun only does what is missing; ``out_dir/extract.json`` records the model and
+layers, and a rerun with different settings is refused instead of mixing features. Recordings longer
+than ``ChunkConfig.full_context_seconds`` go through chunked inference (bounded memory, npy only).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from robustdistiller.data.audio import SAMPLE_RATE, AudioError, load_audio
+from robustdistiller.data.manifest import Manifest, ManifestEntry, manifest_from_folder
+from robustdistiller.data.report import BadFileReport
+from robustdistiller.inference.backends import Backend
+from robustdistiller.inference.chunked import ChunkConfig, extract_long
+from robustdistiller.inference.writer import FORMATS, save_features
+
+log = logging.getLogger(__name__)
+
+SETTINGS_FILE = "extract.json"
+BAD_FILES = "bad_files.tsv"
+
+
+@dataclass
+class ExtractSummary:
+    done: int
+    """Files written in this run."""
+    skipped_existing: int
+    """Files already present from an earlier run."""
+    bad: BadFileReport = field(default_factory=BadFileReport)
+    """Unusable inputs (from scanning and from decoding)."""
+
+
+def read_inputs(source: str | Path) -> tuple[Manifest, BadFileReport]:
+    """A folder (scanned recursively for audio) or a manifest file (``Manifest.read`` formats)."""
+    source = Path(source)
+    if source.is_dir():
+        return manifest_from_folder(source)
+    if source.is_file():
+        return Manifest.read(source), BadFileReport()
+    raise FileNotFoundError(f"input is neither a folder nor a manifest file: {source}")
+
+
+def output_path(out_dir: Path, entry: ManifestEntry, fmt: str) -> Path:
+    return out_dir / Path(entry.path).with_suffix(f".{fmt}")
+
+
+def _check_settings(out_dir: Path, settings: dict[str, Any]) -> None:
+    path = out_dir / SETTINGS_FILE
+    if path.is_file():
+        previous = json.loads(path.read_text())
+        if previous != settings:
+            raise ValueError(
+                f"{out_dir} holds features made with {previous}; this run asks for {settings}. "
+                "Use another --out folder (or delete the old one)."
+            )
+    else:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(settings, indent=2) + "\n")
+
+
+def _batches(entries: list[ManifestEntry], batch_seconds: float) -> list[list[ManifestEntry]]:
+    """Group length-sorted entries so that batch size x longest length stays within ``batch_seconds``."""
+    budget = int(batch_seconds * SAMPLE_RATE)
+    batches: list[list[ManifestEntry]] = []
+    for entry in sorted(entries, key=lambda e: e.num_samples):
+        current = batches[-1] if batches else None
+        if current is not None and (len(current) + 1) * entry.num_samples <= budget:
+            current.append(entry)
+        else:
+            batches.append([entry])
+    return batches
+
+
+def extract_files(
+    backend: Backend,
+    source: str | Path,
+    out_dir: str | Path,
+    *,
+    fmt: str = "npy",
+    batch_seconds: float = 120.0,
+    chunk: ChunkConfig | None = None,
+    settings: dict[str, Any] | None = None,
+) -> ExtractSummary:
+    """Extract ``backend.layers`` for every recording in ``source`` (folder or manifest) into ``out_dir``.
+
+    ``settings`` (model, backend...) are stored with the features; ``layers`` and ``fmt`` are added.
+    """
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown feature format {fmt!r}; choose from {', '.join(FORMATS)}")
+    chunk = chunk or ChunkConfig()
+    chunk.validate()
+    out_dir = Path(out_dir)
+    manifest, report = read_inputs(source)
+    _check_settings(out_dir, {**(settings or {}), "layers": backend.layers, "format": fmt})
+    todo = [e for e in manifest.entries if not output_path(out_dir, e, fmt).exists()]
+    summary = ExtractSummary(done=0, skipped_existing=len(manifest) - len(todo), bad=report)
+    if summary.skipped_existing:
+        log.info("%d of %d files already extracted; skipping them", summary.skipped_existing, len(manifest))
+    long_limit = chunk.full_context_seconds * SAMPLE_RATE
+    short = [e for e in todo if e.num_samples <= long_limit]
+    long = [e for e in todo if e.num_samples > long_limit]
+    if long and fmt != "npy":
+        raise ValueError(f"{len(long)} recordings are longer than {chunk.full_context_seconds} s: use --format npy")
+    with tqdm(total=sum(e.num_samples for e in todo) / SAMPLE_RATE, unit="s", desc="extracting", disable=None) as bar:
+        for batch in _batches(short, batch_seconds):
+            summary.done += _run_batch(backend, manifest.root, batch, out_dir, fmt, report)
+            bar.update(sum(e.num_samples for e in batch) / SAMPLE_RATE)
+        for entry in long:
+            try:
+                extract_long(backend, manifest.root / entry.path, output_path(out_dir, entry, fmt), chunk)
+                summary.done += 1
+            except AudioError as exc:
+                report.add(exc.path, exc.reason, exc.detail)
+            bar.update(entry.num_samples / SAMPLE_RATE)
+    if len(report):
+        report.write(out_dir / BAD_FILES)
+        log.warning("%s (listed in %s)", report.summary(), out_dir / BAD_FILES)
+    return summary
+
+
+def _run_batch(
+    backend: Backend, root: Path, batch: list[ManifestEntry], out_dir: Path, fmt: str, report: BadFileReport
+) -> int:
+    wavs: list[np.ndarray] = []
+    kept: list[ManifestEntry] = []
+    for entry in batch:
+        try:
+            wav = load_audio(root / entry.path, min_samples=backend.geometry.receptive_field)
+        except AudioError as exc:
+            report.add(exc.path, exc.reason, exc.detail)
+            continue
+        wavs.append(wav)
+        kept.append(entry)
+    if not wavs:
+        return 0
+    lengths = np.array([w.shape[0] for w in wavs], dtype=np.int64)
+    padded = np.zeros((len(wavs), int(lengths.max())), dtype=np.float32)
+    for i, wav in enumerate(wavs):
+        padded[i, : wav.shape[0]] = wav
+    hidden = backend.extract(padded, lengths)
+    frames = backend.geometry.frames(lengths)
+    for i, entry in enumerate(kept):
+        save_features(output_path(out_dir, entry, fmt), [h[i, : frames[i]] for h in hidden], fmt)
+    return len(kept)

@@ -1,0 +1,269 @@
+import math
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from scipy import stats
+
+from robustdistiller.augment.mixing import mix_at_snr, reverberate
+from robustdistiller.augment.noise import NoiseBank, index_folder
+from robustdistiller.augment.policy import (
+    OPS,
+    CorruptionConfig,
+    CorruptionPolicy,
+    build_policy,
+    curriculum,
+    plan_rng,
+)
+from robustdistiller.augment.rir import RIR, RIRBank
+from robustdistiller.augment.stats import summarize
+from robustdistiller.config import ConfigError, from_dict
+
+
+@pytest.fixture(scope="module")
+def banks(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("noise")
+    rng = np.random.default_rng(0)
+    for i, n in enumerate((3000, 12000, 30000)):
+        sf.write(folder / f"n{i}.wav", (rng.standard_normal(n) * 0.1).astype(np.float32), 16000)
+    rirs = []
+    for i, m in enumerate((400, 1200, 2500)):
+        h = (rng.standard_normal(m) * np.exp(-np.arange(m) / (m / 7))).astype(np.float32)
+        h[0] = 2.0
+        rirs.append(RIR(h, 0.1 * (i + 1), f"rir{i}"))
+    return NoiseBank(index_folder(folder)), RIRBank(rirs=rirs)
+
+
+def _policy(banks, **kw) -> CorruptionPolicy:
+    return CorruptionPolicy.from_config(from_dict(CorruptionConfig, kw), *banks)
+
+
+def _batch(lengths, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    wavs = torch.zeros(len(lengths), max(lengths))
+    for b, n in enumerate(lengths):
+        wavs[b, :n] = torch.randn(n, generator=g) * 0.2
+    return wavs, torch.tensor(lengths)
+
+
+def test_config_validation():
+    with pytest.raises(ConfigError, match="must be 1"):
+        from_dict(CorruptionConfig, {"p_clean": 0.5})
+    with pytest.raises(ConfigError, match="snr_low"):
+        from_dict(CorruptionConfig, {"snr_low": 10, "snr_high": 5})
+    with pytest.raises(ConfigError, match="white_noise_prob"):
+        from_dict(CorruptionConfig, {"white_noise_prob": 0.8, "colored_noise_prob": 0.3})
+    with pytest.raises(ConfigError, match="colors"):
+        from_dict(CorruptionConfig, {"colored_noise_prob": 0.2, "colors": ["blue"]})
+    with pytest.raises(ConfigError, match="did you mean 'inc_steps'"):
+        from_dict(CorruptionConfig, {"inc_step": 5})
+    with pytest.raises(ConfigError, match="rir_dirs"):
+        from_dict(CorruptionConfig, {"rir": {"rir_dir": []}})
+    cfg = from_dict(CorruptionConfig, {"rir": {"simulate_rirs": {"count": 3, "rt60_range": [0.3, 0.6]}}})
+    assert cfg.rir.simulate_rirs.rt60_range == (0.3, 0.6)
+    with pytest.raises(ValueError, match="no noise source"):
+        CorruptionPolicy(CorruptionConfig())
+    with pytest.raises(ValueError, match="reverb operations need RIRs"):
+        CorruptionPolicy(from_dict(CorruptionConfig, {"white_noise_prob": 1.0}))
+    # Noise-only with generated noise needs no files at all.
+    policy = CorruptionPolicy(from_dict(CorruptionConfig, {
+        "p_clean": 0.5, "p_noise": 0.5, "p_reverb": 0, "p_noise_reverb": 0, "white_noise_prob": 1.0}))
+    assert policy.noise_bank is None
+
+
+def test_operation_frequencies_match_probabilities(banks):
+    probs = {"p_clean": 0.1, "p_noise": 0.2, "p_reverb": 0.3, "p_noise_reverb": 0.4}
+    policy = _policy(banks, **probs)
+    ops = torch.cat([policy.plan([400] * 50, 400, plan_rng(7, 0, i)).ops for i in range(40)])
+    counts = torch.bincount(ops, minlength=4).numpy()
+    expected = np.array(list(probs.values())) * len(ops)
+    assert stats.chisquare(counts, expected).pvalue > 0.001
+
+
+def test_snr_is_integer_uniform_and_white_noise_share(banks):
+    policy = _policy(banks, p_clean=0, p_noise=1, p_reverb=0, p_noise_reverb=0, snr_low=2, snr_high=6)
+    wavs, lengths = _batch([800] * 400)
+    result = policy.corrupt(wavs, lengths, np.random.default_rng(0))
+    assert set(result.snr_db.tolist()) == {2.0, 3.0, 4.0, 5.0, 6.0}
+    counts = np.bincount(result.snr_db.int().numpy())[2:]
+    assert stats.chisquare(counts).pvalue > 0.001
+    white = sum(n == "white" for n in result.noise_names)
+    assert stats.binomtest(white, 400, 0.3).pvalue > 0.001
+    assert all(n == "white" or n.startswith("noise") for n in result.noise_names)
+
+
+def test_curriculum_schedule_values():
+    # Reference: round(linspace(20, 0, 11))[step] and linspace(0, 1, 11)[step], last value after.
+    assert curriculum(0, 11, 0, 20) == (20, 0.0)
+    assert curriculum(5, 11, 0, 20) == (10, 0.5)
+    assert curriculum(3, 11, 0, 20)[0] == 14
+    assert curriculum(10, 11, 0, 20) == (0, 1.0)
+    assert curriculum(500, 11, 0, 20) == (0, 1.0)
+    assert curriculum(123, -1, 0, 20) == (0, 1.0)
+    ref = torch.round(torch.linspace(20, 0, 7))
+    assert [curriculum(s, 7, 0, 20)[0] for s in range(7)] == ref.int().tolist()
+
+
+def test_curriculum_resolves_at_apply_time_per_step(banks):
+    policy = _policy(banks, p_clean=0, p_noise=0, p_reverb=0, p_noise_reverb=1, inc_steps=101)
+    wavs, lengths = _batch([600] * 300)
+    plan = policy.plan(lengths, 600, plan_rng(0, 0, 0))
+    start = policy.apply(wavs, lengths, plan, step=0)
+    assert torch.all(start.snr_db == 20) and set(start.ops) == {"noise"} and torch.isnan(start.rt60).all()
+    mid = policy.apply(wavs, lengths, plan, step=50)
+    assert mid.snr_db.min() >= 10
+    share = sum(op == "noise+reverb" for op in mid.ops) / 300
+    assert 0.4 < share < 0.6
+    end = policy.apply(wavs, lengths, plan, step=100)
+    assert set(end.ops) == {"noise+reverb"} and end.snr_db.min() == 0
+
+
+def test_plan_is_reproducible_and_apply_is_exact(banks):
+    policy = _policy(banks)
+    lengths = [5000, 3000, 900, 4200, 5000, 2500]
+    wavs, lens = _batch(lengths)
+    a = policy.plan(lens, 5000, plan_rng(3, 1, 17))
+    b = policy.plan(lens, 5000, plan_rng(3, 1, 17))
+    c = policy.plan(lens, 5000, plan_rng(3, 1, 18))
+    for name in ("ops", "noise", "rirs", "rir_lengths", "u_snr", "u_reverb"):
+        assert torch.equal(getattr(a, name), getattr(b, name))
+    assert a.noise_names == b.noise_names and a.rir_names == b.rir_names
+    assert not torch.equal(a.u_snr, c.u_snr)
+    for b_, n in enumerate(lengths):
+        assert torch.all(a.noise[b_, n:] == 0)
+
+    result = policy.apply(wavs, lens, a, step=0)
+    assert result.noisy.shape == wavs.shape
+    for row, (n, op) in enumerate(zip(lengths, result.ops)):
+        x = wavs[row:row + 1]
+        length = lens[row:row + 1]
+        if "noise" in op:
+            x = mix_at_snr(x, a.noise[row:row + 1], length, result.snr_db[row:row + 1])
+        if "reverb" in op:
+            m = int(a.rir_lengths[row])
+            x = reverberate(x, length, a.rirs[row:row + 1, :m], a.rir_lengths[row:row + 1])
+            assert result.rt60[row] == pytest.approx(0.1 * (int(result.rir_names[row][-1]) + 1))
+        else:
+            assert math.isnan(result.rt60[row]) and result.rir_names[row] == ""
+        torch.testing.assert_close(result.noisy[row:row + 1], x)
+        assert torch.all(result.noisy[row, n:] == 0)
+        assert (op == "clean") == torch.equal(result.noisy[row], wavs[row])
+
+
+def test_state_round_trip_gives_same_corruption(banks, caplog):
+    policy = _policy(banks, inc_steps=50)
+    state = policy.state_dict()
+    restored = _policy(banks, inc_steps=50)
+    with caplog.at_level("WARNING"):
+        restored.load_state_dict(state)
+    assert not caplog.records
+    wavs, lens = _batch([2000, 1500, 2000])
+    r1 = policy.apply(wavs, lens, policy.plan(lens, 2000, plan_rng(1, 2, 3)), step=20)
+    r2 = restored.apply(wavs, lens, restored.plan(lens, 2000, plan_rng(1, 2, 3)), step=20)
+    assert torch.equal(r1.noisy, r2.noisy) and r1.ops == r2.ops
+    other = CorruptionPolicy.from_config(from_dict(CorruptionConfig, {"inc_steps": 50}), banks[0], RIRBank(
+        rirs=[RIR(np.ones(3, np.float32), 0.1, "different")]))
+    with caplog.at_level("WARNING"):
+        other.load_state_dict(state)
+    assert "fingerprint differs" in caplog.text
+
+
+def test_apply_condition_forces_op_snr_noise_and_rir(banks):
+    policy = _policy(banks, inc_steps=1000)  # the curriculum must not affect conditions
+    wavs, lens = _batch([3000, 2000])
+    res = policy.apply_condition(wavs, lens, "noise+reverb", snr_db=5.0, noise="pink", rir="rir1",
+                                 generator=np.random.default_rng(0))
+    assert res.ops == ["noise+reverb"] * 2 and res.snr_db.tolist() == [5.0, 5.0]
+    assert res.noise_names == ["pink", "pink"] and res.rir_names == ["rir1", "rir1"]
+    assert res.rt60.tolist() == pytest.approx([0.2, 0.2])
+    name = banks[0].names[2]
+    res = policy.apply_condition(wavs, lens, "noise", snr_db=-3.0, noise=name)
+    added = res.noisy[1, :2000] - wavs[1, :2000]
+    assert float(10 * torch.log10(wavs[1, :2000].square().sum() / added.square().sum())) == pytest.approx(-3, abs=0.1)
+    again = policy.apply_condition(wavs, lens, "noise", snr_db=-3.0, noise=name)
+    assert torch.equal(res.noisy, again.noisy)  # default generator is fixed
+    res = policy.apply_condition(wavs, lens, "reverb", rir=np.array([0.0, 1.0], np.float32))
+    torch.testing.assert_close(res.noisy[0, 1:3000], wavs[0, :2999])
+    assert policy.apply_condition(wavs, lens, "clean").ops == ["clean", "clean"]
+    with pytest.raises(ValueError, match="adds no noise"):
+        policy.apply_condition(wavs, lens, "reverb", snr_db=3.0)
+    with pytest.raises(ValueError, match="op must be one of"):
+        policy.apply_condition(wavs, lens, "echo")
+    with pytest.raises(KeyError, match="no RIR named"):
+        policy.apply_condition(wavs, lens, "reverb", rir="missing")
+
+
+def test_plan_survives_dataloader_pinning_and_device_moves(banks):
+    policy = _policy(banks)
+    plan = policy.plan([1000, 500], 1000, plan_rng(0, 0, 0))
+    moved = plan.to("cpu")
+    assert torch.equal(moved.noise, plan.noise) and moved.noise_names == plan.noise_names
+    if torch.cuda.is_available():
+        assert plan.pin_memory().noise.is_pinned()
+
+
+def test_summarize_counts_ops_snr_and_rt60(banks):
+    policy = _policy(banks)
+    wavs, lens = _batch([800] * 64)
+    results = [policy.corrupt(wavs, lens, np.random.default_rng(i)) for i in range(3)]
+    summary = summarize(results)
+    assert summary["utterances"] == 192
+    assert sum(summary[f"ops/{op}"] for op in OPS) == 192
+    noisy = sum(r.snr_db.isnan().logical_not().sum().item() for r in results)
+    assert sum(v for k, v in summary.items() if k.startswith("snr_hist/")) == noisy
+    assert 0.1 <= summary["rt60_mean"] <= 0.3 and 0 <= summary["snr_mean"] <= 20
+    empty = summarize([])
+    assert empty["utterances"] == 0 and math.isnan(empty["rt60_mean"])
+
+
+def test_build_policy_from_config_section(tmp_path):
+    cfg = from_dict(CorruptionConfig, {
+        "noise": {"builtin": True, "builtin_dir": str(tmp_path / "builtin")},
+        "rir": {"simulate_rirs": {"count": 2, "rt60_range": [0.2, 0.3], "cache_dir": str(tmp_path / "rirs")}},
+    })
+    policy = build_policy(cfg)
+    assert len(policy.noise_bank) == 7 and len(policy.rir_bank) == 2
+    wavs, lens = _batch([4000, 4000, 3000, 2000])
+    result = policy.corrupt(wavs, lens, np.random.default_rng(0))
+    assert result.noisy.shape == wavs.shape and torch.isfinite(result.noisy).all()
+
+
+def test_worker_side_convolution_matches_device_side(banks):
+    policy = _policy(banks, inc_steps=20)
+    lengths = [5000, 3000, 900, 4200, 5000, 2500, 4000, 3500]
+    wavs, lens = _batch(lengths, seed=4)
+    plain = policy.plan(lens, 5000, plan_rng(0, 0, 5))
+    pre = policy.plan(lens, 5000, plan_rng(0, 0, 5), wavs=wavs)
+    assert plain.wet is None and pre.wet is not None
+    assert set(pre.ops.tolist()) == {0, 1, 2, 3}
+    for step in (0, 10, 20):  # the curriculum still decides per step
+        a = policy.apply(wavs, lens, plain, step)
+        b = policy.apply(wavs, lens, pre, step)
+        assert a.ops == b.ops
+        # Same arithmetic in another order: float32 rounding only.
+        torch.testing.assert_close(a.noisy, b.noisy, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="do not match"):
+        policy.plan(lens, 6000, plan_rng(0, 0, 5), wavs=wavs)
+
+
+class _PlanBatches(torch.utils.data.Dataset):
+    """Each item is one batch's plan, drawn in whichever worker loads it."""
+
+    def __init__(self, policy: CorruptionPolicy) -> None:
+        self.policy = policy
+
+    def __len__(self) -> int:
+        return 4
+
+    def __getitem__(self, index: int):
+        return self.policy.plan([900, 700], 900, plan_rng(11, 2, index))
+
+
+def test_plans_from_dataloader_workers_equal_in_process_plans(banks):
+    policy = _policy(banks)
+    loader = torch.utils.data.DataLoader(_PlanBatches(policy), batch_size=None, num_workers=2)
+    for index, plan in enumerate(loader):
+        local = policy.plan([900, 700], 900, plan_rng(11, 2, index))
+        assert torch.equal(plan.noise, local.noise) and torch.equal(plan.rirs, local.rirs)
+        assert plan.noise_names == local.noise_names and plan.rir_names == local.rir_names

@@ -1,0 +1,151 @@
+"""End to end: tiny students (one with an enhancement head) and a tiny teacher through ``evaluate``."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from robustdistiller.config import from_dict, to_dict
+from robustdistiller.data.corpus import build_corpus
+from robustdistiller.evaluate.conditions import ConditionConfig
+from robustdistiller.evaluate.results import SCHEMA_VERSION, TABLES, Results
+from robustdistiller.evaluate.runner import evaluate, quick_options
+from robustdistiller.evaluate.tasks import builtin_tasks
+from robustdistiller.export.s3prl import save_s3prl_checkpoint
+from robustdistiller.models.enhancement import EnhancementConfig, EnhancementHead
+from robustdistiller.models.student import DistillerConfig, DistillerModel
+
+SHARED_VOICEBANK = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "voicebank_demand"
+CONV = "[(32,10,5)] + [(32,3,2)] * 4 + [(32,2,2)] * 2"
+
+
+def _teacher(path: Path) -> Path:
+    from transformers import HubertConfig, HubertModel
+
+    torch.manual_seed(0)
+    HubertModel(HubertConfig(conv_dim=(32,) * 7, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                             intermediate_size=128, num_conv_pos_embeddings=16,
+                             num_conv_pos_embedding_groups=4)).save_pretrained(path)
+    return path
+
+
+def _student(path: Path, teacher: Path, seed: int, with_head: bool) -> Path:
+    torch.manual_seed(seed)
+    cfg = DistillerConfig.from_s3prl({
+        "extractor_conv_feature_layers": CONV, "encoder_layers": 1, "encoder_embed_dim": 64,
+        "encoder_ffn_embed_dim": 128, "encoder_attention_heads": 4, "conv_pos": 16, "conv_pos_groups": 4,
+        "final_dim": 64, "n_tasks": 2, "pred_layer_id": [1, 2]})
+    extra_config: dict = {"teacher": {"model": str(teacher)}}
+    extra: dict = {}
+    if with_head:
+        enh = from_dict(EnhancementConfig, {"use_enhancement": True, "input_dim": 32, "num_layers": 1,
+                                            "hidden_size": 16})
+        extra_config["enhancement_head"] = to_dict(enh)
+        extra["EnhancementHead"] = EnhancementHead(enh).state_dict()
+    return save_s3prl_checkpoint(path, DistillerModel(cfg).eval(), extra_config=extra_config, extra=extra)
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    root = tmp_path_factory.mktemp("pipeline")
+    teacher = _teacher(root / "teacher")
+    models = [_student(root / "plain.ckpt", teacher, 0, False), _student(root / "robust.ckpt", teacher, 1, True)]
+    corpus = build_corpus(root / "corpus", utterances_per_word_per_speaker=3, test_takes=1)
+    tasks = builtin_tasks(corpus, seed=0)
+    conditions = from_dict(ConditionConfig, {
+        "noise_types": ["white"], "snrs": [0.0, 20.0], "rt60s": [0.3], "rirs_per_bin": 1,
+        "mixed_snrs": [], "mixed_rt60s": [], "cache_dir": str(root / "material")})
+    options = quick_options(max_train=16, max_val=8, max_test=8, max_distortion=8, max_enhancement=1,
+                            probe={"epochs": 2}, rtf_seconds=0.5, cache_dir=str(root / "cache"),
+                            voicebank=str(SHARED_VOICEBANK) if SHARED_VOICEBANK.is_dir() else None)
+    kwargs = dict(tasks=tasks, conditions=conditions, seed=0, names=["plain", "robust"], options=options)
+    results = evaluate(models, out_dir=root / "out", **kwargs)  # teacher: the one the checkpoints record
+    return {"root": root, "results": results, "models": models, "kwargs": kwargs}
+
+
+def test_results_json_schema_and_tables(setup: dict) -> None:
+    out = setup["root"] / "out"
+    data = json.loads((out / "results.json").read_text())
+    assert data["schema"] == "robustdistiller.evaluation" and data["version"] == SCHEMA_VERSION
+    assert {*TABLES, "seed", "train_on", "quick", "condition_set", "timings_s", "created"} <= set(data)
+    assert [m["name"] for m in data["models"]] == ["plain", "robust", "teacher"]
+    assert [m["kind"] for m in data["models"]] == ["student", "student", "teacher"]
+    assert data["models"][1]["has_enhancement"] and not data["models"][0]["has_enhancement"]
+    assert [c["id"] for c in data["conditions"]] == ["clean", "noise/white/snr+0", "noise/white/snr+20", "reverb/rt0.3"]
+    # One probe row per (model, task, condition), scores in [0, 1], no degradation on clean.
+    assert len(data["probes"]) == 3 * 2 * 4
+    assert all(0.0 <= p["value"] <= 1.0 for p in data["probes"])
+    assert all(p["degradation"] == 0.0 for p in data["probes"] if p["condition"] == "clean")
+    assert len(data["headline"]) == 3 * 2
+    assert Results.read(out / "results.json").to_dict()["probes"] == data["probes"]
+    for table in ("probes", "distortion", "headline", "efficiency", "conditions"):
+        with (out / "tables" / f"{table}.csv").open() as fh:
+            assert len(list(csv.DictReader(fh))) == len(data[table])
+
+
+def test_distortion_rows_compare_heads_with_teacher_targets(setup: dict) -> None:
+    rows = setup["results"].distortion
+    heads = [r for r in rows if r["model"] == "robust" and r["reference"] == "teacher_clean"]
+    assert {(r["index_a"], r["index_b"], r["layer"]) for r in heads} == {(2, 1, "head1->T1"), (3, 2, "head2->T2")}
+    assert {r["condition"] for r in heads} == {"clean", "noise/white/snr+0", "noise/white/snr+20", "reverb/rt0.3"}
+    own = [r for r in rows if r["model"] == "plain" and r["reference"] == "self_clean"]
+    assert {r["layer"] for r in own} == {"proj", "L1", "head1->T1", "head2->T2"}
+    assert "clean" not in {r["condition"] for r in own}
+    teacher_self = [r for r in rows if r["model"] == "teacher" and r["reference"] == "teacher_clean"]
+    clean = [r for r in teacher_self if r["condition"] == "clean"]
+    assert clean and all(r["l1"] == 0.0 and r["cosine"] == pytest.approx(1.0) for r in clean)
+    # More noise moves the representation further from the clean one.
+    by_snr = {r["condition"]: r["l1"] for r in own if r["layer"] == "L1"}
+    assert by_snr["noise/white/snr+0"] > by_snr["noise/white/snr+20"] > 0
+
+
+def test_enhancement_and_efficiency_rows(setup: dict) -> None:
+    results = setup["results"]
+    enh = results.enhancement
+    assert {e["model"] for e in enh} == {"robust"}
+    assert {e["condition"] for e in enh if e["dataset"] == "conditions"} == {"noise/white/snr+0",
+                                                                            "noise/white/snr+20", "reverb/rt0.3"}
+    if SHARED_VOICEBANK.is_dir():
+        (real,) = [e for e in enh if e["dataset"] == "voicebank_demand"]
+        assert real["n"] == 6 and real["pesq_wb"] is not None and 1.0 <= real["pesq_wb"] <= 4.7
+    eff = {e["model"]: e for e in results.efficiency}
+    assert set(eff) == {"plain", "robust", "teacher"}
+    assert eff["teacher"]["parameters"] > eff["plain"]["parameters"] > 0
+    assert all(e["macs_per_second"] > 0 and e["rtf_1_thread"] > 0 for e in eff.values())
+
+
+def test_report_files_and_plots(setup: dict) -> None:
+    out = setup["root"] / "out"
+    md = (out / "report.md").read_text()
+    html = (out / "report.html").read_text()
+    for text in ("## Headline", "plain", "robust", "Representation distortion", "Speech enhancement", "Efficiency"):
+        assert text in md
+    pngs = sorted(p.name for p in (out / "plots").glob("*.png"))
+    assert "snr_builtin-word.png" in pngs and "distortion_plain.png" in pngs and "reverb_builtin-speaker.png" in pngs
+    assert all(f"plots/{name}" in md for name in pngs)
+    assert html.count("data:image/png;base64,") == len(pngs)
+
+
+def test_a_second_run_reproduces_the_conditions_and_scores(setup: dict) -> None:
+    again = evaluate(setup["models"], out_dir=setup["root"] / "again", **{**setup["kwargs"],
+                                                                       "options": quick_options(
+        max_train=16, max_val=8, max_test=8, max_distortion=8, max_enhancement=0, probe={"epochs": 2},
+        efficiency=False, cache_dir=str(setup["root"] / "cache"))})
+    first = setup["results"]
+    assert again.condition_fingerprint == first.condition_fingerprint
+    assert [c["hash"] for c in again.conditions] == [c["hash"] for c in first.conditions]
+    assert [(p["model"], p["task"], p["condition"], p["value"]) for p in again.probes] == \
+           [(p["model"], p["task"], p["condition"], p["value"]) for p in first.probes]
+
+
+def test_bad_arguments_are_refused(setup: dict, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="no tasks"):
+        evaluate(setup["models"], out_dir=tmp_path)
+    with pytest.raises(ValueError, match="train_on"):
+        evaluate(setup["models"], out_dir=tmp_path, tasks=setup["kwargs"]["tasks"], train_on="noisy")  # type: ignore[arg-type]
+    with pytest.raises(FileNotFoundError):
+        evaluate([tmp_path / "missing.ckpt"], out_dir=tmp_path, **setup["kwargs"])
