@@ -2,7 +2,7 @@
 and the accuracy of chunking against full context.
 
     python bench/deployment.py                       # 10 s input, 1 and 2 threads, 60 s + 1 h memory rows
-    python bench/deployment.py --no-hour             # skip the 1-hour memory row (it takes ~minutes)
+    python bench/deployment.py --no-hour             # skip the 1-hour memory row (10+ minutes on 2 cores)
 
 DistilHuBERT-shaped student and HuBERT-Base-sized teacher with random weights (speed and memory do
 not depend on values; the chunking errors do, so they are indicative only). Rows are timed

@@ -32,6 +32,7 @@ from transformers import HubertConfig, HubertModel
 
 from robustdistiller.evaluate.efficiency import peak_memory_mb
 from robustdistiller.models import DistillerConfig, DistillerModel, TeacherConfig, TeacherModel
+from robustdistiller.models.pruning import PrunableConfig, PrunableModel
 
 Forward = Callable[[torch.Tensor, torch.Tensor], object]
 
@@ -74,6 +75,21 @@ def _teacher() -> tuple[torch.nn.Module, Forward]:
     return model, lambda w, n: model(w, n)
 
 
+# Illustrative per-layer shapes of a DPWavLM-sp0.75-sized model (23.6M parameters, WavLM Base+
+# teacher): CNN channels pruned (the last block keeps 512, as our pruning leaves it), fewer heads and
+# FFN units in later layers.
+PRUNED_CONV = [[256, 10, 5], [320, 3, 2], [352, 3, 2], [384, 3, 2], [384, 3, 2], [400, 2, 2], [512, 2, 2]]
+PRUNED_HEADS = [8, 7, 6, 5, 5, 4, 4, 3, 3, 2, 2, 1]
+PRUNED_FFN = [484, 459, 435, 411, 387, 363, 338, 314, 290, 266, 242, 193]
+
+
+def _pruned() -> tuple[torch.nn.Module, Forward]:
+    config = PrunableConfig(family="wavlm", conv_layers=PRUNED_CONV, layer_ffn_dims=PRUNED_FFN,
+                            layer_heads=[list(range(h)) for h in PRUNED_HEADS])
+    model = PrunableModel(config).eval()
+    return model, lambda w, n: model(w, n)
+
+
 def _sample_mask(wavs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     return (torch.arange(wavs.shape[1])[None, :] < lengths[:, None]).long()
 
@@ -82,6 +98,7 @@ CANDIDATES: list[Candidate] = [
     Candidate("student (ours, with 3 heads)", _student),
     Candidate("student (ours, layers only)", _student_no_heads),
     Candidate("student (transformers HubertModel, same config)", _hf_student),
+    Candidate("pruned WavLM, sp0.75 shapes (ours, DPHuBERT layout)", _pruned),
     Candidate("teacher HuBERT Base size (ours)", _teacher),
 ]
 BASELINE = "student (transformers HubertModel, same config)"

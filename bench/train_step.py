@@ -92,8 +92,10 @@ def main() -> None:
     for name in PHASES:
         seconds = statistics.median(p.get(name, 0.0) for p in per_step)
         print(f"{name:<14}{seconds:>10.3f}{seconds / step_s:>8.1%}")
+    other = statistics.median(w - sum(p.values()) for w, p in zip(walls, per_step))
+    print(f"{'other':<14}{other:>10.3f}{other / step_s:>8.1%}")
+    print(f"{'step (wall)':<14}{step_s:>10.3f}")
     overhead = statistics.median(p.get("data", 0.0) + p.get("corruption", 0.0) for p in per_step)
-    print(f"{'step':<14}{step_s:>10.3f}")
     print(f"\ndata wait + corruption: {overhead / step_s:.1%} of the step (target < 5 %)")
     print(f"audio processed: {audio_s / step_s:.2f} s of audio per second "
           f"({audio_s / step_s:.2f} audio-hours per hour)")

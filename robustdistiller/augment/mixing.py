@@ -50,14 +50,33 @@ def mix_at_snr(
     return clean + scale[:, None] * torch.where(mask, noise, 0.0)
 
 
-def fft_length(min_length: int) -> int:
-    """A fast FFT size >= ``min_length``: 16 x a 2-3-5-7-smooth number.
+def fft_length(min_length: int, device: torch.device | str = "cuda") -> int:
+    """A fast FFT size >= ``min_length`` for the FFT library :func:`reverberate` uses on ``device``.
 
-    scipy's ``next_fast_len`` alone may return odd sizes (e.g. 273375 = 3^7·5^3) that torch's CPU
-    FFT (MKL) runs 3-4x slower than a nearby size with a factor 2^4 (e.g. 276480 = 2^11·3^3·5);
-    cuFFT likes them too. The padding costs under 0.5 % for speech-length inputs.
+    CPU (scipy's pocketfft): ``next_fast_len``, any 2-3-5-7-11-smooth size is fast there. Other
+    devices (torch, cuFFT): 16 x a 2-3-5-7-smooth number; ``next_fast_len`` alone may return odd
+    sizes (e.g. 273375 = 3^7·5^3) that torch's FFTs run 3-4x slower than a nearby size with a factor
+    2^4 (e.g. 276480 = 2^11·3^3·5). That padding costs under 0.5 % for speech-length inputs.
     """
+    if torch.device(device).type == "cpu":
+        return scipy.fft.next_fast_len(min_length, real=True)
     return 16 * scipy.fft.next_fast_len(-(-min_length // 16), real=True)
+
+
+def _fft_convolve_cpu(x: torch.Tensor, h: torch.Tensor, n_fft: int) -> torch.Tensor:
+    # scipy's pocketfft, not torch.fft: on CPU it is 1.3-2x faster for these sizes and its thread
+    # pool does not collapse when the cores are shared with DataLoader workers, as torch's
+    # OpenMP-threaded FFT does (bench/augment.py measures both). Real inputs only, no autograd.
+    threads = torch.get_num_threads()
+    spec = scipy.fft.rfft(x.detach().numpy(), n_fft, workers=threads)
+    spec *= scipy.fft.rfft(h.detach().numpy(), n_fft, workers=threads)
+    return torch.from_numpy(scipy.fft.irfft(spec, n_fft, workers=threads))
+
+
+def _fft_convolve_torch(x: torch.Tensor, h: torch.Tensor, n_fft: int) -> torch.Tensor:
+    # Padding explicitly is measurably faster than rfft(..., n=) with torch.fft.
+    spec = torch.fft.rfft(F.pad(x, (0, n_fft - x.shape[1]))) * torch.fft.rfft(F.pad(h, (0, n_fft - h.shape[1])))
+    return torch.fft.irfft(spec, n=n_fft)
 
 
 def reverberate(
@@ -66,8 +85,9 @@ def reverberate(
     """Full linear convolution of each row with its own RIR, truncated to the input length.
 
     Equal to ``scipy.signal.convolve(x[:n], h[:m], mode="full")[:n]`` per row: one batched real FFT
-    of a 2-3-5-7-smooth size >= L + Lr - 1 (no circular wrap-around), and the padded region is zeroed
-    again afterwards (the reverberant tail past each row's length is dropped, as in the reference).
+    of a fast size >= L + Lr - 1 (no circular wrap-around; see :func:`fft_length`), and the padded
+    region is zeroed again afterwards (the reverberant tail past each row's length is dropped, as in
+    the reference). CPU tensors go through scipy's FFT, other devices through ``torch.fft``.
     """
     if wavs.dim() != 2 or rirs.dim() != 2 or wavs.shape[0] != rirs.shape[0]:
         raise ValueError(f"wavs {tuple(wavs.shape)} and rirs {tuple(rirs.shape)} must be [B, L] and [B, Lr]")
@@ -77,9 +97,8 @@ def reverberate(
     device = wavs.device
     mask = valid_mask(lengths.to(device), length)
     rir_mask = valid_mask(rir_lengths.to(device), rirs.shape[1])
-    n_fft = fft_length(length + rirs.shape[1] - 1)
-    # Padding explicitly is measurably faster than rfft(..., n=) on CPU (MKL) and equal on CUDA.
-    x = F.pad(torch.where(mask, wavs, 0.0), (0, n_fft - length))
-    h = F.pad(torch.where(rir_mask, rirs.to(wavs.dtype), 0.0), (0, n_fft - rirs.shape[1]))
-    spec = torch.fft.rfft(x) * torch.fft.rfft(h)
-    return torch.where(mask, torch.fft.irfft(spec, n=n_fft)[:, :length], 0.0)
+    x = torch.where(mask, wavs, 0.0)
+    h = torch.where(rir_mask, rirs.to(wavs.dtype), 0.0)
+    n_fft = fft_length(length + rirs.shape[1] - 1, device)
+    full = (_fft_convolve_cpu if device.type == "cpu" else _fft_convolve_torch)(x, h, n_fft)
+    return torch.where(mask, full[:, :length].to(wavs.dtype), 0.0)

@@ -127,9 +127,7 @@ def _scan(root: Path, rows: list[tuple[str, dict[str, str]]], source: str, worke
           report: BadFileReport | None) -> list[NoiseFile]:
     if not rows:
         raise ValueError(f"no audio files ({', '.join(DEFAULT_EXTENSIONS)}) under {root}")
-    manifest, bad = scan_files(root, rows, workers=workers, desc=f"indexing {source} noise")
-    if report is not None:
-        report.extend(bad)
+    manifest, bad = scan_files(root, rows, workers=workers, desc=f"indexing {source} noise", report=report)
     if not manifest.entries:
         raise ValueError(f"all {len(rows)} noise files under {root} are unusable: {bad.summary()}")
     return _to_files(manifest, source)
@@ -192,6 +190,20 @@ class NoiseBank:
                 _, old = self._cache.popitem(last=False)
                 self._cache_bytes -= old.nbytes
         return wav
+
+    def preload(self) -> int:
+        """Decode files into the cache while they fit (none when ``cache_mb`` is 0); returns how many
+        are cached. Call it before DataLoader workers fork: they then start warm, sharing the decoded
+        arrays copy-on-write, instead of each decoding and resampling every file on its first draw.
+        Unreadable files are reported and skipped."""
+        for index, entry in enumerate(self.files):
+            if index in self._cache or self._cache_bytes + 4 * entry.num_samples > self._cache_cap:
+                continue  # a file that does not fit would evict one already cached
+            try:
+                self._decoded(index)
+            except AudioError as exc:
+                self.report.add(exc.path, exc.reason, exc.detail)
+        return len(self._cache)
 
     def segment(self, index: int, num_samples: int, rng: np.random.Generator) -> np.ndarray:
         """``num_samples`` of file ``index``: a random crop if it is longer, else tiled from its start.

@@ -28,12 +28,10 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-import soundfile as sf
-import soxr
 from tqdm import tqdm
 
 from robustdistiller.augment.rt60 import decay_length, measure_rt60
-from robustdistiller.data.audio import SAMPLE_RATE, AudioError, audio_info
+from robustdistiller.data.audio import SAMPLE_RATE, AudioError, load_audio_channels
 from robustdistiller.data.manifest import DEFAULT_EXTENSIONS, scan_files
 from robustdistiller.data.report import BadFileReport
 
@@ -110,36 +108,11 @@ def index_rir_folder(folder: str | Path, *, workers: int = 8,
             if p.suffix.lower() in DEFAULT_EXTENSIONS and p.is_file() and not _is_noise_path(p.relative_to(root))]
     if not rows:
         raise ValueError(f"no RIR audio files ({', '.join(DEFAULT_EXTENSIONS)}) under {root}")
-    manifest, bad = scan_files(root, rows, workers=workers, min_samples=1, desc=f"indexing RIRs in {root.name}")
-    if report is not None:
-        report.extend(bad)
+    manifest, bad = scan_files(root, rows, workers=workers, min_samples=1, desc=f"indexing RIRs in {root.name}",
+                               report=report)
     if not manifest.entries:
         raise ValueError(f"all {len(rows)} RIR files under {root} are unusable: {bad.summary()}")
     return [RIRFile(root / e.path, f"{root.name}/{e.path}") for e in manifest.entries]
-
-
-def read_rir_channels(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
-    """All channels of an RIR file as float32 ``[channels, samples]`` at ``sample_rate``.
-
-    ``data.audio.load_audio`` averages channels, which for a microphone-array RIR would comb-filter
-    the response; a RIR must keep one microphone, so the channels are kept apart here.
-    """
-    path = Path(path)
-    audio_info(path)  # header check first: gives the same missing/unreadable reasons as load_audio
-    try:
-        data, rate = sf.read(str(path), dtype="float32", always_2d=True)
-    except (sf.LibsndfileError, RuntimeError, OSError, ValueError) as exc:
-        raise AudioError(path, "unreadable", str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
-    if data.shape[0] == 0:
-        raise AudioError(path, "empty", "0 frames")
-    if not np.isfinite(data).all():
-        raise AudioError(path, "non_finite", f"{int((~np.isfinite(data)).sum())} NaN/inf samples")
-    if rate != sample_rate:
-        data = soxr.resample(data, rate, sample_rate, quality="HQ")
-    out = np.ascontiguousarray(data.T, dtype=np.float32)
-    if not np.any(out):
-        raise AudioError(path, "silent", "all samples are zero")
-    return out
 
 
 def _room_geometry(target_rt60: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -271,7 +244,7 @@ class RIRBank:
         self.normalize = normalize
         self.max_samples = None if max_seconds is None else max(1, int(round(max_seconds * SAMPLE_RATE)))
         self.report = report if report is not None else BadFileReport()
-        self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
+        self._cache: OrderedDict[int, tuple[np.ndarray, np.ndarray]] = OrderedDict()
         self._cache_cap = int(cache_mb * 2**20)
         self._cache_bytes = 0
         self._by_name = {n: i for i, n in enumerate(self.names)}
@@ -300,18 +273,35 @@ class RIRBank:
         except KeyError:
             raise KeyError(f"no RIR named {name!r} in the bank ({len(self)} RIRs)") from None
 
-    def _channels(self, index: int) -> np.ndarray:
+    def _decoded(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """File ``index`` as ([channels, samples] at 16 kHz, RT60 per channel), through the LRU cache:
+        the RT60 is measured once per file, not at every draw."""
         if index in self._cache:
             self._cache.move_to_end(index)
             return self._cache[index]
-        channels = read_rir_channels(self.files[index].path)
+        # Channels kept apart: a multi-channel RIR gives one random microphone per draw.
+        channels = load_audio_channels(self.files[index].path, SAMPLE_RATE, min_samples=1)
+        entry = channels, np.array([measure_rt60(c, SAMPLE_RATE) for c in channels])
         if channels.nbytes <= self._cache_cap:
-            self._cache[index] = channels
+            self._cache[index] = entry
             self._cache_bytes += channels.nbytes
             while self._cache_bytes > self._cache_cap:
-                _, old = self._cache.popitem(last=False)
+                _, (old, _) = self._cache.popitem(last=False)
                 self._cache_bytes -= old.nbytes
-        return channels
+        return entry
+
+    def preload(self) -> int:
+        """Decode RIR files into the cache until it is full (all of them if they fit); returns how
+        many are cached. Call it before DataLoader workers fork so they start with a warm cache
+        (shared copy-on-write). Unreadable files are reported and skipped."""
+        for index in range(len(self.files)):
+            if self._cache_bytes >= self._cache_cap:
+                break
+            try:
+                self._decoded(index)
+            except AudioError as exc:
+                self.report.add(exc.path, exc.reason, exc.detail)
+        return len(self._cache)
 
     def get(self, index: int, rng: np.random.Generator) -> RIR:
         """RIR ``index`` (a random channel of a multi-channel file), post-processed, with its RT60.
@@ -321,14 +311,13 @@ class RIRBank:
         if index >= len(self.files):
             raw = self.rirs[index - len(self.files)]
             return self._finish(raw.samples, raw.rt60, raw.name)
-        channels = self._channels(index)
+        channels, rt60 = self._decoded(index)
         name = self.files[index].name
+        channel = 0
         if channels.shape[0] > 1:
             channel = int(rng.integers(channels.shape[0]))
-            samples, name = channels[channel], f"{name}#ch{channel}"
-        else:
-            samples = channels[0]
-        return self._finish(samples, measure_rt60(samples, SAMPLE_RATE), name)
+            name = f"{name}#ch{channel}"
+        return self._finish(channels[channel], float(rt60[channel]), name)
 
     def _finish(self, samples: np.ndarray, rt60: float, name: str) -> RIR:
         if self.align_direct_path:

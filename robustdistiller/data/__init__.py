@@ -7,6 +7,7 @@ from robustdistiller.data.audio import (
     AudioInfo,
     audio_info,
     load_audio,
+    load_audio_channels,
     load_audio_segment,
 )
 from robustdistiller.data.batching import BucketBatchSampler
@@ -24,8 +25,8 @@ from robustdistiller.data.report import BadFileReport
 
 __all__ = [
     "MIN_SAMPLES", "SAMPLE_RATE", "AudioError", "AudioInfo", "audio_info", "load_audio",
-    "load_audio_segment", "BucketBatchSampler", "Corpus", "build_corpus", "synthesize_utterance",
-    "AudioDataset", "Batch", "Skipped", "Utterance", "collate", "Manifest", "ManifestEntry",
-    "manifest_from_csv", "manifest_from_folder", "manifest_from_librispeech", "validate_manifest",
+    "load_audio_channels", "load_audio_segment", "BucketBatchSampler", "Corpus", "build_corpus",
+    "synthesize_utterance", "AudioDataset", "Batch", "Skipped", "Utterance", "collate", "Manifest",
+    "ManifestEntry", "manifest_from_csv", "manifest_from_folder", "manifest_from_librispeech", "validate_manifest",
     "BadFileReport",
 ]

@@ -21,7 +21,7 @@ MIN_SAMPLES = 400
 
 class AudioError(ValueError):
     """A file that cannot be used as audio. ``reason`` is one of: missing, unreadable, empty,
-    too_short, non_finite, silent, truncated."""
+    too_short, non_finite, silent, truncated, no_channel."""
 
     def __init__(self, path: str | Path, reason: str, detail: str = "") -> None:
         self.path = str(path)
@@ -76,6 +76,7 @@ def _to_mono(data: np.ndarray) -> np.ndarray:
 
 
 def _resample(wav: np.ndarray, orig_rate: int, target_rate: int) -> np.ndarray:
+    # ``wav`` is [samples] or [samples, channels]; soxr resamples each channel.
     if orig_rate == target_rate:
         return wav
     return soxr.resample(wav, orig_rate, target_rate, quality="HQ").astype(np.float32, copy=False)
@@ -87,20 +88,8 @@ def _check_finite(path: Path, wav: np.ndarray) -> None:
         raise AudioError(path, "non_finite", f"{bad} NaN/inf samples")
 
 
-def load_audio(
-    path: str | Path,
-    sample_rate: int = SAMPLE_RATE,
-    *,
-    min_samples: int = MIN_SAMPLES,
-    allow_silent: bool = False,
-) -> np.ndarray:
-    """Decode ``path`` to a mono float32 1-D array at ``sample_rate``.
-
-    Multi-channel audio is averaged to mono; other rates are resampled with soxr (HQ).
-    Raises AudioError for a missing/unreadable/empty file, fewer than ``min_samples`` samples
-    after resampling, NaN/inf samples, or all-zero audio (unless ``allow_silent``).
-    """
-    path = Path(path)
+def _decode(path: Path) -> tuple[np.ndarray, int]:
+    """All channels as float32 ``[frames, channels]`` and the file's rate; empty and NaN/inf rejected."""
     try:
         data, rate = sf.read(str(path), dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, OSError, ValueError) as exc:
@@ -109,12 +98,63 @@ def load_audio(
         raise AudioError(path, "empty", "0 frames")
     # Checked before resampling: soxr would smear one NaN over its whole filter length.
     _check_finite(path, data)
-    wav = _resample(_to_mono(data), int(rate), sample_rate)
-    if wav.shape[0] < min_samples:
-        raise AudioError(path, "too_short", f"{wav.shape[0]} samples < {min_samples} at {sample_rate} Hz")
+    return data, int(rate)
+
+
+def _check_decoded(path: Path, wav: np.ndarray, sample_rate: int, min_samples: int, allow_silent: bool) -> None:
+    # ``wav`` is [samples] or [channels, samples]: the last axis is time.
+    if wav.shape[-1] < min_samples:
+        raise AudioError(path, "too_short", f"{wav.shape[-1]} samples < {min_samples} at {sample_rate} Hz")
     if not allow_silent and not np.any(wav):
         raise AudioError(path, "silent", "all samples are zero")
+
+
+def load_audio(
+    path: str | Path,
+    sample_rate: int = SAMPLE_RATE,
+    *,
+    min_samples: int = MIN_SAMPLES,
+    allow_silent: bool = False,
+    channel: int | None = None,
+) -> np.ndarray:
+    """Decode ``path`` to a mono float32 1-D array at ``sample_rate``.
+
+    Multi-channel audio is averaged to mono, or only ``channel`` (0-based) is kept when given; other
+    rates are resampled with soxr (HQ). Raises AudioError for a missing/unreadable/empty file, a
+    ``channel`` the file does not have (``no_channel``), fewer than ``min_samples`` samples after
+    resampling, NaN/inf samples, or all-zero audio (unless ``allow_silent``).
+    """
+    path = Path(path)
+    data, rate = _decode(path)
+    if channel is None:
+        mono = _to_mono(data)
+    elif 0 <= channel < data.shape[1]:
+        mono = data[:, channel]
+    else:
+        raise AudioError(path, "no_channel", f"channel {channel} asked, the file has {data.shape[1]}")
+    wav = _resample(mono, rate, sample_rate)
+    _check_decoded(path, wav, sample_rate, min_samples, allow_silent)
     return np.ascontiguousarray(wav, dtype=np.float32)
+
+
+def load_audio_channels(
+    path: str | Path,
+    sample_rate: int = SAMPLE_RATE,
+    *,
+    min_samples: int = MIN_SAMPLES,
+    allow_silent: bool = False,
+) -> np.ndarray:
+    """Every channel of ``path`` as float32 ``[channels, samples]`` at ``sample_rate``, kept apart.
+
+    For signals whose channels must not be averaged, e.g. a microphone-array RIR (the average of
+    responses at different positions comb-filters). Raises AudioError as :func:`load_audio` does;
+    "silent" means every channel is all zero.
+    """
+    path = Path(path)
+    data, rate = _decode(path)
+    out = np.ascontiguousarray(_resample(data, rate, sample_rate).T, dtype=np.float32)
+    _check_decoded(path, out, sample_rate, min_samples, allow_silent)
+    return out
 
 
 def load_audio_segment(

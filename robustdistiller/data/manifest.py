@@ -147,9 +147,15 @@ def scan_files(
     workers: int = 8,
     min_samples: int = MIN_SAMPLES,
     desc: str = "reading headers",
+    report: BadFileReport | None = None,
 ) -> tuple[Manifest, BadFileReport]:
-    """Read the header of every row in parallel threads (libsndfile releases the GIL)."""
-    report = BadFileReport()
+    """Read the header of every row in parallel threads (libsndfile releases the GIL).
+
+    Bad rows are recorded (and so logged, once) in ``report`` when given, else in a new report;
+    that report is returned. Pass the caller's report rather than ``extend``-ing it with the
+    returned one, which would log every bad file a second time.
+    """
+    report = report if report is not None else BadFileReport()
     root = Path(root).resolve()
 
     def length(row: Row) -> int | AudioError:
@@ -181,9 +187,10 @@ def manifest_from_folder(
     workers: int = 8,
     label_fn: Callable[[Path], dict[str, str]] | None = None,
     label_names: Sequence[str] = (),
+    report: BadFileReport | None = None,
 ) -> tuple[Manifest, BadFileReport]:
     """Every audio file under ``root`` (recursive, sorted). ``label_fn(relative_path)`` may derive
-    labels (keys ``label_names``) from the path."""
+    labels (keys ``label_names``) from the path. Bad files go to ``report`` (see :func:`scan_files`)."""
     root = Path(root).resolve()
     if not root.is_dir():
         raise FileNotFoundError(f"audio folder not found: {root}")
@@ -194,13 +201,14 @@ def manifest_from_folder(
     for f in files:
         rel = f.relative_to(root)
         rows.append((rel.as_posix(), label_fn(rel) if label_fn else {}))
-    return scan_files(root, rows, label_names, workers=workers)
+    return scan_files(root, rows, label_names, workers=workers, report=report)
 
 
 def manifest_from_librispeech(
-    root: str | Path, splits: Sequence[str], *, workers: int = 8
+    root: str | Path, splits: Sequence[str], *, workers: int = 8, report: BadFileReport | None = None
 ) -> tuple[Manifest, BadFileReport]:
-    """LibriSpeech ``root/<split>/<speaker>/<chapter>/*.flac``; adds a ``speaker`` label column."""
+    """LibriSpeech ``root/<split>/<speaker>/<chapter>/*.flac``; adds a ``speaker`` label column.
+    Bad files go to ``report`` (see :func:`scan_files`)."""
     root = Path(root).resolve()
     if not root.is_dir():
         raise FileNotFoundError(f"LibriSpeech root not found: {root}")
@@ -223,7 +231,7 @@ def manifest_from_librispeech(
             # <split>/<speaker>/<chapter>/<file>: the speaker id is the second path part.
             speaker = rel.parts[1] if len(rel.parts) >= 4 else ""
             rows.append((rel.as_posix(), {"speaker": speaker}))
-    return scan_files(root, rows, ["speaker"], workers=workers, desc=" + ".join(splits))
+    return scan_files(root, rows, ["speaker"], workers=workers, desc=" + ".join(splits), report=report)
 
 
 def manifest_from_csv(
@@ -233,12 +241,14 @@ def manifest_from_csv(
     label_columns: Sequence[str] = (),
     *,
     workers: int = 8,
+    report: BadFileReport | None = None,
 ) -> tuple[Manifest, BadFileReport]:
     """A CSV with one file per row, e.g. s3prl's ``len_for_bucket/<split>.csv``
     (columns: index, file_path, length, label). Lengths are re-read from the headers.
 
     ``path_column`` defaults to ``file_path`` or ``path``. Relative paths are resolved against
     ``root`` (default: the CSV's folder; s3prl CSVs need ``root`` = the LibriSpeech folder).
+    Bad files go to ``report`` (see :func:`scan_files`).
     """
     csv_path = Path(csv_path)
     if not csv_path.is_file():
@@ -263,4 +273,4 @@ def manifest_from_csv(
     for rec in table:
         full = base / rec[path_column]  # an absolute path in the CSV wins over base
         rows.append((os.path.relpath(full, base), {c: rec[c] for c in label_columns}))
-    return scan_files(base, rows, list(label_columns), workers=workers)
+    return scan_files(base, rows, list(label_columns), workers=workers, report=report)

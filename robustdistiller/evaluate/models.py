@@ -90,6 +90,8 @@ def load_model_under_test(path: str | Path, name: str) -> ModelUnderTest:
     """A student checkpoint or a teacher (HF directory / hub id / fairseq .pt), in eval mode."""
     source = str(path)
     local = Path(path)
+    if not local.exists() and local.suffix in (".ckpt", ".pt", ".pth"):
+        raise FileNotFoundError(f"no such checkpoint file: {path}")
     if local.is_file() and local.suffix == ".pt" or not local.exists():
         teacher = load_teacher(source)  # fairseq/unilm .pt or a hub id
         return _teacher_entry(teacher, name, source, "fairseq" if local.is_file() else "hf-hub")

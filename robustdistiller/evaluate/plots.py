@@ -99,11 +99,11 @@ def plot_distortion_heatmaps(results: Results, out_dir: Path) -> list[Path]:
         labels = {r["index_a"]: r["layer"] for r in rows}
         for r in rows:
             grid[conditions.index(r["condition"]), layers.index(r["index_a"])] = r["cosine"]
-        fig, ax = plt.subplots(figsize=(1.2 + 0.45 * len(layers), 1.2 + 0.22 * len(conditions)))
+        fig, ax = plt.subplots(figsize=(max(5.0, 2.5 + 0.45 * len(layers)), max(2.8, 1.6 + 0.25 * len(conditions))))
         image = ax.imshow(grid, aspect="auto", cmap="viridis", vmin=np.nanmin(grid), vmax=1.0)
         ax.set_xticks(range(len(layers)), [labels[i] for i in layers], rotation=60, ha="right", fontsize=7)
         ax.set_yticks(range(len(conditions)), conditions, fontsize=6)
-        ax.set_title(f"{model}: cosine(corrupted, clean) per hidden state", fontsize=9)
+        ax.set_title(f"{model}: cosine(corrupted, clean)", fontsize=9)
         fig.colorbar(image, ax=ax, fraction=0.04)
         paths.append(_save(fig, out_dir / f"distortion_{slug(model)}.png"))
     return paths

@@ -138,7 +138,8 @@ def write_csv(path: Path, rows: list[Row]) -> Path:
     return path
 
 
-def _mean(values: list[float]) -> float | None:
+def mean_of(values: list[float | None]) -> float | None:
+    """Mean of the finite values, None when there are none (unscorable rows do not count)."""
     values = [v for v in values if v is not None and math.isfinite(v)]
     return sum(values) / len(values) if values else None
 
@@ -159,7 +160,7 @@ def headline_rows(results: Results) -> list[Row]:
         corrupted = [p["value"] for p in probes if p["condition"] != "clean"]
         noise = [p["value"] for p in probes if kinds.get(p["condition"]) == "noise"]
         reverb = [p["value"] for p in probes if kinds.get(p["condition"]) == "reverb"]
-        mean_corrupted = _mean(corrupted)
+        mean_corrupted = mean_of(corrupted)
         metric = probes[0]["metric"]
         relative = None
         if clean is not None and mean_corrupted is not None:
@@ -169,7 +170,7 @@ def headline_rows(results: Results) -> list[Row]:
                 relative = (mean_corrupted - clean) / clean
         rows.append({
             "model": model, "task": task, "metric": metric, "clean": clean,
-            "mean_corrupted": mean_corrupted, "mean_noise": _mean(noise), "mean_reverb": _mean(reverb),
+            "mean_corrupted": mean_corrupted, "mean_noise": mean_of(noise), "mean_reverb": mean_of(reverb),
             "relative_drop": relative,
             "parameters": eff.get(model, {}).get("parameters"),
             "rtf_1_thread": eff.get(model, {}).get("rtf_1_thread"),

@@ -43,7 +43,7 @@ from robustdistiller.evaluate.models import (
 )
 from robustdistiller.evaluate.probes import ProbeConfig, TrainedProbe, cached_features, evaluate_probe, train_probe
 from robustdistiller.evaluate.report import Block, write_report
-from robustdistiller.evaluate.results import Results, headline_rows
+from robustdistiller.evaluate.results import Results, headline_rows, mean_of
 from robustdistiller.evaluate.tasks import TaskPack, load_waveforms
 
 log = logging.getLogger(__name__)
@@ -158,11 +158,6 @@ def _distortion_rows(mut: ModelUnderTest, condition: Condition, corrupted: dict[
     return rows
 
 
-def _mean(values: list[float | None]) -> float | None:
-    good = [v for v in values if v is not None and np.isfinite(v)]
-    return float(np.mean(good)) if good else None
-
-
 @torch.no_grad()
 def _enhance(mut: ModelUnderTest, noisy: np.ndarray) -> np.ndarray:
     x = torch.from_numpy(noisy)[None]
@@ -172,8 +167,10 @@ def _enhance(mut: ModelUnderTest, noisy: np.ndarray) -> np.ndarray:
     return mut.enhancement.enhance(feats, x, lengths)[0].numpy()  # type: ignore[union-attr]
 
 
-def _enhancement_row(mut: ModelUnderTest, dataset: str, condition: str,
-                     pairs: list[tuple[np.ndarray, np.ndarray]]) -> dict:
+def enhancement_row(mut: ModelUnderTest, dataset: str, condition: str,
+                    pairs: list[tuple[np.ndarray, np.ndarray]]) -> dict:
+    """Mean PESQ-wb / STOI / SI-SNR of the model's enhancement head on (clean, noisy) pairs, and of the
+    noisy input itself (unscorable utterances count as missing)."""
     scores: dict[str, list[float | None]] = {k: [] for k in
                                              ("pesq_wb", "stoi", "si_snr", "noisy_pesq_wb", "noisy_stoi", "noisy_si_snr")}
     for clean, noisy in pairs:
@@ -185,7 +182,7 @@ def _enhancement_row(mut: ModelUnderTest, dataset: str, condition: str,
         scores["noisy_stoi"].append(stoi(clean, noisy, SAMPLE_RATE))
         scores["noisy_si_snr"].append(si_snr(noisy, clean))
     row = {"model": mut.name, "dataset": dataset, "condition": condition, "n": len(pairs),
-           **{k: _mean(v) for k, v in scores.items()}}
+           **{k: mean_of(v) for k, v in scores.items()}}
     row["si_snr_improvement"] = (None if row["si_snr"] is None or row["noisy_si_snr"] is None
                                  else row["si_snr"] - row["noisy_si_snr"])
     return row
@@ -301,7 +298,7 @@ class _Run:
                         mut, condition, compared, own_clean.get(mut.name), self.teacher_clean, pairs)
                     if mut.enhancement is not None and condition.kind != "clean" and self.options.max_enhancement:
                         uids = self.test_uids[: self.options.max_enhancement]
-                        self.results.enhancement.append(_enhancement_row(
+                        self.results.enhancement.append(enhancement_row(
                             mut, "conditions", condition.id, [(self.wavs[u], wavs[u]) for u in uids]))
                     bar.update(1)
 
@@ -358,20 +355,21 @@ def evaluate(
     timings: dict[str, float] = {}
     start = time.perf_counter()
 
-    if not isinstance(conditions, ConditionSet):
-        cfg = conditions or (quick_conditions(seed=seed) if quick else from_dict(ConditionConfig, {"seed": seed}))
-        if cfg.cache_dir is None:
-            cfg.cache_dir = out_dir / "material"
-        conditions = ConditionSet.build(cfg)
-    cset = conditions
-    run = _Run(tasks, cset, out_dir, seed, train_on, quick, options)
-    timings["setup"] = time.perf_counter() - start
-
+    # Models first: a wrong path fails before any noise is indexed or room simulated.
     entries = [load_model_under_test(p, n) for p, n in zip(models, names)]
     teacher_entry = _resolve_teacher(teacher, entries)
     if teacher_entry is not None and options.evaluate_teacher:
         entries.append(teacher_entry)
-    timings["load"] = time.perf_counter() - start - timings["setup"]
+    timings["load"] = time.perf_counter() - start
+
+    if not isinstance(conditions, ConditionSet):
+        cfg = conditions or (quick_conditions(seed=seed) if quick else from_dict(ConditionConfig, {"seed": seed}))
+        if cfg.cache_dir is None:
+            cfg = dataclasses.replace(cfg, cache_dir=out_dir / "material")
+        conditions = ConditionSet.build(cfg)
+    cset = conditions
+    run = _Run(tasks, cset, out_dir, seed, train_on, quick, options)
+    timings["setup"] = time.perf_counter() - start - timings["load"]
 
     if teacher_entry is not None:
         run.teacher_clean = _features(teacher_entry, run.compare_uids, run.wavs, CLEAN.id, run.cache_dir,
@@ -386,7 +384,7 @@ def evaluate(
         pairs_vb = voicebank_pairs(options.voicebank, run.report)
         for mut in entries:
             if mut.enhancement is not None:
-                run.results.enhancement.append(_enhancement_row(mut, "voicebank_demand", "real", pairs_vb))
+                run.results.enhancement.append(enhancement_row(mut, "voicebank_demand", "real", pairs_vb))
     if options.efficiency:
         for mut in tqdm(entries, desc="efficiency", unit="model", disable=None):
             run.results.efficiency.append(_efficiency_row(mut, options))

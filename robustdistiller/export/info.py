@@ -6,6 +6,8 @@ from pathlib import Path
 from typing import Any
 
 from robustdistiller.export.load import open_model
+from robustdistiller.models.conv import format_conv_layers
+from robustdistiller.models.pruning import PrunableModel
 from robustdistiller.models.student import DistillerModel
 from robustdistiller.models.teacher import Teacher
 
@@ -43,6 +45,20 @@ def describe(path: str | Path) -> dict[str, Any]:
             "attention_heads": cfg.layer_heads or [cfg.attention_heads] * cfg.num_layers,
             "ffn_dims": cfg.layer_ffn_dims or [cfg.ffn_dim] * cfg.num_layers,
             "layer_norm_first": cfg.layer_norm_first,
+        }
+        info["parameters"] = {"total": total, "without_heads": total}
+    elif isinstance(model, PrunableModel):
+        pcfg = model.config
+        total = sum(p.numel() for p in model.parameters())  # dummy_weight included, as DPHuBERT counts
+        info["architecture"] = {
+            "kind": f"pruned {pcfg.family} encoder (DPHuBERT)",
+            "conv_layers": format_conv_layers(pcfg.conv_spec),
+            "extractor_mode": pcfg.extractor_mode,
+            "encoder_layers": pcfg.num_layers,
+            "embed_dim": pcfg.embed_dim,
+            "attention_heads": pcfg.head_counts,
+            "ffn_dims": pcfg.layer_ffn_dims,
+            "layer_norm_first": pcfg.layer_norm_first,
         }
         info["parameters"] = {"total": total, "without_heads": total}
     else:

@@ -4,7 +4,9 @@ Formats are recognised from the content, not the file name:
 - s3prl / RobustDistiller / our distiller checkpoint: a ``torch.save`` dict with ``"Distiller"`` and
   ``"Config"`` -> ``DistillerModel``;
 - a Hugging Face model directory whose ``config.json`` has ``model_type`` hubert, wavlm or wav2vec2
-  -> a teacher-family model (this is also what ``export_hf`` writes).
+  -> a teacher-family model (this is also what ``export_hf`` writes);
+- a DPHuBERT / DPWavLM checkpoint (``"state_dict"`` + ``"config"``, torchaudio key names)
+  -> a (pruned) ``PrunableModel`` whose ``extract`` gives DPHuBERT's 13 hidden states.
 Every returned model is in eval mode, has its weights loaded strictly and offers
 ``extract(wavs, lengths) -> list[Tensor[B, T, D]]``.
 """
@@ -18,6 +20,7 @@ from typing import Any
 
 from torch import nn
 
+from robustdistiller.export.dphubert import is_dphubert_checkpoint, model_from_dphubert, parse_dphubert_checkpoint
 from robustdistiller.export.s3prl import S3PRLCheckpoint, is_s3prl_checkpoint, parse_s3prl_checkpoint
 from robustdistiller.export.safe_pickle import safe_load
 from robustdistiller.models.student import DistillerModel
@@ -28,6 +31,7 @@ HF_MODEL_TYPES = ("hubert", "wavlm", "wav2vec2")
 SUPPORTED_FORMATS = (
     "s3prl/RobustDistiller distiller checkpoint (torch.save dict with 'Distiller' and 'Config')",
     f"Hugging Face model directory (config.json with model_type {', '.join(HF_MODEL_TYPES)})",
+    "DPHuBERT / DPWavLM checkpoint (torch.save dict with 'state_dict' and 'config')",
 )
 
 
@@ -35,7 +39,7 @@ SUPPORTED_FORMATS = (
 class LoadedModel:
     """A model together with what was learned about its source while loading it."""
 
-    format: str  # "s3prl" | "hf"
+    format: str  # "s3prl" | "hf" | "dphubert"
     model: nn.Module
     checkpoint: S3PRLCheckpoint | None = None  # set for "s3prl"
 
@@ -64,6 +68,8 @@ def open_model(path: str | Path) -> LoadedModel:
     if is_s3prl_checkpoint(raw):
         checkpoint = parse_s3prl_checkpoint(raw, str(path))
         return LoadedModel("s3prl", student_from_checkpoint(checkpoint, str(path)), checkpoint)
+    if is_dphubert_checkpoint(raw):
+        return LoadedModel("dphubert", model_from_dphubert(parse_dphubert_checkpoint(raw, str(path)), str(path)))
     raise ValueError(_unsupported(path, _describe_content(raw)))
 
 
@@ -94,8 +100,6 @@ def _open_directory(path: Path) -> LoadedModel:
 def _describe_content(raw: Any) -> str:
     if isinstance(raw, dict):
         keys = sorted(map(str, raw))
-        if "state_dict" in raw and "config" in raw:
-            return f"what looks like a DPHuBERT checkpoint (keys {keys}), not supported yet"
         return f"a dict with keys {keys}"
     return f"a pickled {type(raw).__name__}"
 

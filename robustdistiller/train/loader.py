@@ -54,9 +54,8 @@ def load_training_manifest(data: DataSection, out_dir: Path, ctx: DistContext, r
         assert data.root is not None  # DataSection.validate
         scanned = out_dir / "train_manifest.tsv"
         if ctx.is_main and not scanned.is_file():
-            manifest, bad = manifest_from_librispeech(data.root, data.splits)
-            report.extend(bad)
-            validate_manifest(manifest, bad).write(scanned)
+            manifest, _ = manifest_from_librispeech(data.root, data.splits, report=report)
+            validate_manifest(manifest, report).write(scanned)
         manifests = [str(scanned)]
     barrier(ctx)
     parts = [Manifest.read(path) for path in manifests]

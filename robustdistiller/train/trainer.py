@@ -87,6 +87,16 @@ class StepStats:
     corruption: list[CorruptionResult]
 
 
+@dataclass
+class StudentPass:
+    loss: Tensor
+    """Distillation loss (with grad) of one micro-batch."""
+    cnn_features: Tensor
+    """(B, T, C) CNN features, the enhancement head's input when ``enhancement.input == "cnn"``."""
+    last_hidden: Tensor
+    """(B, T, D) last layer output, the head's input otherwise."""
+
+
 class TrainingDivergedError(RuntimeError):
     """Too many non-finite steps in a row (``train.max_bad_steps``)."""
 
@@ -148,9 +158,8 @@ class DistillTrainer:
             max_seconds=data.max_seconds, num_workers=data.num_workers, seed=data.seed, ctx=self.ctx,
         )
         self.teacher = _load_teacher(recipe.teacher.source).to(self.device)
-        self.student = DistillerModel(recipe.student)
-        self.init_report = init_student_from_teacher(self.student, self.teacher)
-        self.student.to(self.device)
+        self.init_message = ""
+        self.student = self.build_student().to(self.device)
         enh = recipe.enhancement
         self.head = EnhancementHead(enh).to(self.device) if enh.use_enhancement else None
         self.student_ddp = self._wrap(self.student)
@@ -158,11 +167,8 @@ class DistillTrainer:
 
         opt = recipe.optim
         modules = nn.ModuleDict({"student": self.student, **({"head": self.head} if self.head else {})})
-        self.params = [p for p in modules.parameters() if p.requires_grad]
-        self.optimizer = build_optimizer(
-            modules, lr=opt.lr, weight_decay=opt.weight_decay, betas=opt.betas, eps=opt.eps,
-            match_reference=opt.match_reference,
-        )
+        self.optimizer = self.build_optimizer(modules)
+        self.params = [p for group in self.optimizer.param_groups for p in group["params"]]
         self.scheduler = warmup_linear_schedule(self.optimizer, opt.total_steps, opt.warmup_proportion)
         fp16 = recipe.train.precision == "fp16"
         self.scaler = torch.amp.GradScaler(self.device.type) if fp16 else None
@@ -178,8 +184,56 @@ class DistillTrainer:
             # Per-rank dropout streams; initial weights are equal anyway (DDP broadcasts rank 0's).
             torch.manual_seed(recipe.train.seed + self.ctx.rank)
             if self.ctx.is_main:
-                log.info(format_init_report(self.init_report))
+                log.info(self.init_message)
                 (self.out_dir / "recipe.yaml").write_text(yaml.safe_dump(to_dict(recipe), sort_keys=False))
+
+    # ------------------------------------------------------------------ extension points
+    # Subclasses (the pruning stages, train/pruning.py) replace the student, its loss, its
+    # optimizer groups and its checkpoint format; data, corruption, enhancement head, DDP, signals,
+    # resume and logging stay here.
+    def build_student(self) -> nn.Module:
+        """The model to train (on CPU; moved to the device by the caller). Sets ``init_message``."""
+        student = DistillerModel(self.recipe.student)
+        self.init_message = format_init_report(init_student_from_teacher(student, self.teacher))
+        return student
+
+    def build_optimizer(self, modules: nn.ModuleDict) -> torch.optim.Optimizer:
+        """The optimizer over ``modules`` (``student`` and, if enabled, ``head``)."""
+        opt = self.recipe.optim
+        return build_optimizer(
+            modules, lr=opt.lr, weight_decay=opt.weight_decay, betas=opt.betas, eps=opt.eps,
+            match_reference=opt.match_reference,
+        )
+
+    def student_loss(self, noisy: Tensor, wavs: Tensor, lengths: Tensor, sums: dict[str, Tensor]) -> StudentPass:
+        """Student forward on ``noisy``, teacher targets from clean ``wavs``, the distillation loss;
+        detached scalars to log are added to ``sums``."""
+        cfg = self.recipe.student
+        with self.timer.phase("student"), self._autocast():
+            out: DistillerOutput = self.student_ddp(noisy, lengths)
+        with self.timer.phase("teacher"):
+            targets = teacher_targets(self.teacher, wavs, lengths, cfg.pred_layer_id, out.predictions.shape[2])
+        with self.timer.phase("student"):
+            dist = distillation_loss(
+                out.predictions, targets, out.frame_mask, loss_type=cfg.loss_type,  # type: ignore[arg-type]
+                cosine_weight=cfg.cosine_loss, masked=self.recipe.train.masked_loss,
+                layer_ids=cfg.pred_layer_id,
+            )
+            loss = dist.total
+            if cfg.feat_pen_loss > 0:
+                loss = loss + cfg.feat_pen_loss * feature_penalty(out.cnn_features, out.frame_mask)
+        for name, value in dist.per_layer.items():
+            sums[f"loss/{name}"] += value.detach()
+        sums["loss/distill"] += dist.total.detach()
+        return StudentPass(loss, out.cnn_features, out.hiddens[-1])
+
+    def write_checkpoint(self, path: Path, extra_config: dict[str, Any], extra: dict[str, Any]) -> None:
+        """Write the student plus the trainer state ``extra`` (top-level keys) to ``path``."""
+        save_s3prl_checkpoint(path, self.student, step=self.step, extra_config=extra_config, extra=extra)
+
+    def load_student_state(self, state: dict[str, Any]) -> None:
+        """Restore the student from a checkpoint written by :meth:`write_checkpoint`."""
+        self.student.load_state_dict(state["Distiller"])
 
     # ------------------------------------------------------------------ set-up helpers
     def _check_precision(self) -> None:
@@ -191,7 +245,13 @@ class DistillTrainer:
         cfg = self.recipe.corruption
         if cfg.p_clean >= 1.0:
             return None  # baseline DistilHuBERT: the student sees clean audio
-        return build_policy(cfg, self.bad_files)
+        policy = build_policy(cfg, self.bad_files)
+        # Decode noise/RIR files once, before DataLoader workers fork, so every worker starts with
+        # the shared (copy-on-write) cache instead of decoding from disk on each draw.
+        for bank in (policy.noise_bank, policy.rir_bank):
+            if bank is not None:
+                bank.preload()
+        return policy
 
     def _wrap(self, module: nn.Module | None) -> nn.Module | None:
         if module is None or not self.ctx.enabled:
@@ -213,7 +273,7 @@ class DistillTrainer:
         self.student.train()
         if self.head is not None:
             self.head.train()
-        cfg, enh = self.recipe.student, self.recipe.enhancement
+        enh = self.recipe.enhancement
         sums: dict[str, Tensor] = defaultdict(lambda: torch.zeros((), device=self.device))
         results: list[CorruptionResult] = []
         audio_seconds, total = 0.0, 0.0
@@ -233,25 +293,11 @@ class DistillTrainer:
                     for wrapped in (self.student_ddp, self.head_ddp):
                         if isinstance(wrapped, DistributedDataParallel):
                             sync_guard.enter_context(wrapped.no_sync())
-                with self.timer.phase("student"), self._autocast():
-                    out: DistillerOutput = self.student_ddp(noisy, lengths)
-                with self.timer.phase("teacher"):
-                    targets = teacher_targets(self.teacher, wavs, lengths, cfg.pred_layer_id, out.predictions.shape[2])
-                with self.timer.phase("student"):
-                    dist = distillation_loss(
-                        out.predictions, targets, out.frame_mask, loss_type=cfg.loss_type,  # type: ignore[arg-type]
-                        cosine_weight=cfg.cosine_loss, masked=self.recipe.train.masked_loss,
-                        layer_ids=cfg.pred_layer_id,
-                    )
-                    loss = dist.total
-                    if cfg.feat_pen_loss > 0:
-                        loss = loss + cfg.feat_pen_loss * feature_penalty(out.cnn_features, out.frame_mask)
-                for name, value in dist.per_layer.items():
-                    sums[f"loss/{name}"] += value.detach()
-                sums["loss/distill"] += dist.total.detach()
+                student = self.student_loss(noisy, wavs, lengths, sums)
+                loss = student.loss
                 if self.head is not None:
                     with self.timer.phase("enhancement"), self._autocast():
-                        feats = out.cnn_features if enh.input == "cnn" else out.hiddens[-1]
+                        feats = student.cnn_features if enh.input == "cnn" else student.last_hidden
                         assert self.head_ddp is not None
                         enh_out = self.head_ddp(feats, noisy, lengths)
                         enh_loss = enhancement_loss(self.head, enh_out, wavs, lengths, enh.loss)
@@ -389,7 +435,7 @@ class DistillTrainer:
             }
             if self.head is not None:
                 extra["EnhancementHead"] = self.head.state_dict()
-            save_s3prl_checkpoint(path, self.student, step=self.step, extra_config=extra_config, extra=extra)
+            self.write_checkpoint(path, extra_config, extra)
             prune_checkpoints(self.out_dir, self.recipe.train.keep_last)
         barrier(self.ctx)
         self.last_checkpoint = path
@@ -400,7 +446,7 @@ class DistillTrainer:
         if found is None:
             raise FileNotFoundError(f"--resume: no checkpoint with resume state in {self.out_dir}")
         path, state = found
-        self.student.load_state_dict(state["Distiller"])
+        self.load_student_state(state)
         if self.head is not None:
             if "EnhancementHead" not in state:
                 raise ValueError(f"{path} has no enhancement head but the recipe enables one")

@@ -74,3 +74,15 @@ def test_reverberate_empty_batch():
     none = torch.zeros(0, dtype=torch.long)
     out = reverberate(torch.zeros(0, 100), none, torch.zeros(0, 5), none)
     assert out.shape == (0, 100)
+
+
+def test_cpu_and_torch_fft_backends_agree_at_their_fft_lengths():
+    from robustdistiller.augment.mixing import _fft_convolve_cpu, _fft_convolve_torch, fft_length
+
+    gen = torch.Generator().manual_seed(3)
+    x, h = torch.randn(3, 5000, generator=gen), torch.randn(3, 700, generator=gen)
+    cpu_n, gpu_n = fft_length(5699, "cpu"), fft_length(5699, "cuda")
+    assert cpu_n >= 5699 and gpu_n >= 5699 and gpu_n % 16 == 0
+    a = _fft_convolve_cpu(x, h, cpu_n)[:, :5699]
+    b = _fft_convolve_torch(x, h, gpu_n)[:, :5699]
+    torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)

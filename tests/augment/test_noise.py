@@ -1,3 +1,4 @@
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -98,14 +99,17 @@ def test_missing_folders_are_clear_errors(tmp_path):
     assert bank.names == ["musan/noise/free-sound/a.wav"]
 
 
-def test_bad_noise_files_are_skipped_and_reported(tmp_path):
+def test_bad_noise_files_are_skipped_and_reported(tmp_path, caplog):
     _wav(tmp_path / "good.wav", _ramp(4000))
     (tmp_path / "corrupt.wav").write_bytes(b"RIFF\x00\x00garbage")
     _wav(tmp_path / "short.wav", _ramp(100))
     report = BadFileReport()
-    bank = NoiseBank.from_config(NoiseBankConfig(noise_dirs=[tmp_path]), report)
+    with caplog.at_level(logging.WARNING):
+        bank = NoiseBank.from_config(NoiseBankConfig(noise_dirs=[tmp_path]), report)
     assert bank.names == [f"{tmp_path.name}/good.wav"]
     assert report.counts() == {"unreadable": 1, "too_short": 1}
+    # Recorded straight into the caller's report: each bad file is warned about once, not twice.
+    assert [sum(name in r.getMessage() for r in caplog.records) for name in ("corrupt.wav", "short.wav")] == [1, 1]
     # A file that breaks after indexing is reported at draw time and replaced by another draw.
     _wav(tmp_path / "later.wav", _ramp(4000))
     bank = NoiseBank(index_folder(tmp_path), report=report)

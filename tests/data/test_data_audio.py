@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from robustdistiller.data.audio import AudioError, audio_info, load_audio, load_audio_segment, resampled_length
+from robustdistiller.data.audio import (
+    AudioError,
+    audio_info,
+    load_audio,
+    load_audio_channels,
+    load_audio_segment,
+    resampled_length,
+)
 
 
 def test_bad_file_matrix(bad_folder: tuple[Path, dict[str, str]]) -> None:
@@ -29,6 +36,27 @@ def test_missing_file_is_an_audio_error(tmp_path: Path) -> None:
 def test_silent_allowed_on_request(write_wav) -> None:
     wav = load_audio(write_wav("z.wav", np.zeros(1000, np.float32)), allow_silent=True)
     assert wav.shape == (1000,) and not wav.any()
+
+
+def test_one_channel_or_all_channels_kept_apart(tone, write_wav) -> None:
+    left, right = tone(3000, amp=0.5), tone(3000, freq=1000, amp=0.25)
+    path = write_wav("stereo.wav", np.stack([left, right], axis=1), subtype="FLOAT")
+    np.testing.assert_array_equal(load_audio(path, channel=1), right)
+    channels = load_audio_channels(path)
+    assert channels.shape == (2, 3000) and channels.dtype == np.float32
+    np.testing.assert_array_equal(channels, np.stack([left, right]))
+    for bad in (2, -1):
+        with pytest.raises(AudioError) as info:
+            load_audio(path, channel=bad)
+        assert info.value.reason == "no_channel" and "the file has 2" in str(info.value)
+    # Resampled per channel to the same length load_audio gives.
+    path = write_wav("stereo_8k.wav", np.stack([left, right], axis=1), rate=8000, subtype="FLOAT")
+    channels = load_audio_channels(path)
+    assert channels.shape == (2, load_audio(path).shape[0]) == (2, resampled_length(3000, 8000))
+    np.testing.assert_allclose(channels[1], load_audio(path, channel=1), atol=1e-6)
+    with pytest.raises(AudioError) as info:
+        load_audio_channels(write_wav("quiet.wav", np.zeros((1000, 2), np.float32)))
+    assert info.value.reason == "silent"
 
 
 def test_multichannel_is_mixed_to_mono(tone, write_wav) -> None:

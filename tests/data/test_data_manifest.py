@@ -91,6 +91,19 @@ def test_bad_files_are_skipped_with_reasons(bad_folder: tuple[Path, dict[str, st
     assert {e.path for e in manifest.entries} == {"good.wav"} | (set(reasons) - header_bad)
 
 
+def test_callers_report_collects_bad_files_logged_once(
+    bad_folder: tuple[Path, dict[str, str]], caplog: pytest.LogCaptureFixture
+) -> None:
+    root, _ = bad_folder
+    report = BadFileReport()
+    report.add("elsewhere.wav", "missing")
+    with caplog.at_level(logging.WARNING):
+        _, returned = manifest_from_folder(root, report=report)
+    assert returned is report and {Path(f.path).name for f in report} >= {"elsewhere.wav", "garbage.wav"}
+    warned = [r.getMessage() for r in caplog.records if "garbage.wav" in r.getMessage()]
+    assert len(warned) == 1
+
+
 def test_all_bad_files_give_a_clear_error(tmp_path: Path, write_wav, tone) -> None:
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "x.wav").write_bytes(b"garbage")

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from conftest import speechlike, tiny_student
+from inference_helpers import speechlike, tiny_student
 
 from robustdistiller.data.audio import AudioError
 from robustdistiller.inference import ChunkConfig, TorchBackend, extract_chunked, extract_long, stream_audio
@@ -68,7 +68,7 @@ MEASURE = """
 import sys
 sys.path.insert(0, sys.argv[1])
 from pathlib import Path
-from conftest import tiny_student
+from inference_helpers import tiny_student
 from robustdistiller.inference import ChunkConfig, TorchBackend, extract_long
 
 def kib(field):

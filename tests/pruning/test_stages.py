@@ -1,0 +1,98 @@
+"""Stage 1 -> pruning -> stage 2 on a tiny teacher, through the trainer (and the CLI)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+import robustdistiller
+from robustdistiller.cli import main
+from robustdistiller.config import apply_overrides, from_dict
+from robustdistiller.export.info import describe
+from robustdistiller.export.safe_pickle import safe_load
+from robustdistiller.models.pruning import PrunableConfig, PrunableModel, config_params
+from robustdistiller.train.prune_recipe import PruneRecipe
+from robustdistiller.train.pruning import run_prune
+
+
+def _recipe(manifest: Path, teacher: Path, out: Path, *overrides: str) -> PruneRecipe:
+    data = {
+        "data": {"manifests": [str(manifest)], "max_length": 4000, "batch_size": 2, "num_workers": 0, "seed": 3},
+        "corruption": {"p_clean": 1.0, "p_noise": 0.0, "p_reverb": 0.0, "p_noise_reverb": 0.0},
+        "teacher": {"source": str(teacher)},
+        "enhancement": {"use_enhancement": False, "input_dim": 32, "num_layers": 1, "hidden_size": 8},
+        # toy schedule: target at once, fast gates/multipliers, no Adam momentum (less Lagrangian overshoot)
+        "pruning": {"target_sparsity": 0.3, "sparsity_warmup_steps": 0, "reg_lr": 0.2, "distill_layers": [[0], [2, 3]]},
+        "optim": {"lr": 1e-3, "total_steps": 80, "warmup_proportion": 0.0, "betas": [0.0, 0.9]},
+        "final": {"lr": 1e-3, "total_steps": 2, "warmup_proportion": 0.0},
+        "train": {"out_dir": str(out), "device": "cpu", "log_every": 20, "save_every": 1000, "keep_last": 2},
+    }
+    return from_dict(PruneRecipe, apply_overrides(data, list(overrides)))
+
+
+def _gated_from_states(path: Path) -> PrunableModel:
+    state = safe_load(path)
+    model = PrunableModel(from_dict(PrunableConfig, state["config"]))
+    model.load_state_dict({k[len("model."):]: v for k, v in state["Student"].items() if k.startswith("model.")})
+    return model.eval()
+
+
+def test_distill_prune_finetune_reaches_target_and_reloads(tiny_manifest, teacher_dir, tmp_path, wave_batch) -> None:
+    out = tmp_path / "run"
+    result = run_prune(_recipe(tiny_manifest, teacher_dir("hubert"), out))
+    assert result.exit_code == 0 and result.final == out / "final.pth"
+
+    gated = _gated_from_states(out / "stage1" / "states-80.ckpt")
+    expected = float(gated.expected_sparsity().detach())
+    assert abs(expected - 0.3) <= 0.02, expected
+
+    pruned = robustdistiller.load(out / "pruned.pth")
+    wavs, lengths = wave_batch
+    with torch.no_grad():
+        for a, b in zip(gated.extract(wavs, lengths), pruned.extract(wavs, lengths)):
+            torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5)  # pruning folded exactly
+    actual = 1 - pruned.num_params() / gated.num_params()
+    assert abs(actual - 0.3) <= 0.05, actual  # per-gate rounding of 4 heads / 32 channels on a toy model
+
+    final = robustdistiller.load(out / "final.pth")
+    assert (out / "stage2" / "states-2.ckpt").is_file()
+    assert not torch.equal(final.post_extract_proj.weight, pruned.post_extract_proj.weight)  # stage 2 trained
+    raw = torch.load(out / "final.pth", weights_only=True)
+    assert set(raw) >= {"state_dict", "config", "distill_linear_projs"}
+    assert torch.equal(raw["distill_linear_projs"]["1.weight"], raw["distill_linear_projs"]["2.weight"])
+    info = describe(out / "final.pth")
+    assert info["format"] == "dphubert"
+    assert info["parameters"]["total"] == config_params(final.config) == final.num_params()
+    states = final.extract(wavs, lengths)
+    assert len(states) == 4 and states[0].shape[-1] == 64
+
+
+def test_robust_variant_stops_resumes_and_runs_from_the_cli(tiny_manifest, teacher_dir, tmp_path, capsys) -> None:
+    out = tmp_path / "rd"
+    robust = ["corruption.p_clean=0.5", "corruption.p_noise=0.5", "corruption.white_noise_prob=1.0",
+              "enhancement.use_enhancement=true", "optim.total_steps=4", "pruning.units=[conv,head,interm,attlayer]"]
+    recipe = _recipe(tiny_manifest, teacher_dir("wavlm"), out, *robust, "train.stop_at_step=2")
+    stopped = run_prune(recipe)
+    assert stopped.stage == "distill_prune" and stopped.step == 2 and stopped.final is None
+    assert not (out / "pruned.pth").exists()
+
+    yaml_path = tmp_path / "rd.yaml"
+    import yaml
+
+    from robustdistiller.config import to_dict
+    data = to_dict(_recipe(tiny_manifest, teacher_dir("wavlm"), out, *robust))
+    yaml_path.write_text(yaml.safe_dump(data))
+    assert main(["prune", "--config", str(yaml_path), "--resume"]) == 0
+    assert "done:" in capsys.readouterr().out
+    assert (out / "stage1" / "states-4.ckpt").is_file() and (out / "final.pth").is_file()
+    raw = safe_load(out / "final.pth")
+    assert "encoder_remaining_heads" in raw["config"] and "enhancement_head" in raw
+    model = robustdistiller.load(out / "final.pth")
+    assert model.config.family == "wavlm"
+    # a second --resume has nothing left to do
+    assert main(["prune", "--config", str(yaml_path), "--resume"]) == 0
+
+    with pytest.raises(ValueError, match="pruning.units"):
+        _recipe(tiny_manifest, teacher_dir("wavlm"), out, "pruning.units=[conv,typo]")
