@@ -64,13 +64,13 @@ def fft_length(min_length: int, device: torch.device | str = "cuda") -> int:
 
 
 def _fft_convolve_cpu(x: torch.Tensor, h: torch.Tensor, n_fft: int) -> torch.Tensor:
-    # scipy's pocketfft, not torch.fft: on CPU it is 1.3-2x faster for these sizes and its thread
-    # pool does not collapse when the cores are shared with DataLoader workers, as torch's
-    # OpenMP-threaded FFT does (bench/augment.py measures both). Real inputs only, no autograd.
-    threads = torch.get_num_threads()
-    spec = scipy.fft.rfft(x.detach().numpy(), n_fft, workers=threads)
-    spec *= scipy.fft.rfft(h.detach().numpy(), n_fft, workers=threads)
-    return torch.from_numpy(scipy.fft.irfft(spec, n_fft, workers=threads))
+    # scipy's pocketfft, not torch.fft: on CPU it is 1.3-2x faster for these sizes (bench/augment.py
+    # measures both). Single-threaded on purpose: pocketfft's thread pool joins its threads in a
+    # fork handler, which deadlocks when a DataLoader forks workers after the trainer used the pool.
+    # Real inputs only, no autograd.
+    spec = scipy.fft.rfft(x.detach().numpy(), n_fft)
+    spec *= scipy.fft.rfft(h.detach().numpy(), n_fft)
+    return torch.from_numpy(scipy.fft.irfft(spec, n_fft))
 
 
 def _fft_convolve_torch(x: torch.Tensor, h: torch.Tensor, n_fft: int) -> torch.Tensor:

@@ -66,7 +66,9 @@ class PruningSection:
             raise ValueError(f"reg_lr must be positive, got {self.reg_lr}")
         flat = [i for group in self.distill_layers for i in group]
         if not flat or any(not g for g in self.distill_layers) or len(set(flat)) != len(flat) or min(flat) < 0:
-            raise ValueError(f"distill_layers must be non-empty groups of distinct layer indices, got {self.distill_layers}")
+            raise ValueError(
+                f"distill_layers must be non-empty groups of distinct layer indices, got {self.distill_layers}"
+            )
         if min(self.l1_weight, self.l2_weight, self.cos_weight) < 0 or not (self.l1_weight or self.l2_weight
                                                                              or self.cos_weight):
             raise ValueError("loss weights must be >= 0 and not all 0")

@@ -13,6 +13,7 @@ from robustdistiller.export.dphubert import (
     ours_to_dphubert,
     save_dphubert_checkpoint,
 )
+from robustdistiller.evaluate.models import load_model_under_test
 from robustdistiller.export.info import describe
 from robustdistiller.models.pruning import PrunableModel
 
@@ -71,6 +72,7 @@ def test_hand_written_wavlm_form_file_loads_strictly_and_runs(tmp_path, wave_bat
     info = describe(path)
     assert info["parameters"]["total"] == loaded.num_params() == sum(p.numel() for p in model.parameters())
     assert info["architecture"]["attention_heads"] == [3, 1]
+    assert load_model_under_test(path, "dpwavlm").layer_names == ["L0 (input)", "L1", "L2"]  # evaluate reads it
 
 
 def test_write_read_round_trip_and_weights_only(tmp_path) -> None:

@@ -76,7 +76,8 @@ def _shrink_hubert(hf: torch.nn.Module, channels: list[int], heads: list[int], f
         att.out_proj = linear(att.out_proj, None, inner)
         att.num_heads = h
         ff = layer.feed_forward
-        ff.intermediate_dense, ff.output_dense = linear(ff.intermediate_dense, f, None), linear(ff.output_dense, None, f)
+        ff.intermediate_dense = linear(ff.intermediate_dense, f, None)
+        ff.output_dense = linear(ff.output_dense, None, f)
 
 
 def test_pruned_shape_parity_with_transformers(wave_batch) -> None:

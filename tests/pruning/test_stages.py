@@ -23,9 +23,10 @@ def _recipe(manifest: Path, teacher: Path, out: Path, *overrides: str) -> PruneR
         "corruption": {"p_clean": 1.0, "p_noise": 0.0, "p_reverb": 0.0, "p_noise_reverb": 0.0},
         "teacher": {"source": str(teacher)},
         "enhancement": {"use_enhancement": False, "input_dim": 32, "num_layers": 1, "hidden_size": 8},
-        # toy schedule: target at once, fast gates/multipliers, no Adam momentum (less Lagrangian overshoot)
+        # toy schedule: target at once, fast gates/multipliers, no Adam momentum (less Lagrangian
+        # overshoot); settles within +-0.005 of the target by step ~100 across seeds
         "pruning": {"target_sparsity": 0.3, "sparsity_warmup_steps": 0, "reg_lr": 0.2, "distill_layers": [[0], [2, 3]]},
-        "optim": {"lr": 1e-3, "total_steps": 80, "warmup_proportion": 0.0, "betas": [0.0, 0.9]},
+        "optim": {"lr": 1e-3, "total_steps": 120, "warmup_proportion": 0.0, "betas": [0.0, 0.9]},
         "final": {"lr": 1e-3, "total_steps": 2, "warmup_proportion": 0.0},
         "train": {"out_dir": str(out), "device": "cpu", "log_every": 20, "save_every": 1000, "keep_last": 2},
     }
@@ -44,7 +45,7 @@ def test_distill_prune_finetune_reaches_target_and_reloads(tiny_manifest, teache
     result = run_prune(_recipe(tiny_manifest, teacher_dir("hubert"), out))
     assert result.exit_code == 0 and result.final == out / "final.pth"
 
-    gated = _gated_from_states(out / "stage1" / "states-80.ckpt")
+    gated = _gated_from_states(out / "stage1" / "states-120.ckpt")
     expected = float(gated.expected_sparsity().detach())
     assert abs(expected - 0.3) <= 0.02, expected
 

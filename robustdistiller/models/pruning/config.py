@@ -56,7 +56,9 @@ class PrunableConfig:
         if self.family not in FAMILIES:
             raise ValueError(f"family must be one of {FAMILIES}, got {self.family!r}")
         if not self.conv_layers or any(len(c) != 3 or min(c) < 1 for c in self.conv_layers):
-            raise ValueError(f"conv_layers must list positive (channels, kernel, stride) triples, got {self.conv_layers}")
+            raise ValueError(
+                f"conv_layers must list positive (channels, kernel, stride) triples, got {self.conv_layers}"
+            )
         if self.extractor_mode not in ("default", "layer_norm"):
             raise ValueError(f"extractor_mode must be 'default' or 'layer_norm', got {self.extractor_mode!r}")
         if not self.layer_heads or len(self.layer_heads) != len(self.layer_ffn_dims):

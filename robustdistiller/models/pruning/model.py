@@ -79,6 +79,11 @@ class PrunableModel(nn.Module):
             self.gates.attach(self.feature_extractor, self.encoder.layers)
 
     # ------------------------------------------------------------------ running
+    @property
+    def num_layers(self) -> int:
+        """Transformer layers (``extract`` returns ``num_layers + 1`` hidden states)."""
+        return self.config.num_layers
+
     def frame_lengths(self, lengths: Tensor) -> Tensor:
         return conv_output_lengths(lengths, self.config.conv_spec)
 
