@@ -27,11 +27,17 @@ def _unit_rms(x: np.ndarray) -> np.ndarray:
     return (x / rms if rms > 0 else x).astype(np.float32)
 
 
+# Lowest shaped frequency, in cycles per sample (20 Hz at 16 kHz).
+_SHAPING_FLOOR = 20.0 / 16000
+
+
 def colored_noise(num_samples: int, color: str, rng: np.random.Generator) -> np.ndarray:
     """Gaussian noise whose power spectrum falls as ``1/f^k`` (white 0, pink 1, brown 2).
 
-    Spectral shaping of white noise: the rFFT bins are scaled by ``f^(-k/2)``; DC gets the lowest
-    non-zero frequency's gain so the result has no large offset.
+    Spectral shaping of white noise: the rFFT bins are scaled by ``f^(-k/2)`` above 20 Hz (at 16 kHz)
+    and held flat below, with DC removed. Without the floor, brown noise drifts so slowly that a short
+    segment is mostly offset: its power counts towards the SNR while zero-mean measures (SI-SNR) and the
+    model's first layers barely see it, so "0 dB" would be far cleaner than it claims.
     """
     if color not in COLOR_EXPONENTS:
         raise ValueError(f"unknown noise colour {color!r}; expected one of {sorted(COLOR_EXPONENTS)}")
@@ -39,9 +45,10 @@ def colored_noise(num_samples: int, color: str, rng: np.random.Generator) -> np.
     exponent = COLOR_EXPONENTS[color]
     if exponent == 0.0 or num_samples < 2:
         return _unit_rms(white)
-    freqs = np.fft.rfftfreq(num_samples)
-    freqs[0] = freqs[1]
-    shaped = np.fft.irfft(np.fft.rfft(white) * freqs ** (-exponent / 2), n=num_samples)
+    freqs = np.maximum(np.fft.rfftfreq(num_samples), _SHAPING_FLOOR)
+    spectrum = np.fft.rfft(white) * freqs ** (-exponent / 2)
+    spectrum[0] = 0.0
+    shaped = np.fft.irfft(spectrum, n=num_samples)
     return _unit_rms(shaped)
 
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import sys
+
+from robustdistiller.commands.training import add_recipe_arguments, run_training
 
 EPILOG = """examples:
   robustdistiller distill --config rd_wavlm data.root=/data/LibriSpeech \\
@@ -26,22 +27,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--config", required=True, help="recipe name (e.g. rd_wavlm) or YAML path")
-    parser.add_argument("--resume", action="store_true",
-                        help="continue from the newest complete checkpoint in train.out_dir")
-    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="recipe overrides, e.g. optim.lr=1e-4")
+    add_recipe_arguments(
+        parser,
+        recipes="e.g. rd_wavlm",
+        resume="continue from the newest complete checkpoint in train.out_dir",
+        override="optim.lr=1e-4",
+    )
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from robustdistiller.train.recipe import load_recipe
-    from robustdistiller.train.trainer import TrainingDivergedError, distill
+    from robustdistiller.train.trainer import distill
 
     recipe = load_recipe(args.config, args.overrides)
-    try:
-        result = distill(recipe, resume=args.resume)
-    except TrainingDivergedError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    result = run_training(lambda: distill(recipe, resume=args.resume))
+    if result is None:
         return 1
     print(f"step {result.step}; checkpoint: {result.checkpoint}")
     return result.exit_code

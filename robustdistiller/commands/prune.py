@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import sys
+
+from robustdistiller.commands.training import add_recipe_arguments, run_training
 
 EPILOG = """examples:
   robustdistiller prune --config rd_dpwavlm data.root=/data/LibriSpeech \\
@@ -27,24 +28,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--config", required=True, help="recipe name (dpwavlm, rd_dpwavlm) or YAML path")
-    parser.add_argument("--resume", action="store_true",
-                        help="continue the unfinished stage from its newest checkpoint in train.out_dir")
-    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
-                        help="recipe overrides, e.g. pruning.target_sparsity=0.6")
+    add_recipe_arguments(
+        parser,
+        recipes="dpwavlm, rd_dpwavlm",
+        resume="continue the unfinished stage from its newest checkpoint in train.out_dir",
+        override="pruning.target_sparsity=0.6",
+    )
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from robustdistiller.train.prune_recipe import load_prune_recipe
     from robustdistiller.train.pruning import run_prune
-    from robustdistiller.train.trainer import TrainingDivergedError
 
     recipe = load_prune_recipe(args.config, args.overrides)
-    try:
-        result = run_prune(recipe, resume=args.resume)
-    except TrainingDivergedError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    result = run_training(lambda: run_prune(recipe, resume=args.resume))
+    if result is None:
         return 1
     if result.final is not None:
         print(f"done: {result.final}")

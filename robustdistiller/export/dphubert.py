@@ -17,7 +17,6 @@ Only ungated (final, pruned) checkpoints are supported: a stage-1 file still car
 from __future__ import annotations
 
 import os
-import re
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from robustdistiller.models.convert import KeyTable, map_key
 from robustdistiller.models.pruning import PrunableConfig, PrunableModel
 
 _PRUNE_FLAGS = (
@@ -47,8 +47,8 @@ _HUBERT_KEYS = frozenset({"encoder_num_heads", "encoder_head_dim"})
 _WAVLM_KEYS = frozenset({"encoder_total_num_heads", "encoder_remaining_heads", "encoder_num_buckets",
                          "encoder_max_distance"})
 
-# (our pattern, DPHuBERT replacement); "{conv_norm}" depends on the extractor mode.
-_OURS_TO_DP: list[tuple[str, str]] = [
+# (our pattern, DPHuBERT replacement), for :func:`map_key`.
+_OURS_TO_DP: KeyTable = [
     (r"feature_extractor\.conv_layers\.(\d+)\.0\.(weight|bias)", r"feature_extractor.conv_layers.\1.conv.\2"),
     (r"feature_extractor\.conv_layers\.(\d+)\.2(?:\.1)?\.(weight|bias)",
      r"feature_extractor.conv_layers.\1.layer_norm.\2"),
@@ -71,7 +71,7 @@ _OURS_TO_DP: list[tuple[str, str]] = [
     (r"encoder\.layers\.(\d+)\.final_layer_norm\.(weight|bias)",
      r"encoder.transformer.layers.\1.final_layer_norm.\2"),
 ]
-_DP_TO_OURS: list[tuple[str, str]] = [
+_DP_TO_OURS: KeyTable = [
     (r"feature_extractor\.conv_layers\.(\d+)\.conv\.(weight|bias)", r"feature_extractor.conv_layers.\1.0.\2"),
     (r"feature_extractor\.conv_layers\.(\d+)\.layer_norm\.(weight|bias)", r"@convnorm \1 \2"),
     (r"feature_extractor\.dummy_weight", r"dummy_weight"),
@@ -112,25 +112,11 @@ def is_dphubert_checkpoint(raw: Any) -> bool:
     return isinstance(raw, dict) and isinstance(raw.get("state_dict"), dict) and isinstance(raw.get("config"), dict)
 
 
-def _map_key(key: str, table: list[tuple[str, str]], group_norm: bool) -> str | None:
-    for pattern, repl in table:
-        m = re.fullmatch(pattern, key)
-        if m is None:
-            continue
-        out = m.expand(repl)
-        if out.startswith("@convnorm"):
-            _, layer, name = out.split()
-            return f"feature_extractor.conv_layers.{layer}.2.{name}" if group_norm else \
-                f"feature_extractor.conv_layers.{layer}.2.1.{name}"
-        return out
-    return None
-
-
 def ours_to_dphubert(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
     """Our (fairseq-style) names -> DPHuBERT / torchaudio names; gates and unknown keys raise."""
     out = {}
     for key, value in state.items():
-        new = _map_key(key, _OURS_TO_DP, True)
+        new = map_key(key, _OURS_TO_DP, group_norm=True)  # no "@convnorm" this way
         if new is None:
             raise KeyError(f"no DPHuBERT name for {key!r} (gated models must be pruned before saving)")
         out[new] = value
@@ -140,7 +126,7 @@ def ours_to_dphubert(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
 def dphubert_to_ours(state: Mapping[str, Tensor], *, group_norm: bool) -> dict[str, Tensor]:
     out, unknown = {}, []
     for key, value in state.items():
-        new = _map_key(key, _DP_TO_OURS, group_norm)
+        new = map_key(key, _DP_TO_OURS, group_norm=group_norm)
         if new is None:
             unknown.append(key)
         else:

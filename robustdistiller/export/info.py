@@ -42,8 +42,8 @@ def describe(path: str | Path) -> dict[str, Any]:
             "extractor_mode": cfg.extractor_mode,
             "encoder_layers": cfg.num_layers,
             "embed_dim": cfg.embed_dim,
-            "attention_heads": cfg.layer_heads or [cfg.attention_heads] * cfg.num_layers,
-            "ffn_dims": cfg.layer_ffn_dims or [cfg.ffn_dim] * cfg.num_layers,
+            "attention_heads": cfg.head_counts,
+            "ffn_dims": cfg.ffn_dims,
             "layer_norm_first": cfg.layer_norm_first,
         }
         info["parameters"] = {"total": total, "without_heads": total}

@@ -213,6 +213,13 @@ class ConvFeatureExtractor(nn.Module):
     def output_lengths(self, lengths: Tensor) -> Tensor:
         return conv_output_lengths(lengths, self.layers)
 
+    def frames(self, wavs: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+        """``(B, T, C)`` features and their ``(B, T)`` frame mask (True = valid): the common front of
+        the student, teacher and prunable models. Runs through ``__call__`` so forward hooks (the
+        pruning gates) still apply."""
+        feats = self(wavs, lengths).transpose(1, 2)
+        return feats, lengths_to_mask(self.output_lengths(lengths), feats.shape[1])
+
     def forward(self, wavs: Tensor, lengths: Tensor | None = None) -> Tensor:
         """``wavs`` (B, L) -> (B, C, T). ``lengths`` (valid samples per row) only affects the GroupNorm."""
         if self.feature_grad_mult == 0.0:

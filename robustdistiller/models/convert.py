@@ -13,8 +13,11 @@ from collections.abc import Iterable, Mapping
 
 from torch import Tensor
 
-# (HF pattern, our replacement) applied in order; first full match wins.
-_HF_TO_OURS: list[tuple[str, str]] = [
+KeyTable = list[tuple[str, str]]
+"""(pattern, replacement) pairs applied in order; the first full match wins. A replacement
+``@convnorm <layer> <name>`` stands for our conv-norm key, whose place depends on the extractor mode."""
+
+_HF_TO_OURS: KeyTable = [
     (r"feature_extractor\.conv_layers\.(\d+)\.conv\.(weight|bias)", r"feature_extractor.conv_layers.\1.0.\2"),
     # "group" mode: GroupNorm on block 0 only; "layer" mode: a LayerNorm per block (see _hf_conv_norm_key)
     (r"feature_extractor\.conv_layers\.(\d+)\.layer_norm\.(weight|bias)", r"@convnorm \1 \2"),
@@ -54,24 +57,27 @@ FAIRSEQ_DROPPED_PREFIXES = (
 )
 
 
-def _hf_conv_norm_key(layer: str, name: str, group_norm: bool) -> str:
-    if group_norm:
-        return f"feature_extractor.conv_layers.{layer}.2.{name}"
-    return f"feature_extractor.conv_layers.{layer}.2.1.{name}"
+def map_key(key: str, table: KeyTable, *, group_norm: bool) -> str | None:
+    """``key`` renamed by the first pattern of ``table`` that matches it fully; None if none does.
 
-
-def hf_key_to_ours(key: str, *, group_norm: bool) -> str | None:
-    """Our name for HF encoder key ``key`` (base-model prefix already removed); None if unknown."""
-    for pattern, repl in _HF_TO_OURS:
+    ``group_norm``: the extractor is in "default" mode (GroupNorm on block 0 at ``conv_layers.0.2``)
+    rather than "layer_norm" mode (a LayerNorm per block at ``conv_layers.{i}.2.1``)."""
+    for pattern, repl in table:
         m = re.fullmatch(pattern, key)
         if m is None:
             continue
         out = m.expand(repl)
         if out.startswith("@convnorm"):
             _, layer, name = out.split()
-            return _hf_conv_norm_key(layer, name, group_norm)
+            norm = "2" if group_norm else "2.1"
+            return f"feature_extractor.conv_layers.{layer}.{norm}.{name}"
         return out
     return None
+
+
+def hf_key_to_ours(key: str, *, group_norm: bool) -> str | None:
+    """Our name for HF encoder key ``key`` (base-model prefix already removed); None if unknown."""
+    return map_key(key, _HF_TO_OURS, group_norm=group_norm)
 
 
 def hf_to_ours(state: Mapping[str, Tensor], *, group_norm: bool) -> dict[str, Tensor]:
@@ -98,7 +104,7 @@ def hf_to_ours(state: Mapping[str, Tensor], *, group_norm: bool) -> dict[str, Te
     return out
 
 
-_OURS_TO_HF: list[tuple[str, str]] = [
+_OURS_TO_HF: KeyTable = [
     (r"feature_extractor\.conv_layers\.(\d+)\.0\.(weight|bias)", r"feature_extractor.conv_layers.\1.conv.\2"),
     (r"feature_extractor\.conv_layers\.(\d+)\.2(?:\.1)?\.(weight|bias)", r"feature_extractor.conv_layers.\1.layer_norm.\2"),
     (r"layer_norm\.(weight|bias)", r"feature_projection.layer_norm.\1"),
@@ -130,13 +136,10 @@ def ours_to_hf(state: Mapping[str, Tensor], *, skip_prefixes: Iterable[str] = ("
     for key, value in state.items():
         if key.startswith(skip):
             continue
-        for pattern, repl in _OURS_TO_HF:
-            m = re.fullmatch(pattern, key)
-            if m is not None:
-                out[m.expand(repl)] = value
-                break
-        else:
+        new = map_key(key, _OURS_TO_HF, group_norm=True)  # no "@convnorm" this way: the mode does not matter
+        if new is None:
             raise KeyError(f"no Hugging Face name for {key!r}")
+        out[new] = value
     return out
 
 

@@ -14,15 +14,8 @@ import torch
 from torch import Tensor, nn
 
 from ..config import from_dict
-from .conv import (
-    ConvFeatureExtractor,
-    check_batch,
-    conv_output_lengths,
-    lengths_to_mask,
-    parse_conv_layers,
-    receptive_field,
-)
-from .transformer import TransformerEncoder, build_layers, init_bert_params
+from .conv import ConvFeatureExtractor, check_batch, parse_conv_layers, receptive_field
+from .transformer import build_encoder
 
 log = logging.getLogger(__name__)
 
@@ -214,37 +207,30 @@ class DistillerModel(nn.Module):
         dim = config.encoder_embed_dim
         channels = self.feature_extractor.out_channels
         self.post_extract_proj = nn.Linear(channels, dim) if channels != dim else None
-        self.encoder = TransformerEncoder(
+        self.encoder = build_encoder(
             dim,
-            build_layers(
-                dim,
-                config.layer_heads,
-                config.layer_ffn_dims,
-                head_dim=config.head_dim,
-                layer_norm_first=config.layer_norm_first,
-                dropout=config.dropout,
-                attention_dropout=config.attention_dropout,
-                activation_dropout=config.activation_dropout,
-            ),
+            config.layer_heads,
+            config.layer_ffn_dims,
+            head_dim=config.head_dim,
+            layer_norm_first=config.layer_norm_first,
             conv_pos=config.conv_pos,
             conv_pos_groups=config.conv_pos_groups,
-            layer_norm_first=config.layer_norm_first,
             dropout=config.dropout,
+            attention_dropout=config.attention_dropout,
+            activation_dropout=config.activation_dropout,
         )
-        init_bert_params(self.encoder)
         inter = config.out_layer_inter_dim if config.out_layer_inter_dim > 0 else dim
         self.output_layer = nn.Sequential(
             nn.Linear(dim, inter * config.n_tasks), nn.GELU(), SplitLinear(inter, config.n_tasks, config.final_dim)
         )
 
     def frame_lengths(self, lengths: Tensor) -> Tensor:
-        return conv_output_lengths(lengths, self.feature_extractor.layers)
+        return self.feature_extractor.output_lengths(lengths)
 
     def forward(self, wavs: Tensor, lengths: Tensor | None = None, *, predict: bool = True) -> DistillerOutput:
         """``predict=False`` skips the prediction heads (feature extraction that only needs the layers)."""
         lengths = check_batch(wavs, lengths, self.min_samples)
-        feats = self.feature_extractor(wavs, lengths).transpose(1, 2)
-        frame_mask = lengths_to_mask(self.frame_lengths(lengths), feats.shape[1])
+        feats, frame_mask = self.feature_extractor.frames(wavs, lengths)
         projected = self.post_extract_proj(feats) if self.post_extract_proj is not None else feats
         projected = projected.masked_fill(~frame_mask[..., None], 0.0)
         enc = self.encoder(projected, frame_mask)

@@ -19,14 +19,13 @@ from .conv import (
     DEFAULT_CONV_LAYERS,
     ConvFeatureExtractor,
     check_batch,
-    conv_output_lengths,
     format_conv_layers,
     lengths_to_mask,
     parse_conv_layers,
     receptive_field,
 )
 from .convert import fairseq_to_ours, hf_to_ours
-from .transformer import TransformerEncoder, WavLMOptions, build_layers, init_bert_params
+from .transformer import WavLMOptions, build_encoder
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +75,16 @@ class TeacherConfig:
     def head_dim(self) -> int:
         return self.embed_dim // self.attention_heads
 
+    @property
+    def head_counts(self) -> list[int]:
+        """Heads per layer: ``layer_heads``, or ``attention_heads`` in every layer."""
+        return list(self.layer_heads or [self.attention_heads] * self.num_layers)
+
+    @property
+    def ffn_dims(self) -> list[int]:
+        """FFN units per layer: ``layer_ffn_dims``, or ``ffn_dim`` in every layer."""
+        return list(self.layer_ffn_dims or [self.ffn_dim] * self.num_layers)
+
 
 @dataclass
 class TeacherOutput:
@@ -106,35 +115,28 @@ class TeacherModel(nn.Module):
         wavlm = None
         if config.family == "wavlm":
             wavlm = WavLMOptions(config.num_buckets, config.max_distance, config.attention_heads)
-        self.encoder = TransformerEncoder(
+        self.encoder = build_encoder(
             dim,
-            build_layers(
-                dim,
-                config.layer_heads or [config.attention_heads] * config.num_layers,
-                config.layer_ffn_dims or [config.ffn_dim] * config.num_layers,
-                head_dim=config.head_dim,
-                layer_norm_first=config.layer_norm_first,
-                dropout=0.0,
-                attention_dropout=0.0,
-                activation_dropout=0.0,
-                wavlm=wavlm,
-            ),
+            config.head_counts,
+            config.ffn_dims,
+            head_dim=config.head_dim,
+            layer_norm_first=config.layer_norm_first,
             conv_pos=config.conv_pos,
             conv_pos_groups=config.conv_pos_groups,
-            layer_norm_first=config.layer_norm_first,
             dropout=0.0,
+            attention_dropout=0.0,
+            activation_dropout=0.0,
+            wavlm=wavlm,
         )
-        init_bert_params(self.encoder)
 
     def frame_lengths(self, lengths: Tensor) -> Tensor:
-        return conv_output_lengths(lengths, self.feature_extractor.layers)
+        return self.feature_extractor.output_lengths(lengths)
 
     def forward(self, wavs: Tensor, lengths: Tensor | None = None) -> TeacherOutput:
         lengths = check_batch(wavs, lengths, self.min_samples)
         if self.config.normalize_waveform:
             wavs = normalize_waveforms(wavs, lengths)
-        feats = self.feature_extractor(wavs, lengths).transpose(1, 2)
-        frame_mask = lengths_to_mask(self.frame_lengths(lengths), feats.shape[1])
+        feats, frame_mask = self.feature_extractor.frames(wavs, lengths)
         if self.layer_norm is not None:
             feats = self.layer_norm(feats)
         if self.post_extract_proj is not None:

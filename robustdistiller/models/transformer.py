@@ -174,6 +174,44 @@ def build_layers(
     return layers
 
 
+def build_encoder(
+    embed_dim: int,
+    heads: Sequence[int],
+    ffn_dims: Sequence[int],
+    *,
+    head_dim: int,
+    layer_norm_first: bool,
+    conv_pos: int,
+    conv_pos_groups: int,
+    dropout: float,
+    attention_dropout: float,
+    activation_dropout: float,
+    wavlm: WavLMOptions | None = None,
+) -> TransformerEncoder:
+    """The BERT-initialised encoder of :func:`build_layers` layers that the student, the teachers and
+    the prunable model all put after their feature projection (one place, so their layouts agree)."""
+    encoder = TransformerEncoder(
+        embed_dim,
+        build_layers(
+            embed_dim,
+            heads,
+            ffn_dims,
+            head_dim=head_dim,
+            layer_norm_first=layer_norm_first,
+            dropout=dropout,
+            attention_dropout=attention_dropout,
+            activation_dropout=activation_dropout,
+            wavlm=wavlm,
+        ),
+        conv_pos=conv_pos,
+        conv_pos_groups=conv_pos_groups,
+        layer_norm_first=layer_norm_first,
+        dropout=dropout,
+    )
+    init_bert_params(encoder)
+    return encoder
+
+
 @dataclass
 class WavLMOptions:
     """Relative-position settings of WavLM encoders."""

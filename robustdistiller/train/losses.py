@@ -127,6 +127,18 @@ def feature_penalty(features: Tensor, frame_mask: Tensor | None = None) -> Tenso
         return x.pow(2).mean()
 
 
+def _signal_pair_lengths(estimate: Tensor, reference: Tensor, lengths: Tensor | None) -> Tensor:
+    """Check an ``(estimate, reference)`` pair of ``[B, L]`` waveforms; ``lengths`` (all of L when None)."""
+    if estimate.shape != reference.shape or estimate.dim() != 2:
+        raise ValueError(
+            f"expected estimate/reference [B, L] of one shape, got {tuple(estimate.shape)} "
+            f"and {tuple(reference.shape)}"
+        )
+    if lengths is None:
+        return torch.full(estimate.shape[:1], estimate.shape[1], device=estimate.device)
+    return lengths
+
+
 def si_snr(
     estimate: Tensor, reference: Tensor, lengths: Tensor | None = None, eps: float = 1e-8
 ) -> Tensor:
@@ -135,13 +147,7 @@ def si_snr(
     Both signals are made zero-mean over their valid samples; the estimate is projected onto the
     reference: ``10 log10(|s_target|^2 / |e - s_target|^2)``. ``eps`` keeps silent inputs finite.
     """
-    if estimate.shape != reference.shape or estimate.dim() != 2:
-        raise ValueError(
-            f"expected estimate/reference [B, L] of one shape, got {tuple(estimate.shape)} "
-            f"and {tuple(reference.shape)}"
-        )
-    if lengths is None:
-        lengths = torch.full(estimate.shape[:1], estimate.shape[1], device=estimate.device)
+    lengths = _signal_pair_lengths(estimate, reference, lengths)
     with torch.autocast(device_type=estimate.device.type, enabled=False):
         valid = sample_mask(lengths, estimate.shape[1])
         count = lengths.to(torch.float32)[:, None].clamp(min=1)
@@ -184,13 +190,7 @@ class MultiResolutionSTFTLoss(nn.Module):
         self.mag_weight = mag_weight
 
     def forward(self, estimate: Tensor, reference: Tensor, lengths: Tensor | None = None) -> Tensor:
-        if estimate.shape != reference.shape or estimate.dim() != 2:
-            raise ValueError(
-                f"expected estimate/reference [B, L] of one shape, got {tuple(estimate.shape)} "
-                f"and {tuple(reference.shape)}"
-            )
-        if lengths is None:
-            lengths = torch.full(estimate.shape[:1], estimate.shape[1], device=estimate.device)
+        lengths = _signal_pair_lengths(estimate, reference, lengths)
         keep = sample_mask(lengths, estimate.shape[1])
         estimate = torch.where(keep, estimate, 0.0)
         reference = torch.where(keep, reference, 0.0)

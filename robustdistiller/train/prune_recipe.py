@@ -13,11 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from robustdistiller.augment import CorruptionConfig
 from robustdistiller.config import load_config
 from robustdistiller.models.enhancement import EnhancementConfig
 from robustdistiller.models.pruning import PRUNING_UNITS
-from robustdistiller.train.recipe import DataSection, OptimSection, TeacherSection, TrainSection, resolve_recipe
+from robustdistiller.train.recipe import OptimSection, RecipeInputs, TrainSection, resolve_recipe
 
 
 def _stage1_optim() -> OptimSection:
@@ -79,10 +78,7 @@ class PruningSection:
 
 
 @dataclass
-class PruneRecipe:
-    data: DataSection = field(default_factory=DataSection)
-    corruption: CorruptionConfig = field(default_factory=CorruptionConfig)
-    teacher: TeacherSection = field(default_factory=TeacherSection)
+class PruneRecipe(RecipeInputs):
     enhancement: EnhancementConfig = field(default_factory=EnhancementConfig)
     pruning: PruningSection = field(default_factory=PruningSection)
     optim: OptimSection = field(default_factory=_stage1_optim)

@@ -131,10 +131,17 @@ class TrainSection:
 
 
 @dataclass
-class DistillRecipe:
+class RecipeInputs:
+    """The sections every training recipe (this one, ``PruneRecipe``) starts with: the audio, how it
+    is corrupted, and the teacher. Subclasses add their own sections after these."""
+
     data: DataSection = field(default_factory=DataSection)
     corruption: CorruptionConfig = field(default_factory=CorruptionConfig)
     teacher: TeacherSection = field(default_factory=TeacherSection)
+
+
+@dataclass
+class DistillRecipe(RecipeInputs):
     student: DistillerConfig = field(default_factory=DistillerConfig)
     enhancement: EnhancementConfig = field(default_factory=EnhancementConfig)
     optim: OptimSection = field(default_factory=OptimSection)

@@ -8,43 +8,25 @@ from collections.abc import Callable, Iterator
 
 import pytest
 import torch
+from fixtures_tiny import tiny_student
 
-from robustdistiller.models.student import DistillerConfig, DistillerModel
-
-TINY = {
-    "extractor_conv_feature_layers": "[(32,10,5)] + [(32,3,2)] * 4 + [(32,2,2)] * 2",
-    "encoder_layers": 2,
-    "encoder_embed_dim": 64,
-    "encoder_ffn_embed_dim": 128,
-    "encoder_attention_heads": 4,
-    "final_dim": 64,
-    "conv_pos": 16,
-    "conv_pos_groups": 4,
-    "n_tasks": 3,
-    "pred_layer_id": [4, 8, 12],
-}
+from robustdistiller.models.student import DistillerModel
 
 
-def tiny_student(seed: int = 0, **overrides) -> DistillerModel:
-    torch.manual_seed(seed)
-    model = DistillerModel(DistillerConfig.from_s3prl({**TINY, **overrides})).eval()
-    # Random (not default 1/0) norm parameters, so a lost or swapped LayerNorm shows up in outputs.
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if "norm" in name or name.startswith("feature_extractor.conv_layers.0.2."):
-                param.add_(0.1 * torch.randn_like(param))
-    return model
+def _export_student(seed: int = 0, **overrides: object) -> DistillerModel:
+    # Perturbed norms: an export that loses or swaps a LayerNorm must change the outputs.
+    return tiny_student(seed, perturb_norms=True, **overrides)
 
 
 @pytest.fixture
 def make_student() -> Callable[..., DistillerModel]:
     """``make_student(seed=0, **distiller_overrides)`` -> a tiny random student in eval mode."""
-    return tiny_student
+    return _export_student
 
 
 @pytest.fixture
 def student() -> DistillerModel:
-    return tiny_student()
+    return _export_student()
 
 
 @pytest.fixture

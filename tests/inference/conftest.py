@@ -1,4 +1,4 @@
-"""Fixtures of the inference tests (helpers live in inference_helpers.py)."""
+"""Fixtures of the inference tests (builders live in tests/fixtures_tiny.py)."""
 
 from __future__ import annotations
 
@@ -7,14 +7,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from inference_helpers import speechlike, tiny_student
+from fixtures_tiny import layer_norm_student, speechlike
 
 from robustdistiller.models.student import DistillerModel
 
 
 @pytest.fixture
 def student() -> DistillerModel:
-    return tiny_student()
+    return layer_norm_student()
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from inference_helpers import speechlike, tiny_student
+from fixtures_tiny import layer_norm_student, speechlike
 
 from robustdistiller.data.audio import AudioError
 from robustdistiller.inference import ChunkConfig, TorchBackend, extract_chunked, extract_long, stream_audio
@@ -68,7 +68,7 @@ MEASURE = """
 import sys
 sys.path.insert(0, sys.argv[1])
 from pathlib import Path
-from inference_helpers import tiny_student
+from fixtures_tiny import layer_norm_student
 from robustdistiller.inference import ChunkConfig, TorchBackend, extract_long
 
 def kib(field):
@@ -76,7 +76,7 @@ def kib(field):
         if line.startswith(field + ":"):
             return int(line.split()[1])
 
-backend = TorchBackend(tiny_student(), threads=1)
+backend = TorchBackend(layer_norm_student(), threads=1)
 baseline = kib("VmRSS")
 open("/proc/self/clear_refs", "w").write("5")  # reset the high-water mark to the current RSS
 extract_long(backend, Path(sys.argv[2]), Path(sys.argv[3]), ChunkConfig(chunk_seconds=5.0, overlap_seconds=1.0))
@@ -90,7 +90,7 @@ def test_ten_minutes_in_bounded_memory(tmp_path):
     sf.write(path, np.concatenate([speechlike(60.0, seed=i) for i in range(10)]), 16000, subtype="PCM_16")
     out = tmp_path / "ten_minutes.npy"
     result = subprocess.run(
-        [sys.executable, "-c", MEASURE, str(Path(__file__).parent), str(path), str(out)], capture_output=True, text=True
+        [sys.executable, "-c", MEASURE, str(Path(__file__).parents[1]), str(path), str(out)], capture_output=True, text=True
     )
     assert result.returncode == 0, result.stderr
     growth_mb = float(result.stdout.strip().splitlines()[-1])
@@ -100,7 +100,7 @@ def test_ten_minutes_in_bounded_memory(tmp_path):
     feats = np.load(out, mmap_mode="r")
     assert feats.shape == (4, 29999, 64) and np.isfinite(feats[:, ::97]).all()
     # Away from edges, chunked features agree with full-context inference over a 40 s window.
-    backend = TorchBackend(tiny_student())
+    backend = TorchBackend(layer_norm_student())
     start_s, stop_s = 300, 340
     wav = sf.read(path, start=start_s * 16000, stop=stop_s * 16000, dtype="float32")[0]
     window = backend.extract(wav[None], np.array([len(wav)]))

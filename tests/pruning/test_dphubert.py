@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from pruning_helpers import perturb, tiny_config
+from fixtures_tiny import perturb, tiny_prunable_config as tiny_config
 
 import robustdistiller
 from robustdistiller.export.dphubert import (

@@ -6,7 +6,7 @@ import copy
 
 import pytest
 import torch
-from pruning_helpers import hf_model, perturb, tiny_config
+from fixtures_tiny import hf_model, perturb, tiny_prunable_config as tiny_config
 
 from robustdistiller.models.convert import hf_to_ours
 from robustdistiller.models.pruning import PrunableConfig, PrunableModel, prune_model

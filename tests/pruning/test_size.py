@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import torch
-from pruning_helpers import tiny_config
+from fixtures_tiny import tiny_prunable_config as tiny_config
 
 from robustdistiller.models.pruning import PrunableModel, config_params, prune_model, structure_params
 from robustdistiller.models.teacher import TeacherConfig, TeacherModel

@@ -113,7 +113,6 @@ class PrunableConfig:
         projection_dropout: float = 0.1,
     ) -> PrunableConfig:
         """The teacher's architecture, as a trainable copy (with dropout) and optional gates."""
-        heads = teacher.layer_heads or [teacher.attention_heads] * teacher.num_layers
         config = cls(
             family=teacher.family,
             conv_layers=[list(c) for c in parse_conv_layers(teacher.conv_layers)],
@@ -122,8 +121,8 @@ class PrunableConfig:
             embed_dim=teacher.embed_dim,
             head_dim=teacher.head_dim,
             total_heads=teacher.attention_heads,
-            layer_heads=[list(range(h)) for h in heads],
-            layer_ffn_dims=list(teacher.layer_ffn_dims or [teacher.ffn_dim] * teacher.num_layers),
+            layer_heads=[list(range(h)) for h in teacher.head_counts],
+            layer_ffn_dims=teacher.ffn_dims,
             layer_norm_first=teacher.layer_norm_first,
             conv_pos=teacher.conv_pos,
             conv_pos_groups=teacher.conv_pos_groups,

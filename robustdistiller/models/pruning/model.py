@@ -16,9 +16,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from ..conv import ConvFeatureExtractor, check_batch, conv_output_lengths, lengths_to_mask, receptive_field
+from ..conv import ConvFeatureExtractor, check_batch, receptive_field
 from ..teacher import Teacher, TeacherModel, normalize_waveforms
-from ..transformer import TransformerEncoder, WavLMOptions, build_layers, init_bert_params
+from ..transformer import WavLMOptions, build_encoder
 from .config import PrunableConfig
 from .masking import StructureGates
 from .size import config_params, structure_params
@@ -54,25 +54,19 @@ class PrunableModel(nn.Module):
         wavlm = None
         if config.family == "wavlm":
             wavlm = WavLMOptions(config.num_buckets, config.max_distance, config.total_heads, config.layer_heads)
-        self.encoder = TransformerEncoder(
+        self.encoder = build_encoder(
             dim,
-            build_layers(
-                dim,
-                config.head_counts,
-                config.layer_ffn_dims,
-                head_dim=config.head_dim,
-                layer_norm_first=config.layer_norm_first,
-                dropout=config.dropout,
-                attention_dropout=config.attention_dropout,
-                activation_dropout=config.activation_dropout,
-                wavlm=wavlm,
-            ),
+            config.head_counts,
+            config.layer_ffn_dims,
+            head_dim=config.head_dim,
+            layer_norm_first=config.layer_norm_first,
             conv_pos=config.conv_pos,
             conv_pos_groups=config.conv_pos_groups,
-            layer_norm_first=config.layer_norm_first,
             dropout=config.dropout,
+            attention_dropout=config.attention_dropout,
+            activation_dropout=config.activation_dropout,
+            wavlm=wavlm,
         )
-        init_bert_params(self.encoder)
         self.gates: StructureGates | None = None
         if config.pruning_units:
             self.gates = StructureGates(config)
@@ -85,14 +79,14 @@ class PrunableModel(nn.Module):
         return self.config.num_layers
 
     def frame_lengths(self, lengths: Tensor) -> Tensor:
-        return conv_output_lengths(lengths, self.config.conv_spec)
+        return self.feature_extractor.output_lengths(lengths)
 
     def forward(self, wavs: Tensor, lengths: Tensor | None = None) -> PrunableOutput:
         lengths = check_batch(wavs, lengths, self.min_samples)
         if self.config.normalize_waveform:
             wavs = normalize_waveforms(wavs, lengths)
-        feats = self.feature_extractor(wavs, lengths).transpose(1, 2) * self.dummy_weight.to(wavs.dtype)
-        frame_mask = lengths_to_mask(self.frame_lengths(lengths), feats.shape[1])
+        feats, frame_mask = self.feature_extractor.frames(wavs, lengths)
+        feats = feats * self.dummy_weight.to(wavs.dtype)
         x = self.layer_norm(feats) if self.layer_norm is not None else feats
         x = self.dropout_input(self.post_extract_proj(x)).masked_fill(~frame_mask[..., None], 0.0)
         enc = self.encoder(x, frame_mask)
