@@ -4,7 +4,8 @@ and the accuracy of chunking against full context.
     python bench/deployment.py                       # 10 s input, 1 and 2 threads, 60 s + 1 h memory rows
     python bench/deployment.py --no-hour             # skip the 1-hour memory row (10+ minutes on 2 cores)
 
-DistilHuBERT-shaped student and HuBERT-Base-sized teacher with random weights (speed and memory do
+DistilHuBERT-shaped student, the pruned sp0.75-shaped WavLM of bench/inference.py and a
+HuBERT-Base-sized teacher, all with random weights (speed and memory do
 not depend on values; the chunking errors do, so they are indicative only). Rows are timed
 interleaved so load from other processes hits every row alike.
 """
@@ -32,6 +33,9 @@ from robustdistiller.inference import ChunkConfig, OnnxBackend, TorchBackend, ex
 from robustdistiller.models import DistillerConfig, DistillerModel, TeacherConfig, TeacherModel
 from robustdistiller.runtime import OnnxModel
 
+# bench/ is on sys.path when this script runs: reuse the sp0.75 pruned shapes of bench/inference.py.
+from inference import pruned_model  # noqa: E402
+
 RATE = 16000
 
 
@@ -55,15 +59,22 @@ def speed_rows(workdir: Path, seconds: float, threads: int, repeats: int) -> dic
     int8 = workdir / "student-int8.onnx"
     if not int8.exists():
         quantize_int8(fp32, int8)
+    pruned = pruned_model()
+    pruned_int8 = workdir / "pruned-int8.onnx"
+    if not pruned_int8.exists():
+        quantize_int8(export_onnx(pruned, workdir / "pruned.onnx").path, pruned_int8)
     teacher = TeacherModel(TeacherConfig()).eval()
     wav = speechlike(seconds)[None]
     lengths = np.array([wav.shape[1]])
     wt, lt = torch.from_numpy(wav), torch.from_numpy(lengths)
     ort_fp32, ort_int8 = OnnxModel(fp32, threads), OnnxModel(int8, threads)
+    ort_pruned_int8 = OnnxModel(pruned_int8, threads)
     rows: dict[str, Callable[[], object]] = {
         "student torch fp32": lambda: model.extract(wt, lt),
         "student onnxruntime fp32": lambda: ort_fp32.extract(wav, lengths),
         "student onnxruntime int8": lambda: ort_int8.extract(wav, lengths),
+        "pruned sp0.75 torch fp32": lambda: pruned.extract(wt, lt),
+        "pruned sp0.75 onnxruntime int8": lambda: ort_pruned_int8.extract(wav, lengths),
         "teacher torch fp32": lambda: teacher.forward(wt, lt),
     }
     times: dict[str, list[float]] = {k: [] for k in rows}

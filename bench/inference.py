@@ -83,10 +83,15 @@ PRUNED_HEADS = [8, 7, 6, 5, 5, 4, 4, 3, 3, 2, 2, 1]
 PRUNED_FFN = [484, 459, 435, 411, 387, 363, 338, 314, 290, 266, 242, 193]
 
 
-def _pruned() -> tuple[torch.nn.Module, Forward]:
+def pruned_model() -> PrunableModel:
+    """A WavLM with DPWavLM-sp0.75-like per-layer shapes (random weights; bench/deployment.py too)."""
     config = PrunableConfig(family="wavlm", conv_layers=PRUNED_CONV, layer_ffn_dims=PRUNED_FFN,
                             layer_heads=[list(range(h)) for h in PRUNED_HEADS])
-    model = PrunableModel(config).eval()
+    return PrunableModel(config).eval()
+
+
+def _pruned() -> tuple[torch.nn.Module, Forward]:
+    model = pruned_model()
     return model, lambda w, n: model(w, n)
 
 

@@ -13,7 +13,10 @@ from robustdistiller.export.exporters import export
 from robustdistiller.export.onnx import export_onnx, valid_frames
 from robustdistiller.export.quantize import MIN_COSINE, quantize_int8
 from robustdistiller.export.s3prl import save_s3prl_checkpoint
+from robustdistiller.models.pruning import PrunableModel, prune_model
 from robustdistiller.runtime import OnnxModel
+
+from fixtures_tiny import tiny_prunable_config
 
 
 @pytest.fixture
@@ -94,6 +97,28 @@ def test_pruned_student_exports(make_student, tmp_path):
     model = make_student(seed=2, encoder_layer_heads=[2, 0], encoder_layer_ffn_dims=[96, 0])
     report = export_onnx(model, tmp_path / "pruned.onnx")
     assert report.max_abs_diff < 1e-4
+
+
+@pytest.mark.parametrize("family", ["hubert", "wavlm"])
+def test_pruned_model_exports(family: str, tmp_path: Path) -> None:
+    # A real pruned model (DPHuBERT path): gated-off CNN channels, heads and FFN units removed and
+    # folded, WavLM keeping its original head indices for the relative position bias.
+    torch.manual_seed(3)
+    model = PrunableModel(tiny_prunable_config(family, pruning_units=["conv", "head", "interm"]))
+    with torch.no_grad():
+        for gate in model.gates.modules():
+            if hasattr(gate, "log_alpha"):
+                gate.log_alpha.copy_(torch.randn_like(gate.log_alpha) * 4)
+    pruned, report = prune_model(model.eval())
+    assert report.params_after < report.params_before
+    result = export_onnx(pruned.eval(), tmp_path / "pruned.onnx")
+    assert result.max_abs_diff < 1e-4 and len(result.layers) == len(pruned.extract(torch.zeros(1, 4000)))
+    wavs, lens = _padded_batch([7000, 4800], seed=5)
+    with torch.no_grad():
+        expected = pruned.extract(torch.from_numpy(wavs), torch.from_numpy(lens))
+    got = OnnxModel(result.path).extract(wavs, lens)
+    for a, b in zip(got, expected):
+        np.testing.assert_allclose(a[1, :10], b[1, :10].numpy(), atol=1e-4)
 
 
 def test_export_cli_onnx_int8(student, tmp_path, capsys):
