@@ -52,7 +52,9 @@ def _student() -> tuple[torch.nn.Module, Forward]:
 def _student_no_heads() -> tuple[torch.nn.Module, Forward]:
     """Same work as the transformers row: CNN + projection + layers, no prediction heads."""
     model = DistillerModel(DistillerConfig()).eval()
-    return model, lambda w, n: model(w, n, predict=False)
+    # Count only what this forward runs: the unused prediction heads would inflate the size column.
+    used = torch.nn.ModuleList([model.feature_extractor, model.post_extract_proj, model.encoder])
+    return used, lambda w, n: model(w, n, predict=False)
 
 
 def _hf_student() -> tuple[torch.nn.Module, Forward]:
