@@ -5,40 +5,47 @@ policy (clean / noise / reverb / noise+reverb at 1/4 each, integer SNR 0-20 dB, 
 30 % white). Sources are generated once into a temporary folder (not timed): MUSAN-like noise
 (16 kHz mono, 10-60 s, two of several minutes), UrbanSound8K-like clips (44.1 / 48 kHz stereo,
 <= 4 s; they are most of the real pool) and SLR28-like RIR files (16 kHz, 0.5-1.5 s, a few with two
-microphones). Both pipelines corrupt the same rows with the same operations.
+microphones). Both pipelines corrupt rows with the same operations (same generator).
 
-* reference (RobustDistiller ``robustness.py``, reference-formats.md B.3), sequentially in one
-  process, per utterance: read the whole noise file, mix to mono, resample to 16 kHz with a Kaiser
+* reference (RobustDistiller ``robustness.py``, reference-formats.md B.3), in the training process,
+  per utterance: read the whole noise file, mix to mono, resample to 16 kHz with a Kaiser
   windowed-sinc polyphase filter (``resample_poly``, window ("kaiser", 14.77): the method class of
   torchaudio's ``sinc_interp_kaiser``) when needed, tile / random crop, powers over the padded row,
   mix; read a random RIR file (one random channel), ``scipy.signal.convolve(mode="full")[:L]``.
 * ours: ``CorruptionPolicy.plan`` (noise segments sliced from the noise bank's cache of decoded and
   resampled files, RIRs from the RIR bank's cache) + ``CorruptionPolicy.apply`` (batched FFT
   convolution, vectorised exact mixing on the unpadded rows).
-  - one process: total CPU work per batch, cold noise cache (``cache_mb: 0``, or a pool larger than
-    the cache: every draw decodes its file) and warm cache (steady state once files were drawn).
-  - DataLoader, 2 workers, exactly as ``train/loader.py`` builds batches (``PlanningCollate``): the
-    trainer's wait per batch (from asking for the batch to the noisy batch being ready) with the
-    model step emulated by a sleep (``--step-ms``: the GPU busy, the CPU free for the workers) and
-    with no step at all (a consumer as fast as possible: the pipeline's own throughput limit), and the
-    total CPU time per batch of all processes together. Variant "conv in workers": ``plan(wavs=)``
-    also convolves in the workers, leaving ``apply`` element-wise.
 
-    python bench/augment.py                         # ~1-2 minutes on 2 cores
-    python bench/augment.py --batches 6 --threads 2 --step-ms 300
+Two parts:
+
+1. One process, the work itself per batch: reference; ours with a cold noise cache (every draw decodes
+   its file) and a warm one (steady state), and the warm run split into plan and apply.
+2. As training runs: a DataLoader with ``--workers`` workers collates the clean batches for every
+   pipeline (the reference's trainer gets its clean batches the same way); the model step is
+   emulated by a sleep (``--step-ms``: the GPU busy, the CPU free for the workers).
+   - reference: the trainer corrupts each batch per utterance after receiving it.
+   - ours, ``apply_on=device``: workers plan, the trainer applies (its CPU here).
+   - ours, ``apply_on=workers`` (the CPU default): workers plan and apply, the trainer receives the
+     finished batch.
+   Measured per pipeline: the trainer's wait per batch with the step (from asking for the batch to
+   the noisy batch being ready), the same without a step (the pipeline's own limit: utterances per
+   second on these cores), and the CPU seconds per batch of all processes together.
+
+    python bench/augment.py                         # about a minute on 2 cores
+    python bench/augment.py --batches 12 --threads 2 --step-ms 300
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import multiprocessing as mp
 import os
 import platform
-import resource
 import statistics
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -50,7 +57,7 @@ from torch.utils.data import DataLoader, Dataset
 from robustdistiller.augment.noise import NoiseBank, index_folder
 from robustdistiller.augment.policy import OPS, CorruptionConfig, CorruptionPlan, CorruptionPolicy, plan_rng
 from robustdistiller.augment.rir import RIRBank, index_rir_folder
-from robustdistiller.data.dataset import Utterance, collate
+from robustdistiller.data.dataset import Batch, Utterance, collate
 from robustdistiller.train.loader import PlannedBatch, PlanningCollate
 
 BATCH, LENGTH, RATE = 24, 250_000, 16_000
@@ -142,12 +149,6 @@ def _timed(fn: Callable[[], object]) -> tuple[float, float]:
     return time.perf_counter() - w, time.process_time() - c
 
 
-def _cpu_all() -> float:
-    """CPU seconds of this process plus its finished (joined) children, i.e. DataLoader workers."""
-    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
-
-
 class _Utterances(Dataset):
     """``count`` clean utterances of LENGTH samples (shared rows: the dataset is not what is timed)."""
 
@@ -161,43 +162,43 @@ class _Utterances(Dataset):
         return Utterance(index, self.wavs[index % self.wavs.shape[0]])
 
 
-class _ConvolvingCollate(PlanningCollate):
-    """PlanningCollate whose plan also holds the convolutions (``plan(wavs=)``)."""
-
-    def __call__(self, items: list[Utterance]) -> PlannedBatch:
-        batch = collate(items)
-        rng = np.random.default_rng([self.seed, self.epoch, *batch.indices.tolist()])
-        assert self.policy is not None
-        return PlannedBatch(batch, self.policy.plan(batch.lengths, batch.wavs.shape[1], rng, wavs=batch.wavs))
+def _proc_cpu(pid: int) -> float:
+    """CPU seconds (user + system) so far of process ``pid``, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def run_loader(policy: CorruptionPolicy, wavs: torch.Tensor, batches: int, workers: int, step_s: float,
-               convolve_in_workers: bool) -> tuple[float, float]:
-    """(median trainer wait per batch, total CPU seconds per batch) over ``batches`` batches after
-    one warm-up batch (worker start). The loader is exhausted and joined before CPU time is read."""
-    collate_fn = (_ConvolvingCollate if convolve_in_workers else PlanningCollate)(policy, seed=0)
+def run_loader(collate_fn: Callable[[list[Utterance]], object], corrupt: Callable[[object], object],
+               wavs: torch.Tensor, batches: int, workers: int, step_s: float) -> tuple[float, float, float]:
+    """(median trainer wait per batch, wall seconds per batch of the whole loop, CPU seconds per batch
+    of the trainer and its workers) over ``batches`` batches after a warm-up batch. ``corrupt`` is what the trainer does with a received
+    batch before its step; what it returns is released after the step. CPU is counted in the steady state (worker start-up excluded), from the
+    workers' /proc entries, which they report through a queue when they start."""
+    pids: mp.SimpleQueue = mp.get_context("fork").SimpleQueue()
     loader = DataLoader(_Utterances(wavs, BATCH * (batches + 1)), batch_size=BATCH, collate_fn=collate_fn,
-                        num_workers=workers, persistent_workers=False)
+                        num_workers=workers, multiprocessing_context="fork",
+                        worker_init_fn=lambda _: pids.put(os.getpid()))
+    it = iter(loader)
+    noisy = corrupt(next(it))  # warm-up: workers started, first batches in flight
+    workers_pids = [pids.get() for _ in range(workers)]
     waits = []
-    cpu0 = _cpu_all()
-    it: Iterator[PlannedBatch] = iter(loader)
-    for i in range(batches + 1):
+    cpu0 = time.process_time() + sum(_proc_cpu(p) for p in workers_pids)
+    start = time.perf_counter()
+    for _ in range(batches):
         t0 = time.perf_counter()
-        item = next(it)
-        assert item.plan is not None
-        policy.apply(item.batch.wavs, item.batch.lengths, item.plan, step=0)
-        if i:
-            waits.append(time.perf_counter() - t0)
+        noisy = corrupt(next(it))
+        waits.append(time.perf_counter() - t0)
         time.sleep(step_s)  # the model step: the GPU busy, this process idle
-    for _ in it:  # nothing left: joins the workers so RUSAGE_CHILDREN holds their CPU time
-        pass
+        del noisy  # as in training, the batch is released after its step, not during the wait
+    wall = time.perf_counter() - start
+    cpu = time.process_time() + sum(_proc_cpu(p) for p in workers_pids) - cpu0
     del it
-    return statistics.median(waits), (_cpu_all() - cpu0) / (batches + 1)
+    return statistics.median(waits), wall / batches, cpu / batches
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--batches", type=int, default=5, help="timed batches per measurement (median)")
+    parser.add_argument("--batches", type=int, default=12, help="timed batches per measurement (median)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--workers", type=int, default=2, help="DataLoader workers")
     parser.add_argument("--step-ms", type=float, default=300.0, help="emulated model step for the loader runs")
@@ -218,6 +219,7 @@ def main() -> None:
         cold.rir_bank.preload()  # type: ignore[union-attr]  # RIRs are small: always cached in practice
         paths = [f.path for f in noise_files], [f.path for f in rir_files]
 
+        # ---- part 1: the work itself, one process
         timings: dict[str, list[tuple[float, float]]] = {k: [] for k in ("ref", "cold", "warm", "apply", "plan")}
         for i in range(args.batches + 1):  # interleaved, so load from other processes hits all alike
             plan: CorruptionPlan = warm.plan(lengths, LENGTH, plan_rng(0, 0, i))
@@ -233,46 +235,66 @@ def main() -> None:
                 for key, value in samples.items():
                     timings[key].append(value)
         med = {k: (statistics.median(w for w, _ in v), statistics.median(c for _, c in v)) for k, v in timings.items()}
-        rows += [("reference: per utterance, 1 process", *med["ref"]),
-                 ("ours, 1 process, cold noise cache: plan + apply", *med["cold"]),
-                 ("ours, 1 process, warm cache: plan + apply", *med["warm"]),
+        rows += [("1 process, reference: per utterance", *med["ref"]),
+                 ("1 process, ours, cold noise cache: plan + apply", *med["cold"]),
+                 ("1 process, ours, warm cache: plan + apply", *med["warm"]),
                  ("  of which plan (noise slices, RIR picks)", *med["plan"]),
                  ("  of which apply (batched FFT conv + exact mix)", *med["apply"])]
 
-        step_s = args.step_ms / 1000
-        for conv, label in ((False, "plan in workers"), (True, "plan + conv in workers")):
-            wait_step, cpu = run_loader(warm, wavs, args.batches, args.workers, step_s, conv)
-            wait_free, _ = run_loader(warm, wavs, args.batches, args.workers, 0.0, conv)
-            prefix = f"loader {args.workers}w, {label}"
-            rows += [(f"{prefix}: trainer wait, {args.step_ms:.0f} ms step", wait_step, math.nan),
-                     (f"{prefix}: trainer wait, no step", wait_free, math.nan),
-                     (f"{prefix}: total CPU, all processes", math.nan, cpu)]
+        # ---- part 2: as training runs, clean batches from DataLoader workers
+        planner = PlanningCollate(warm, seed=0)
 
-    ref_wall, ref_cpu = med["ref"]
+        def reference_trainer(batch: object) -> object:
+            assert isinstance(batch, Batch)
+            # The same operations as our plans for this batch (the generator's first draws).
+            ops = [OPS[o] for o in warm.draw_ops(len(batch), planner.plan_rng(batch))]
+            noisy = reference_batch(batch.wavs.numpy(), ops, *paths, np.random.default_rng(int(batch.indices[0])))
+            return batch, noisy  # both in use until the step is done
+
+        def our_trainer(item: object) -> object:
+            assert isinstance(item, PlannedBatch) and item.plan is not None
+            return item, warm.apply(item.batch.wavs, item.batch.lengths, item.plan, step=0)
+
+        pipelines = {
+            "reference (trainer corrupts)": (collate, reference_trainer),
+            "ours, apply_on=device": (planner, our_trainer),
+            "ours, apply_on=workers": (PlanningCollate(warm, seed=0, finish=True), our_trainer),
+        }
+        loader: dict[str, tuple[float, float, float]] = {}
+        for label, (collate_fn, trainer) in pipelines.items():
+            wait_step, _, cpu = run_loader(collate_fn, trainer, wavs, args.batches, args.workers, args.step_ms / 1000)
+            _, period, _ = run_loader(collate_fn, trainer, wavs, args.batches, args.workers, 0.0)
+            loader[label] = (wait_step, period, cpu)
+
     print(f"machine: {_cpu_name()}, {os.cpu_count()} cores (load average {os.getloadavg()[0]:.1f}), "
           f"torch {torch.__version__}, threads {args.threads}, loader workers {args.workers}")
     print(f"batch: {BATCH} x {LENGTH / RATE:.1f} s, ops 1/4 each, 70 % file noise; pool {len(noise_files)} noise "
           f"files, {len(rir_files)} RIR files (warm cache holds {cached[0]} noise + {cached[1]} RIR files); "
           f"median of {args.batches} batches")
-    print(f"{'pipeline':<62} {'wall s':>7} {'CPU s':>7} {'utt/s':>7} {'vs ref':>7} {'CPU vs ref':>10}")
+    print("\n1. the work itself, one process (utt/s from wall time)")
+    ref_wall, ref_cpu = med["ref"]
+    print(f"{'pipeline':<50} {'wall s':>7} {'CPU s':>7} {'utt/s':>7} {'vs ref':>7} {'CPU vs ref':>10}")
     for name, wall, cpu in rows:
-        utt = BATCH / wall if wall == wall else BATCH / cpu
-        ratio = f"{ref_wall / wall:6.1f}x" if wall == wall else "      -"
-        cpu_ratio = f"{ref_cpu / cpu:9.1f}x" if cpu == cpu else "         -"
-        fmt = lambda v: f"{v:7.3f}" if v == v else "      -"  # noqa: E731
-        print(f"{name:<62} {fmt(wall)} {fmt(cpu)} {utt:7.1f} {ratio} {cpu_ratio}")
-    total = [c for name, _, c in rows if "total CPU" in name] + [med["warm"][1]]
-    best = ref_cpu / min(total)
+        print(f"{name:<50} {wall:7.3f} {cpu:7.3f} {BATCH / wall:7.1f} {ref_wall / wall:6.1f}x {ref_cpu / cpu:9.1f}x")
+
+    print(f"\n2. as training runs: {args.workers} DataLoader workers collate clean batches; the step is a "
+          f"{args.step_ms:.0f} ms sleep")
+    print(f"{'pipeline':<30} {'trainer wait':>12} {'utt/s':>8} {'vs ref':>7} {'no-step period':>14} {'utt/s':>7} "
+          f"{'vs ref':>7} {'CPU s, all':>10} {'vs ref':>7}")
+    base = loader["reference (trainer corrupts)"]
+    for label, (wait, period, cpu) in loader.items():
+        print(f"{label:<30} {wait * 1e3:9.1f} ms {BATCH / wait:8.0f} {base[0] / wait:6.1f}x {period * 1e3:11.1f} ms "
+              f"{BATCH / period:7.0f} {base[1] / period:6.1f}x {cpu:10.3f} {base[2] / cpu:6.1f}x")
     print("notes:")
-    print("  utt/s is from wall time where given, else from CPU time (work per batch on one core).")
-    print("  'trainer wait' = time from asking the DataLoader for a batch to the noisy batch being ready;")
-    print("  with a model step the workers plan ahead while the step runs, so only the CPU apply is left.")
-    verdict = "MET" if best >= 10 else "NOT MET"
-    print(f"  10x target on total work (CPU time per batch, all processes): {verdict} (best {best:.1f}x). "
-          + ("" if best >= 10 else "Both sides are dominated by the same FFT convolutions; on 2 CPU cores "
-             "batching, caching and a faster FFT cannot remove that work. The GPU path (apply on the "
-             "training device: cuFFT, the workers only slice noise) is where the remaining gap closes; "
-             "no GPU was used for this run."))
+    print("  trainer wait: median time from asking the DataLoader for a batch to the noisy batch being ready,")
+    print("    while the step runs; utt/s = utterances per second of waiting, as the trainer sees it.")
+    print("  no-step period: seconds per batch of the whole loop with no step at all: the pipeline's own")
+    print("    limit on these cores (utt/s = its throughput).")
+    print("  CPU s, all: CPU seconds per batch of the trainer and its workers together (clean batches included).")
+    best = loader["ours, apply_on=workers"]
+    for what, i in (("trainer wait", 0), ("throughput with no step", 1), ("total CPU per batch", 2)):
+        ratio = base[i] / best[i]
+        print(f"  10x target, {what}: {'met' if ratio >= 10 else 'not met'} ({ratio:.1f}x, apply_on=workers)")
 
 
 if __name__ == "__main__":

@@ -2,11 +2,12 @@
 
 Teacher: a random HuBERT-Base-sized model (12 x 768); student: DistilHuBERT 2 x 768 with 3 heads;
 BiLSTM enhancement head; corruption with built-in noises and simulated RIRs, planned in one
-DataLoader worker. Short utterances (default 4 x 4 s) keep a CPU run to a couple of minutes.
+DataLoader worker (on CPU also applied there: ``apply_on`` auto). Short utterances (default 4 x 4 s)
+keep a CPU run to a couple of minutes.
 Prints the median time per phase over the timed steps and audio seconds processed per second.
 Target: data wait + corruption under 5 % of the step.
 
-    python bench/train_step.py [--steps 4] [--batch 4] [--seconds 4] [--device cpu]
+    python bench/train_step.py [--steps 4] [--batch 4] [--seconds 4] [--device cpu] [--apply-on auto]
 """
 
 from __future__ import annotations
@@ -50,6 +51,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--seconds", type=float, default=4.0)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--apply-on", default="auto", choices=["auto", "workers", "device"],
+                        help="where corruption arithmetic runs (corruption.apply_on)")
     args = parser.parse_args()
 
     from transformers import HubertConfig, HubertModel
@@ -60,7 +63,7 @@ def main() -> None:
     manifest = write_audio(tmp, 4 * args.batch, args.seconds)
     recipe = from_dict(DistillRecipe, {
         "data": {"manifests": [str(manifest)], "batch_size": args.batch, "num_workers": 1},
-        "corruption": {"noise": {"builtin": True, "builtin_dir": str(tmp / "noises")},
+        "corruption": {"apply_on": args.apply_on, "noise": {"builtin": True, "builtin_dir": str(tmp / "noises")},
                        "rir": {"simulate_rirs": {"count": 8}}},
         "teacher": {"source": str(tmp / "teacher")},
         "enhancement": {"use_enhancement": True},
@@ -87,7 +90,8 @@ def main() -> None:
     audio_s = args.batch * args.seconds
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
           f"torch threads {torch.get_num_threads()}, device {args.device}, torch {torch.__version__}")
-    print(f"batch {args.batch} x {args.seconds:g} s, {args.steps} timed steps (medians)\n")
+    print(f"batch {args.batch} x {args.seconds:g} s, {args.steps} timed steps (medians), "
+          f"corruption applied on: {'workers' if trainer.stream.collate.finish else args.device}\n")
     print(f"{'phase':<14}{'seconds':>10}{'share':>9}")
     for name in PHASES:
         seconds = statistics.median(p.get(name, 0.0) for p in per_step)

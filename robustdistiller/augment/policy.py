@@ -8,6 +8,9 @@ The work is split so that the trainer never waits on files:
   reverb decision *for the current optimizer step* and does the exact arithmetic
   (``augment/mixing.py``). The curriculum therefore advances per optimizer step, and a resumed run
   recomputes the same corruption for the same (seed, epoch, batch index, step).
+* Without a curriculum nothing depends on the step, so a worker can also do the arithmetic
+  (``plan(wavs=...)``, chosen by ``apply_on``); ``apply`` then only hands the finished batch over.
+  That is the default when training on CPU: the trainer never waits for a convolution.
 
 Reference behaviour kept (RobustDistiller ``robustness.py``): four operations with probability 1/4,
 integer SNR uniform in [0, 20] dB, 30 % white Gaussian noise, noise before reverb, raw RIRs, the
@@ -29,15 +32,17 @@ import numpy as np
 import torch
 
 from robustdistiller.augment.builtin import COLOR_EXPONENTS, SpeechSource, colored_noise, synthetic_speech
-from robustdistiller.augment.mixing import mix_at_snr, noise_scale, reverberate, valid_mask
+from robustdistiller.augment.mixing import mix_at_snr, reverberate
 from robustdistiller.augment.noise import NoiseBank, NoiseBankConfig, tile
 from robustdistiller.augment.rir import RIR, RIRBank, RIRBankConfig
 from robustdistiller.config import to_dict
 from robustdistiller.data.report import BadFileReport
+from robustdistiller.data.shared import SmallTensorsByValue, batch_zeros
 
 log = logging.getLogger(__name__)
 
 OPS: tuple[str, ...] = ("clean", "noise", "reverb", "noise+reverb")
+APPLY_ON: tuple[str, ...] = ("auto", "workers", "device")
 CLEAN, NOISE, REVERB, NOISE_REVERB = range(4)
 _WITH_NOISE = (NOISE, NOISE_REVERB)
 _WITH_REVERB = (REVERB, NOISE_REVERB)
@@ -55,8 +60,18 @@ class CorruptionConfig:
     colored_noise_prob: float = 0.0  # share using generated coloured noise (one of ``colors``)
     colors: list[str] = field(default_factory=lambda: ["pink", "brown"])
     inc_steps: int = -1  # curriculum length in optimizer steps; <= 0 = off
+    # Where the arithmetic runs: "workers" (DataLoader workers finish the batch; needs inc_steps <= 0),
+    # "device" (the training device, batched), "auto" (workers when training on CPU without a
+    # curriculum, else device: cuFFT is cheaper than the worker's CPU time).
+    apply_on: str = "auto"
     noise: NoiseBankConfig = field(default_factory=NoiseBankConfig)
     rir: RIRBankConfig = field(default_factory=RIRBankConfig)
+
+    def finish_in_workers(self, device: torch.device | str) -> bool:
+        """Whether DataLoader workers should finish the corruption for a trainer on ``device``."""
+        if self.apply_on == "auto":
+            return torch.device(device).type == "cpu" and self.inc_steps <= 0
+        return self.apply_on == "workers"
 
     @property
     def op_probs(self) -> tuple[float, float, float, float]:
@@ -71,6 +86,11 @@ class CorruptionConfig:
         synth = (self.white_noise_prob, self.colored_noise_prob)
         if any(not 0 <= p <= 1 for p in synth) or sum(synth) > 1 + 1e-9:
             raise ValueError(f"white_noise_prob + colored_noise_prob must lie in [0, 1], got {synth}")
+        if self.apply_on not in APPLY_ON:
+            raise ValueError(f"apply_on must be one of {APPLY_ON}, got {self.apply_on!r}")
+        if self.apply_on == "workers" and self.inc_steps > 0:
+            raise ValueError("apply_on=workers needs inc_steps <= 0: the curriculum depends on the optimizer "
+                             "step, which DataLoader workers do not know; use apply_on=device or auto")
         bad = [c for c in self.colors if c not in COLOR_EXPONENTS]
         if bad or (self.colored_noise_prob > 0 and not self.colors):
             raise ValueError(f"colors must be a non-empty subset of {sorted(COLOR_EXPONENTS)}, got {self.colors}")
@@ -95,13 +115,15 @@ def plan_rng(seed: int, epoch: int, batch_index: int) -> np.random.Generator:
 
 
 @dataclass
-class CorruptionPlan:
+class CorruptionPlan(SmallTensorsByValue):
     """Everything file-bound about a batch's corruption, drawn in a worker. Row ``b`` of ``noise``
     holds its segment on the first ``lengths[b]`` samples (zeros for rows without noise); ``rirs``
     are zero-padded to the longest; NaN in ``snr_db`` means "draw from ``u_snr`` at apply time"."""
 
+    BY_VALUE = ("ops", "rir_lengths", "rt60", "u_snr", "u_reverb", "snr_db")
+
     ops: torch.Tensor  # int64 [B], index into OPS, as drawn
-    noise: torch.Tensor  # float32 [B, L]
+    noise: torch.Tensor | None  # float32 [B, L]; None once finished (mixed into ``noisy``)
     rirs: torch.Tensor  # float32 [B, Lr]
     rir_lengths: torch.Tensor  # int64 [B] (0 where no RIR)
     rt60: torch.Tensor  # float32 [B] (NaN where no RIR)
@@ -110,12 +132,18 @@ class CorruptionPlan:
     snr_db: torch.Tensor  # float32 [B], NaN = from u_snr
     noise_names: list[str]
     rir_names: list[str]
-    # Only when planned with ``wavs``: the convolutions done in the worker (zeros in other rows).
-    wet: torch.Tensor | None = None  # float32 [B, L]: clean row * RIR, rows with a reverb op
-    wet_noise: torch.Tensor | None = None  # float32 [B, L]: noise row * RIR, noise+reverb rows
+    # Only when planned with ``wavs`` (no curriculum): the finished batch, corrupted in the worker.
+    noisy: torch.Tensor | None = None  # float32 [B, L]
 
     def __len__(self) -> int:
         return int(self.ops.shape[0])
+
+    @property
+    def num_samples(self) -> int:
+        """L, the padded length of the batch this plan is for."""
+        rows = self.noisy if self.noisy is not None else self.noise
+        assert rows is not None
+        return int(rows.shape[1])
 
     def _map(self, fn: Any) -> CorruptionPlan:
         return replace(self, **{f.name: fn(getattr(self, f.name)) for f in fields(self)
@@ -172,40 +200,37 @@ class CorruptionPolicy:
              wavs: torch.Tensor | None = None) -> CorruptionPlan:
         """Draw the file-bound part of a batch's corruption (see :class:`CorruptionPlan`).
 
-        With ``wavs`` (the same batch later given to ``apply``) the RIR convolutions are done here
-        too, in the worker: by linearity ``(x + g·n) * h = x * h + g·(n * h)``, so ``apply`` is left
-        with element-wise work whatever SNR and reverb decision the step resolves. Worth it when the
-        trainer runs on CPU; on a GPU the batched FFT in ``apply`` is cheaper than shipping two more
-        [B, L] tensors.
+        With ``wavs`` (the batch itself) the plan is also applied here, in the worker, and carries the
+        finished batch in ``noisy``: only possible without a curriculum, when the result does not
+        depend on the optimizer step. In a DataLoader worker it is written straight into shared
+        memory, so handing it to the trainer copies nothing.
         """
         lengths = [int(n) for n in lengths]
-        # min(): the cumulative sum may end a rounding error below 1.
-        ops = [min(int(np.searchsorted(self._op_cdf, rng.random(), side="right")), 3) for _ in lengths]
-        plan = self._build_plan(lengths, max_len, ops, rng)
-        return plan if wavs is None else self._convolve_in_plan(plan, wavs, torch.tensor(lengths))
+        if wavs is not None and self.cfg.inc_steps > 0:
+            raise ValueError("a plan can only be finished in advance without a curriculum (inc_steps <= 0): "
+                             "with one, the result depends on the optimizer step")
+        if wavs is not None and tuple(wavs.shape) != (len(lengths), max_len):
+            raise ValueError(f"wavs {tuple(wavs.shape)} do not match the plan's {(len(lengths), max_len)}")
+        plan = self._build_plan(lengths, max_len, self.draw_ops(len(lengths), rng), rng)
+        if wavs is None:
+            return plan
+        out = batch_zeros(*wavs.shape).copy_(wavs)
+        noisy = self._corrupt_rows(wavs, torch.tensor(lengths), plan, *self._decisions(plan, step=0), out)
+        return replace(plan, noise=None, noisy=noisy)
 
-    @staticmethod
-    def _convolve_in_plan(plan: CorruptionPlan, wavs: torch.Tensor, lengths: torch.Tensor) -> CorruptionPlan:
-        if wavs.shape != plan.noise.shape:
-            raise ValueError(f"wavs {tuple(wavs.shape)} do not match the plan's {tuple(plan.noise.shape)}")
-        wet, wet_noise = torch.zeros_like(plan.noise), torch.zeros_like(plan.noise)
-        rows = ((plan.ops == REVERB) | (plan.ops == NOISE_REVERB)).nonzero().squeeze(1)
-        both = (plan.ops[rows] == NOISE_REVERB).nonzero().squeeze(1)
-        if rows.numel():
-            # One batched FFT for the clean rows and the noise rows of noise+reverb.
-            signals = torch.cat([wavs.float().index_select(0, rows), plan.noise.index_select(0, rows[both])])
-            idx = torch.cat([rows, rows[both]])
-            m = int(plan.rir_lengths[idx].max())
-            out = reverberate(signals, lengths[idx], plan.rirs[idx, :m], plan.rir_lengths[idx])
-            wet[rows], wet_noise[rows[both]] = out[:rows.numel()], out[rows.numel():]
-        return replace(plan, wet=wet, wet_noise=wet_noise)
+    def draw_ops(self, count: int, rng: np.random.Generator) -> list[int]:
+        """The first draws of a plan: ``count`` operations (indices into OPS) with the configured odds."""
+        # min(): the cumulative sum may end a rounding error below 1.
+        return [min(int(np.searchsorted(self._op_cdf, rng.random(), side="right")), 3) for _ in range(count)]
 
     def _build_plan(self, lengths: list[int], max_len: int, ops: list[int], rng: np.random.Generator, *,
                     noise: NoiseChoice = None, rir: RIRChoice = None, snr_db: float | None = None) -> CorruptionPlan:
         if any(n > max_len for n in lengths):
             raise ValueError(f"a length in {lengths} exceeds max_len {max_len}")
         batch = len(lengths)
-        noise_rows = np.zeros((batch, max_len), dtype=np.float32)
+        # Shared memory in a worker: rows without noise are never written, so they cost nothing.
+        noise_batch = batch_zeros(batch, max_len)
+        noise_rows = noise_batch.numpy()
         noise_names, rir_names, rir_list, rt60 = [""] * batch, [""] * batch, [], np.full(batch, np.nan, np.float32)
         u_snr, u_reverb = np.empty(batch), np.empty(batch)
         for b, (n, op) in enumerate(zip(lengths, ops)):
@@ -222,7 +247,7 @@ class CorruptionPolicy:
         for b, samples in rir_list:
             rirs[b, :samples.size], rir_lengths[b] = samples, samples.size
         return CorruptionPlan(
-            ops=torch.tensor(ops, dtype=torch.int64), noise=torch.from_numpy(noise_rows),
+            ops=torch.tensor(ops, dtype=torch.int64), noise=noise_batch,
             rirs=torch.from_numpy(rirs), rir_lengths=torch.from_numpy(rir_lengths), rt60=torch.from_numpy(rt60),
             u_snr=torch.from_numpy(u_snr), u_reverb=torch.from_numpy(u_reverb),
             snr_db=torch.full((batch,), math.nan if snr_db is None else float(snr_db)),
@@ -241,7 +266,10 @@ class CorruptionPolicy:
         u = rng.random()
         if u < self.cfg.white_noise_prob:
             # Gaussian like the reference's randn_like; generated here so the plan holds all randomness.
-            return rng.standard_normal(n, dtype=np.float32), "white"
+            # torch's vectorised sampler, seeded from the plan's generator: 3x numpy's for 250k samples
+            # (same values on the same machine; another CPU's SIMD path may differ in the last bit).
+            seeded = torch.Generator().manual_seed(int(rng.integers(2**63)))
+            return torch.randn(n, generator=seeded).numpy(), "white"
         if u < self.cfg.white_noise_prob + self.cfg.colored_noise_prob:
             color = self.cfg.colors[int(rng.integers(len(self.cfg.colors)))]
             return colored_noise(n, color, rng), color
@@ -266,23 +294,13 @@ class CorruptionPolicy:
         """Corrupt ``wavs`` [B, L] (zero-padded, on any device) as ``plan`` says, with the curriculum at
         optimizer ``step``. Keep the plan on the CPU (pinned by the DataLoader): the per-row decisions
         are read from it without a device sync, and only the rows that need them are copied over."""
-        if len(plan) != wavs.shape[0] or plan.noise.shape[1] != wavs.shape[1]:
-            raise ValueError(f"plan for {len(plan)} x {plan.noise.shape[1]} samples, batch is {tuple(wavs.shape)}")
-        cfg = self.cfg
-        floor, p_reverb = curriculum(step, cfg.inc_steps, cfg.snr_low, cfg.snr_high)
-        # Decisions are made from the CPU copy of the plan, so the device never has to sync for them.
-        ops, u_snr, u_rev = plan.ops.cpu(), plan.u_snr.cpu(), plan.u_reverb.cpu()
-        drawn_snr = (floor + torch.floor(u_snr * (cfg.snr_high - floor + 1))).clamp(max=cfg.snr_high)
-        forced = plan.snr_db.cpu()
-        snr = torch.where(torch.isnan(forced), drawn_snr.to(torch.float32), forced)
-        has_noise = (ops == NOISE) | (ops == NOISE_REVERB)
-        has_reverb = ((ops == REVERB) | (ops == NOISE_REVERB)) & (u_rev < p_reverb)
-
-        lengths = lengths.to(wavs.device)
-        if plan.wet is None:
-            out = self._apply_fft(wavs, lengths, plan, snr, has_noise, has_reverb)
+        if len(plan) != wavs.shape[0] or plan.num_samples != wavs.shape[1]:
+            raise ValueError(f"plan for {len(plan)} x {plan.num_samples} samples, batch is {tuple(wavs.shape)}")
+        snr, has_noise, has_reverb = self._decisions(plan, step)
+        if plan.noisy is not None:  # finished in the worker, for any step (no curriculum)
+            out = plan.noisy.to(wavs.device, non_blocking=True)
         else:
-            out = self._apply_precomputed(wavs, lengths, plan, snr, has_noise, has_reverb)
+            out = self._corrupt_rows(wavs, lengths.to(wavs.device), plan, snr, has_noise, has_reverb, wavs.clone())
         names = [OPS[int(n) + 2 * int(r)] for n, r in zip(has_noise, has_reverb)]
         return CorruptionResult(
             noisy=out, ops=names,
@@ -292,13 +310,27 @@ class CorruptionPolicy:
             rt60=torch.where(has_reverb, plan.rt60.cpu(), torch.tensor(math.nan)),
         )
 
+    def _decisions(self, plan: CorruptionPlan, step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(SNR [B], has_noise [B], has_reverb [B]) at optimizer ``step``, on the CPU."""
+        cfg = self.cfg
+        floor, p_reverb = curriculum(step, cfg.inc_steps, cfg.snr_low, cfg.snr_high)
+        # Decisions are made from the CPU copy of the plan, so the device never has to sync for them.
+        ops, u_snr, u_rev = plan.ops.cpu(), plan.u_snr.cpu(), plan.u_reverb.cpu()
+        drawn_snr = (floor + torch.floor(u_snr * (cfg.snr_high - floor + 1))).clamp(max=cfg.snr_high)
+        forced = plan.snr_db.cpu()
+        snr = torch.where(torch.isnan(forced), drawn_snr.to(torch.float32), forced)
+        has_noise = (ops == NOISE) | (ops == NOISE_REVERB)
+        has_reverb = ((ops == REVERB) | (ops == NOISE_REVERB)) & (u_rev < p_reverb)
+        return snr, has_noise, has_reverb
+
     @staticmethod
-    def _apply_fft(wavs: torch.Tensor, lengths: torch.Tensor, plan: CorruptionPlan, snr: torch.Tensor,
-                   has_noise: torch.Tensor, has_reverb: torch.Tensor) -> torch.Tensor:
-        """Noise then reverb on the rows that need them, batched (row selection from CPU masks)."""
-        out = wavs.clone()
+    def _corrupt_rows(wavs: torch.Tensor, lengths: torch.Tensor, plan: CorruptionPlan, snr: torch.Tensor,
+                      has_noise: torch.Tensor, has_reverb: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """Noise then reverb into ``out`` (a copy of ``wavs``) on the rows that need them, batched (row
+        selection from CPU masks)."""
         rows = has_noise.nonzero().squeeze(1)
         if rows.numel():
+            assert plan.noise is not None  # only finished plans drop it
             idx = rows.to(wavs.device)
             noise = plan.noise.index_select(0, rows).to(wavs.device, wavs.dtype, non_blocking=True)
             out[idx] = mix_at_snr(out[idx], noise, lengths[idx], snr[rows].to(wavs.device))
@@ -310,20 +342,6 @@ class CorruptionPolicy:
             rirs = rirs.to(wavs.device, wavs.dtype, non_blocking=True)
             out[idx] = reverberate(out[idx], lengths[idx], rirs, rir_lengths.to(wavs.device))
         return out
-
-    @staticmethod
-    def _apply_precomputed(wavs: torch.Tensor, lengths: torch.Tensor, plan: CorruptionPlan, snr: torch.Tensor,
-                           has_noise: torch.Tensor, has_reverb: torch.Tensor) -> torch.Tensor:
-        """Same result from the worker's convolutions: dry or wet signal plus the scaled dry or wet noise."""
-        assert plan.wet is not None and plan.wet_noise is not None
-        device = wavs.device
-        noise = plan.noise.to(device, wavs.dtype)
-        # The SNR is defined on the dry signals (the reference mixes before reverberating).
-        scale = noise_scale(wavs, noise, lengths, snr.to(device)) * has_noise.to(device, wavs.dtype)
-        reverb = has_reverb.to(device)[:, None]
-        out = torch.where(reverb, plan.wet.to(device, wavs.dtype), wavs)
-        out.addcmul_(scale[:, None], torch.where(reverb, plan.wet_noise.to(device, wavs.dtype), noise))
-        return out.masked_fill_(~valid_mask(lengths, wavs.shape[1]), 0.0)
 
     def corrupt(self, wavs: torch.Tensor, lengths: torch.Tensor, rng: np.random.Generator,
                 step: int = 0) -> CorruptionResult:

@@ -15,6 +15,7 @@ import torch
 from robustdistiller.data.audio import SAMPLE_RATE, AudioError, load_audio, load_audio_segment
 from robustdistiller.data.manifest import Manifest
 from robustdistiller.data.report import BadFileReport
+from robustdistiller.data.shared import SmallTensorsByValue, batch_zeros
 
 
 @dataclass
@@ -33,8 +34,10 @@ class Skipped:
 
 
 @dataclass
-class Batch:
+class Batch(SmallTensorsByValue):
     """Zero-padded waveforms and their true lengths; ``len(batch)`` may be 0 if every file was bad."""
+
+    BY_VALUE = ("lengths", "indices")
 
     wavs: torch.Tensor  # float32 [B, Lmax]
     lengths: torch.Tensor  # int64 [B]
@@ -107,7 +110,7 @@ def collate(items: list[Utterance | Skipped | None]) -> Batch:
     good = [u for u in items if isinstance(u, Utterance)]
     skipped = [(s.path, s.reason) for s in items if isinstance(s, Skipped)]
     lengths = torch.tensor([u.wav.shape[0] for u in good], dtype=torch.int64)
-    wavs = torch.zeros(len(good), int(lengths.max()) if good else 0, dtype=torch.float32)
+    wavs = batch_zeros(len(good), int(lengths.max()) if good else 0)
     for row, u in enumerate(good):
         wavs[row, : u.wav.shape[0]] = u.wav
     return Batch(

@@ -1,7 +1,8 @@
 """The training data stream: manifests -> crops -> length buckets -> batches with a corruption plan.
 
 The file-bound part of corruption (reading noise segments, picking RIRs) runs in the DataLoader
-workers through :class:`PlanningCollate`; only the arithmetic is left for the training device. The
+workers through :class:`PlanningCollate`; the arithmetic is left for the training device, or done in
+the workers too when ``finish`` is set (no curriculum; the default for CPU training). The
 stream counts the batches the training loop has *used* (workers prefetch ahead), so a checkpoint
 records exactly where to continue.
 """
@@ -89,20 +90,26 @@ class PlannedBatch:
 class PlanningCollate:
     """``collate`` + the corruption plan, in the worker. The plan's generator is seeded from
     (seed, epoch, the batch's manifest rows), so it does not depend on which worker, or which
-    process after a resume, builds the batch."""
+    process after a resume, builds the batch. With ``finish`` the plan also carries the corrupted
+    batch (:meth:`CorruptionPolicy.plan` with ``wavs``)."""
 
-    def __init__(self, policy: CorruptionPolicy | None, seed: int) -> None:
+    def __init__(self, policy: CorruptionPolicy | None, seed: int, finish: bool = False) -> None:
         self.policy = policy
         self.seed = seed
+        self.finish = finish
         self.epoch = 0
 
     def __call__(self, items: list[Any]) -> PlannedBatch:
         batch = collate(items)
         plan = None
         if self.policy is not None and len(batch):
-            rng = np.random.default_rng([self.seed, _PLAN_SALT, self.epoch, *batch.indices.tolist()])
-            plan = self.policy.plan(batch.lengths, batch.wavs.shape[1], rng)
+            plan = self.policy.plan(batch.lengths, batch.wavs.shape[1], self.plan_rng(batch),
+                                    wavs=batch.wavs if self.finish else None)
         return PlannedBatch(batch, plan)
+
+    def plan_rng(self, batch: Batch) -> np.random.Generator:
+        """The generator ``batch``'s plan is drawn from."""
+        return np.random.default_rng([self.seed, _PLAN_SALT, self.epoch, *batch.indices.tolist()])
 
 
 def _worker_init(_: int) -> None:
@@ -126,13 +133,14 @@ class TrainingStream:
         num_workers: int,
         seed: int,
         ctx: DistContext,
+        finish_corruption: bool = False,
     ) -> None:
         self.dataset = AudioDataset(manifest, max_length=max_length, seed=seed)
         self.sampler = BucketBatchSampler(
             manifest.lengths, batch_size=batch_size, max_seconds=max_seconds, max_length=max_length,
             shuffle=True, seed=seed, rank=ctx.rank, world_size=ctx.world_size,
         )
-        self.collate = PlanningCollate(policy, seed)
+        self.collate = PlanningCollate(policy, seed, finish=finish_corruption)
         self.num_workers = num_workers
         self.seed = seed
         self.pin_memory = ctx.device.type == "cuda"

@@ -156,6 +156,7 @@ class DistillTrainer:
         self.stream = TrainingStream(
             manifest, self.policy, max_length=data.max_length, batch_size=data.batch_size,
             max_seconds=data.max_seconds, num_workers=data.num_workers, seed=data.seed, ctx=self.ctx,
+            finish_corruption=recipe.corruption.finish_in_workers(self.device),
         )
         self.teacher = _load_teacher(recipe.teacher.source).to(self.device)
         self.init_message = ""

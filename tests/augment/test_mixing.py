@@ -54,8 +54,9 @@ def test_mix_rejects_shape_mismatch():
 
 def test_reverberate_equals_scipy_full_convolution_truncated():
     rng = np.random.default_rng(2)
-    lengths = [12000, 5000, 700, 9000]
-    rir_lengths = [4000, 1, 2500, 900]
+    # Six rows: more than one of the CPU path's groups of four.
+    lengths = [12000, 5000, 700, 9000, 12000, 400]
+    rir_lengths = [4000, 1, 2500, 900, 3100, 5000]
     wavs = _padded(rng, lengths)
     rirs = torch.zeros(len(rir_lengths), max(rir_lengths) + 37)  # extra zero padding must not matter
     for b, m in enumerate(rir_lengths):
@@ -76,13 +77,35 @@ def test_reverberate_empty_batch():
     assert out.shape == (0, 100)
 
 
+def _with_garbage_padding(lengths: list[int], width: int, gen: torch.Generator) -> torch.Tensor:
+    # Random everywhere, padding included: every path must ignore what lies past each row's length.
+    return torch.randn(len(lengths), width, generator=gen)
+
+
 def test_cpu_and_torch_fft_backends_agree_at_their_fft_lengths():
     from robustdistiller.augment.mixing import _fft_convolve_cpu, _fft_convolve_torch, fft_length
 
     gen = torch.Generator().manual_seed(3)
-    x, h = torch.randn(3, 5000, generator=gen), torch.randn(3, 700, generator=gen)
+    # 7 rows: the CPU path transforms rows in groups of 4, so this crosses a group boundary.
+    lengths, rir_lengths = [5000, 4000, 12, 5000, 0, 3100, 4999], [700, 1, 650, 700, 300, 20, 699]
+    x, h = _with_garbage_padding(lengths, 5000, gen), _with_garbage_padding(rir_lengths, 700, gen)
     cpu_n, gpu_n = fft_length(5699, "cpu"), fft_length(5699, "cuda")
     assert cpu_n >= 5699 and gpu_n >= 5699 and gpu_n % 16 == 0
-    a = _fft_convolve_cpu(x, h, cpu_n)[:, :5699]
-    b = _fft_convolve_torch(x, h, gpu_n)[:, :5699]
+    a = _fft_convolve_cpu(x, lengths, h, rir_lengths, cpu_n)
+    b = _fft_convolve_torch(x, torch.tensor(lengths), h, torch.tensor(rir_lengths), gpu_n)
+    assert a.shape == b.shape == (7, 5000)
     torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+    for row, n in enumerate(lengths):
+        assert torch.all(a[row, n:] == 0) and torch.all(b[row, n:] == 0)
+
+
+def test_cpu_row_paths_equal_the_batched_masked_paths():
+    from robustdistiller.augment.mixing import _add_by_rows, _add_masked, _powers_by_rows, _powers_masked
+
+    gen = torch.Generator().manual_seed(5)
+    lengths = torch.tensor([3000, 0, 2999, 1, 1500])
+    x, v = _with_garbage_padding(lengths.tolist(), 3000, gen), _with_garbage_padding(lengths.tolist(), 3000, gen)
+    torch.testing.assert_close(_powers_by_rows(x, lengths), _powers_masked(x, lengths), rtol=1e-6, atol=0)
+    scale = torch.rand(5, generator=gen)
+    torch.testing.assert_close(_add_by_rows(x, v, lengths, scale), _add_masked(x, v, lengths, scale), rtol=0, atol=0)
+    assert _powers_by_rows(x[:0], lengths[:0]).shape == (0,)

@@ -229,41 +229,73 @@ def test_build_policy_from_config_section(tmp_path):
     assert result.noisy.shape == wavs.shape and torch.isfinite(result.noisy).all()
 
 
-def test_worker_side_convolution_matches_device_side(banks):
-    policy = _policy(banks, inc_steps=20)
+def test_plan_finished_in_advance_equals_apply_for_every_step(banks):
+    policy = _policy(banks)
     lengths = [5000, 3000, 900, 4200, 5000, 2500, 4000, 3500]
     wavs, lens = _batch(lengths, seed=4)
     plain = policy.plan(lens, 5000, plan_rng(0, 0, 5))
-    pre = policy.plan(lens, 5000, plan_rng(0, 0, 5), wavs=wavs)
-    assert plain.wet is None and pre.wet is not None
-    assert set(pre.ops.tolist()) == {0, 1, 2, 3}
-    for step in (0, 10, 20):  # the curriculum still decides per step
-        a = policy.apply(wavs, lens, plain, step)
-        b = policy.apply(wavs, lens, pre, step)
-        assert a.ops == b.ops
-        # Same arithmetic in another order: float32 rounding only.
-        torch.testing.assert_close(a.noisy, b.noisy, rtol=1e-4, atol=1e-5)
+    done = policy.plan(lens, 5000, plan_rng(0, 0, 5), wavs=wavs)
+    assert plain.noisy is None and done.noisy is not None
+    assert set(done.ops.tolist()) == {0, 1, 2, 3}
+    expected = policy.apply(wavs, lens, plain, step=0)
+    for step in (0, 10_000):  # no curriculum: nothing depends on the step
+        got = policy.apply(wavs, lens, done, step)
+        # The same arithmetic on the same CPU: bit for bit.
+        assert torch.equal(got.noisy, expected.noisy) and got.ops == expected.ops
+        assert got.noise_names == expected.noise_names and got.rir_names == expected.rir_names
+        torch.testing.assert_close(got.snr_db, expected.snr_db, equal_nan=True)
     with pytest.raises(ValueError, match="do not match"):
         policy.plan(lens, 6000, plan_rng(0, 0, 5), wavs=wavs)
 
 
-class _PlanBatches(torch.utils.data.Dataset):
-    """Each item is one batch's plan, drawn in whichever worker loads it."""
+def test_curriculum_refuses_plans_finished_in_advance(banks):
+    policy = _policy(banks, inc_steps=20)
+    wavs, lens = _batch([3000, 2000])
+    with pytest.raises(ValueError, match="curriculum"):
+        policy.plan(lens, 3000, plan_rng(0, 0, 1), wavs=wavs)
 
-    def __init__(self, policy: CorruptionPolicy) -> None:
-        self.policy = policy
+
+def test_apply_on_choice_and_validation():
+    auto = CorruptionConfig()
+    assert auto.finish_in_workers("cpu") and not auto.finish_in_workers("cuda")
+    assert not from_dict(CorruptionConfig, {"inc_steps": 100}).finish_in_workers("cpu")
+    assert from_dict(CorruptionConfig, {"apply_on": "workers"}).finish_in_workers("cuda")
+    assert not from_dict(CorruptionConfig, {"apply_on": "device"}).finish_in_workers("cpu")
+    with pytest.raises(ConfigError, match="apply_on must be one of"):
+        from_dict(CorruptionConfig, {"apply_on": "gpu"})
+    with pytest.raises(ConfigError, match="curriculum"):
+        from_dict(CorruptionConfig, {"apply_on": "workers", "inc_steps": 100})
+
+
+class _PlanBatches(torch.utils.data.Dataset):
+    """Each item is one batch's plan, drawn (and with ``finish``, applied) in whichever worker loads it,
+    and whether its big tensors were already in shared memory there."""
+
+    def __init__(self, policy: CorruptionPolicy, finish: bool = False) -> None:
+        self.policy, self.finish = policy, finish
 
     def __len__(self) -> int:
         return 4
 
     def __getitem__(self, index: int):
-        return self.policy.plan([900, 700], 900, plan_rng(11, 2, index))
+        wavs = _batch([900, 700], seed=index)[0] if self.finish else None
+        plan = self.policy.plan([900, 700], 900, plan_rng(11, 2, index), wavs=wavs)
+        big = plan.noisy if self.finish else plan.noise
+        return plan, big.is_shared()
 
 
-def test_plans_from_dataloader_workers_equal_in_process_plans(banks):
+@pytest.mark.parametrize("finish", [False, True])
+def test_plans_from_dataloader_workers_equal_in_process_plans(banks, finish):
     policy = _policy(banks)
-    loader = torch.utils.data.DataLoader(_PlanBatches(policy), batch_size=None, num_workers=2)
-    for index, plan in enumerate(loader):
-        local = policy.plan([900, 700], 900, plan_rng(11, 2, index))
-        assert torch.equal(plan.noise, local.noise) and torch.equal(plan.rirs, local.rirs)
+    loader = torch.utils.data.DataLoader(_PlanBatches(policy, finish), batch_size=None, num_workers=2)
+    for index, (plan, shared_in_worker) in enumerate(loader):
+        assert shared_in_worker  # written straight into shared memory: sending it copies nothing
+        wavs = _batch([900, 700], seed=index)[0] if finish else None
+        local = policy.plan([900, 700], 900, plan_rng(11, 2, index), wavs=wavs)
+        assert torch.equal(plan.rirs, local.rirs) and torch.equal(plan.u_snr, local.u_snr)
         assert plan.noise_names == local.noise_names and plan.rir_names == local.rir_names
+        if finish:  # the noise is mixed in and stays in the worker
+            assert plan.noise is None and local.noise is None and torch.equal(plan.noisy, local.noisy)
+            assert not local.noisy.is_shared()  # outside a worker: ordinary memory
+        else:
+            assert torch.equal(plan.noise, local.noise) and not local.noise.is_shared()

@@ -61,6 +61,9 @@ def test_collate_pads_and_keeps_order() -> None:
     assert batch.skipped == [("/x/bad.wav", "non_finite")]
     clone = pickle.loads(pickle.dumps(batch))
     assert torch.equal(clone.wavs, batch.wavs) and clone.skipped == batch.skipped
+    assert torch.equal(clone.lengths, batch.lengths) and clone.indices.dtype == torch.int64
+    # Small per-row tensors travel by value, not as a shared-memory segment each.
+    assert isinstance(batch.__getstate__()["lengths"], np.ndarray)
     empty = collate([Skipped(0, "a.wav", "silent")])
     assert len(empty) == 0 and empty.wavs.shape == (0, 0)
 

@@ -83,6 +83,20 @@ def test_resume_is_exact(make_recipe, tmp_path: Path, workers: int) -> None:
     assert worst <= 1e-6, worst
 
 
+def test_corruption_finished_in_workers_trains_like_corruption_on_the_device(make_recipe, tmp_path: Path) -> None:
+    common = (*ROBUST, "optim.total_steps=3", "train.save_every=100", "data.num_workers=2",
+              f"corruption.noise.builtin_dir={tmp_path / 'noises'}")
+    device = distill(make_recipe(*common, "corruption.apply_on=device", out="device"))
+    workers = distill(make_recipe(*common, "corruption.apply_on=workers", out="workers"))
+    # The same plans, applied by the same CPU code in another process: float rounding at most.
+    assert workers.losses == pytest.approx(device.losses, rel=1e-5)
+    a, b = _final_weights(device), _final_weights(workers)
+    assert max(float((a[k] - b[k]).abs().max()) for k in a) <= 1e-5
+    # "auto" on CPU finishes in the workers, unless a curriculum makes the result depend on the step.
+    assert DistillTrainer(make_recipe(*common, out="auto")).stream.collate.finish
+    assert not DistillTrainer(make_recipe(*common, "corruption.inc_steps=10", out="curriculum")).stream.collate.finish
+
+
 def test_non_finite_steps_are_skipped_then_abort(make_recipe, monkeypatch: pytest.MonkeyPatch) -> None:
     real = trainer_module.distillation_loss
     calls = {"n": 0}
