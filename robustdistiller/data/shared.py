@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 from torch.utils.data import get_worker_info
 
@@ -18,10 +19,10 @@ def batch_zeros(*shape: int, dtype: torch.dtype = torch.float32) -> torch.Tensor
     (bench/augment.py). A new shared segment reads as zeros (ftruncate), and pages nobody writes,
     such as rows without noise, cost nothing on either side. Outside a worker: ``torch.zeros``.
     """
-    if get_worker_info() is None:
+    new_shared = getattr(torch.UntypedStorage, "_new_shared", None)  # private: fall back if it goes
+    if get_worker_info() is None or new_shared is None:
         return torch.zeros(shape, dtype=dtype)
-    numel = math.prod(shape)
-    storage = torch.UntypedStorage._new_shared(max(numel, 1) * dtype.itemsize)
+    storage = new_shared(max(math.prod(shape), 1) * dtype.itemsize)
     return torch.empty(0, dtype=dtype).set_(storage, 0, shape)
 
 
@@ -35,10 +36,13 @@ class SmallTensorsByValue:
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         for name in self.BY_VALUE:
-            state[name] = state[name].numpy()
+            value = state[name]
+            if value.device.type == "cpu" and not value.requires_grad:  # others (copy.deepcopy) stay tensors
+                state[name] = value.numpy()
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         for name in self.BY_VALUE:
-            state[name] = torch.from_numpy(state[name])
+            if isinstance(state[name], np.ndarray):
+                state[name] = torch.from_numpy(state[name])
         self.__dict__.update(state)
