@@ -116,14 +116,15 @@ def plan_rng(seed: int, epoch: int, batch_index: int) -> np.random.Generator:
 
 @dataclass
 class CorruptionPlan(SmallTensorsByValue):
-    """Everything file-bound about a batch's corruption, drawn in a worker. Row ``b`` of ``noise``
-    holds its segment on the first ``lengths[b]`` samples (zeros for rows without noise); ``rirs``
-    are zero-padded to the longest; NaN in ``snr_db`` means "draw from ``u_snr`` at apply time"."""
+    """Everything file-bound about a batch's corruption, drawn in a worker. ``noise`` has one row per
+    batch row whose op adds noise, in batch order (that set does not depend on the step), holding
+    its segment on the first ``lengths[b]`` samples; ``rirs`` are zero-padded to the longest; NaN in
+    ``snr_db`` means "draw from ``u_snr`` at apply time"."""
 
     BY_VALUE = ("ops", "rir_lengths", "rt60", "u_snr", "u_reverb", "snr_db")
 
     ops: torch.Tensor  # int64 [B], index into OPS, as drawn
-    noise: torch.Tensor | None  # float32 [B, L]; None once finished (mixed into ``noisy``)
+    noise: torch.Tensor | None  # float32 [rows with noise, L]; None once finished (mixed into ``noisy``)
     rirs: torch.Tensor  # float32 [B, Lr]
     rir_lengths: torch.Tensor  # int64 [B] (0 where no RIR)
     rt60: torch.Tensor  # float32 [B] (NaN where no RIR)
@@ -211,7 +212,8 @@ class CorruptionPolicy:
                              "with one, the result depends on the optimizer step")
         if wavs is not None and tuple(wavs.shape) != (len(lengths), max_len):
             raise ValueError(f"wavs {tuple(wavs.shape)} do not match the plan's {(len(lengths), max_len)}")
-        plan = self._build_plan(lengths, max_len, self.draw_ops(len(lengths), rng), rng)
+        # The noise of a plan finished here never leaves the worker: ordinary memory.
+        plan = self._build_plan(lengths, max_len, self.draw_ops(len(lengths), rng), rng, shared=wavs is None)
         if wavs is None:
             return plan
         out = batch_zeros(*wavs.shape).copy_(wavs)
@@ -224,20 +226,23 @@ class CorruptionPolicy:
         return [min(int(np.searchsorted(self._op_cdf, rng.random(), side="right")), 3) for _ in range(count)]
 
     def _build_plan(self, lengths: list[int], max_len: int, ops: list[int], rng: np.random.Generator, *,
-                    noise: NoiseChoice = None, rir: RIRChoice = None, snr_db: float | None = None) -> CorruptionPlan:
+                    noise: NoiseChoice = None, rir: RIRChoice = None, snr_db: float | None = None,
+                    shared: bool = True) -> CorruptionPlan:
         if any(n > max_len for n in lengths):
             raise ValueError(f"a length in {lengths} exceeds max_len {max_len}")
         batch = len(lengths)
-        # Shared memory in a worker: rows without noise are never written, so they cost nothing.
-        noise_batch = batch_zeros(batch, max_len)
-        noise_rows = noise_batch.numpy()
+        with_noise = sum(op in _WITH_NOISE for op in ops)
+        noise_batch = batch_zeros(with_noise, max_len) if shared else torch.zeros(with_noise, max_len)
+        noise_rows, noise_row = noise_batch.numpy(), 0
         noise_names, rir_names, rir_list, rt60 = [""] * batch, [""] * batch, [], np.full(batch, np.nan, np.float32)
         u_snr, u_reverb = np.empty(batch), np.empty(batch)
         for b, (n, op) in enumerate(zip(lengths, ops)):
             # Fixed draw order per row (uniforms, noise, RIR): same generator state, same plan.
             u_snr[b], u_reverb[b] = rng.random(), rng.random()
-            if op in _WITH_NOISE and n > 0:
-                noise_rows[b, :n], noise_names[b] = self._noise(n, rng, noise)
+            if op in _WITH_NOISE:
+                if n > 0:
+                    noise_rows[noise_row, :n], noise_names[b] = self._noise(n, rng, noise)
+                noise_row += 1
             if op in _WITH_REVERB:
                 chosen = self._rir(rng, rir)
                 rir_list.append((b, chosen.samples))
@@ -330,9 +335,9 @@ class CorruptionPolicy:
         selection from CPU masks)."""
         rows = has_noise.nonzero().squeeze(1)
         if rows.numel():
-            assert plan.noise is not None  # only finished plans drop it
+            assert plan.noise is not None and plan.noise.shape[0] == rows.numel()  # finished plans drop it
             idx = rows.to(wavs.device)
-            noise = plan.noise.index_select(0, rows).to(wavs.device, wavs.dtype, non_blocking=True)
+            noise = plan.noise.to(wavs.device, wavs.dtype, non_blocking=True)
             out[idx] = mix_at_snr(out[idx], noise, lengths[idx], snr[rows].to(wavs.device))
         rows = has_reverb.nonzero().squeeze(1)
         if rows.numel():

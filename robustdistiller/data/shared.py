@@ -13,11 +13,11 @@ from torch.utils.data import get_worker_info
 def batch_zeros(*shape: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """A zero tensor of ``shape`` for a batch that a DataLoader worker sends to the trainer.
 
-    Inside a worker the storage is created in shared memory (what torch's ``default_collate`` does).
-    A tensor in ordinary memory is copied into a new shared segment when the batch is sent; for a
-    [24, 250000] float32 batch that copy and its page faults cost more CPU than corrupting the batch
-    (bench/augment.py). A new shared segment reads as zeros (ftruncate), and pages nobody writes,
-    such as rows without noise, cost nothing on either side. Outside a worker: ``torch.zeros``.
+    Inside a worker the storage is created in shared memory (what torch's ``default_collate`` does):
+    a tensor in ordinary memory is copied into a new shared segment when the batch is sent, which for
+    a [24, 250000] float32 batch cost 80 ms of CPU across both processes against 30 ms when written
+    there directly (a new segment is allocated whole, about 5 ms per 24 MB, and reads as zeros).
+    Outside a worker: ``torch.zeros``.
     """
     new_shared = getattr(torch.UntypedStorage, "_new_shared", None)  # private: fall back if it goes
     if get_worker_info() is None or new_shared is None:

@@ -130,8 +130,10 @@ def test_plan_is_reproducible_and_apply_is_exact(banks):
         assert torch.equal(getattr(a, name), getattr(b, name))
     assert a.noise_names == b.noise_names and a.rir_names == b.rir_names
     assert not torch.equal(a.u_snr, c.u_snr)
-    for b_, n in enumerate(lengths):
-        assert torch.all(a.noise[b_, n:] == 0)
+    noise_rows = [b_ for b_, op in enumerate(a.ops.tolist()) if OPS[op] in ("noise", "noise+reverb")]
+    assert a.noise.shape == (len(noise_rows), 5000)  # one row per noisy batch row, in batch order
+    for k, b_ in enumerate(noise_rows):
+        assert torch.all(a.noise[k, lengths[b_]:] == 0) and a.noise[k, :lengths[b_]].abs().sum() > 0
 
     result = policy.apply(wavs, lens, a, step=0)
     assert result.noisy.shape == wavs.shape
@@ -139,7 +141,8 @@ def test_plan_is_reproducible_and_apply_is_exact(banks):
         x = wavs[row:row + 1]
         length = lens[row:row + 1]
         if "noise" in op:
-            x = mix_at_snr(x, a.noise[row:row + 1], length, result.snr_db[row:row + 1])
+            k = noise_rows.index(row)
+            x = mix_at_snr(x, a.noise[k:k + 1], length, result.snr_db[row:row + 1])
         if "reverb" in op:
             m = int(a.rir_lengths[row])
             x = reverberate(x, length, a.rirs[row:row + 1, :m], a.rir_lengths[row:row + 1])
