@@ -104,9 +104,9 @@ def _fft_convolve_cpu(x: torch.Tensor, lengths: list[int], h: torch.Tensor, rir_
     # a DataLoader forks workers after the trainer used the pool. Padding is zeroed row by row into
     # small reused buffers instead of through [B, L] masks. Real inputs only, no autograd.
     xs, hs = x.detach().numpy(), h.detach().numpy()
-    out = np.empty(xs.shape, dtype=np.float32)
-    x_buf = np.empty((_CPU_GROUP, xs.shape[1]), dtype=np.float32)
-    h_buf = np.empty((_CPU_GROUP, hs.shape[1]), dtype=np.float32)
+    out = np.empty_like(xs)
+    x_buf = np.empty((_CPU_GROUP, xs.shape[1]), dtype=xs.dtype)
+    h_buf = np.empty((_CPU_GROUP, hs.shape[1]), dtype=hs.dtype)
     for start in range(0, xs.shape[0], _CPU_GROUP):
         rows = slice(start, start + _CPU_GROUP)
         spec = scipy.fft.rfft(_zero_padded_rows(xs[rows], lengths[rows], x_buf), n_fft)
@@ -145,5 +145,5 @@ def reverberate(
     n_fft = fft_length(length + rirs.shape[1] - 1, device)
     rirs = rirs.to(wavs.dtype)
     if device.type == "cpu":
-        return _fft_convolve_cpu(wavs, lengths.tolist(), rirs, rir_lengths.tolist(), n_fft).to(wavs.dtype)
+        return _fft_convolve_cpu(wavs, lengths.tolist(), rirs, rir_lengths.tolist(), n_fft)
     return _fft_convolve_torch(wavs, lengths.to(device), rirs, rir_lengths.to(device), n_fft)

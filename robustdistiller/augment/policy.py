@@ -67,10 +67,15 @@ class CorruptionConfig:
     noise: NoiseBankConfig = field(default_factory=NoiseBankConfig)
     rir: RIRBankConfig = field(default_factory=RIRBankConfig)
 
+    @property
+    def has_curriculum(self) -> bool:
+        """Whether the corruption depends on the optimizer step (``inc_steps`` > 0)."""
+        return self.inc_steps > 0
+
     def finish_in_workers(self, device: torch.device | str) -> bool:
         """Whether DataLoader workers should finish the corruption for a trainer on ``device``."""
         if self.apply_on == "auto":
-            return torch.device(device).type == "cpu" and self.inc_steps <= 0
+            return torch.device(device).type == "cpu" and not self.has_curriculum
         return self.apply_on == "workers"
 
     @property
@@ -88,7 +93,7 @@ class CorruptionConfig:
             raise ValueError(f"white_noise_prob + colored_noise_prob must lie in [0, 1], got {synth}")
         if self.apply_on not in APPLY_ON:
             raise ValueError(f"apply_on must be one of {APPLY_ON}, got {self.apply_on!r}")
-        if self.apply_on == "workers" and self.inc_steps > 0:
+        if self.apply_on == "workers" and self.has_curriculum:
             raise ValueError("apply_on=workers needs inc_steps <= 0: the curriculum depends on the optimizer "
                              "step, which DataLoader workers do not know; use apply_on=device or auto")
         bad = [c for c in self.colors if c not in COLOR_EXPONENTS]
@@ -207,7 +212,7 @@ class CorruptionPolicy:
         memory, so handing it to the trainer copies nothing.
         """
         lengths = [int(n) for n in lengths]
-        if wavs is not None and self.cfg.inc_steps > 0:
+        if wavs is not None and self.cfg.has_curriculum:
             raise ValueError("a plan can only be finished in advance without a curriculum (inc_steps <= 0): "
                              "with one, the result depends on the optimizer step")
         if wavs is not None and tuple(wavs.shape) != (len(lengths), max_len):
@@ -217,7 +222,7 @@ class CorruptionPolicy:
         if wavs is None:
             return plan
         out = batch_zeros(*wavs.shape).copy_(wavs)
-        noisy = self._corrupt_rows(wavs, torch.tensor(lengths), plan, *self._decisions(plan, step=0), out)
+        noisy = self._corrupt_rows(out, torch.tensor(lengths), plan, *self._decisions(plan, step=0))
         return replace(plan, noise=None, noisy=noisy)
 
     def draw_ops(self, count: int, rng: np.random.Generator) -> list[int]:
@@ -305,7 +310,7 @@ class CorruptionPolicy:
         if plan.noisy is not None:  # finished in the worker, for any step (no curriculum)
             out = plan.noisy.to(wavs.device, non_blocking=True)
         else:
-            out = self._corrupt_rows(wavs, lengths.to(wavs.device), plan, snr, has_noise, has_reverb, wavs.clone())
+            out = self._corrupt_rows(wavs.clone(), lengths.to(wavs.device), plan, snr, has_noise, has_reverb)
         names = [OPS[int(n) + 2 * int(r)] for n, r in zip(has_noise, has_reverb)]
         return CorruptionResult(
             noisy=out, ops=names,
@@ -329,23 +334,24 @@ class CorruptionPolicy:
         return snr, has_noise, has_reverb
 
     @staticmethod
-    def _corrupt_rows(wavs: torch.Tensor, lengths: torch.Tensor, plan: CorruptionPlan, snr: torch.Tensor,
-                      has_noise: torch.Tensor, has_reverb: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-        """Noise then reverb into ``out`` (a copy of ``wavs``) on the rows that need them, batched (row
-        selection from CPU masks)."""
+    def _corrupt_rows(out: torch.Tensor, lengths: torch.Tensor, plan: CorruptionPlan, snr: torch.Tensor,
+                      has_noise: torch.Tensor, has_reverb: torch.Tensor) -> torch.Tensor:
+        """Noise then reverb, in place on ``out`` (a copy of the clean batch), on the rows that need
+        them, batched (row selection from CPU masks)."""
+        device, dtype = out.device, out.dtype
         rows = has_noise.nonzero().squeeze(1)
         if rows.numel():
             assert plan.noise is not None and plan.noise.shape[0] == rows.numel()  # finished plans drop it
-            idx = rows.to(wavs.device)
-            noise = plan.noise.to(wavs.device, wavs.dtype, non_blocking=True)
-            out[idx] = mix_at_snr(out[idx], noise, lengths[idx], snr[rows].to(wavs.device))
+            idx = rows.to(device)
+            noise = plan.noise.to(device, dtype, non_blocking=True)
+            out[idx] = mix_at_snr(out[idx], noise, lengths[idx], snr[rows].to(device))
         rows = has_reverb.nonzero().squeeze(1)
         if rows.numel():
-            idx = rows.to(wavs.device)
+            idx = rows.to(device)
             rir_lengths = plan.rir_lengths.cpu()[rows]
             rirs = plan.rirs.index_select(0, rows)[:, :int(rir_lengths.max())]
-            rirs = rirs.to(wavs.device, wavs.dtype, non_blocking=True)
-            out[idx] = reverberate(out[idx], lengths[idx], rirs, rir_lengths.to(wavs.device))
+            rirs = rirs.to(device, dtype, non_blocking=True)
+            out[idx] = reverberate(out[idx], lengths[idx], rirs, rir_lengths.to(device))
         return out
 
     def corrupt(self, wavs: torch.Tensor, lengths: torch.Tensor, rng: np.random.Generator,
