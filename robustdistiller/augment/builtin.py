@@ -7,13 +7,13 @@ a :class:`~robustdistiller.augment.noise.NoiseBank` folder like any other.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 
+from robustdistiller.atomic import atomic_write
 from robustdistiller.data.corpus import SPEAKERS, WORDS, synthesize_utterance
 
 SpeechSource = Sequence[np.ndarray] | Callable[[np.random.Generator], np.ndarray]
@@ -137,10 +137,8 @@ def write_builtin_noises(folder: str | Path, *, sample_rate: int = 16000, second
     paths = []
     for name, wav in builtin_noises(sample_rate, seconds, seed, speech).items():
         path = folder / f"builtin_{name}.wav"
-        tmp = folder / f".builtin_{name}.{os.getpid()}.wav"
-        # Float wav keeps unit-RMS signals (peaks above 1) without clipping; the rename makes the
-        # write atomic for processes indexing the same folder at the same time.
-        sf.write(tmp, wav, sample_rate, subtype="FLOAT")
-        os.replace(tmp, path)
+        # Float wav keeps unit-RMS signals (peaks above 1) without clipping; the atomic write
+        # matters to processes indexing the same folder at the same time.
+        atomic_write(path, lambda fh, wav=wav: sf.write(fh, wav, sample_rate, subtype="FLOAT", format="WAV"))
         paths.append(path)
     return paths

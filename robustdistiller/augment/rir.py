@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import tempfile
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -30,6 +29,7 @@ from typing import Literal
 import numpy as np
 from tqdm import tqdm
 
+from robustdistiller.atomic import atomic_write
 from robustdistiller.augment.rt60 import decay_length, measure_rt60
 from robustdistiller.data.audio import SAMPLE_RATE, AudioError, load_audio_channels
 from robustdistiller.data.manifest import DEFAULT_EXTENSIONS, scan_files
@@ -221,10 +221,9 @@ def load_or_simulate(cfg: SimulatedRIRConfig, sample_rate: int = SAMPLE_RATE) ->
     rirs = simulate_rirs(cfg, sample_rate)
     folder.mkdir(parents=True, exist_ok=True)
     offsets = np.cumsum([0] + [r.samples.size for r in rirs])
-    tmp = folder / f"rirs.{os.getpid()}.tmp.npz"
-    np.savez(tmp, samples=np.concatenate([r.samples for r in rirs]) if rirs else np.zeros(0, np.float32),
-             offsets=offsets, rt60=np.array([r.rt60 for r in rirs]), names=np.array([r.name for r in rirs]))
-    os.replace(tmp, path)  # atomic: a concurrent run never reads a half-written cache
+    arrays = {"samples": np.concatenate([r.samples for r in rirs]) if rirs else np.zeros(0, np.float32),
+              "offsets": offsets, "rt60": np.array([r.rt60 for r in rirs]), "names": np.array([r.name for r in rirs])}
+    atomic_write(path, lambda fh: np.savez(fh, **arrays))  # a concurrent run never reads a half-written cache
     (folder / "params.json").write_text(json.dumps(asdict(cfg) | {"sample_rate": sample_rate}, default=str, indent=1))
     return rirs
 

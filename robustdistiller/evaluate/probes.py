@@ -16,7 +16,6 @@ import copy
 import dataclasses
 import hashlib
 import logging
-import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from robustdistiller.atomic import atomic_write
 from robustdistiller.config import from_dict
 from robustdistiller.evaluate.metrics import accuracy, error_rate
 from robustdistiller.models.conv import DEFAULT_CONV_LAYERS, conv_output_lengths, lengths_to_mask, parse_conv_layers
@@ -184,10 +184,7 @@ def cached_features(
         except Exception as exc:  # noqa: BLE001 - any unreadable cache file is rebuilt, never fatal
             log.warning("feature cache %s is unreadable (%s); re-extracting", path, exc)
     feats = extract_features(upstream, wavs, batch_size=batch_size, device=device)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    torch.save(feats, tmp)
-    os.replace(tmp, path)  # atomic: a concurrent reader never sees a half-written file
+    atomic_write(path, lambda fh: torch.save(feats, fh))  # a concurrent reader never sees half a file
     return feats
 
 

@@ -16,8 +16,6 @@ Only ungated (final, pruned) checkpoints are supported: a stage-1 file still car
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +24,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from robustdistiller.atomic import atomic_path
 from robustdistiller.models.convert import KeyTable, map_key
 from robustdistiller.models.pruning import PrunableConfig, PrunableModel
 
@@ -296,23 +295,15 @@ def save_dphubert_checkpoint(
 
 def atomic_torch_save(path: str | Path, payload: Mapping[str, Any]) -> Path:
     """``torch.save`` to a temp file, check it reads back with ``weights_only=True``, then
-    ``os.replace`` it onto ``path`` (a reader never sees a half-written or unsafe file)."""
+    move it onto ``path`` (a reader never sees a half-written or unsafe file)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
             torch.save(dict(payload), fh)
-            fh.flush()
-            os.fsync(fh.fileno())
         try:
             torch.load(tmp, map_location="cpu", weights_only=True)
         except Exception as exc:  # noqa: BLE001 - any unpickling failure means the payload is not plain
             raise ValueError(f"{path}: payload is not loadable with weights_only=True: {exc}") from None
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path
 
 

@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import collections
 import copy
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from robustdistiller.atomic import atomic_write
 from robustdistiller.export.safe_pickle import safe_load
 from robustdistiller.models.student import DistillerConfig, DistillerModel
 
@@ -63,7 +62,7 @@ def save_s3prl_checkpoint(
     extra_config: dict[str, Any] | None = None,
     extra: dict[str, Any] | None = None,
 ) -> Path:
-    """Write ``model`` as an s3prl distiller checkpoint, atomically (temp file + ``os.replace``).
+    """Write ``model`` as an s3prl distiller checkpoint, atomically (:func:`robustdistiller.atomic.atomic_write`).
 
     ``extra_config`` is merged (recursively) into ``Config``, e.g. ``{"teacher": {"model": src}}``;
     ``extra`` adds top-level keys (optimizer / trainer state). Every value must be a tensor or a
@@ -86,18 +85,7 @@ def save_s3prl_checkpoint(
     payload = {"Distiller": state, "Config": config, "Step": int(step), **(extra or {})}
     _check_plain(payload, "checkpoint")
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(payload, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, lambda fh: torch.save(payload, fh))
 
 
 def is_s3prl_checkpoint(raw: Any) -> bool:

@@ -8,38 +8,28 @@ not a memory map), which keeps the writer's resident memory at one chunk for hou
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
 import numpy as np
 
+from robustdistiller.atomic import atomic_write, commit, temp_path
+
 FORMATS: tuple[str, ...] = ("npy", "pt")
 _HEADER_BYTES = 128  # npy v1.0 header, padded with spaces to a multiple of 64
-
-
-def _tmp_path(path: Path) -> Path:
-    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
 
 
 def save_features(path: Path, layers: Sequence[np.ndarray], fmt: str) -> Path:
     """Write one utterance's ``[T, D]`` arrays atomically; npy stacks them to ``[L, T, D]``."""
     if fmt not in FORMATS:
         raise ValueError(f"unknown feature format {fmt!r}; choose from {', '.join(FORMATS)}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_path(path)
-    try:
-        if fmt == "npy":
-            with tmp.open("wb") as fh:
-                np.save(fh, stack_layers(layers))
-        else:
-            import torch
+    if fmt == "npy":
+        atomic_write(path, lambda fh: np.save(fh, stack_layers(layers)))
+    else:
+        import torch
 
-            torch.save([torch.from_numpy(np.ascontiguousarray(a)) for a in layers], tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+        atomic_write(path, lambda fh: torch.save([torch.from_numpy(np.ascontiguousarray(a)) for a in layers], fh))
     return path
 
 
@@ -64,7 +54,7 @@ class NpyLayersWriter:
     def __init__(self, path: Path, num_layers: int, frames: int, dim: int) -> None:
         self.path, self.shape = path, (num_layers, frames, dim)
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._tmp = _tmp_path(path)
+        self._tmp = temp_path(path)
         self._fh = self._tmp.open("wb")
         self._fh.write(_npy_header(self.shape))
         self._fh.truncate(_HEADER_BYTES + 4 * num_layers * frames * dim)
@@ -94,8 +84,7 @@ class NpyLayersWriter:
         if self._written != self.shape[1]:
             self.abort()
             raise ValueError(f"{self.path}: only {self._written} of {self.shape[1]} frames were written")
-        os.replace(self._tmp, self.path)
-        return self.path
+        return commit(self._tmp, self.path)
 
     def abort(self) -> None:
         self._fh.close()

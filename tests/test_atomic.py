@@ -1,0 +1,61 @@
+"""One atomic-write helper: the destination holds the old file or the whole new one, never a part."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+from robustdistiller import atomic
+
+
+def test_atomic_write_replaces_and_fsyncs_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    synced: list[str] = []
+    real_fsync_dir = atomic.fsync_dir
+    monkeypatch.setattr(atomic, "fsync_dir", lambda folder: (synced.append(str(folder)), real_fsync_dir(folder)))
+    target = tmp_path / "a.bin"
+    target.write_bytes(b"old")
+    atomic.atomic_write(target, lambda fh: fh.write(b"new"))
+    assert target.read_bytes() == b"new"
+    assert synced == [str(tmp_path)]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.bin"]
+
+
+def test_failed_write_keeps_previous_file_and_leaves_no_temp(tmp_path: Path) -> None:
+    target = tmp_path / "a.bin"
+    target.write_bytes(b"old")
+
+    def half_then_fail(fh) -> None:
+        fh.write(b"ha")
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError, match="No space left"):
+        atomic.atomic_write(target, half_then_fail)
+    assert target.read_bytes() == b"old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.bin"]
+
+
+def test_atomic_path_keeps_suffix_for_format_sniffing_writers(tmp_path: Path) -> None:
+    with atomic.atomic_path(tmp_path / "x.wav") as tmp:
+        assert tmp.suffix == ".wav" and tmp.name.startswith(".x.wav.tmp-")
+        tmp.write_bytes(b"RIFF")
+    assert (tmp_path / "x.wav").read_bytes() == b"RIFF"
+
+
+def test_atomic_dir_appears_whole_or_not_at_all(tmp_path: Path) -> None:
+    with pytest.raises(RuntimeError, match="boom"):
+        with atomic.atomic_dir(tmp_path / "out") as tmp:
+            (tmp / "config.json").write_text("{}")
+            raise RuntimeError("boom")
+    assert list(tmp_path.iterdir()) == []
+    with atomic.atomic_dir(tmp_path / "out") as tmp:
+        (tmp / "config.json").write_text("{}")
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["config.json"]
+
+
+def test_stale_temps_lists_only_dead_writers(tmp_path: Path) -> None:
+    live = atomic.temp_path(tmp_path / "live.ckpt")
+    dead = tmp_path / ".states-10.ckpt.tmp-999999999-abc.ckpt"
+    dead.write_bytes(b"")
+    (tmp_path / "states-10.ckpt").write_bytes(b"")
+    assert atomic.stale_temps(tmp_path) == [dead]
+    assert live.exists() and str(os.getpid()) in live.name
