@@ -18,7 +18,10 @@ from robustdistiller.data.manifest import (
     ManifestEntry,
     manifest_from_csv,
     manifest_from_folder,
+    is_held_out_speaker,
     manifest_from_librispeech,
+    speaker_from_name,
+    split_held_out,
     validate_manifest,
 )
 from robustdistiller.data.report import BadFileReport
@@ -28,5 +31,6 @@ __all__ = [
     "load_audio_channels", "load_audio_segment", "BucketBatchSampler", "Corpus", "build_corpus",
     "synthesize_utterance", "AudioDataset", "Batch", "Skipped", "Utterance", "collate", "Manifest",
     "ManifestEntry", "manifest_from_csv", "manifest_from_folder", "manifest_from_librispeech", "validate_manifest",
+    "is_held_out_speaker", "speaker_from_name", "split_held_out",
     "BadFileReport",
 ]

@@ -234,6 +234,34 @@ def manifest_from_librispeech(
     return scan_files(root, rows, ["speaker"], workers=workers, desc=" + ".join(splits), report=report)
 
 
+# Speakers whose numeric id is a multiple of this are held out of pre-training and distillation in
+# every bundled recipe, demo and benchmark, so evaluation always hears voices no model was trained on.
+HELD_OUT_SPEAKER_MODULUS = 5
+
+
+def speaker_from_name(path: str | Path) -> str:
+    """LibriSpeech speaker id from a file name ``<speaker>-<chapter>-<utt>.flac`` (any folder)."""
+    return Path(path).name.split("-", 1)[0]
+
+
+def is_held_out_speaker(speaker: str) -> bool:
+    """True for the speakers kept out of training (numeric id divisible by
+    :data:`HELD_OUT_SPEAKER_MODULUS`: 46 of the 251 in train-clean-100)."""
+    if not speaker.isdigit():
+        raise ValueError(f"speaker id {speaker!r} is not numeric; held-out splits need LibriSpeech ids")
+    return int(speaker) % HELD_OUT_SPEAKER_MODULUS == 0
+
+
+def split_held_out(manifest: Manifest, column: str = "speaker") -> tuple[Manifest, Manifest]:
+    """``(train, held_out)`` by :func:`is_held_out_speaker` on label ``column``."""
+    if column not in manifest.label_names:
+        raise KeyError(f"manifest has no {column!r} column (columns: {', '.join(manifest.label_names) or 'none'})")
+    parts: tuple[list[ManifestEntry], list[ManifestEntry]] = ([], [])
+    for entry in manifest.entries:
+        parts[is_held_out_speaker(entry.labels[column])].append(entry)
+    return tuple(Manifest(manifest.root, rows, list(manifest.label_names)) for rows in parts)  # type: ignore[return-value]
+
+
 def manifest_from_csv(
     csv_path: str | Path,
     root: str | Path | None = None,

@@ -190,3 +190,19 @@ def test_validate_rejects_rows_too_short(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="shorter than 400"):
         validate_manifest(manifest)
     assert np.isclose(Manifest(tmp_path, [ManifestEntry("a.wav", 8000)]).total_seconds, 0.5)
+
+
+def test_held_out_speakers_split_by_id(tmp_path):
+    from robustdistiller.data.manifest import is_held_out_speaker, speaker_from_name, split_held_out
+
+    assert speaker_from_name("a/b/1040-133433-0000.flac") == "1040"
+    assert is_held_out_speaker("1040") and not is_held_out_speaker("103")
+    with pytest.raises(ValueError, match="not numeric"):
+        is_held_out_speaker("jackson")
+    manifest = Manifest(tmp_path, [ManifestEntry(f"{s}-1-0.flac", 16000, {"speaker": s}) for s in ("10", "11", "25")],
+                        ["speaker"])
+    train, held_out = split_held_out(manifest)
+    assert [e.labels["speaker"] for e in train.entries] == ["11"]
+    assert [e.labels["speaker"] for e in held_out.entries] == ["10", "25"]
+    with pytest.raises(KeyError, match="no 'spk' column"):
+        split_held_out(manifest, "spk")
