@@ -24,6 +24,9 @@ ExtractorMode = Literal["default", "layer_norm"]
 
 DEFAULT_CONV_LAYERS = "[(512,10,5)] + [(512,3,2)] * 4 + [(512,2,2)] * 2"
 
+MAX_CONV_ITEMS = 1000
+"""Most items any list in a conv spec may hold, so a stored spec cannot build a huge config."""
+
 
 def parse_conv_layers(spec: str) -> list[ConvLayer]:
     """Parse s3prl/fairseq's ``conv_feature_layers`` string without ``eval``.
@@ -58,10 +61,16 @@ def _eval_node(node: ast.AST, spec: str) -> int | list | tuple:
     if isinstance(node, ast.BinOp) and isinstance(node.op, (ast.Add, ast.Mult)):
         left, right = _eval_node(node.left, spec), _eval_node(node.right, spec)
         if isinstance(node.op, ast.Add) and type(left) is type(right):
+            if isinstance(left, (list, tuple)) and len(left) + len(right) > MAX_CONV_ITEMS:
+                raise ValueError(f"conv layer spec {spec!r}: more than {MAX_CONV_ITEMS} items in a list")
             return left + right
         if isinstance(node.op, ast.Mult) and isinstance(left, (list, tuple)) and isinstance(right, int):
-            if not 0 <= right <= 10_000:
-                raise ValueError(f"conv layer spec {spec!r}: repeat count {right} is out of range")
+            # Bound the *result*, not each factor: chained repeats ("* 10000 * 10000") multiply.
+            if right < 0 or len(left) * right > MAX_CONV_ITEMS:
+                raise ValueError(
+                    f"conv layer spec {spec!r}: {len(left)} item(s) * {right} is out of range "
+                    f"(at most {MAX_CONV_ITEMS} items in any list; real extractors have about 7 blocks)"
+                )
             return left * right
     raise ValueError(
         f"conv layer spec {spec!r}: only list/tuple literals of ints with '+' and '*' are allowed "

@@ -110,3 +110,24 @@ def test_bad_files_fail_clearly(tmp_path) -> None:
     gated = PrunableModel(tiny_config("wavlm", pruning_units=["head"]))
     with pytest.raises(ValueError, match="prune it first"):
         save_dphubert_checkpoint(tmp_path / "gated.pth", gated)
+
+
+def test_hubert_form_with_a_widest_layer_that_does_not_divide_the_embedding_loads(tmp_path, wave_batch) -> None:
+    # DPHuBERT's HuBERT form stores the head size separately: 3 heads of 16 in a 64-d model (like
+    # [11, 9] of 64 in a 768-d release) is valid, and stage 2 of `prune` reads its own pruned.pth back.
+    config = tiny_config("hubert", layer_heads=[[0, 1, 2], [0, 1]], layer_ffn_dims=[40, 128])
+    model = PrunableModel(config)
+    perturb(model, 3)
+    path = save_dphubert_checkpoint(tmp_path / "pruned.pth", model.eval())
+    raw = torch.load(path, weights_only=True)
+    assert raw["config"]["encoder_num_heads"] == [3, 2] and raw["config"]["encoder_head_dim"] == 16
+
+    loaded = robustdistiller.load(path)
+    assert loaded.config.head_counts == [3, 2] and loaded.config.head_dim == 16
+    wavs, lengths = wave_batch
+    with torch.no_grad():
+        for a, b in zip(loaded.extract(wavs, lengths), model.extract(wavs, lengths), strict=True):
+            torch.testing.assert_close(a, b, rtol=0, atol=0)
+    # WavLM keeps the rule: its position bias is split over the unpruned heads.
+    with pytest.raises(ValueError, match="not divisible by total_heads 3"):
+        tiny_config("wavlm", total_heads=3, layer_heads=[[0, 1, 2], [0]])

@@ -71,7 +71,12 @@ class PrunableConfig:
                 raise ValueError(f"layer {i}: heads {heads} must be increasing indices below {self.total_heads}")
         if any(f < 0 for f in self.layer_ffn_dims):
             raise ValueError(f"layer_ffn_dims must be >= 0, got {self.layer_ffn_dims}")
-        if self.embed_dim % self.total_heads:
+        if self.head_dim < 1:
+            raise ValueError(f"head_dim must be >= 1, got {self.head_dim}")
+        if self.family == "wavlm" and self.embed_dim % self.total_heads:
+            # WavLM's position bias and gates split the embedding over the unpruned heads; HuBERT /
+            # wav2vec 2.0 keep head_dim separately, so a pruned widest layer (e.g. 11 heads of 64
+            # in a 768-d model) need not divide the embedding.
             raise ValueError(f"embed_dim {self.embed_dim} is not divisible by total_heads {self.total_heads}")
         if self.family == "wavlm" and not self.layer_heads[0]:
             # Only layer 0 owns the relative-position bias every later layer uses.
