@@ -305,12 +305,14 @@ def load_strict(model: nn.Module, state: dict[str, Tensor], source: str) -> None
 
 # ---------------------------------------------------------------- fairseq / unilm
 
-# Objects that fairseq checkpoints pickle beside the weights (task dictionaries, numpy scalars in
-# training metadata). They are rebuilt as inert stand-ins and never used.
+# Objects that fairseq checkpoints pickle beside the weights (task dictionaries, numpy scalars and
+# arrays in training metadata such as ``extra_state``). They are rebuilt as inert stand-ins that
+# keep their pickled data (an array's shape, dtype and bytes) and are never used; numpy is pickled
+# as ``numpy.core`` (1.x) or ``numpy._core`` (2.x).
 _FAIRSEQ_OPAQUE_GLOBALS = (
     "fairseq.data.dictionary.Dictionary",
-    "numpy.core.multiarray.scalar",
-    "numpy._core.multiarray.scalar",
+    *(f"numpy.{core}.multiarray.{name}" for core in ("core", "_core") for name in ("scalar", "_reconstruct")),
+    "numpy.ndarray",
     "numpy.dtype",
 )
 
@@ -326,10 +328,10 @@ _FAIRSEQ_DEFAULTS: dict[str, Any] = {
     "layer_norm_first": False,
     "conv_pos": 128,
     "conv_pos_groups": 16,
-    "num_buckets": 320,
-    "max_distance": 800,
     "activation_fn": "gelu",
 }
+# unilm's WavLMConfig defaults; released files state these, incomplete ones fall back to them.
+_UNILM_WAVLM_DEFAULTS: dict[str, Any] = {"num_buckets": 320, "max_distance": 1280}
 
 
 def read_fairseq_checkpoint(path: Path) -> tuple[dict[str, Any], dict[str, Any], dict[str, Tensor]]:
@@ -360,10 +362,13 @@ def teacher_config_from_fairseq(cfg: dict[str, Any], task: dict[str, Any], state
     name = str(cfg.get("_name") or cfg.get("arch") or "")
     if "w2v_args" in cfg or "w2v_path" in cfg or any(k.startswith("w2v_encoder.") for k in state):
         raise UnsupportedTeacherError("fine-tuned (CTC) fairseq checkpoints are not supported; use the pretrained one")
-    is_wavlm = any(k.endswith("relative_attention_bias.weight") for k in state) or "relative_position_embedding" in cfg
+    has_bias = any(k.endswith("relative_attention_bias.weight") for k in state)
+    is_wavlm = has_bias or "relative_position_embedding" in cfg
     if is_wavlm:
         family = "wavlm"
-        if not cfg.get("relative_position_embedding", True) or not cfg.get("gru_rel_pos", True):
+        # An absent flag is read off the weights (unilm's own default is False for both).
+        has_gate = any(".grep_linear." in k for k in state)
+        if not cfg.get("relative_position_embedding", has_bias) or not cfg.get("gru_rel_pos", has_gate):
             raise UnsupportedTeacherError("WavLM without relative position embedding / gated rel-pos is not supported")
     elif name.startswith("hubert"):
         family = "hubert"
@@ -373,7 +378,8 @@ def teacher_config_from_fairseq(cfg: dict[str, Any], task: dict[str, Any], state
         raise UnsupportedTeacherError(
             f"unsupported fairseq architecture {name!r}: expected hubert, wav2vec2 or a unilm WavLM checkpoint"
         )
-    c = {**_FAIRSEQ_DEFAULTS, **{k: v for k, v in cfg.items() if v is not None}}
+    defaults = {**_FAIRSEQ_DEFAULTS, **(_UNILM_WAVLM_DEFAULTS if family == "wavlm" else {})}
+    c = {**defaults, **{k: v for k, v in cfg.items() if v is not None}}
     if c["activation_fn"] != "gelu":
         raise UnsupportedTeacherError(f"unsupported activation_fn {c['activation_fn']!r} (only gelu)")
     if int(c.get("pos_conv_depth", 1)) != 1 or c.get("conv_pos_batch_norm", False):

@@ -205,3 +205,49 @@ def test_hf_key_maps_round_trip(hf_dir, pre_ln):
     assert set(hf_state) == set(load_file(str(path / "model.safetensors")))
     back = hf_to_ours(hf_state, group_norm=not pre_ln)
     assert back.keys() == state.keys() and all(torch.equal(back[k], state[k]) for k in state)
+
+
+def test_fairseq_extra_state_with_numpy_arrays_loads(hf_dir, tmp_path, wave_batch):
+    """fairseq keeps training metadata (meters, sampler state) in ``extra_state``: numpy arrays and
+    scalars there are plain data, rebuilt as inert records, never imported or run."""
+    import numpy as np
+
+    ref = load_teacher(hf_dir("hubert"))
+    extra_state = {"epoch": 3, "best": np.float64(1.5), "indices": np.arange(6, dtype=np.int64).reshape(2, 3),
+                   "names": np.array(["a", "bb"]), "meters": {"loss": np.array([0.5, 0.25], dtype=np.float32)}}
+    path = tmp_path / "hubert.pt"
+    cfg = {"model": _fairseq_cfg(ref, "hubert"), "task": {"normalize": False}}
+    torch.save({"cfg": cfg, "model": ref.model.state_dict(), "extra_state": extra_state}, path)
+    teacher = load_teacher(path)
+    wavs, lengths = wave_batch
+    assert torch.equal(teacher(wavs, lengths).hidden_states[-1], ref(wavs, lengths).hidden_states[-1])
+
+
+def _unilm_file(ref: Teacher, path: Path, **cfg_changes) -> Path:
+    cfg = _fairseq_cfg(ref, "unused")
+    cfg.pop("_name")
+    cfg.update(relative_position_embedding=True, gru_rel_pos=True, num_buckets=16, normalize=False)
+    for key, value in cfg_changes.items():
+        if value is None:
+            cfg.pop(key, None)
+        else:
+            cfg[key] = value
+    torch.save({"cfg": cfg, "model": ref.model.state_dict()}, path)
+    return path
+
+
+def test_unilm_cfg_fields_that_are_absent_take_unilm_defaults(hf_dir, tmp_path):
+    ref = load_teacher(hf_dir("wavlm"))
+    # No max_distance: unilm's WavLMConfig default is 1280 (800 is torchaudio's / HF's default).
+    teacher = load_teacher(_unilm_file(ref, tmp_path / "a.pt", max_distance=None))
+    assert teacher.model.config.max_distance == 1280
+    assert load_teacher(_unilm_file(ref, tmp_path / "b.pt", max_distance=40)).model.config.max_distance == 40
+    # No flags: read off the weights (a relative bias and gates are present).
+    flagless = _unilm_file(ref, tmp_path / "c.pt", relative_position_embedding=None, gru_rel_pos=None)
+    assert load_teacher(flagless).family == "wavlm"
+    # No flags and no gate weights: unilm's default (gru_rel_pos False) is a model we cannot rebuild.
+    state = {k: v for k, v in ref.model.state_dict().items() if "grep_" not in k}
+    cfg = torch.load(flagless, weights_only=True)["cfg"]
+    torch.save({"cfg": cfg, "model": state}, tmp_path / "d.pt")
+    with pytest.raises(UnsupportedTeacherError, match="gated rel-pos is not supported"):
+        load_teacher(tmp_path / "d.pt")
