@@ -67,15 +67,29 @@ def _student_layer_names(model: DistillerModel) -> list[str]:
             + [f"head{k + 1}->T{t}" for k, t in enumerate(cfg.pred_layer_id)])
 
 
-def _enhancement_head(raw: dict[str, Any], source: str) -> tuple[EnhancementHead | None, str]:
-    """The head a training run saved with the checkpoint (``EnhancementHead`` +
-    ``Config["enhancement_head"]``), in eval mode; None when there is none."""
-    state = raw.get("EnhancementHead")
-    section = raw.get("Config", {}).get("enhancement_head")
+def _enhancement_head(raw: dict[str, Any], fmt: str, source: str) -> tuple[EnhancementHead | None, str]:
+    """The head a training run saved with the checkpoint, in eval mode; None when there is none.
+
+    Args:
+        raw: the unpickled file. Distiller checkpoints keep the head as ``EnhancementHead`` +
+            ``Config["enhancement_head"]``; DPHuBERT-format files (``prune``'s ``pruned.pth`` /
+            ``final.pth``) as ``enhancement_head`` + ``enhancement_config``.
+        fmt: ``"s3prl"`` or ``"dphubert"``.
+        source: the path, for messages.
+    Returns:
+        The head (or None) and the features it reads (``"cnn"`` or ``"last"``).
+    """
+    if fmt == "s3prl":
+        state, section = raw.get("EnhancementHead"), raw.get("Config", {}).get("enhancement_head")
+        names = ("EnhancementHead", "Config['enhancement_head']")
+    else:
+        state, section = raw.get("enhancement_head"), raw.get("enhancement_config")
+        names = ("enhancement_head", "enhancement_config")
     if state is None:
         return None, "cnn"
     if not isinstance(section, dict):
-        log.warning("%s: has EnhancementHead weights but no Config['enhancement_head']; head ignored", source)
+        log.warning("%s: has %s weights but no %s (written before heads kept their config); head ignored",
+                    source, *names)
         return None, "cnn"
     cfg = from_dict(EnhancementConfig, section)
     head = EnhancementHead(cfg)
@@ -96,12 +110,14 @@ def load_model_under_test(path: str | Path, name: str) -> ModelUnderTest:
         teacher = load_teacher(source)  # fairseq/unilm .pt or a hub id
         return _teacher_entry(teacher, name, source, "fairseq" if local.is_file() else "hf-hub")
     loaded = open_model(local)
+    head, head_input = _enhancement_head(loaded.raw, loaded.format, source) if loaded.raw else (None, "cnn")
     if loaded.checkpoint is None:
-        return _teacher_entry(loaded.model, name, source, loaded.format)
+        entry = _teacher_entry(loaded.model, name, source, loaded.format)
+        entry.enhancement, entry.enhancement_input = head, head_input
+        return entry
     student: DistillerModel = loaded.model  # type: ignore[assignment]
     n = student.config.encoder_layers
     pairs = [(1 + n + k, t) for k, t in enumerate(student.config.pred_layer_id)]
-    head, head_input = _enhancement_head(loaded.checkpoint.raw, source)
     return ModelUnderTest(
         name=name, path=source, kind="student", format=loaded.format, model=student,
         model_id=state_fingerprint(student), layer_names=_student_layer_names(student),

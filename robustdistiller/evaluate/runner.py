@@ -163,7 +163,9 @@ def _enhance(mut: ModelUnderTest, noisy: np.ndarray) -> np.ndarray:
     x = torch.from_numpy(noisy)[None]
     lengths = torch.tensor([x.shape[1]])
     out = mut.model(x, lengths)
-    feats = out.cnn_features if mut.enhancement_input == "cnn" else out.hiddens[-1]
+    # A student's output lists its layers (``hiddens``); a pruned DPHuBERT model's names the last one.
+    last = out.hiddens[-1] if hasattr(out, "hiddens") else out.last_hidden_state
+    feats = out.cnn_features if mut.enhancement_input == "cnn" else last
     return mut.enhancement.enhance(feats, x, lengths)[0].numpy()  # type: ignore[union-attr]
 
 

@@ -42,6 +42,7 @@ class LoadedModel:
     format: str  # "s3prl" | "hf" | "dphubert"
     model: nn.Module
     checkpoint: S3PRLCheckpoint | None = None  # set for "s3prl"
+    raw: dict[str, Any] | None = None  # the unpickled file ("s3prl", "dphubert"): extra keys such as a saved head
 
 
 def load(path: str | Path) -> nn.Module:
@@ -67,9 +68,10 @@ def open_model(path: str | Path) -> LoadedModel:
     raw = safe_load(path)
     if is_s3prl_checkpoint(raw):
         checkpoint = parse_s3prl_checkpoint(raw, str(path))
-        return LoadedModel("s3prl", student_from_checkpoint(checkpoint, str(path)), checkpoint)
+        return LoadedModel("s3prl", student_from_checkpoint(checkpoint, str(path)), checkpoint, raw)
     if is_dphubert_checkpoint(raw):
-        return LoadedModel("dphubert", model_from_dphubert(parse_dphubert_checkpoint(raw, str(path)), str(path)))
+        model = model_from_dphubert(parse_dphubert_checkpoint(raw, str(path)), str(path))
+        return LoadedModel("dphubert", model, raw=raw)
     raise ValueError(_unsupported(path, _describe_content(raw)))
 
 

@@ -287,10 +287,17 @@ def write_pruned(trainer: DistillPruneTrainer, path: Path) -> Path:
     log.info("%s", report.summary())
     extra: dict[str, Any] = {"prune_report": {
         "params_before": report.params_before, "params_after": report.params_after, "notes": report.notes,
-    }}
-    if trainer.head is not None:
-        extra["enhancement_head"] = {k: v.detach().cpu() for k, v in trainer.head.state_dict().items()}
+    }, **head_extra(trainer)}
     return save_dphubert_checkpoint(path, pruned, distill_linear_projs=student.projections.state_dict(), extra=extra)
+
+
+def head_extra(trainer: DistillTrainer) -> dict[str, Any]:
+    """The enhancement head's weights and its config (``evaluate`` rebuilds the head from both), as
+    extra top-level keys of a DPHuBERT-format file; empty without a head."""
+    if trainer.head is None:
+        return {}
+    return {"enhancement_head": {k: v.detach().cpu() for k, v in trainer.head.state_dict().items()},
+            "enhancement_config": to_dict(trainer.recipe.enhancement)}
 
 
 def _stage_done(result: DistillResult, total_steps: int) -> bool:
@@ -332,11 +339,9 @@ def _run(recipe: PruneRecipe, resume: bool, ctx: DistContext) -> PruneResult:
         return PruneResult("final_distill", result.step, pruned, None, result.interrupted)
     if ctx.is_main:
         student: PruningStudent = trainer2.student  # type: ignore[assignment]
-        extra = {}
-        if trainer2.head is not None:
-            extra["enhancement_head"] = {k: v.detach().cpu() for k, v in trainer2.head.state_dict().items()}
         model = copy.deepcopy(student.model).cpu()
-        save_dphubert_checkpoint(final, model, distill_linear_projs=student.projections.state_dict(), extra=extra)
+        save_dphubert_checkpoint(final, model, distill_linear_projs=student.projections.state_dict(),
+                                 extra=head_extra(trainer2))
         log.info("final pruned model: %s (%s parameters)", final, f"{model.num_params():,}")
     barrier(ctx)
     return PruneResult("final_distill", result.step, pruned, final)

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 import robustdistiller
 from robustdistiller.cli import main
 from robustdistiller.config import apply_overrides, from_dict
+from robustdistiller.evaluate.metrics import si_snr
+from robustdistiller.evaluate.models import load_model_under_test
+from robustdistiller.evaluate.runner import enhancement_row
 from robustdistiller.export.info import describe
 from robustdistiller.export.safe_pickle import safe_load
 from robustdistiller.models.pruning import PrunableConfig, PrunableModel, config_params
@@ -92,8 +96,27 @@ def test_robust_variant_stops_resumes_and_runs_from_the_cli(tiny_manifest, teach
     assert "encoder_remaining_heads" in raw["config"] and "enhancement_head" in raw
     model = robustdistiller.load(out / "final.pth")
     assert model.config.family == "wavlm"
+    _evaluate_scores_the_saved_head(out / "final.pth", raw)
     # a second --resume has nothing left to do
     assert main(["prune", "--config", str(yaml_path), "--resume"]) == 0
 
     with pytest.raises(ValueError, match="pruning.units"):
         _recipe(tiny_manifest, teacher_dir("wavlm"), out, "pruning.units=[conv,typo]")
+
+
+def _evaluate_scores_the_saved_head(path: Path, raw: dict) -> None:
+    """``evaluate`` rebuilds an RD-DPWavLM file's head from its weights and config and enhances with
+    it: the pruned model's CNN features of the noisy input go in, a waveform of the input's length
+    comes out."""
+    mut = load_model_under_test(path, "rd-dpwavlm")
+    assert mut.enhancement is not None and mut.describe()["has_enhancement"]
+    for key, value in mut.enhancement.state_dict().items():
+        assert torch.equal(value, raw["enhancement_head"][key]), key
+    rng = np.random.default_rng(0)
+    clean = (0.3 * np.sin(np.arange(8000) * 0.05)).astype(np.float32)
+    noisy = clean + 0.1 * rng.standard_normal(8000).astype(np.float32)
+    x = torch.from_numpy(noisy)[None]
+    with torch.no_grad():
+        expected = mut.enhancement.enhance(mut.model(x, torch.tensor([8000])).cnn_features, x, torch.tensor([8000]))
+    row = enhancement_row(mut, "toy", "white", [(clean, noisy)])
+    assert row["n"] == 1 and row["si_snr"] == pytest.approx(si_snr(expected[0].numpy(), clean), abs=1e-4)
