@@ -114,3 +114,21 @@ def test_missing_and_damaged_files_give_clear_errors(tmp_path):
     for name in ("empty.ckpt", "junk.ckpt", "cut.ckpt"):
         with pytest.raises(ValueError, match="not a readable torch checkpoint"):
             safe_load(tmp_path / name)
+
+
+def test_the_static_scan_names_every_offending_global_before_loading(tmp_path, monkeypatch):
+    # torch's weights-only unpickler stops at the first global it refuses; the static scan of the
+    # zip's pickle lists them all, and nothing is unpickled at all (torch.load is never reached).
+    marker = tmp_path / "pwned"
+    path = tmp_path / "two.ckpt"
+    torch.save({"a": _SystemPayload(marker), "b": _EvalPayload(marker)}, path)
+    calls = []
+    real_load = torch.load
+    monkeypatch.setattr(torch, "load", lambda *a, **k: calls.append(a) or real_load(*a, **k))
+
+    with pytest.raises(UnsafeCheckpointError, match="builtins.eval") as info:
+        safe_load(path)
+
+    assert info.value.offending == sorted(["builtins.eval", f"{os.system.__module__}.system"])
+    assert calls == [] and not marker.exists()
+
