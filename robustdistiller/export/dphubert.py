@@ -27,6 +27,7 @@ from torch import Tensor
 from robustdistiller.atomic import atomic_path
 from robustdistiller.models.convert import KeyTable, map_key
 from robustdistiller.models.pruning import PrunableConfig, PrunableModel
+from robustdistiller.models.teacher import load_strict
 
 _PRUNE_FLAGS = (
     "extractor_prune_conv_channels",
@@ -262,11 +263,9 @@ def parse_dphubert_checkpoint(raw: Any, source: str = "<checkpoint>") -> DPHuBER
 def model_from_dphubert(checkpoint: DPHuBERTCheckpoint, source: str = "<checkpoint>") -> PrunableModel:
     """Build the model and load its weights strictly (eval mode)."""
     model = PrunableModel(checkpoint.config)
-    try:
-        model.load_state_dict(checkpoint.state_dict, strict=True)
-    except RuntimeError as exc:
-        detail = " ".join(str(exc).split())
-        raise ValueError(f"{source}: weights do not match the DPHuBERT config: {detail}") from None
+    # Keys and shapes are checked before copying; the message uses the file's (torchaudio) names.
+    load_strict(model, checkpoint.state_dict, f"{source} (DPHuBERT)",
+                display=lambda key: map_key(key, _OURS_TO_DP, group_norm=True) or key)
     return model.eval()
 
 

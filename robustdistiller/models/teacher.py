@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -289,18 +290,39 @@ def _from_hf(name: str, local: Path | None) -> TeacherModel:
     return model
 
 
-def load_strict(model: nn.Module, state: dict[str, Tensor], source: str) -> None:
-    """``load_state_dict(strict=True)`` with an error that names the source and the keys."""
-    expected = set(model.state_dict())
-    missing = sorted(expected - set(state))
-    unexpected = sorted(set(state) - expected)
-    if missing or unexpected:
+def load_strict(
+    model: nn.Module, state: dict[str, Tensor], source: str, display: Callable[[str], str] | None = None
+) -> None:
+    """``load_state_dict(strict=True)`` with an error that names the source, the keys and the shapes.
+
+    Args:
+        model: the model built from the file's config (may live on the meta device: then only
+            names and shapes are checked).
+        state: the file's weights under the model's key names.
+        source: the file or hub id, for the message.
+        display: maps a model key to the name the file uses (DPHuBERT's torchaudio names), so the
+            message names what the user will find in the file; identity by default.
+    Raises:
+        UnsupportedTeacherError: a key is missing, unexpected, or has another shape.
+    """
+    show = display or (lambda key: key)
+    expected = model.state_dict()
+    missing = sorted(show(k) for k in set(expected) - set(state))
+    unexpected = sorted(show(k) for k in set(state) - set(expected))
+    shapes = sorted(
+        f"{show(k)}: file {tuple(v.shape)}, config {tuple(expected[k].shape)}"
+        for k, v in state.items() if k in expected and v.shape != expected[k].shape
+    )
+    if missing or unexpected or shapes:
         raise UnsupportedTeacherError(
             f"{source}: weights do not match the architecture read from its config "
-            f"(missing: {missing[:8]}{'...' if len(missing) > 8 else ''}; "
-            f"unexpected: {unexpected[:8]}{'...' if len(unexpected) > 8 else ''})"
+            f"(missing: {_first(missing)}; unexpected: {_first(unexpected)}; wrong shape: {_first(shapes)})"
         )
     model.load_state_dict(state, strict=True)
+
+
+def _first(items: list[str], n: int = 8) -> str:
+    return f"{items[:n]}{'...' if len(items) > n else ''}"
 
 
 # ---------------------------------------------------------------- fairseq / unilm

@@ -95,7 +95,8 @@ def test_bad_files_fail_clearly(tmp_path) -> None:
     model = _reference_model()
     state = ours_to_dphubert(model.state_dict())
     cases = {
-        "missing": ({k: v for k, v in state.items() if "pos_conv" not in k}, _wavlm_config_dict(), "Missing key"),
+        "missing": ({k: v for k, v in state.items() if "pos_conv" not in k}, _wavlm_config_dict(),
+                    r"missing: \[.encoder.transformer.pos_conv_embed.conv.bias"),
         "gated": (state, {**_wavlm_config_dict(), "encoder_prune_attention_heads": True}, "prune it first"),
         "typo": (state, {**_wavlm_config_dict(), "encoder_num_layer": 2}, "unknown DPHuBERT config keys"),
         "shape": (state, {**_wavlm_config_dict(), "encoder_ff_interm_features": [49, 0]}, "do not match"),
