@@ -122,7 +122,7 @@ def test_segment_errors(tone, write_wav, tmp_path: Path) -> None:
     (tmp_path / "junk.wav").write_bytes(b"junk" * 100)
     with pytest.raises(AudioError, match="unreadable"):
         load_audio_segment(tmp_path / "junk.wav", 0, 10)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="invalid segment start=-1 num=10"):
         load_audio_segment(path, -1, 10)
 
 

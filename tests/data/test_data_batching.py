@@ -111,9 +111,9 @@ def test_resume_refuses_other_data() -> None:
 
 
 def test_argument_errors() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="set batch_size or max_seconds"):
         BucketBatchSampler(LENGTHS, batch_size=None)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="rank 2 is outside world_size 2"):
         BucketBatchSampler(LENGTHS, rank=2, world_size=2)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="no utterances to batch"):
         BucketBatchSampler([], batch_size=4)

@@ -65,7 +65,7 @@ def test_real_time_factor_restores_threads():
     rtf = real_time_factor(Slow(), seconds=0.5, threads=1, repeats=3)
     assert torch.get_num_threads() == before
     assert rtf >= 0.01 / 0.5
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="threads and repeats must be >= 1"):
         real_time_factor(Slow(), threads=0)
 
 

@@ -132,7 +132,7 @@ def test_accuracy_and_error_rate():
     assert edit_distance([1, 2], []) == 2
     # Corpus level: (1 + 0) edits over (3 + 2) reference tokens.
     assert error_rate([[1, 2], [5, 6]], [[1, 2, 3], [5, 6]]) == pytest.approx(0.2)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="1 predictions for 2 targets"):
         accuracy([1], [1, 2])
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="every reference is empty"):
         error_rate([[]], [[]])

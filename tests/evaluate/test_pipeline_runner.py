@@ -158,7 +158,7 @@ def test_bad_arguments_are_refused(setup: dict, tmp_path: Path) -> None:
         evaluate(setup["models"], out_dir=tmp_path)
     with pytest.raises(ValueError, match="train_on"):
         evaluate(setup["models"], out_dir=tmp_path, tasks=setup["kwargs"]["tasks"], train_on="noisy")  # type: ignore[arg-type]
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(FileNotFoundError, match="no such checkpoint file: .*missing.ckpt"):
         evaluate([tmp_path / "missing.ckpt"], out_dir=tmp_path, **{**setup["kwargs"], "names": None})
 
 

@@ -52,7 +52,7 @@ def test_runtime_rejects_bad_input(student, tmp_path):
     (tmp_path / "junk.onnx").write_bytes(b"not onnx")
     with pytest.raises(ValueError, match="not a loadable ONNX"):
         OnnxModel(tmp_path / "junk.onnx")
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(FileNotFoundError, match="ONNX model not found: .*missing.onnx"):
         OnnxModel(tmp_path / "missing.onnx")
 
 

@@ -39,7 +39,7 @@ def test_config_validation():
         from_dict(EnhancementConfig, {"n_fft": 1024})
     with pytest.raises(ConfigError, match="hop"):
         from_dict(EnhancementConfig, {"hop": 150})
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match="loss: 'l3' is not one of"):
         from_dict(EnhancementConfig, {"loss": "l3"})
 
 

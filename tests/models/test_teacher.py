@@ -189,9 +189,9 @@ def test_unsupported_sources_fail_clearly(hf_dir, tmp_path):
         load_teacher(other)
     bad = tmp_path / "not_a_checkpoint.pt"
     bad.write_bytes(b"garbage")
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="not_a_checkpoint.pt: not a readable torch checkpoint"):
         load_teacher(bad)
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(FileNotFoundError, match="teacher source not found: .*missing.pt"):
         load_teacher(tmp_path / "missing.pt")
 
 

@@ -105,9 +105,9 @@ def test_schedule_state_round_trip():
 
 def test_schedule_rejects_bad_settings():
     opt = build_optimizer(nn.Linear(2, 2))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="total_steps must be positive, got 0"):
         warmup_linear_schedule(opt, total_steps=0)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"warmup_proportion must be in \[0, 1\), got 1.0"):
         warmup_linear_schedule(opt, total_steps=10, warmup_proportion=1.0)
 
 
