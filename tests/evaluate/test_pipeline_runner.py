@@ -12,6 +12,7 @@ import torch
 from robustdistiller.config import from_dict, to_dict
 from robustdistiller.data.corpus import build_corpus
 from robustdistiller.evaluate.conditions import ConditionConfig
+from robustdistiller.evaluate.metrics import pesq_wb, si_snr, stoi
 from robustdistiller.evaluate.results import SCHEMA_VERSION, TABLES, Results
 from robustdistiller.data.report import BadFileReport
 from robustdistiller.evaluate.models import load_model_under_test
@@ -78,8 +79,11 @@ def test_results_json_schema_and_tables(setup: dict) -> None:
     assert [c["id"] for c in data["conditions"]] == ["clean", "noise/white/snr+0", "noise/white/snr+20", "reverb/rt0.3"]
     # One probe row per (model, task, condition), scores in [0, 1], no degradation on clean.
     assert len(data["probes"]) == 3 * 2 * 4
-    assert all(0.0 <= p["value"] <= 1.0 for p in data["probes"])
-    assert all(p["degradation"] == 0.0 for p in data["probes"] if p["condition"] == "clean")
+    # Accuracy over the 8 test utterances is k / 8; degradation is the clean score minus this one.
+    assert all(p["n"] == 8 and p["value"] * 8 == round(p["value"] * 8) for p in data["probes"])
+    clean = {(p["model"], p["task"]): p["value"] for p in data["probes"] if p["condition"] == "clean"}
+    for p in data["probes"]:
+        assert p["degradation"] == pytest.approx(clean[p["model"], p["task"]] - p["value"], abs=1e-12), p
     assert len(data["headline"]) == 3 * 2
     assert Results.read(out / "results.json").to_dict()["probes"] == data["probes"]
     for table in ("probes", "distortion", "headline", "efficiency", "conditions"):
@@ -109,7 +113,15 @@ def test_enhancement_and_efficiency_rows(setup: dict) -> None:
     assert {e["model"] for e in enh} == {"robust"}
     assert {e["condition"] for e in enh if e["dataset"] == "conditions"} == {"noise/white/snr+0",
                                                                             "noise/white/snr+20", "reverb/rt0.3"}
-    assert all(e["n"] == 1 and e["si_snr_improvement"] is not None for e in enh)
+    for e in enh:
+        assert e["n"] == 1 and e["si_snr_improvement"] == pytest.approx(e["si_snr"] - e["noisy_si_snr"], abs=1e-9)
+        # A random head scales the noisy magnitudes by about 0.5: SI-SNR is nearly unchanged.
+        assert abs(e["si_snr_improvement"]) < 1.0, e
+        assert 1.0 <= e["pesq_wb"] <= 4.7 and 0.0 < e["stoi"] <= 1.0, e
+    # White noise mixed at an exact SNR: the noisy input's SI-SNR is that SNR.
+    noisy = {e["condition"]: e["noisy_si_snr"] for e in enh}
+    assert noisy["noise/white/snr+0"] == pytest.approx(0.0, abs=0.5)
+    assert noisy["noise/white/snr+20"] == pytest.approx(20.0, abs=0.5)
     eff = {e["model"]: e for e in results.efficiency}
     assert set(eff) == {"plain", "robust", "teacher"}
     assert eff["teacher"]["parameters"] > eff["plain"]["parameters"] > 0
@@ -122,9 +134,13 @@ def test_voicebank_pairs_are_scored(setup: dict, shared_data: Path) -> None:
     assert len(pairs) == 6 and len(report) == 0 and all(c.shape == n.shape for c, n in pairs)
     robust = load_model_under_test(setup["models"][1], "robust")
     row = enhancement_row(robust, "voicebank_demand", "real", pairs[:1])
-    assert row["n"] == 1 and 1.0 <= row["noisy_pesq_wb"] <= 4.7 and 0.0 <= row["noisy_stoi"] <= 1.0
-    # A random head scales the noisy magnitudes by ~0.5: SI-SNR is nearly unchanged, not NaN.
-    assert abs(row["si_snr_improvement"]) < 10.0
+    clean, noisy = pairs[0]
+    assert row["n"] == 1
+    assert row["noisy_pesq_wb"] == pytest.approx(pesq_wb(clean, noisy), abs=1e-6)
+    assert row["noisy_stoi"] == pytest.approx(stoi(clean, noisy, 16000), abs=1e-9)
+    assert row["noisy_si_snr"] == pytest.approx(si_snr(noisy, clean), abs=1e-6)
+    # A random head scales the noisy magnitudes by about 0.5: SI-SNR is nearly unchanged (0.15 dB here).
+    assert abs(row["si_snr_improvement"]) < 1.0
     with pytest.raises(FileNotFoundError, match="clean/ and noisy/"):
         voicebank_pairs(shared_data / "fsdd", report)
 
@@ -142,10 +158,13 @@ def test_report_files_and_plots(setup: dict) -> None:
 
 
 def test_a_second_run_reproduces_the_conditions_and_scores(setup: dict) -> None:
+    # A cache of its own: features are extracted again, so extraction itself must be deterministic.
+    cache = setup["root"] / "cache-again"
     again = evaluate(setup["models"], out_dir=setup["root"] / "again", **{**setup["kwargs"],
                                                                        "options": quick_options(
         max_train=16, max_val=8, max_test=8, max_distortion=8, max_enhancement=0, probe={"epochs": 2},
-        efficiency=False, cache_dir=str(setup["root"] / "cache"))})
+        efficiency=False, cache_dir=str(cache))})
+    assert any(cache.rglob("*")), "the second run wrote its own feature cache"
     first = setup["results"]
     assert again.condition_fingerprint == first.condition_fingerprint
     assert [c["hash"] for c in again.conditions] == [c["hash"] for c in first.conditions]
