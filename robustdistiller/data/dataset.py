@@ -99,6 +99,9 @@ class AudioDataset(torch.utils.data.Dataset):
                 wav = load_audio_segment(path, start, self.max_length, self.sample_rate, allow_silent=False)
             else:
                 wav = load_audio(path, self.sample_rate)
+                if len(wav) < entry.num_samples:  # cut short since the manifest was written
+                    raise AudioError(path, "truncated",
+                                     f"the manifest says {entry.num_samples} samples, the file now has {len(wav)}")
         except AudioError as exc:
             self.report.add(exc.path, exc.reason, exc.detail)
             return Skipped(index, exc.path, exc.reason, exc.detail)
