@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -163,3 +164,44 @@ def speechlike(seconds: float, rate: int = SR, seed: int = 0) -> np.ndarray:
     n = int(seconds * rate)
     envelope = np.clip(np.sin(2 * np.pi * 3.0 * np.arange(n) / rate + rng.uniform(0, 6)), 0, None)
     return (0.2 * envelope * rng.standard_normal(n)).astype(np.float32)
+
+
+# ------------------------------------------------------------------ the method's contract
+class ContractRecorder:
+    """Records, per micro-batch of a running trainer, the clean batch, the corrupted one and what
+    the teacher, the student and the enhancement head received (hooks; nothing else changes).
+
+    ``log`` keys: ``clean``, ``noisy``, ``teacher``, ``student`` (input waveforms), ``student_out``
+    (the student's output), ``head`` (the head's ``(features, noisy, lengths)`` arguments).
+    """
+
+    def __init__(self, trainer: Any, teacher: torch.nn.Module) -> None:
+        self.log: dict[str, list[Any]] = {k: [] for k in ("clean", "noisy", "teacher", "student", "student_out", "head")}
+        real_next, real_apply = trainer.next_batch, trainer.policy.apply
+
+        def next_batch(data: Any) -> Any:
+            item = real_next(data)
+            self.log["clean"].append(item.batch.wavs.clone())
+            return item
+
+        def apply(*args: Any, **kwargs: Any) -> Any:
+            result = real_apply(*args, **kwargs)
+            self.log["noisy"].append(result.noisy.detach().clone())
+            return result
+
+        trainer.next_batch, trainer.policy.apply = next_batch, apply
+        teacher.register_forward_pre_hook(lambda _m, args: self.log["teacher"].append(args[0].clone()))
+        trainer.student.register_forward_pre_hook(lambda _m, args: self.log["student"].append(args[0].clone()))
+        trainer.student.register_forward_hook(lambda _m, _a, out: self.log["student_out"].append(out))
+        if trainer.head is not None:
+            trainer.head.register_forward_pre_hook(lambda _m, args: self.log["head"].append(args))
+
+    def check_inputs(self, steps: int) -> None:
+        """The teacher got the clean batch, the student the corrupted one, which differs in every row."""
+        log = self.log
+        assert len(log["clean"]) == len(log["teacher"]) == len(log["student"]) == steps
+        for clean, noisy, teacher_in, student_in in zip(log["clean"], log["noisy"], log["teacher"], log["student"]):
+            assert torch.equal(teacher_in, clean)
+            assert torch.equal(student_in, noisy)
+            differs = (student_in - clean).abs().amax(dim=1)
+            assert bool((differs > 1e-3).all()), differs

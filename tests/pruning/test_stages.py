@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from fixtures_tiny import ContractRecorder
 
 import robustdistiller
 from robustdistiller.cli import main
@@ -18,7 +19,13 @@ from robustdistiller.export.info import describe
 from robustdistiller.export.safe_pickle import safe_load
 from robustdistiller.models.pruning import PrunableConfig, PrunableModel, config_params
 from robustdistiller.train.prune_recipe import PruneRecipe
-from robustdistiller.train.pruning import run_prune
+from robustdistiller.train.pruning import (
+    DistillPruneTrainer,
+    FinalDistillTrainer,
+    run_prune,
+    stage_recipe,
+    write_pruned,
+)
 
 
 def _recipe(manifest: Path, teacher: Path, out: Path, *overrides: str) -> PruneRecipe:
@@ -120,3 +127,24 @@ def _evaluate_scores_the_saved_head(path: Path, raw: dict) -> None:
         expected = mut.enhancement.enhance(mut.model(x, torch.tensor([8000])).cnn_features, x, torch.tensor([8000]))
     row = enhancement_row(mut, "toy", "white", [(clean, noisy)])
     assert row["n"] == 1 and row["si_snr"] == pytest.approx(si_snr(expected[0].numpy(), clean), abs=1e-4)
+
+
+@pytest.mark.parametrize("stage", ["distill_prune", "final_distill"])
+def test_both_stages_give_the_teacher_clean_audio_and_the_student_corrupted(tiny_manifest, teacher_dir, tmp_path,
+                                                                           stage) -> None:
+    always = ["corruption.p_clean=0.0", "corruption.p_noise=1.0", "corruption.white_noise_prob=1.0",
+              "corruption.snr_high=5", "enhancement.use_enhancement=true", "optim.total_steps=2",
+              "final.total_steps=2"]
+    recipe = _recipe(tiny_manifest, teacher_dir("wavlm"), tmp_path / "run", *always)
+    if stage == "distill_prune":
+        trainer = DistillPruneTrainer(stage_recipe(recipe, stage))
+    else:
+        first = DistillPruneTrainer(stage_recipe(recipe, "distill_prune"))
+        pruned = write_pruned(first, tmp_path / "pruned.pth")
+        trainer = FinalDistillTrainer(stage_recipe(recipe, stage), pruned)
+    recorder = ContractRecorder(trainer, trainer.teacher_net)
+    trainer.fit()
+    recorder.check_inputs(steps=2)
+    for (feats, head_audio, _), noisy, out in zip(recorder.log["head"], recorder.log["noisy"],
+                                                  recorder.log["student_out"]):
+        assert torch.equal(head_audio, noisy) and feats is out.out.cnn_features
