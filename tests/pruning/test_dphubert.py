@@ -132,3 +132,35 @@ def test_hubert_form_with_a_widest_layer_that_does_not_divide_the_embedding_load
     # WavLM keeps the rule: its position bias is split over the unpruned heads.
     with pytest.raises(ValueError, match="not divisible by total_heads 3"):
         tiny_config("wavlm", total_heads=3, layer_heads=[[0, 1, 2], [0]])
+
+
+def test_evaluate_rebuilds_a_saved_head_that_reads_the_last_layer(tmp_path, caplog) -> None:
+    import numpy as np
+
+    from robustdistiller.config import from_dict, to_dict
+    from robustdistiller.evaluate.metrics import si_snr
+    from robustdistiller.evaluate.runner import enhancement_row
+    from robustdistiller.models.enhancement import EnhancementConfig, EnhancementHead
+
+    model = _reference_model()
+    cfg = from_dict(EnhancementConfig, {"use_enhancement": True, "input": "last", "input_dim": 64,
+                                        "num_layers": 1, "hidden_size": 8, "dropout": 0.0})
+    torch.manual_seed(0)
+    head = EnhancementHead(cfg).eval()
+    path = save_dphubert_checkpoint(tmp_path / "rd.pth", model, extra={
+        "enhancement_head": head.state_dict(), "enhancement_config": to_dict(cfg)})
+    mut = load_model_under_test(path, "rd")
+    assert mut.enhancement is not None and mut.enhancement_input == "last"
+
+    clean = (0.3 * np.sin(np.arange(6000) * 0.07)).astype(np.float32)
+    noisy = clean + 0.05 * np.random.default_rng(1).standard_normal(6000).astype(np.float32)
+    x, lengths = torch.from_numpy(noisy)[None], torch.tensor([6000])
+    with torch.no_grad():
+        expected = head.enhance(model(x, lengths).last_hidden_state, x, lengths)[0].numpy()
+    row = enhancement_row(mut, "toy", "white", [(clean, noisy)])
+    assert row["si_snr"] == pytest.approx(si_snr(expected, clean), abs=1e-4)
+
+    # A file written before heads kept their config: the head is reported and left out, not guessed.
+    old = save_dphubert_checkpoint(tmp_path / "old.pth", model, extra={"enhancement_head": head.state_dict()})
+    assert load_model_under_test(old, "old").enhancement is None
+    assert "no enhancement_config" in caplog.text
