@@ -115,9 +115,9 @@ def test_enhancement_and_efficiency_rows(setup: dict) -> None:
                                                                             "noise/white/snr+20", "reverb/rt0.3"}
     for e in enh:
         assert e["n"] == 1 and e["si_snr_improvement"] == pytest.approx(e["si_snr"] - e["noisy_si_snr"], abs=1e-9)
-        # A random head scales the noisy magnitudes by about 0.5: SI-SNR is nearly unchanged.
+        # A random head scales the noisy magnitudes by about 0.5: every score is nearly the noisy one's.
         assert abs(e["si_snr_improvement"]) < 1.0, e
-        assert 1.0 <= e["pesq_wb"] <= 4.7 and 0.0 < e["stoi"] <= 1.0, e
+        assert abs(e["pesq_wb"] - e["noisy_pesq_wb"]) < 0.1 and abs(e["stoi"] - e["noisy_stoi"]) < 0.02, e
     # White noise mixed at an exact SNR: the noisy input's SI-SNR is that SNR.
     noisy = {e["condition"]: e["noisy_si_snr"] for e in enh}
     assert noisy["noise/white/snr+0"] == pytest.approx(0.0, abs=0.5)
