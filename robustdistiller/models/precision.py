@@ -130,7 +130,7 @@ def choose_precision(model: nn.Module, requested: str) -> PrecisionChoice:
                                "(neither amx_bf16 nor avx512_bf16, or torch lacks oneDNN): using fp32")
     if requested == "bf16":
         return PrecisionChoice("bf16", f"bf16 requested; the CPU has {units}")
-    wavs, lengths = check_batch(model)
+    wavs, lengths = accuracy_batch()
     worst = min(layer_cosines(model, wavs, lengths, "bf16"))
     if worst < MIN_COSINE:
         return PrecisionChoice("fp32", f"auto: bf16 is inaccurate for this model (min layer cosine "
@@ -191,7 +191,7 @@ def layer_cosines(model: nn.Module, wavs: Tensor, lengths: Tensor, precision: st
     return cosines
 
 
-def check_batch(model: nn.Module, seed: int = 0) -> tuple[Tensor, Tensor]:
+def accuracy_batch(seed: int = 0) -> tuple[Tensor, Tensor]:
     """Three synthetic-speech utterances (about 4, 2.5 and 1 s, one speaker each), zero-padded.
 
     Speech rather than noise: quiet stretches and formant structure are where low precision shows.
