@@ -8,9 +8,11 @@ product (``models/conv.py``), norm statistics and the returned hidden states sta
 
 :func:`use_precision` resolves ``fp32 | bf16 | auto`` for one model on the CPU at hand and logs
 the choice once: ``bf16`` falls back to fp32 (one log line, never an error) on a CPU without bf16
-units; ``auto`` takes bf16 only when the CPU has the units, every hidden state keeps a mean frame
-cosine >= :data:`MIN_COSINE` against fp32 on a padded, mixed-length batch of synthetic speech, and
-bf16 is measurably faster.
+units; ``auto`` takes bf16 only when the CPU has the units and every hidden state keeps a mean frame
+cosine >= :data:`MIN_COSINE` against fp32 on a padded, mixed-length batch of synthetic speech. The
+choice does not time anything: with AMX or AVX512-BF16 units bf16 matrix products are several
+times faster than fp32 ones (``bench/inference.py`` prints by how much), and a timing on a busy
+machine would make the choice, and so the features written, change from run to run.
 """
 
 from __future__ import annotations
@@ -20,8 +22,7 @@ import difflib
 import functools
 import logging
 import platform
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,8 +37,6 @@ log = logging.getLogger(__name__)
 PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "auto")
 MIN_COSINE = 0.99
 """Smallest per-layer mean frame cosine (reduced precision vs fp32) ``auto`` accepts."""
-MIN_SPEEDUP = 1.2
-"""``auto`` keeps fp32 unless bf16 is at least this much faster (timing noise must not flip it)."""
 
 
 @functools.cache
@@ -106,8 +105,6 @@ class PrecisionChoice:
     reason: str
     min_cosine: float | None = None
     """Worst per-layer mean frame cosine of bf16 vs fp32 on the check batch (None: not checked)."""
-    speedup: float | None = None
-    """fp32 time / bf16 time on the check batch (None: not measured)."""
 
 
 def choose_precision(model: nn.Module, requested: str) -> PrecisionChoice:
@@ -135,12 +132,7 @@ def choose_precision(model: nn.Module, requested: str) -> PrecisionChoice:
     if worst < MIN_COSINE:
         return PrecisionChoice("fp32", f"auto: bf16 is inaccurate for this model (min layer cosine "
                                f"{worst:.4f} < {MIN_COSINE}): using fp32", worst)
-    speedup = _speedup(model, wavs[:1], lengths[:1])
-    if speedup < MIN_SPEEDUP:
-        return PrecisionChoice("fp32", f"auto: bf16 is not faster on this CPU ({speedup:.2f}x fp32 with "
-                               f"{units}): using fp32", worst, speedup)
-    return PrecisionChoice("bf16", f"auto: bf16 on {units}, {speedup:.1f}x fp32, min layer cosine {worst:.4f}",
-                           worst, speedup)
+    return PrecisionChoice("bf16", f"auto: bf16 on {units}, min layer cosine {worst:.4f} against fp32", worst)
 
 
 def use_precision(model: nn.Module, requested: str) -> PrecisionChoice:
@@ -210,24 +202,3 @@ def accuracy_batch(seed: int = 0) -> tuple[Tensor, Tensor]:
     for b, row in enumerate(rows):
         wavs[b, : len(row)] = torch.from_numpy(row)
     return wavs, lengths
-
-
-def _speedup(model: nn.Module, wavs: Tensor, lengths: Tensor, repeats: int = 3) -> float:
-    """fp32 time / bf16 time of ``model.extract`` (best of ``repeats`` each, interleaved)."""
-    times: dict[str, list[float]] = {"fp32": [], "bf16": []}
-    with torch.inference_mode():
-        for _ in range(repeats):
-            for precision, spent in times.items():
-                spent.append(_time(lambda: _extract_in(model, precision, wavs, lengths)))
-    return min(times["fp32"]) / min(times["bf16"])
-
-
-def _extract_in(model: nn.Module, precision: str, wavs: Tensor, lengths: Tensor) -> list[Tensor]:
-    with precision_of(model, precision):
-        return model.extract(wavs, lengths)
-
-
-def _time(run: Callable[[], object]) -> float:
-    start = time.perf_counter()
-    run()
-    return time.perf_counter() - start
