@@ -232,7 +232,7 @@ def export_onnx_file(
     scheme = int8_scheme or "auto"
     if scheme not in INT8_SCHEMES:
         raise ValueError(f"unknown int8 scheme {scheme!r}; choose from {', '.join(INT8_SCHEMES)}")
-    utterances = _calibration_audio(calibration) if quantize is not None and scheme != "dynamic" else None
+    utterances = calibration_audio(calibration) if quantize is not None and scheme != "dynamic" else None
     model = load(source)
     if quantize is None:
         report = export_onnx(model, out, layers=layers)
@@ -244,7 +244,7 @@ def export_onnx_file(
     return out
 
 
-def _calibration_audio(calibration: str | Path | None) -> list[np.ndarray]:
+def calibration_audio(calibration: str | Path | None) -> list[np.ndarray]:
     """Utterances from ``calibration``, or the built-in synthetic speech when it is None (logged)."""
     from robustdistiller.export.quantize import load_calibration
     from robustdistiller.models.precision import accuracy_batch
