@@ -10,13 +10,15 @@ import numpy as np
 import onnx
 import pytest
 import soundfile as sf
-from fixtures_tiny import speechlike
+from fixtures_tiny import hf_model, perturb, speechlike, tiny_prunable_config
 
 from robustdistiller.cli import main
 from robustdistiller.export.onnx import export_onnx
 from robustdistiller.export.quantize import MIN_COSINE, load_calibration, quantize_int8
 from robustdistiller.export.s3prl import save_s3prl_checkpoint
 from robustdistiller.models import precision
+from robustdistiller.models.pruning import PrunableModel
+from robustdistiller.models.teacher import load_teacher
 from robustdistiller.runtime import OnnxModel
 
 
@@ -44,6 +46,22 @@ def test_static_conv_quantises_the_cnn_and_stays_close(fp32_onnx, speech, tmp_pa
     assert sum(w in dequantized for w in conv_weights) == 6  # block 0 (one input channel) stays fp32
     assert "DynamicQuantizeLinear" in _op_types(report.path)  # the matrix products, as in "dynamic"
     assert OnnxModel(report.path).layers == list(range(6))
+
+
+@pytest.mark.parametrize("family", ["pruned", "teacher"])
+def test_static_conv_on_pruned_and_teacher_models(family, speech, tmp_path):
+    if family == "pruned":  # per-block CNN channels and per-layer heads, as pruning leaves them
+        model = PrunableModel(tiny_prunable_config("wavlm", conv_layers=[[24, 10, 5], [20, 3, 2], [28, 3, 2],
+                                                   [16, 3, 2], [32, 3, 2], [12, 2, 2], [32, 2, 2]],
+                                                   layer_heads=[[0, 1, 2], [1]], layer_ffn_dims=[96, 40])).eval()
+        perturb(model, seed=3)
+    else:
+        hf_model("hubert").save_pretrained(tmp_path / "hf")
+        model = load_teacher(tmp_path / "hf")
+    fp32 = export_onnx(model, tmp_path / f"{family}.onnx").path
+    report = quantize_int8(fp32, tmp_path / f"{family}-int8.onnx", scheme="static-conv", calibration=speech)
+    assert report.min_cosine >= MIN_COSINE, report.cosine
+    assert "QuantizeLinear" in _op_types(report.path)
 
 
 def test_auto_follows_the_cpu_int8_units(fp32_onnx, speech, tmp_path, monkeypatch, caplog):
