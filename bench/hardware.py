@@ -92,7 +92,8 @@ def forward_gflop(forward: Callable[[torch.Tensor, torch.Tensor], object], secon
     from torch.utils.flop_counter import FlopCounterMode
 
     wavs = 0.1 * torch.randn(1, int(seconds * 16000), generator=torch.Generator().manual_seed(0))
-    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+    # no_grad, not inference_mode: transformers' weight-norm parametrization fails under the latter here
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
         forward(wavs, torch.tensor([wavs.shape[1]]))
     return counter.get_total_flops() / 1e9
 
