@@ -231,7 +231,8 @@ class ConvFeatureExtractor(nn.Module):
         return x
 
     def _run(self, wavs: Tensor, lengths: Tensor | None) -> Tensor:
-        if reduced_precision_inference(wavs) and not self._has_hooks():
+        # eval only: the folded block 0 has no place for its dropout
+        if reduced_precision_inference(wavs) and not self.training and not self._has_hooks():
             return self._run_channels_last(wavs, lengths).transpose(1, 2)
         x = wavs.unsqueeze(1)
         for i, block in enumerate(self.conv_layers):
@@ -264,8 +265,7 @@ class ConvFeatureExtractor(nn.Module):
         if lengths is None:
             lengths = torch.full((wavs.shape[0],), wavs.shape[1], dtype=torch.long, device=wavs.device)
         dtype = torch.get_autocast_dtype("cpu")
-        first = self.conv_layers[0]
-        fold = isinstance(first[2], Fp32GroupNorm) and first[0].in_channels == 1
+        fold = isinstance(self.conv_layers[0][2], Fp32GroupNorm)  # "default" mode
         x = self._first_block_folded(wavs, lengths) if fold else wavs.unsqueeze(-1)
         for i, block in enumerate(self.conv_layers):
             if i > 0 or not fold:
