@@ -42,7 +42,7 @@ from robustdistiller.runtime import OnnxModel
 
 # bench/ is on sys.path when this script runs: reuse the sp0.75 pruned shapes of bench/inference.py
 # and the CPU / peak measurements of bench/hardware.py.
-from hardware import cpu_line, forward_gflop, peaks_table  # noqa: E402
+from hardware import GEMM_GFLOP, GEMM_SIZE, cpu_line, forward_gflop, gemm_runners, median_seconds  # noqa: E402
 from inference import pruned_model  # noqa: E402
 
 RATE = 16000
@@ -88,8 +88,9 @@ def onnx_files(workdir: Path, name: str) -> dict[str, tuple[Path, float | None]]
     return files
 
 
-def speed_rows(workdir: Path, seconds: float, threads: int, repeats: int) -> dict[str, Row]:
-    """Median seconds per forward of a 1 x ``seconds`` input, every hidden state returned."""
+def speed_rows(workdir: Path, seconds: float, threads: int, repeats: int) -> tuple[dict[str, Row], dict[str, float]]:
+    """Median seconds per forward of a 1 x ``seconds`` input, every hidden state returned, and the
+    GEMM peaks per precision (GFLOP/s) timed in the same interleaved rounds."""
     torch.set_num_threads(threads)
     wav = speechlike(seconds)[None]
     lengths = np.array([wav.shape[1]])
@@ -112,7 +113,8 @@ def speed_rows(workdir: Path, seconds: float, threads: int, repeats: int) -> dic
             path, cosine = onnx_files(workdir, name)[kind]
             label = "onnxruntime fp32" if kind == "fp32" else f"onnxruntime int8 {kind}"
             rows[f"{name} {label}"] = Row(partial(OnnxModel(path, threads).extract, wav, lengths), gflop, peak, cosine)
-    times: dict[str, list[float]] = {k: [] for k in rows}
+    gemms = gemm_runners(threads)
+    times: dict[str, list[float]] = {k: [] for k in [*rows, *gemms]}
     with torch.inference_mode():
         for row in rows.values():
             row.run()
@@ -121,9 +123,11 @@ def speed_rows(workdir: Path, seconds: float, threads: int, repeats: int) -> dic
                 start = time.perf_counter()
                 row.run()
                 times[name].append(time.perf_counter() - start)
+            for name, run in gemms.items():  # the peaks, under the same load as the rows
+                times[name].append(median_seconds(run, repeats=1))
     for name, row in rows.items():
         row.median_s = statistics.median(times[name])
-    return rows
+    return rows, {name: GEMM_GFLOP / statistics.median(times[name]) for name in gemms}
 
 
 def _chunked_run(model: str, backend: str, wav_path: str, out: str, threads: int) -> None:
@@ -199,9 +203,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--no-hour", action="store_true")
     args = parser.parse_args()
-    peaks_text, peaks = peaks_table(args.threads)
     print(f"Machine: {machine()}\nInput: 1 x {args.seconds:g} s, median of {args.repeats} (interleaved)\n")
-    print(peaks_text + "\n")
     print("GFLOP/s: the fp32 forward's FLOPs (FlopCounterMode) over the time; cosine: min over layers of the mean")
     print("frame cosine against fp32 (bf16: padded synthetic speech; int8: the export's verification batches).\n")
     print("| model | threads | ms / forward | RTF | GFLOP/s | of peak | cosine vs fp32 | torch fp32 student / this "
@@ -210,8 +212,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         for threads in args.threads:
-            rows = speed_rows(workdir, args.seconds, threads, args.repeats)
-            print("\n".join(speed_table(rows, threads, args.seconds, peaks[threads])))
+            rows, peaks = speed_rows(workdir, args.seconds, threads, args.repeats)
+            print("\n".join(speed_table(rows, threads, args.seconds, peaks)))
+            print(f"| GEMM peaks {GEMM_SIZE}^3, {threads} thread(s), same rounds | "
+                  + ", ".join(f"{k} {v:.0f}" for k, v in peaks.items()) + " GFLOP/s |||||||")
         print("\nChunked extraction (chunk 20 s, overlap 4 s, 2 threads), written to .npy:")
         print("| input | student | peak RSS growth (MB) | wall (s) |\n|---|---|---|---|")
         for seconds in (60.0,) + (() if args.no_hour else (3600.0,)):

@@ -5,7 +5,7 @@ matrix products, onnxruntime (MLAS) ``MatMulInteger`` for int8 (uint8 x int8 -> 
 dynamically quantised MatMul and integer convolutions run on). A row's "fraction of peak" is its
 achieved FLOP rate over the peak of the precision that does most of its work.
 
-    python bench/hardware.py            # peaks at 1 and 2 threads
+    python bench/hardware.py            # CPU line, peaks at 1 and 2 threads
 """
 
 from __future__ import annotations
@@ -43,17 +43,20 @@ def median_seconds(run: Callable[[], object], repeats: int = 5) -> float:
     return statistics.median(times)
 
 
-def torch_gemm_gflops(dtype: torch.dtype, threads: int, n: int = GEMM_SIZE) -> float:
-    """Median GFLOP/s of an ``n x n x n`` torch matrix product in ``dtype`` at ``threads`` threads."""
-    torch.set_num_threads(threads)
+def torch_gemm(dtype: torch.dtype, n: int = GEMM_SIZE) -> Callable[[], object]:
+    """An ``n x n x n`` torch matrix product in ``dtype`` (``2 n^3`` FLOP per call)."""
     gen = torch.Generator().manual_seed(0)
     a, b = torch.randn(n, n, generator=gen).to(dtype), torch.randn(n, n, generator=gen).to(dtype)
-    with torch.inference_mode():
-        return 2 * n**3 / median_seconds(lambda: a @ b) / 1e9
+
+    def run() -> object:
+        with torch.inference_mode():
+            return a @ b
+
+    return run
 
 
-def ort_int8_gemm_gflops(threads: int, n: int = GEMM_SIZE) -> float:
-    """Median GOP/s of onnxruntime's ``MatMulInteger`` (uint8 x int8 -> int32), ``n x n x n``."""
+def ort_int8_gemm(threads: int, n: int = GEMM_SIZE) -> Callable[[], object]:
+    """An ``n x n x n`` onnxruntime ``MatMulInteger`` (uint8 x int8 -> int32), ``2 n^3`` OP per call."""
     import onnx
     import onnxruntime as ort
     from onnx import TensorProto, helper
@@ -74,16 +77,25 @@ def ort_int8_gemm_gflops(threads: int, n: int = GEMM_SIZE) -> float:
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     rng = np.random.default_rng(0)
     feeds = {"a": rng.integers(0, 255, (n, n), dtype=np.uint8), "b": rng.integers(-127, 127, (n, n), dtype=np.int8)}
-    return 2 * n**3 / median_seconds(lambda: session.run(None, feeds)) / 1e9
+    return lambda: session.run(None, feeds)
+
+
+def gemm_runners(threads: int) -> dict[str, Callable[[], object]]:
+    """One GEMM per precision: "fp32", "bf16" (torch), "int8" (onnxruntime), each ``2 * GEMM_SIZE^3`` FLOP.
+
+    Benchmarks time these interleaved with their rows, so a row and the peak it is held to see the
+    same load from other processes (``torch`` must already use ``threads`` threads).
+    """
+    return {"fp32": torch_gemm(torch.float32), "bf16": torch_gemm(torch.bfloat16), "int8": ort_int8_gemm(threads)}
+
+
+GEMM_GFLOP = 2 * GEMM_SIZE**3 / 1e9
 
 
 def gemm_peaks(threads: int) -> dict[str, float]:
-    """GFLOP/s (GOP/s for int8) per precision: "fp32", "bf16" (torch), "int8" (onnxruntime)."""
-    return {
-        "fp32": torch_gemm_gflops(torch.float32, threads),
-        "bf16": torch_gemm_gflops(torch.bfloat16, threads),
-        "int8": ort_int8_gemm_gflops(threads),
-    }
+    """GFLOP/s (GOP/s for int8) per precision, each the median of 5 calls."""
+    torch.set_num_threads(threads)
+    return {name: GEMM_GFLOP / median_seconds(run) for name, run in gemm_runners(threads).items()}
 
 
 def forward_gflop(forward: Callable[[torch.Tensor, torch.Tensor], object], seconds: float) -> float:
@@ -98,17 +110,7 @@ def forward_gflop(forward: Callable[[torch.Tensor, torch.Tensor], object], secon
     return counter.get_total_flops() / 1e9
 
 
-def peaks_table(threads: list[int]) -> tuple[str, dict[int, dict[str, float]]]:
-    """Markdown table of the GEMM peaks, and the peaks by thread count."""
-    peaks = {t: gemm_peaks(t) for t in threads}
-    lines = [f"CPU: {cpu_line()}", "",
-             f"GEMM peaks ({GEMM_SIZE}^3; fp32 / bf16 through torch, int8 through onnxruntime MatMulInteger):", "",
-             "| threads | fp32 GFLOP/s | bf16 GFLOP/s | int8 GOP/s | bf16 / fp32 | int8 / fp32 |", "|---|---|---|---|---|---|"]
-    for t, p in peaks.items():
-        lines.append(f"| {t} | {p['fp32']:.0f} | {p['bf16']:.0f} | {p['int8']:.0f} | "
-                     f"{p['bf16'] / p['fp32']:.1f}x | {p['int8'] / p['fp32']:.1f}x |")
-    return "\n".join(lines), peaks
-
-
 if __name__ == "__main__":
-    print(peaks_table([1, 2])[0])
+    print(f"CPU: {cpu_line()}")
+    for count in (1, 2):
+        print(f"{count} thread(s): " + ", ".join(f"{k} {v:.0f}" for k, v in gemm_peaks(count).items()) + " GFLOP/s")

@@ -35,7 +35,7 @@ import torch
 # imported up front so that its import-time memory is not charged to the transformers row
 from transformers import HubertConfig, HubertModel
 
-from hardware import cpu_line, forward_gflop, peaks_table  # noqa: E402 - bench/ is on sys.path
+from hardware import GEMM_GFLOP, GEMM_SIZE, cpu_line, forward_gflop, gemm_runners, median_seconds  # noqa: E402 - bench/ is on sys.path
 
 from robustdistiller.data.report import BadFileReport
 from robustdistiller.evaluate.efficiency import peak_memory_mb
@@ -168,9 +168,12 @@ def _build_and_run(index: int, seconds: float, threads: int) -> None:
         forward(wavs, torch.tensor([wavs.shape[1]]))
 
 
-def measure(candidates: list[Candidate], seconds: float, threads: int, repeats: int) -> list[Result]:
+def measure(
+    candidates: list[Candidate], seconds: float, threads: int, repeats: int
+) -> tuple[list[Result], dict[str, float]]:
     """Time every candidate at one thread count. Repeats are interleaved (A B C, A B C, ...) so load
-    from other processes on a shared machine hits all rows alike instead of biasing one."""
+    from other processes on a shared machine hits all rows alike instead of biasing one; the GEMM
+    peaks (GFLOP/s per precision, also returned) are timed in the same rounds."""
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     wavs = torch.randn(1, int(seconds * 16000))
@@ -178,8 +181,10 @@ def measure(candidates: list[Candidate], seconds: float, threads: int, repeats: 
     built = [c.build() for c in candidates]
     forwards = [c.forward(forward) for c, (_, forward) in zip(candidates, built)]
     times: list[list[float]] = [[] for _ in candidates]
-    peaks = [peak_memory_mb(_build_and_run, CANDIDATES.index(c), seconds, threads) for c in candidates]
+    memory = [peak_memory_mb(_build_and_run, CANDIDATES.index(c), seconds, threads) for c in candidates]
     flops = [forward_gflop(forward, seconds) for _, forward in built]  # the fp32 count: same work in bf16
+    gemms = gemm_runners(threads)
+    gemm_times: dict[str, list[float]] = {name: [] for name in gemms}
     with torch.inference_mode():
         for forward in forwards:
             forward(wavs, lengths)  # warm-up (allocator, kernels)
@@ -188,13 +193,15 @@ def measure(candidates: list[Candidate], seconds: float, threads: int, repeats: 
                 start = time.perf_counter()
                 forward(wavs, lengths)
                 times[i].append(time.perf_counter() - start)
+            for name, run in gemms.items():  # the peaks, under the same load as the rows
+                gemm_times[name].append(median_seconds(run, repeats=1))
     results = [
         Result(c.name, c.precision, threads, sum(p.numel() for p in model.parameters()), gflop, statistics.median(t), peak)
-        for c, (model, _), gflop, t, peak in zip(candidates, built, flops, times, peaks)
+        for c, (model, _), gflop, t, peak in zip(candidates, built, flops, times, memory)
     ]
     del built
     gc.collect()
-    return results
+    return results, {name: GEMM_GFLOP / statistics.median(t) for name, t in gemm_times.items()}
 
 
 def machine_info() -> str:
@@ -287,10 +294,15 @@ def main() -> None:
     args = parser.parse_args()
     if args.repeats < 5:
         parser.error("--repeats must be >= 5 (medians of fewer runs are noise)")
-    peaks_text, peaks = peaks_table(args.threads)
-    print(peaks_text + "\n")
     chosen = [c for c in CANDIDATES if not args.only or any(s in c.name for s in args.only)]
-    results = [r for t in args.threads for r in measure(chosen, args.seconds, t, args.repeats)]
+    results: list[Result] = []
+    peaks: dict[int, dict[str, float]] = {}
+    for threads in args.threads:
+        rows, peaks[threads] = measure(chosen, args.seconds, threads, args.repeats)
+        results.extend(rows)
+    print(f"GEMM peaks ({GEMM_SIZE}^3, timed interleaved with the rows; fp32 / bf16 torch, int8 onnxruntime): "
+          + "; ".join(f"{t} thread(s): " + ", ".join(f"{k} {v:.0f}" for k, v in p.items()) + " GFLOP/s"
+                      for t, p in peaks.items()) + "\n")
     print(table(results, args.seconds, args.repeats, peaks))
     print("\nbf16 vs fp32, per-layer mean frame cosine (3 padded synthetic-speech utterances, 4 / 2.5 / 1 s):")
     print("\n".join(cosine_rows()))
