@@ -255,14 +255,14 @@ def cosine_rows() -> list[str]:
     return lines
 
 
-def fsdd_probe_rows(root: Path, threads: int) -> list[str]:
+def fsdd_probe_rows(root: Path, threads: int, max_train: int = 1000) -> list[str]:
     """FSDD digit accuracy of a linear weighted-layer-sum probe on fp32 and on bf16 student features.
 
     Random student weights (no trained student ships with the project): the point is the gap
     between precisions on real speech, not the accuracy itself.
     """
     torch.set_num_threads(threads)
-    pack = fsdd_tasks(root)[0].subset(max_train=1000, max_val=150, max_test=500)
+    pack = fsdd_tasks(root)[0].subset(max_train=max_train, max_val=max_train // 6, max_test=max_train // 2)
     report = BadFileReport()
     audio = load_waveforms(pack.items(), report)
     torch.manual_seed(0)
@@ -289,6 +289,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--only", nargs="*", help="substrings of the row names to run")
     parser.add_argument("--no-probe", action="store_true", help="skip the FSDD probe accuracy (minutes)")
+    parser.add_argument("--probe-train", type=int, default=1000,
+                        help="FSDD training utterances (validation = 1/6, test = 1/2 of it)")
     parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[1].parent / "shared" / "data",
                         help="the shared real-audio folder (default ../shared/data)")
     args = parser.parse_args()
@@ -314,7 +316,7 @@ def main() -> None:
         return
     print(f"\nFSDD digits ({fsdd}), linear probe on all student hidden states, random student weights, "
           f"{max(args.threads)} threads:")
-    print("\n".join(fsdd_probe_rows(fsdd, max(args.threads))))
+    print("\n".join(fsdd_probe_rows(fsdd, max(args.threads), args.probe_train)))
 
 
 if __name__ == "__main__":
