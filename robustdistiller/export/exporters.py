@@ -33,10 +33,19 @@ def _to_s3prl(source: Path, out: Path) -> Path:
     return save_s3prl_checkpoint(out, model, step=checkpoint.step, extra_config=kept)
 
 
-def _to_onnx(source: Path, out: Path, *, layers: list[int] | None = None, quantize: str | None = None) -> Path:
+def _to_onnx(
+    source: Path,
+    out: Path,
+    *,
+    layers: list[int] | None = None,
+    quantize: str | None = None,
+    int8_scheme: str | None = None,
+    calibration: str | None = None,
+) -> Path:
     from robustdistiller.export.onnx import export_onnx_file
 
-    return export_onnx_file(source, out, layers=layers, quantize=quantize)
+    return export_onnx_file(source, out, layers=layers, quantize=quantize, int8_scheme=int8_scheme,
+                            calibration=calibration)
 
 
 EXPORTERS: dict[str, Exporter] = {

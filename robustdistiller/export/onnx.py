@@ -207,15 +207,32 @@ def verify_onnx(model: nn.Module, path: Path, seed: int = 0) -> tuple[float, lis
 
 
 def export_onnx_file(
-    source: Path, out: Path, *, layers: Sequence[int] | None = None, quantize: str | None = None
+    source: Path,
+    out: Path,
+    *,
+    layers: Sequence[int] | None = None,
+    quantize: str | None = None,
+    int8_scheme: str | None = None,
+    calibration: str | Path | None = None,
 ) -> Path:
     """The ``export --format onnx`` entry point: load ``source`` with ``robustdistiller.load``, export
-    (fp32, verified), and with ``quantize="int8"`` write the quantised model to ``out`` instead."""
+    (fp32, verified), and with ``quantize="int8"`` write the quantised model to ``out`` instead.
+
+    ``int8_scheme`` (default "auto") and ``calibration`` (an audio folder or manifest; default the
+    built-in synthetic speech) are described in ``robustdistiller.export.quantize``; the calibration
+    set is read before anything is exported, so a bad one fails fast.
+    """
     from robustdistiller import load
-    from robustdistiller.export.quantize import QUANTIZE_MODES, quantize_int8
+    from robustdistiller.export.quantize import INT8_SCHEMES, QUANTIZE_MODES, quantize_int8
 
     if quantize is not None and quantize not in QUANTIZE_MODES:
         raise ValueError(f"unknown quantization {quantize!r}; choose from {', '.join(QUANTIZE_MODES)}")
+    if quantize is None and (int8_scheme is not None or calibration is not None):
+        raise ValueError("--int8-scheme and --calibration apply to int8 exports; add --int8")
+    scheme = int8_scheme or "auto"
+    if scheme not in INT8_SCHEMES:
+        raise ValueError(f"unknown int8 scheme {scheme!r}; choose from {', '.join(INT8_SCHEMES)}")
+    utterances = calibration_audio(calibration) if quantize is not None and scheme != "dynamic" else None
     model = load(source)
     if quantize is None:
         report = export_onnx(model, out, layers=layers)
@@ -223,6 +240,18 @@ def export_onnx_file(
     with tempfile.TemporaryDirectory(dir=out.parent if out.parent.exists() else None) as tmp:
         fp32 = Path(tmp) / "fp32.onnx"
         report = export_onnx(model, fp32, layers=layers)
-        quantize_int8(fp32, out)
+        quantize_int8(fp32, out, scheme=scheme, calibration=utterances)
     return out
 
+
+def calibration_audio(calibration: str | Path | None) -> list[np.ndarray]:
+    """Utterances from ``calibration``, or the built-in synthetic speech when it is None (logged)."""
+    from robustdistiller.export.quantize import load_calibration
+    from robustdistiller.models.precision import accuracy_batch
+
+    if calibration is not None:
+        return load_calibration(calibration)
+    log.info("int8 calibration on the built-in synthetic speech; pass --calibration with recordings "
+             "like the ones you will run on for the most accurate ranges")
+    wavs, lengths = accuracy_batch()
+    return [wavs[b, :n].numpy() for b, n in enumerate(lengths.tolist())]

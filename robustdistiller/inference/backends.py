@@ -34,6 +34,7 @@ class TorchBackend:
         from robustdistiller.export.onnx import frame_geometry, resolve_layers
 
         self.model = model.eval()  # type: ignore[attr-defined]
+        self.precision: str = getattr(self.model, "precision", "fp32")
         self.geometry = frame_geometry(self.model)
         probe = torch.zeros(1, self.geometry.samples_for(2))
         with torch.inference_mode():
@@ -74,13 +75,30 @@ class OnnxBackend:
 
 
 def open_backend(
-    path: str | Path, backend: str = "torch", layers: Sequence[int] | None = None, threads: int | None = None
+    path: str | Path,
+    backend: str = "torch",
+    layers: Sequence[int] | None = None,
+    threads: int | None = None,
+    precision: str = "fp32",
 ) -> Backend:
-    """``torch``: any checkpoint ``robustdistiller.load`` reads; ``onnx``: a file from ``export --format onnx``."""
+    """``torch``: any checkpoint ``robustdistiller.load`` reads, run in ``precision`` (fp32 | bf16 |
+    auto, see ``robustdistiller.models.precision``); ``onnx``: a file from ``export --format onnx``,
+    which runs in the precision it was exported in (``precision`` must then be fp32 or auto)."""
     if backend == "onnx":
+        if precision == "bf16":
+            raise ValueError("precision bf16 applies to the torch backend; an ONNX file runs as exported "
+                             "(export it with --quantize int8 for a faster file)")
         return OnnxBackend(load_onnx(path, threads), layers)
     if backend == "torch":
+        import torch
+
         from robustdistiller import load
 
-        return TorchBackend(load(path), layers, threads)
+        previous = torch.get_num_threads()
+        if threads is not None:
+            torch.set_num_threads(threads)  # auto's speed check must see the threads extraction uses
+        try:
+            return TorchBackend(load(path, precision), layers, threads)
+        finally:
+            torch.set_num_threads(previous)
     raise ValueError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")

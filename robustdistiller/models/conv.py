@@ -240,6 +240,9 @@ class ConvFeatureExtractor(nn.Module):
         return x
 
     def _run(self, wavs: Tensor, lengths: Tensor | None) -> Tensor:
+        # eval only: the folded block 0 has no place for its dropout
+        if reduced_precision_inference(wavs) and not self.training and not self._has_hooks():
+            return self._run_channels_last(wavs, lengths).transpose(1, 2)
         x = wavs.unsqueeze(1)
         for i, block in enumerate(self.conv_layers):
             x = block[1](block[0](x))
@@ -253,3 +256,106 @@ class ConvFeatureExtractor(nn.Module):
                 x = norm(x)
             x = block[-1](x)
         return x
+
+    def _has_hooks(self) -> bool:
+        # Hooks (the pruning gates) expect (B, C, T) outputs of each module; only the plain path has them.
+        return any(m._forward_hooks or m._forward_pre_hooks for m in self.conv_layers.modules())
+
+    def _run_channels_last(self, wavs: Tensor, lengths: Tensor | None) -> Tensor:
+        """The blocks of :meth:`_run` on ``(B, T, C)`` activations, each convolution one matrix product.
+
+        Used under CPU bf16 autocast at inference: oneDNN's bf16 convolutions do not reach the AMX /
+        AVX512-BF16 units for these strided 1-D shapes, its bf16 matrix products do (about 7x fp32 on
+        a Sapphire Rapids core). Statistics of the norms are computed in fp32.
+
+        Returns:
+            ``(B, T, C)`` features in the autocast dtype.
+        """
+        if lengths is None:
+            lengths = torch.full((wavs.shape[0],), wavs.shape[1], dtype=torch.long, device=wavs.device)
+        dtype = torch.get_autocast_dtype("cpu")
+        fold = isinstance(self.conv_layers[0][2], Fp32GroupNorm)  # "default" mode
+        x = self._first_block_folded(wavs, lengths) if fold else wavs.unsqueeze(-1)
+        for i, block in enumerate(self.conv_layers):
+            if i > 0 or not fold:
+                conv = block[0]
+                x = block[1](conv_as_matmul(x, conv.weight, conv.bias, conv.stride[0]))
+                if len(block) == 4:  # "layer_norm" mode; the LayerNorm sits between two TransposeLast
+                    x = block[2][1](x)
+            x = block[-1](x.to(dtype))
+        return x
+
+    def _first_block_folded(self, wavs: Tensor, lengths: Tensor) -> Tensor:
+        """Block 0's convolution and per-channel GroupNorm as one bf16 product, before the GELU.
+
+        The output of a linear map ``w`` of the input windows has mean ``w . mean`` and variance
+        ``w S w^T`` over time (``S`` the ``k x k`` covariance of the windows), so the norm folds into
+        the weights: the statistics come from the small ``(T, k)`` window matrix in fp32 and the
+        ``(B, T, C)`` activation is written once. Windows are centred first, so a DC offset in the
+        recording costs no precision. Any conv bias cancels in the norm.
+
+        Args:
+            wavs: ``(B, L)`` waveforms.
+            lengths: ``(B,)`` valid samples; the statistics use each row's valid frames only.
+
+        Returns:
+            ``(B, T, C)`` normalised block-0 activations (before the GELU) in the autocast dtype.
+        """
+        conv, norm = self.conv_layers[0][0], self.conv_layers[0][2]
+        kernel, stride = conv.kernel_size[0], conv.stride[0]
+        windows = conv_windows(wavs.float().unsqueeze(-1), kernel, stride)
+        frames = conv_output_lengths(lengths, self.layers[:1]).tolist()
+        weight = conv.weight.float()[:, 0, :]
+        dtype = torch.get_autocast_dtype("cpu")
+        out = windows.new_empty(windows.shape[0], windows.shape[1], weight.shape[0], dtype=dtype)
+        with torch.autocast("cpu", enabled=False):
+            for b, n in enumerate(frames):
+                valid = windows[b, :n]
+                centred = windows[b] - valid.mean(0)
+                cov = centred[:n].T @ centred[:n] / n
+                var = ((weight @ cov) * weight).sum(1)
+                scaled = weight * (norm.weight.float() * torch.rsqrt(var + norm.eps))[:, None]
+                torch.addmm(norm.bias.to(dtype), centred.to(dtype), scaled.T.to(dtype), out=out[b])
+        return out
+
+
+def conv_windows(x: Tensor, kernel: int, stride: int) -> Tensor:
+    """``(B, T, C)`` -> ``(B, frames, kernel * C)``: the input of each output frame, window-major.
+
+    On a contiguous channels-last tensor the ``kernel`` frames a window covers are ``kernel * C``
+    consecutive numbers, so all windows are one strided view, copied once (rows overlap when
+    ``kernel > stride``; matrix kernels want rows that do not).
+    """
+    x = x.contiguous()
+    batch, steps, channels = x.shape
+    frames = (steps - kernel) // stride + 1
+    windows = x.as_strided((batch, frames, kernel * channels), (steps * channels, stride * channels, 1))
+    return windows.contiguous()
+
+
+def reduced_precision_inference(x: Tensor) -> bool:
+    """True inside ``torch.autocast("cpu", torch.bfloat16)`` with gradients off and ``x`` on the CPU."""
+    return (
+        x.device.type == "cpu"
+        and not torch.is_grad_enabled()
+        and torch.is_autocast_enabled("cpu")
+        and torch.get_autocast_dtype("cpu") == torch.bfloat16
+    )
+
+
+def conv_as_matmul(x: Tensor, weight: Tensor, bias: Tensor | None, stride: int) -> Tensor:
+    """A strided Conv1d on channels-last input as one matrix product over its windows.
+
+    Args:
+        x: ``(B, T, C_in)`` input.
+        weight: ``(C_out, C_in, k)`` Conv1d weight.
+        bias: ``(C_out,)`` or None.
+        stride: the convolution's stride.
+
+    Returns:
+        ``(B, floor((T - k) / stride) + 1, C_out)``, equal to ``conv1d`` up to rounding.
+    """
+    out_channels, in_channels, kernel = weight.shape
+    # row o of the matrix is weight[o] laid out window-major: element j * C_in + c = weight[o, c, j]
+    matrix = weight.permute(0, 2, 1).reshape(out_channels, kernel * in_channels)
+    return F.linear(conv_windows(x, kernel, stride), matrix, bias)

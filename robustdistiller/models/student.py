@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 from ..config import from_dict
 from .conv import ConvFeatureExtractor, check_batch, parse_conv_layers, receptive_field
+from .precision import as_fp32, autocast
 from .transformer import build_encoder
 
 log = logging.getLogger(__name__)
@@ -191,6 +192,9 @@ class ParameterCounts:
 class DistillerModel(nn.Module):
     """DistilHuBERT student; ``forward(wavs (B, L), lengths (B,))`` -> :class:`DistillerOutput`."""
 
+    precision = "fp32"
+    """What ``extract`` runs in: "fp32" or "bf16" (set by ``models.precision.use_precision``)."""
+
     def __init__(self, config: DistillerConfig) -> None:
         super().__init__()
         config.validate()
@@ -242,9 +246,10 @@ class DistillerModel(nn.Module):
 
     def extract(self, wavs: Tensor, lengths: Tensor | None = None) -> list[Tensor]:
         """s3prl ``hidden_states`` order: projected features, each layer, each prediction head."""
-        out = self.forward(wavs, lengths)
+        with autocast(self.precision):
+            out = self.forward(wavs, lengths)
         assert out.predictions is not None
-        return [out.projected, *out.hiddens, *out.predictions.unbind(1)]
+        return as_fp32([out.projected, *out.hiddens, *out.predictions.unbind(1)])
 
     def parameter_counts(self) -> ParameterCounts:
         total = sum(p.numel() for p in self.parameters())

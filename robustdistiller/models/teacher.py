@@ -26,6 +26,7 @@ from .conv import (
     receptive_field,
 )
 from .convert import fairseq_to_ours, hf_to_ours
+from .precision import as_fp32, autocast
 from .transformer import WavLMOptions, build_encoder
 
 log = logging.getLogger(__name__)
@@ -156,7 +157,13 @@ def normalize_waveforms(wavs: Tensor, lengths: Tensor) -> Tensor:
 
 
 class Teacher(nn.Module):
-    """Frozen, always-eval, fp32, no-grad wrapper that produces distillation targets."""
+    """Frozen, always-eval, no-grad wrapper that produces distillation targets.
+
+    Runs in fp32 whatever autocast surrounds it, or on the CPU in bf16 when ``precision`` is "bf16"
+    (``models.precision.use_precision``); its hidden states are fp32 either way.
+    """
+
+    precision = "fp32"
 
     def __init__(self, model: TeacherModel, source: str) -> None:
         super().__init__()
@@ -177,6 +184,10 @@ class Teacher(nn.Module):
 
     def forward(self, wavs: Tensor, lengths: Tensor | None = None) -> TeacherOutput:
         device_type = wavs.device.type
+        if self.precision == "bf16" and device_type == "cpu":
+            with torch.no_grad(), autocast("bf16"):
+                out = self.model(wavs.float(), lengths)
+            return TeacherOutput(as_fp32(out.hidden_states), out.frame_mask, out.last_hidden_state.float())
         with torch.no_grad(), torch.autocast(device_type=device_type, enabled=False):
             return self.model(wavs.float(), lengths)
 

@@ -106,14 +106,18 @@ class OptimSection:
 
 @dataclass
 class TrainSection:
-    """Run control. ``precision`` fp16/bf16 autocasts the student (and head) on GPU, bf16 also on CPU;
-    the teacher always runs in fp32. ``stop_at_step`` ends the run early with a checkpoint while
+    """Run control. ``precision`` fp16/bf16 autocasts the student (and head) on GPU, bf16 also on CPU.
+    ``teacher_precision``: the teacher's forward on a CPU run, fp32 (default), bf16 (on bf16 units:
+    AMX / AVX512-BF16, else fp32 with a log line) or auto (bf16 when its hidden states keep cosine >=
+    0.99 against fp32; see ``robustdistiller.models.precision``); the targets are fp32 either way,
+    and on a GPU the teacher runs in fp32. ``stop_at_step`` ends the run early with a checkpoint while
     keeping the schedule planned for ``optim.total_steps`` (for time-limited cluster jobs: resume
     later with ``--resume``). ``max_bad_steps``: abort after this many non-finite steps in a row."""
 
     out_dir: str = "exp/distill"
     device: str = "auto"
     precision: Literal["fp32", "fp16", "bf16"] = "fp32"
+    teacher_precision: Literal["fp32", "bf16", "auto"] = "fp32"
     log_every: int = 50
     save_every: int = 10_000
     keep_last: int = 25

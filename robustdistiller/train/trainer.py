@@ -36,6 +36,7 @@ from robustdistiller.data import SAMPLE_RATE, BadFileReport
 from robustdistiller.export.s3prl import save_s3prl_checkpoint
 from robustdistiller.models.enhancement import EnhancementHead
 from robustdistiller.models.init import InitReport, init_student_from_teacher
+from robustdistiller.models.precision import use_precision
 from robustdistiller.models.student import DistillerModel, DistillerOutput
 from robustdistiller.models.teacher import Teacher, load_teacher
 from robustdistiller.train.checkpointing import checkpoint_path, load_latest_checkpoint, prune_checkpoints
@@ -159,6 +160,7 @@ class DistillTrainer:
             finish_corruption=recipe.corruption.finish_in_workers(self.device),
         )
         self.teacher = _load_teacher(recipe.teacher.source).to(self.device)
+        self._set_teacher_precision()
         self.init_message = ""
         self.student = self.build_student().to(self.device)
         enh = recipe.enhancement
@@ -237,6 +239,15 @@ class DistillTrainer:
         self.student.load_state_dict(state["Distiller"])
 
     # ------------------------------------------------------------------ set-up helpers
+    def _set_teacher_precision(self) -> None:
+        """``train.teacher_precision`` on a CPU run; a GPU teacher stays fp32 (logged if asked otherwise)."""
+        requested = self.recipe.train.teacher_precision
+        if self.device.type == "cpu":
+            use_precision(self.teacher, requested)
+        elif requested != "fp32":
+            log.info("train.teacher_precision=%s applies to CPU runs; the %s teacher runs in fp32",
+                     requested, self.device.type)
+
     def _check_precision(self) -> None:
         precision = self.recipe.train.precision
         if precision == "fp16" and self.device.type != "cuda":

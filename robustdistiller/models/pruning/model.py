@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from ..conv import ConvFeatureExtractor, check_batch, receptive_field
+from ..precision import as_fp32, autocast
 from ..teacher import Teacher, TeacherModel, normalize_waveforms
 from ..transformer import WavLMOptions, build_encoder
 from .config import PrunableConfig
@@ -36,6 +37,9 @@ class PrunableOutput:
 
 
 class PrunableModel(nn.Module):
+    precision = "fp32"
+    """What ``extract`` runs in: "fp32" or "bf16" (set by ``models.precision.use_precision``)."""
+
     def __init__(self, config: PrunableConfig) -> None:
         super().__init__()
         config.validate()
@@ -94,7 +98,8 @@ class PrunableModel(nn.Module):
 
     def extract(self, wavs: Tensor, lengths: Tensor | None = None) -> list[Tensor]:
         """DPHuBERT's ``extract_features``: the ``num_layers + 1`` hidden states."""
-        return self.forward(wavs, lengths).hidden_states
+        with autocast(self.precision):
+            return as_fp32(self.forward(wavs, lengths).hidden_states)
 
     # ------------------------------------------------------------------ sizes
     def num_params(self) -> int:
