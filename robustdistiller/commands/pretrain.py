@@ -48,7 +48,9 @@ def run(args: argparse.Namespace) -> int:
     from robustdistiller.train.pretrain_recipe import load_pretrain_recipe
 
     recipe = load_pretrain_recipe(args.config, args.overrides)
-    command = "robustdistiller " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == ["pretrain"] else ""
+    command = ""
+    if sys.argv[1:2] == ["pretrain"]:  # the model card shows the command that trains (not --resume/--export)
+        command = "robustdistiller " + shlex.join(a for a in sys.argv[1:] if a not in ("--resume", "--export"))
     result = run_training(lambda: pretrain(recipe, resume=args.resume, command=command, export_only=args.export))
     if result is None:
         return 1

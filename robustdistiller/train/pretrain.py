@@ -14,6 +14,7 @@ When the last step is done the encoder is written as a Hugging Face ``HubertMode
 from __future__ import annotations
 
 import logging
+import os
 import platform
 import shutil
 import time
@@ -148,7 +149,8 @@ class PretrainTrainer(DistillTrainer):
         assert clusters is not None
         card = model_card(self.recipe, model, clusters, step=self.step, seconds=self.elapsed_seconds,
                           command=self.command, files=len(self.stream.dataset.manifest),
-                          audio_hours=self.stream.dataset.manifest.total_seconds / 3600)
+                          audio_hours=self.stream.dataset.manifest.total_seconds / 3600,
+                          data_root=str(self.stream.dataset.manifest.root))
 
         def add_files(folder: Path) -> None:
             clusters.save(folder / CLUSTERS_FILE)
@@ -161,7 +163,7 @@ class PretrainTrainer(DistillTrainer):
 
 
 def model_card(recipe: PretrainRecipe, model: HubertPretrainModel, clusters: ClusterModel, *, step: int,
-               seconds: float, command: str, files: int, audio_hours: float) -> str:
+               seconds: float, command: str, files: int, audio_hours: float, data_root: str) -> str:
     """The model card (Markdown) of a pre-trained teacher: what it is and how to rebuild it."""
     cfg = recipe.model
     params = sum(p.numel() for p in model.encoder.parameters())
@@ -190,10 +192,12 @@ Use it as `teacher.source` in any recipe, with `load_teacher`, or with
 |---|---|
 | targets | {clusters.num_clusters} k-means clusters (scikit-learn MiniBatchKMeans, seed {targets.seed}) of {feature}; `{CLUSTERS_FILE}` holds them |
 | objective | span masking p={recipe.objective.mask_prob}, length {recipe.objective.mask_length}; cosine logits / {recipe.objective.logit_temp}; cross-entropy on masked frames (unmasked weight {recipe.objective.unmasked_weight}) |
-| data | {files} files, {audio_hours:.2f} h{' (held-out speakers excluded)' if recipe.data.exclude_held_out else ''} |
+| data | {files} files, {audio_hours:.2f} h{' (held-out speakers excluded)' if recipe.data.exclude_held_out else ''}, from `{data_root}` |
 | steps | {step} of batch {recipe.data.batch_size} crops of at most {recipe.data.max_length / 16000:.1f} s{'' if step >= recipe.optim.total_steps else f' (stopped early: the schedule was for {recipe.optim.total_steps})'} |
 | seed | train {recipe.train.seed}, data {recipe.data.seed}, mask {recipe.objective.seed} |
-| wall time | {seconds / 60:.1f} min on {platform.machine()} CPU, {torch.get_num_threads()} threads |
+| wall time | {seconds / 60:.1f} min on {platform.machine()} CPU, {torch.get_num_threads()} torch thread(s){_load_note()} |
+
+{f"Training audio: {recipe.export.data_credit}" if recipe.export.data_credit else ""}
 
 Command:
 
@@ -206,6 +210,13 @@ Command:
 Not measured yet: `python bench/teacher_probe.py --teacher <this folder> --card <this file>` fills this in.
 {PROBES_END}
 """
+
+
+def _load_note() -> str:
+    """Says so when other jobs shared the cores (load average above the core count): the wall time
+    is then longer than on an idle machine."""
+    load, cores = os.getloadavg()[0], os.cpu_count() or 1
+    return f"; load average {load:.1f} on {cores} cores when written: shared with other jobs" if load > cores else ""
 
 
 def pretrain(recipe: PretrainRecipe, *, resume: bool = False, command: str = "",

@@ -86,10 +86,12 @@ class ObjectiveSection:
 @dataclass
 class ExportSection:
     """The teacher folder written when training finishes: ``dtype`` float16 halves its size
-    (loading upcasts to float32); ``name`` titles its model card."""
+    (loading upcasts to float32); ``name`` titles its model card; ``data_credit`` (the training
+    audio's source, licence and attribution) is printed on the card as given."""
 
     dtype: Literal["float32", "float16"] = "float32"
     name: str = "hubert_mini"
+    data_credit: str = ""
 
 
 @dataclass
