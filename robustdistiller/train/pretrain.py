@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from robustdistiller.atomic import atomic_write
-from robustdistiller.models.conv import conv_output_lengths, parse_conv_layers
+from robustdistiller.models.conv import conv_output_lengths, format_conv_layers, parse_conv_layers
 from robustdistiller.models.pretraining import HubertPretrainModel
 from robustdistiller.models.teacher import Teacher, save_teacher
 from robustdistiller.train.clusters import CLUSTERS_FILE, ClusterModel, FrameLabeller, fit_clusters
@@ -182,7 +182,7 @@ Use it as `teacher.source` in any recipe, with `load_teacher`, or with
 | | |
 |---|---|
 | family | HuBERT (`HubertModel` layout) |
-| CNN | `{cfg.conv_layers}` |
+| CNN | `{format_conv_layers(parse_conv_layers(cfg.conv_layers))}` |
 | encoder | {cfg.num_layers} layers, width {cfg.embed_dim}, {cfg.attention_heads} heads, FFN {cfg.ffn_dim}, pos-conv {cfg.conv_pos}/{cfg.conv_pos_groups} |
 | parameters | {params} ({params / 1e6:.2f} M) |
 | weights on disk | {recipe.export.dtype} (`load_teacher` upcasts to float32) |
