@@ -4,9 +4,10 @@ Tasks: FSDD spoken-digit recognition (a word task) and speaker identification; t
 digit and speaker are the test split (FSDD's convention), validation is carved from the rest.
 Models: the teacher under test, the random HuBERT-shaped teacher the demo used before
 (``robustdistiller demo --random-teacher``; same seed), and 39-dim MFCC frames as the feature
-baseline. Each hidden state gets its own linear probe on mean-pooled frames (the project's
-``train_probe`` on pooled [1, 1, D] features: for a linear probe, pooling first is the same model);
-the layer with the best validation accuracy is reported with its test accuracy.
+baseline. Each hidden state gets its own linear probe on mean-pooled frames, standardised with
+the training split's statistics (the project's ``train_probe`` on pooled [1, 1, D] features: for a
+linear probe, pooling first is the same model); the layer with the best validation accuracy is
+reported with its test accuracy.
 
     python bench/teacher_probe.py --teacher robustdistiller/assets/teachers/hubert_mini \\
         [--fsdd ../shared/data/fsdd] [--card robustdistiller/assets/teachers/hubert_mini/README.md]
@@ -68,6 +69,11 @@ def best_layer_probe(model: str, task: TaskPack, feats: dict[str, Tensor], seed:
         return [feats[i.uid] for i in kept], [int(i.label) for i in kept]
 
     (train_x, train_y), (val_x, val_y), (test_x, test_y) = split(task.train), split(task.val), split(task.test)
+    # standardise each dimension with training-split statistics, so every feature type meets the
+    # same well-conditioned linear probe (raw MFCC and LayerNorm outputs differ in scale by 100x)
+    stacked = torch.stack(train_x)
+    mean, std = stacked.mean(dim=0), stacked.std(dim=0).clamp_min(1e-5)
+    train_x, val_x, test_x = ([(x - mean) / std for x in xs] for xs in (train_x, val_x, test_x))
     best: ProbeResult | None = None
     for layer in range(train_x[0].shape[0]):
         def pick(xs: list[Tensor]) -> list[Tensor]:
@@ -133,9 +139,10 @@ def main() -> None:
     if not args.fsdd.is_dir():
         raise SystemExit(f"FSDD folder not found: {args.fsdd} (give --fsdd)")
     results, seconds = run(args.teacher, args.fsdd, args.seed)
-    text = (f"{table(results)}\n\nLinear probes on mean-pooled hidden states, FSDD (takes 0-4 = test), seed "
+    text = (f"{table(results)}\n\nLinear probes on mean-pooled, standardised hidden states, FSDD (takes 0-4 = "
+            f"test), seed "
             f"{args.seed}; `python bench/teacher_probe.py --teacher <folder>` ({seconds / 60:.1f} min on "
-            f"{platform.machine()}, {torch.get_num_threads()} threads).")
+            f"{platform.machine()}, {torch.get_num_threads()} torch thread(s)).")
     print(text)
     if args.card is not None:
         write_card(args.card, text)

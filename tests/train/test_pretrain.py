@@ -276,3 +276,10 @@ def test_bundled_recipes_load() -> None:
         recipe = load_pretrain_recipe(name, ["data.manifests=[x.tsv]"])
         assert recipe.data.exclude_held_out and recipe.targets.num_clusters == 100
     assert load_pretrain_recipe("robust_hubert_mini", ["data.manifests=[x.tsv]"]).corruption.p_clean == 0.25
+
+
+def test_the_cli_explains_a_recipe_without_data(capsys: pytest.CaptureFixture[str]) -> None:
+    from robustdistiller.cli import main
+
+    assert main(["pretrain", "--config", "hubert_mini"]) == 1
+    assert "no training data: set data.manifests" in capsys.readouterr().err
