@@ -51,6 +51,7 @@ class PretrainTrainer(DistillTrainer):
     def __init__(self, recipe: PretrainRecipe, *, resume: bool = False, command: str = "", **kwargs: Any) -> None:
         self.command = command
         self.elapsed_before = 0.0  # training seconds of earlier runs (resume)
+        self.threads = torch.get_num_threads()  # of the training run, for the card (not of an --export)
         self.started = time.perf_counter()
         super().__init__(recipe, resume=resume, **kwargs)  # type: ignore[arg-type]
 
@@ -97,7 +98,8 @@ class PretrainTrainer(DistillTrainer):
         return StudentPass(loss, empty, empty)
 
     def checkpoint_config(self) -> dict[str, Any]:
-        return {"pretrain": {"elapsed_seconds": self.elapsed_seconds, "clusters": CLUSTERS_FILE}}
+        return {"pretrain": {"elapsed_seconds": self.elapsed_seconds, "threads": self.threads,
+                             "clusters": CLUSTERS_FILE}}
 
     def write_checkpoint(self, path: Path, extra_config: dict[str, Any], extra: dict[str, Any]) -> None:
         state = {k: v.detach().cpu().clone() for k, v in self.student.state_dict().items()}
@@ -109,6 +111,7 @@ class PretrainTrainer(DistillTrainer):
             raise ValueError("checkpoint has no pre-training 'Model' state: train.out_dir holds another kind of run")
         self.student.load_state_dict(state["Model"])
         self.elapsed_before = float(state["Config"]["pretrain"]["elapsed_seconds"])
+        self.threads = int(state["Config"]["pretrain"].get("threads", self.threads))
         self.started = time.perf_counter()
 
     # ------------------------------------------------------------------ targets
@@ -148,6 +151,7 @@ class PretrainTrainer(DistillTrainer):
         clusters = self.objective.labeller.clusters
         assert clusters is not None
         card = model_card(self.recipe, model, clusters, step=self.step, seconds=self.elapsed_seconds,
+                          threads=self.threads,
                           command=self.command, files=len(self.stream.dataset.manifest),
                           audio_hours=self.stream.dataset.manifest.total_seconds / 3600,
                           data_root=str(self.stream.dataset.manifest.root))
@@ -163,7 +167,8 @@ class PretrainTrainer(DistillTrainer):
 
 
 def model_card(recipe: PretrainRecipe, model: HubertPretrainModel, clusters: ClusterModel, *, step: int,
-               seconds: float, command: str, files: int, audio_hours: float, data_root: str) -> str:
+               seconds: float, threads: int, command: str, files: int, audio_hours: float,
+               data_root: str) -> str:
     """The model card (Markdown) of a pre-trained teacher: what it is and how to rebuild it."""
     cfg = recipe.model
     params = sum(p.numel() for p in model.encoder.parameters())
@@ -195,7 +200,7 @@ Use it as `teacher.source` in any recipe, with `load_teacher`, or with
 | data | {files} files, {audio_hours:.2f} h{' (held-out speakers excluded)' if recipe.data.exclude_held_out else ''}, from `{data_root}` |
 | steps | {step} of batch {recipe.data.batch_size} crops of at most {recipe.data.max_length / 16000:.1f} s{'' if step >= recipe.optim.total_steps else f' (stopped early: the schedule was for {recipe.optim.total_steps})'} |
 | seed | train {recipe.train.seed}, data {recipe.data.seed}, mask {recipe.objective.seed} |
-| wall time | {seconds / 60:.1f} min on {platform.machine()} CPU, {torch.get_num_threads()} torch thread(s){_load_note()} |
+| wall time | {seconds / 60:.1f} min on {platform.machine()} CPU, {threads} torch thread(s){_load_note()} |
 
 {f"Training audio: {recipe.export.data_credit}" if recipe.export.data_credit else ""}
 
