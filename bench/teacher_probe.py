@@ -40,6 +40,7 @@ from robustdistiller.train.pretrain import PROBES_END, PROBES_START
 
 DEFAULT_FSDD = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "fsdd"
 RANDOM_TEACHER_SEED = 0  # the demo's default seed
+TASKS = ("fsdd-digit", "fsdd-speaker")
 
 
 @dataclass
@@ -89,9 +90,9 @@ def best_layer_probe(model: str, task: TaskPack, feats: dict[str, Tensor], seed:
     return best
 
 
-def run(teacher: Path, fsdd: Path, seed: int) -> tuple[list[ProbeResult], float]:
+def run(teacher: Path, fsdd: Path, seed: int, names: Sequence[str]) -> tuple[list[ProbeResult], float]:
     start = time.perf_counter()
-    tasks = fsdd_tasks(fsdd, seed=seed)
+    tasks = [t for t in fsdd_tasks(fsdd, seed=seed) if t.name in names]
     report = BadFileReport()
     audio = load_waveforms(tasks[0].items(), report)
     uids = list(audio)
@@ -135,13 +136,15 @@ def main() -> None:
     parser.add_argument("--fsdd", type=Path, default=DEFAULT_FSDD, help="FSDD recordings folder")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--card", type=Path, help="model card to write the table into")
+    parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS, help="FSDD tasks to probe")
     args = parser.parse_args()
     if not args.fsdd.is_dir():
         raise SystemExit(f"FSDD folder not found: {args.fsdd} (give --fsdd)")
-    results, seconds = run(args.teacher, args.fsdd, args.seed)
+    results, seconds = run(args.teacher, args.fsdd, args.seed, args.tasks)
     text = (f"{table(results)}\n\nLinear probes on mean-pooled, standardised hidden states, FSDD (takes 0-4 = "
             f"test), seed "
-            f"{args.seed}; `python bench/teacher_probe.py --teacher <folder>` ({seconds / 60:.1f} min on "
+            f"{args.seed}; layer i = hidden state i (0 = the input of layer 1, after the positional conv); "
+            f"`python bench/teacher_probe.py --teacher <folder> --tasks {' '.join(args.tasks)}` ({seconds / 60:.1f} min on "
             f"{platform.machine()}, {torch.get_num_threads()} torch thread(s)).")
     print(text)
     if args.card is not None:
