@@ -12,7 +12,9 @@ import logging
 import sys
 
 # Order is the order shown in --help.
-COMMANDS: tuple[str, ...] = ("prepare", "info", "export", "distill", "prune", "extract", "evaluate", "demo")
+COMMANDS: tuple[str, ...] = (
+    "prepare", "info", "export", "pretrain", "distill", "prune", "extract", "evaluate", "demo",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

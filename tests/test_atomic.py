@@ -50,6 +50,9 @@ def test_atomic_dir_appears_whole_or_not_at_all(tmp_path: Path) -> None:
     with atomic.atomic_dir(tmp_path / "out") as tmp:
         (tmp / "config.json").write_text("{}")
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["config.json"]
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (tmp_path / "out").stat().st_mode & 0o777 == 0o777 & ~mask  # not mkdtemp's private 0700
 
 
 def test_stale_temps_lists_only_dead_writers(tmp_path: Path) -> None:

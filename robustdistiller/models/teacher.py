@@ -25,7 +25,7 @@ from .conv import (
     parse_conv_layers,
     receptive_field,
 )
-from .convert import fairseq_to_ours, hf_to_ours
+from .convert import fairseq_to_ours, hf_to_ours, ours_to_hf
 from .precision import as_fp32, autocast
 from .transformer import WavLMOptions, build_encoder
 
@@ -101,7 +101,9 @@ class TeacherOutput:
 class TeacherModel(nn.Module):
     """A HuBERT / wav2vec 2.0 / WavLM encoder with fairseq parameter names."""
 
-    def __init__(self, config: TeacherConfig) -> None:
+    def __init__(self, config: TeacherConfig, *, dropout: float = 0.0) -> None:
+        """``dropout`` (residual and attention) is for pre-training (``train/pretrain.py``); a
+        teacher wrapped in :class:`Teacher` always runs in eval, where it does nothing."""
         super().__init__()
         config.validate()
         self.config = config
@@ -125,8 +127,8 @@ class TeacherModel(nn.Module):
             layer_norm_first=config.layer_norm_first,
             conv_pos=config.conv_pos,
             conv_pos_groups=config.conv_pos_groups,
-            dropout=0.0,
-            attention_dropout=0.0,
+            dropout=dropout,
+            attention_dropout=dropout,
             activation_dropout=0.0,
             wavlm=wavlm,
         )
@@ -134,7 +136,9 @@ class TeacherModel(nn.Module):
     def frame_lengths(self, lengths: Tensor) -> Tensor:
         return self.feature_extractor.output_lengths(lengths)
 
-    def forward(self, wavs: Tensor, lengths: Tensor | None = None) -> TeacherOutput:
+    def embed(self, wavs: Tensor, lengths: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """The encoder's input: projected CNN features (B, T, D) and the (B, T) frame mask (True =
+        valid). Masked pre-training replaces some of these frames before :meth:`encode`."""
         lengths = check_batch(wavs, lengths, self.min_samples)
         if self.config.normalize_waveform:
             wavs = normalize_waveforms(wavs, lengths)
@@ -143,8 +147,15 @@ class TeacherModel(nn.Module):
             feats = self.layer_norm(feats)
         if self.post_extract_proj is not None:
             feats = self.post_extract_proj(feats)
+        return feats, frame_mask
+
+    def encode(self, feats: Tensor, frame_mask: Tensor) -> TeacherOutput:
+        """The Transformer encoder over :meth:`embed`'s output."""
         enc = self.encoder(feats, frame_mask)
         return TeacherOutput([enc.layer_input, *enc.layer_outputs], frame_mask, enc.last_hidden_state)
+
+    def forward(self, wavs: Tensor, lengths: Tensor | None = None) -> TeacherOutput:
+        return self.encode(*self.embed(wavs, lengths))
 
 
 def normalize_waveforms(wavs: Tensor, lengths: Tensor) -> Tensor:
@@ -301,6 +312,92 @@ def _from_hf(name: str, local: Path | None) -> TeacherModel:
     return model
 
 
+def hubert_config_from_teacher(config: TeacherConfig) -> Any:
+    """The transformers ``HubertConfig`` of a HuBERT-family ``config`` (inverse of
+    :func:`teacher_config_from_hf`): uniform layers only, as ``HubertModel`` has no per-layer sizes."""
+    from transformers import HubertConfig
+
+    if config.family != "hubert":
+        raise UnsupportedTeacherError(f"only family 'hubert' has a HubertModel layout, got {config.family!r}")
+    if len(set(config.head_counts)) != 1 or len(set(config.ffn_dims)) != 1:
+        raise UnsupportedTeacherError(
+            f"HubertModel needs the same heads / FFN size in every layer; got {config.head_counts} / {config.ffn_dims}"
+        )
+    channels, kernels, strides = zip(*parse_conv_layers(config.conv_layers), strict=True)
+    return HubertConfig(
+        architectures=["HubertModel"],
+        hidden_size=config.embed_dim,
+        num_hidden_layers=config.num_layers,
+        num_attention_heads=config.attention_heads,
+        intermediate_size=config.ffn_dim,
+        hidden_act="gelu",
+        feat_extract_activation="gelu",
+        feat_extract_norm="group" if config.extractor_mode == "default" else "layer",
+        feat_proj_layer_norm=config.feature_layer_norm,
+        conv_dim=list(channels),
+        conv_kernel=list(kernels),
+        conv_stride=list(strides),
+        conv_bias=config.conv_bias,
+        num_conv_pos_embeddings=config.conv_pos,
+        num_conv_pos_embedding_groups=config.conv_pos_groups,
+        do_stable_layer_norm=config.layer_norm_first,
+        layer_norm_eps=1e-5,
+    )
+
+
+def save_teacher(model: TeacherModel, out_dir: str | Path, *, mask_emb: Tensor | None = None,
+                 dtype: torch.dtype = torch.float32, add_files: Callable[[Path], None] | None = None) -> Path:
+    """Write ``model`` as a Hugging Face ``HubertModel`` folder (``save_pretrained``) at ``out_dir``,
+    which must not exist yet (written in a temp folder, then renamed).
+
+    Args:
+        model: a HuBERT-family encoder.
+        out_dir: the folder to create.
+        mask_emb: (D,) learned mask embedding, kept as HF's ``masked_spec_embed`` (SpecAugment in
+            fine-tuning); a random one is written when None. :func:`load_teacher` ignores it.
+        dtype: weight dtype on disk; ``torch.float16`` halves the size, and :func:`load_teacher`
+            upcasts to fp32 on load.
+        add_files: writes further files (model card, cluster model) into the folder before it
+            appears under its final name.
+
+    Returns:
+        ``out_dir``, after checking that ``load_teacher`` reads it back without missing keys.
+    """
+    from transformers import HubertModel
+
+    from ..atomic import atomic_dir
+
+    hf_model = HubertModel(hubert_config_from_teacher(model.config))
+    state = ours_to_hf(model.state_dict(), skip_prefixes=())
+    if model.post_extract_proj is None:  # HF always has the projection: identity when channels == dim
+        dim = model.config.embed_dim
+        state["feature_projection.projection.weight"] = torch.eye(dim)
+        state["feature_projection.projection.bias"] = torch.zeros(dim)
+    state["masked_spec_embed"] = mask_emb.detach().cpu() if mask_emb is not None else hf_model.masked_spec_embed
+    hf_model.load_state_dict(state, strict=True)
+    out_dir = Path(out_dir)
+    with atomic_dir(out_dir) as tmp:
+        hf_model.to(dtype).save_pretrained(tmp)
+        load_teacher(tmp)  # fails here, before the rename, if the folder does not read back
+        if add_files is not None:
+            add_files(tmp)
+    return out_dir
+
+
+BUNDLED_DIR = Path(__file__).resolve().parents[1] / "assets" / "teachers"
+
+
+def bundled_teacher(name: str = "hubert_mini") -> Path:
+    """The Hugging Face folder of a teacher shipped inside the package (``assets/teachers/<name>``),
+    usable as ``teacher.source`` or with ``load_teacher`` / ``HubertModel.from_pretrained``; its
+    ``README.md`` model card tells how it was pre-trained."""
+    path = BUNDLED_DIR / name
+    if not (path / "config.json").is_file():
+        found = sorted(p.name for p in BUNDLED_DIR.iterdir() if p.is_dir()) if BUNDLED_DIR.is_dir() else []
+        raise FileNotFoundError(f"no bundled teacher {name!r} in {BUNDLED_DIR}; bundled: {', '.join(found) or 'none'}")
+    return path
+
+
 def load_strict(
     model: nn.Module, state: dict[str, Tensor], source: str, display: Callable[[str], str] | None = None
 ) -> None:
@@ -451,8 +548,11 @@ __all__ = [
     "TeacherModel",
     "TeacherOutput",
     "UnsupportedTeacherError",
+    "bundled_teacher",
+    "hubert_config_from_teacher",
     "load_teacher",
     "normalize_waveforms",
+    "save_teacher",
     "teacher_config_from_fairseq",
     "teacher_config_from_hf",
 ]

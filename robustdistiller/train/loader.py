@@ -33,6 +33,7 @@ from robustdistiller.data import (
     manifest_from_librispeech,
     validate_manifest,
 )
+from robustdistiller.data.manifest import is_held_out_speaker, speaker_from_name
 from robustdistiller.train.distributed import DistContext, barrier
 from robustdistiller.train.recipe import DataSection
 
@@ -70,10 +71,28 @@ def load_training_manifest(data: DataSection, out_dir: Path, ctx: DistContext, r
         if not first.is_file():
             raise FileNotFoundError(f"{path}: its first file {first} does not exist; is the root {part.root} right?")
     if len(parts) == 1:
-        return parts[0]
-    # Different roots: make every path absolute under a common root of "/".
-    entries = [ManifestEntry(str(p.root / e.path), e.num_samples) for p in parts for e in p.entries]
-    return Manifest(Path("/"), entries)
+        manifest = parts[0]
+    else:
+        # Different roots: make every path absolute under a common root of "/".
+        entries = [ManifestEntry(str(p.root / e.path), e.num_samples) for p in parts for e in p.entries]
+        manifest = Manifest(Path("/"), entries)
+    return without_held_out_speakers(manifest) if data.exclude_held_out else manifest
+
+
+def without_held_out_speakers(manifest: Manifest) -> Manifest:
+    """``manifest`` less the held-out evaluation speakers (``is_held_out_speaker``); the speaker is
+    the ``speaker`` column, or the ``<speaker>-...`` prefix of the file name without one."""
+    def speaker(entry: ManifestEntry) -> str:
+        return entry.labels.get("speaker") or speaker_from_name(entry.path)
+
+    try:
+        kept = [e for e in manifest.entries if not is_held_out_speaker(speaker(e))]
+    except ValueError as exc:
+        raise ValueError(f"data.exclude_held_out=true: {exc} (file names must start with a numeric speaker id)") from None
+    if not kept:
+        raise ValueError("data.exclude_held_out=true removed every file: all speakers are held-out ones")
+    log.info("data.exclude_held_out: %d of %d files kept (held-out speakers removed)", len(kept), len(manifest))
+    return Manifest(manifest.root, kept, list(manifest.label_names))
 
 
 @dataclass

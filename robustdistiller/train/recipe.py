@@ -33,7 +33,11 @@ class DataSection:
 
     Batches hold ``batch_size`` utterances, or as many as fit ``max_seconds`` of padded audio
     (``batch_size`` then caps the count); utterances longer than ``max_length`` samples are
-    randomly cropped (250000 = 15.6 s, as s3prl)."""
+    randomly cropped (250000 = 15.6 s, as s3prl).
+
+    ``exclude_held_out`` drops the LibriSpeech speakers that evaluation keeps for itself
+    (``data.manifest.is_held_out_speaker``; speaker from the ``speaker`` column, else from
+    ``<speaker>-<chapter>-<utt>`` file names)."""
 
     manifests: list[str] = field(default_factory=list)
     root: str | None = None
@@ -44,6 +48,7 @@ class DataSection:
     max_seconds: float | None = None
     num_workers: int = 4
     seed: int = 1337
+    exclude_held_out: bool = False
 
     def validate(self) -> None:
         if self.corpus == "builtin" and (self.manifests or self.root):

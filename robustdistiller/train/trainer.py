@@ -139,6 +139,8 @@ def format_init_report(report: InitReport) -> str:
 class DistillTrainer:
     """Builds everything a recipe names, then :meth:`fit` runs (or resumes) the loop."""
 
+    progress_label = "distill"
+
     def __init__(self, recipe: DistillRecipe, *, resume: bool = False, ctx: DistContext | None = None,
                  sync_timing: bool = False) -> None:
         self.recipe = recipe
@@ -159,12 +161,12 @@ class DistillTrainer:
             max_seconds=data.max_seconds, num_workers=data.num_workers, seed=data.seed, ctx=self.ctx,
             finish_corruption=recipe.corruption.finish_in_workers(self.device),
         )
-        self.teacher = _load_teacher(recipe.teacher.source).to(self.device)
-        self._set_teacher_precision()
+        self.teacher = self.build_teacher()
+        if self.teacher is not None:
+            self._set_teacher_precision()
         self.init_message = ""
         self.student = self.build_student().to(self.device)
-        enh = recipe.enhancement
-        self.head = EnhancementHead(enh).to(self.device) if enh.use_enhancement else None
+        self.head = self.build_head()
         self.student_ddp = self._wrap(self.student)
         self.head_ddp = self._wrap(self.head) if self.head is not None else None
 
@@ -191,9 +193,18 @@ class DistillTrainer:
                 (self.out_dir / "recipe.yaml").write_text(yaml.safe_dump(to_dict(recipe), sort_keys=False))
 
     # ------------------------------------------------------------------ extension points
-    # Subclasses (the pruning stages, train/pruning.py) replace the student, its loss, its
-    # optimizer groups and its checkpoint format; data, corruption, enhancement head, DDP, signals,
-    # resume and logging stay here.
+    # Subclasses (the pruning stages, train/pruning.py; pre-training, train/pretrain.py) replace
+    # the teacher, the student, its loss, its optimizer groups and its checkpoint format; data,
+    # corruption, DDP, signals, resume and logging stay here.
+    def build_teacher(self) -> Teacher | None:
+        """The frozen model whose outputs are targets, on the device (None: the objective needs none)."""
+        return _load_teacher(self.recipe.teacher.source).to(self.device)
+
+    def build_head(self) -> EnhancementHead | None:
+        """The enhancement head on the device, when the recipe enables one."""
+        enh = self.recipe.enhancement
+        return EnhancementHead(enh).to(self.device) if enh.use_enhancement else None
+
     def build_student(self) -> nn.Module:
         """The model to train (on CPU; moved to the device by the caller). Sets ``init_message``."""
         student = DistillerModel(self.recipe.student)
@@ -229,6 +240,17 @@ class DistillTrainer:
             sums[f"loss/{name}"] += value.detach()
         sums["loss/distill"] += dist.total.detach()
         return StudentPass(loss, out.cnn_features, out.hiddens[-1])
+
+    def checkpoint_config(self) -> dict[str, Any]:
+        """Top-level ``Config`` entries of a checkpoint beside the student's own."""
+        enh = self.recipe.enhancement
+        extra_config: dict[str, Any] = {
+            "teacher": {"model": self.recipe.teacher.source, "n_layers": self.teacher.num_layers},
+            "task": {"sequence_length": self.recipe.data.max_length},
+        }
+        if enh.use_enhancement:
+            extra_config["enhancement_head"] = to_dict(enh)
+        return extra_config
 
     def write_checkpoint(self, path: Path, extra_config: dict[str, Any], extra: dict[str, Any]) -> None:
         """Write the student plus the trainer state ``extra`` (top-level keys) to ``path``."""
@@ -285,7 +307,6 @@ class DistillTrainer:
         self.student.train()
         if self.head is not None:
             self.head.train()
-        enh = self.recipe.enhancement
         sums: dict[str, Tensor] = defaultdict(lambda: torch.zeros((), device=self.device))
         results: list[CorruptionResult] = []
         audio_seconds, total = 0.0, 0.0
@@ -308,6 +329,7 @@ class DistillTrainer:
                 student = self.student_loss(noisy, wavs, lengths, sums)
                 loss = student.loss
                 if self.head is not None:
+                    enh = self.recipe.enhancement
                     with self.timer.phase("enhancement"), self._autocast():
                         feats = student.cnn_features if enh.input == "cnn" else student.last_hidden
                         assert self.head_ddp is not None
@@ -361,7 +383,7 @@ class DistillTrainer:
         last_step = min(train.stop_at_step or opt.total_steps, opt.total_steps)
         result = DistillResult(checkpoint=self.last_checkpoint, step=self.step, bad_files=self.bad_files)
         monitor = TrainMonitor(self.out_dir, enabled=self.ctx.is_main, total_steps=opt.total_steps,
-                               start_step=self.step)
+                               start_step=self.step, label=self.progress_label)
         window = _Window()
         data = iter(self.stream)
         try:
@@ -424,13 +446,7 @@ class DistillTrainer:
         barrier(self.ctx)
         path = checkpoint_path(self.out_dir, self.step)
         if self.ctx.is_main:
-            enh = self.recipe.enhancement
-            extra_config: dict[str, Any] = {
-                "teacher": {"model": self.recipe.teacher.source, "n_layers": self.teacher.num_layers},
-                "task": {"sequence_length": self.recipe.data.max_length},
-            }
-            if enh.use_enhancement:
-                extra_config["enhancement_head"] = to_dict(enh)
+            extra_config = self.checkpoint_config()
             extra: dict[str, Any] = {
                 "Optimizer": self.optimizer.state_dict(),
                 "Scheduler": self.scheduler.state_dict(),

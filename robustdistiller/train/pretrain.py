@@ -1,0 +1,250 @@
+"""HuBERT-style pre-training of a small teacher: ``robustdistiller pretrain``.
+
+:class:`PretrainTrainer` is a :class:`DistillTrainer` whose "student" is a
+:class:`HubertPretrainModel` trained by the :class:`MaskedPrediction` objective, so data, bad-file
+skips, corruption (the robust variant), DDP, SIGINT/SIGTERM, non-finite skips, TensorBoard /
+``log.jsonl`` / progress bar, checkpoints and exact resume are the distillation trainer's.
+
+Before the first step the k-means is fitted on the training audio (MFCC frames, or a layer of the
+model at ``targets.source``) and saved as ``train.out_dir/clusters.npz``; a resumed run reuses it.
+When the last step is done the encoder is written as a Hugging Face ``HubertModel`` folder at
+``train.out_dir/teacher`` with the cluster model and a model card (``README.md``) beside it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from robustdistiller.atomic import atomic_write
+from robustdistiller.models.conv import conv_output_lengths, format_conv_layers, parse_conv_layers
+from robustdistiller.models.pretraining import HubertPretrainModel
+from robustdistiller.models.teacher import Teacher, save_teacher
+from robustdistiller.train.clusters import CLUSTERS_FILE, ClusterModel, FrameLabeller, fit_clusters
+from robustdistiller.train.distributed import barrier, init_distributed, shutdown
+from robustdistiller.train.masked_prediction import MaskedPrediction
+from robustdistiller.train.pretrain_recipe import PretrainRecipe
+from robustdistiller.train.trainer import DistillResult, DistillTrainer, StudentPass, _load_teacher
+
+log = logging.getLogger(__name__)
+
+TEACHER_DIR = "teacher"
+CARD_FILE = "README.md"
+# bench/teacher_probe.py writes its table between these markers of the card
+PROBES_START, PROBES_END = "<!-- probes -->", "<!-- /probes -->"
+
+
+class PretrainTrainer(DistillTrainer):
+    """Masked-prediction pre-training inside the distillation trainer's loop."""
+
+    recipe: PretrainRecipe  # type: ignore[assignment]
+    progress_label = "pretrain"
+
+    def __init__(self, recipe: PretrainRecipe, *, resume: bool = False, command: str = "", **kwargs: Any) -> None:
+        self.command = command
+        self.elapsed_before = 0.0  # training seconds of earlier runs (resume)
+        self.threads = torch.get_num_threads()  # of the training run, for the card (not of an --export)
+        self.started = time.perf_counter()
+        super().__init__(recipe, resume=resume, **kwargs)  # type: ignore[arg-type]
+
+    # ------------------------------------------------------------------ extension points
+    def build_teacher(self) -> Teacher | None:
+        """Iteration 2: the earlier model whose layer is clustered; iteration 1 (MFCC) needs none."""
+        targets = self.recipe.targets
+        return _load_teacher(targets.source).to(self.device) if targets.kind == "layer" else None
+
+    def build_head(self) -> None:
+        return None
+
+    def build_student(self) -> nn.Module:
+        recipe = self.recipe
+        labeller = FrameLabeller(None, self.teacher, recipe.targets.layer)
+        labeller.clusters = self.cluster_model(labeller)
+        obj = recipe.objective
+        model = HubertPretrainModel(recipe.model, labeller.clusters.num_clusters, final_dim=obj.final_dim,
+                                    logit_temp=obj.logit_temp, dropout=obj.dropout)
+        self.objective = MaskedPrediction(model, labeller, mask_prob=obj.mask_prob, mask_length=obj.mask_length,
+                                          unmasked_weight=obj.unmasked_weight, seed=obj.seed)
+        self._mask_step, self._micro = -1, 0
+        params = sum(p.numel() for p in model.encoder.parameters())
+        self.init_message = (f"pre-training a {params / 1e6:.2f} M-parameter HuBERT on {labeller.feature} "
+                             f"k-means targets ({labeller.clusters.num_clusters} clusters)")
+        return model
+
+    def build_optimizer(self, modules: nn.ModuleDict) -> torch.optim.Optimizer:
+        opt = self.recipe.optim
+        return self.objective.optimizer(lr=opt.lr, weight_decay=opt.weight_decay, betas=opt.betas, eps=opt.eps,
+                                        match_reference=opt.match_reference)
+
+    def student_loss(self, noisy: torch.Tensor, wavs: torch.Tensor, lengths: torch.Tensor,
+                     sums: dict[str, torch.Tensor]) -> StudentPass:
+        if self._mask_step != self.step:  # micro-batch index within this optimizer step seeds the mask
+            self._mask_step, self._micro = self.step, 0
+        with self.timer.phase("student"), self._autocast():
+            loss, scalars = self.objective.loss(self.student_ddp, noisy, wavs, lengths, step=self.step,
+                                                micro=self._micro)
+        self._micro += 1
+        for name, value in scalars.items():
+            sums[name] += value
+        empty = loss.new_zeros(0)  # no enhancement head reads the features in pre-training
+        return StudentPass(loss, empty, empty)
+
+    def checkpoint_config(self) -> dict[str, Any]:
+        return {"pretrain": {"elapsed_seconds": self.elapsed_seconds, "threads": self.threads,
+                             "clusters": CLUSTERS_FILE}}
+
+    def write_checkpoint(self, path: Path, extra_config: dict[str, Any], extra: dict[str, Any]) -> None:
+        state = {k: v.detach().cpu().clone() for k, v in self.student.state_dict().items()}
+        payload = {"Model": state, "Config": extra_config, "Step": int(self.step), **extra}
+        atomic_write(path, lambda fh: torch.save(payload, fh))
+
+    def load_student_state(self, state: dict[str, Any]) -> None:
+        if "Model" not in state:
+            raise ValueError("checkpoint has no pre-training 'Model' state: train.out_dir holds another kind of run")
+        self.student.load_state_dict(state["Model"])
+        self.elapsed_before = float(state["Config"]["pretrain"]["elapsed_seconds"])
+        self.threads = int(state["Config"]["pretrain"].get("threads", self.threads))
+        self.started = time.perf_counter()
+
+    # ------------------------------------------------------------------ targets
+    def cluster_model(self, labeller: FrameLabeller) -> ClusterModel:
+        """``out_dir/clusters.npz`` if present (a resumed or repeated run), else fitted on rank 0."""
+        path = self.out_dir / CLUSTERS_FILE
+        targets = self.recipe.targets
+        if self.ctx.is_main and not path.is_file():
+            conv = parse_conv_layers(self.recipe.model.conv_layers)
+            frames = labeller.sample_frames(
+                self.stream.dataset.manifest, lambda lengths: conv_output_lengths(lengths, conv),
+                max_frames=targets.max_frames, seed=targets.seed, report=self.bad_files,
+            )
+            fit_clusters(frames, targets.num_clusters, feature=labeller.feature, seed=targets.seed,
+                         batch_size=targets.kmeans_batch_size, max_iter=targets.kmeans_max_iter).save(path)
+        barrier(self.ctx)
+        clusters = ClusterModel.load(path)
+        if clusters.feature != labeller.feature or clusters.num_clusters != targets.num_clusters:
+            raise ValueError(
+                f"{path} holds {clusters.num_clusters} {clusters.feature} clusters but the recipe asks for "
+                f"{targets.num_clusters} {labeller.feature} clusters: use a new train.out_dir or delete {path}"
+            )
+        return clusters
+
+    # ------------------------------------------------------------------ result
+    @property
+    def elapsed_seconds(self) -> float:
+        """Training wall time over every run of this job (resumes included)."""
+        return self.elapsed_before + time.perf_counter() - self.started
+
+    def export_teacher(self) -> Path:
+        """Write ``out_dir/teacher``: HF folder + ``clusters.npz`` + model card (replaces an older one)."""
+        out = self.out_dir / TEACHER_DIR
+        if out.exists():
+            shutil.rmtree(out)
+        model: HubertPretrainModel = self.student  # type: ignore[assignment]
+        clusters = self.objective.labeller.clusters
+        assert clusters is not None
+        card = model_card(self.recipe, model, clusters, step=self.step, seconds=self.elapsed_seconds,
+                          threads=self.threads,
+                          command=self.command, files=len(self.stream.dataset.manifest),
+                          audio_hours=self.stream.dataset.manifest.total_seconds / 3600,
+                          data_root=str(self.stream.dataset.manifest.root))
+
+        def add_files(folder: Path) -> None:
+            clusters.save(folder / CLUSTERS_FILE)
+            atomic_write(folder / CARD_FILE, lambda fh: fh.write(card.encode()))
+
+        dtype = torch.float16 if self.recipe.export.dtype == "float16" else torch.float32
+        save_teacher(model.encoder, out, mask_emb=model.mask_emb, dtype=dtype, add_files=add_files)
+        log.info("teacher written to %s", out)
+        return out
+
+
+def model_card(recipe: PretrainRecipe, model: HubertPretrainModel, clusters: ClusterModel, *, step: int,
+               seconds: float, threads: int, command: str, files: int, audio_hours: float,
+               data_root: str) -> str:
+    """The model card (Markdown) of a pre-trained teacher: what it is and how to rebuild it."""
+    cfg = recipe.model
+    params = sum(p.numel() for p in model.encoder.parameters())
+    targets = recipe.targets
+    robust = recipe.corruption.p_clean < 1.0
+    feature = "39-dim MFCC (13 + deltas + delta-deltas) frames" if targets.kind == "mfcc" else \
+        f"hidden state {targets.layer} of `{targets.source}`"
+    return f"""# {recipe.export.name}
+
+A miniature HuBERT pre-trained with `robustdistiller pretrain` (masked prediction of k-means
+cluster labels){' on corrupted input with targets from the clean audio (Robust HuBERT-style)' if robust else ''}.
+Use it as `teacher.source` in any recipe, with `load_teacher`, or with
+`transformers.HubertModel.from_pretrained(path, dtype=torch.float32)`.
+
+## Architecture
+| | |
+|---|---|
+| family | HuBERT (`HubertModel` layout) |
+| CNN | `{format_conv_layers(parse_conv_layers(cfg.conv_layers))}` |
+| encoder | {cfg.num_layers} layers, width {cfg.embed_dim}, {cfg.attention_heads} heads, FFN {cfg.ffn_dim}, pos-conv {cfg.conv_pos}/{cfg.conv_pos_groups} |
+| parameters | {params} ({params / 1e6:.2f} M) |
+| weights on disk | {recipe.export.dtype} (`load_teacher` upcasts to float32) |
+
+## Training
+| | |
+|---|---|
+| targets | {clusters.num_clusters} k-means clusters (scikit-learn MiniBatchKMeans, seed {targets.seed}) of {feature}; `{CLUSTERS_FILE}` holds them |
+| objective | span masking p={recipe.objective.mask_prob}, length {recipe.objective.mask_length}; cosine logits / {recipe.objective.logit_temp}; cross-entropy on masked frames (unmasked weight {recipe.objective.unmasked_weight}) |
+| data | {files} files, {audio_hours:.2f} h{' (held-out speakers excluded)' if recipe.data.exclude_held_out else ''}, from `{data_root}` |
+| steps | {step} of batch {recipe.data.batch_size} crops of at most {recipe.data.max_length / 16000:.1f} s{'' if step >= recipe.optim.total_steps else f' (stopped early: the schedule was for {recipe.optim.total_steps})'} |
+| seed | train {recipe.train.seed}, data {recipe.data.seed}, mask {recipe.objective.seed} |
+| wall time | {seconds / 60:.1f} min on {platform.machine()} CPU, {threads} torch thread(s){_load_note()} |
+
+{f"Training audio: {recipe.export.data_credit}" if recipe.export.data_credit else ""}
+
+Command:
+
+```
+{command or f'robustdistiller pretrain --config <recipe> train.out_dir={recipe.train.out_dir}'}
+```
+
+## Probes
+{PROBES_START}
+Not measured yet: `python bench/teacher_probe.py --teacher <this folder> --card <this file>` fills this in.
+{PROBES_END}
+"""
+
+
+def _load_note() -> str:
+    """Says so when other jobs shared the cores (load average above the core count): the wall time
+    is then longer than on an idle machine."""
+    load, cores = os.getloadavg()[0], os.cpu_count() or 1
+    return f"; load average {load:.1f} on {cores} cores when written: shared with other jobs" if load > cores else ""
+
+
+def pretrain(recipe: PretrainRecipe, *, resume: bool = False, command: str = "",
+             export_only: bool = False) -> DistillResult:
+    """Pre-train as ``recipe`` says (resuming from ``train.out_dir`` if asked); when the last step
+    is reached, write the teacher folder ``train.out_dir/teacher``.
+
+    ``export_only``: write the teacher folder from the newest checkpoint (e.g. of a run stopped
+    early; its card gives the step) and train nothing."""
+    ctx = init_distributed(recipe.train.device)
+    try:
+        trainer = PretrainTrainer(recipe, resume=resume or export_only, ctx=ctx, command=command)
+        if export_only:
+            if ctx.is_main:
+                trainer.export_teacher()
+            return DistillResult(trainer.last_checkpoint, trainer.step, bad_files=trainer.bad_files)
+        result = trainer.fit()
+        done = result.interrupted is None and trainer.step >= recipe.optim.total_steps
+        if done and ctx.is_main:
+            trainer.export_teacher()
+        return result
+    finally:
+        shutdown(ctx)
+
+
+__all__ = ["PretrainTrainer", "model_card", "pretrain"]
