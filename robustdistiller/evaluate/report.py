@@ -109,16 +109,19 @@ def _headline_blocks(results: Results) -> list[Block]:
     if not results.headline:
         return []
     rows = [
-        (h["model"], h["task"], h["metric"], h["clean"], h["mean_corrupted"], h["mean_noise"], h["mean_reverb"],
-         None if h["relative_drop"] is None else 100 * h["relative_drop"], h["parameters"], h["rtf_1_thread"])
+        (h["model"], h["task"], h["metric"], h.get("chance"), h["clean"], h["mean_corrupted"], h["mean_noise"],
+         h["mean_reverb"], None if h["relative_drop"] is None else 100 * h["relative_drop"],
+         h.get("drop_above_chance"), h["parameters"], h["rtf_1_thread"])
         for h in results.headline
     ]
     return [
         Heading("Headline"),
         Paragraph("Probe score on clean audio, its mean over every corrupted condition (and over the noise-only "
-                  "and reverberation-only ones), the relative drop from clean in %, size and 1-thread real-time factor."),
-        _table(("model", "task", "metric", "clean", "mean corrupted", "mean noise", "mean reverb", "drop %",
-                "params", "RTF (1 thr)"), rows),
+                  "and reverberation-only ones), the relative drop from clean in %, the drop above chance "
+                  "(1 - (mean corrupted - chance) / (clean - chance): the share of the above-chance accuracy lost; "
+                  "chance = always answering the test split's most frequent class), size and 1-thread real-time factor."),
+        _table(("model", "task", "metric", "chance", "clean", "mean corrupted", "mean noise", "mean reverb", "drop %",
+                "drop above chance", "params", "RTF (1 thr)"), rows),
     ]
 
 
