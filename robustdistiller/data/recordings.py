@@ -14,7 +14,8 @@ Speech and noise are Ogg/Vorbis at :data:`VORBIS_LEVEL` (about 33 kbit/s, a fift
 libsndfile reads it), the RIR lossless FLAC. ``index.tsv`` lists every file with its role, speaker,
 sex, source, the cut (start and duration in the source) and a SHA-256, so tests can check that the
 files, the index and the attribution agree. :func:`build_recordings` rebuilds the folder from
-``../shared/data``::
+``../shared/data`` (an Ogg stream carries a random serial number, so rebuilt files differ byte-wise
+from the shipped ones but decode to the same samples)::
 
     python -m robustdistiller.data.recordings --shared ../shared/data
 """
@@ -180,8 +181,8 @@ def attribution_text(rows: Sequence[Recording]) -> str:
         "Used for evaluation only.",
         "",
         f"Codec: Ogg/Vorbis, libsndfile compression level {VORBIS_LEVEL} (about 33 kbit/s at 16 kHz mono), "
-        "chosen to ship the whole held-out set within the size budget; `bench/miniature.py --flac` runs the same "
-        "evaluation on the original FLAC files to show the codec does not change the comparison.",
+        "chosen to ship the whole held-out set within the size budget; `bench/miniature.py --eval-audio shipped` runs "
+        "the benchmark's evaluation on these files instead of the original FLAC ones, to show what the codec changes.",
         "",
         "## Files",
         "",
