@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from robustdistiller.evaluate.plots import all_plots
+from robustdistiller.evaluate.plots import all_plots, caption
 from robustdistiller.evaluate.results import Results
 
 
@@ -110,7 +110,7 @@ def _headline_blocks(results: Results) -> list[Block]:
         return []
     rows = [
         (h["model"], h["task"], h["metric"], h.get("chance"), h["clean"], h["mean_corrupted"], h["mean_noise"],
-         h["mean_reverb"], None if h["relative_drop"] is None else 100 * h["relative_drop"],
+         h["mean_reverb"], None if h["relative_drop"] is None else f"{100 * h['relative_drop']:.1f}",
          h.get("drop_above_chance"), h["parameters"], h["rtf_1_thread"])
         for h in results.headline
     ]
@@ -217,7 +217,7 @@ def _skipped_blocks(results: Results) -> list[Block]:
 
 
 def build_blocks(results: Results, images: Sequence[Path], title: str, intro: Sequence[Block] = ()) -> list[Block]:
-    plots: list[Block] = [Heading("Plots")] + [Image(p, p.stem.replace("_", " ")) for p in images] if images else []
+    plots: list[Block] = [Heading("Plots")] + [Image(p, caption(p, results)) for p in images] if images else []
     return [
         Heading(title, 1),
         *intro,
@@ -275,7 +275,10 @@ def _inline_html(text: str) -> str:
 _STYLE = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;line-height:1.4}"
           "table{border-collapse:collapse;font-size:0.85em;margin:0.5em 0}"
           "td,th{border:1px solid #bbb;padding:2px 6px;text-align:right}td:first-child{text-align:left}"
-          "img{max-width:100%}code,pre{background:#f3f3f3}")
+          "img{max-width:100%}code,pre{background:#f3f3f3}"
+          # Long commands and paths wrap instead of widening the page.
+          "pre{white-space:pre-wrap;overflow-wrap:anywhere;padding:0.5em}code{overflow-wrap:anywhere}"
+          "figure{margin:1em 0}figcaption{font-size:0.9em;color:#444}")
 
 
 def render_html(blocks: Sequence[Block], base_dir: Path) -> str:
