@@ -48,10 +48,12 @@ log = logging.getLogger(__name__)
 
 BASELINE, ROBUST = "distilhubert-baseline", "robustdistiller"
 SHIPPED_TEACHER = Path(__file__).resolve().parent / "assets" / "teachers" / "hubert_mini"
-# The teacher demo.yaml is sized for: CNN 64 channels, 4 layers of 128, 4 heads, FFN 256, pos-conv 32/8.
+# The shipped teacher's shape, which demo.yaml's student copies and --random-teacher reproduces:
+# CNN 64-64-128x5 channels, 4 layers of 192, 4 heads, FFN 512, pos-conv 32/8.
 TEACHER_SHAPE: dict[str, Any] = {
-    "conv_dim": (64,) * 7, "hidden_size": 128, "num_hidden_layers": 4, "num_attention_heads": 4,
-    "intermediate_size": 256, "num_conv_pos_embeddings": 32, "num_conv_pos_embedding_groups": 8,
+    "conv_dim": (64, 64, 128, 128, 128, 128, 128), "hidden_size": 192, "num_hidden_layers": 4,
+    "num_attention_heads": 4, "intermediate_size": 512, "num_conv_pos_embeddings": 32,
+    "num_conv_pos_embedding_groups": 8,
 }
 QUICK_STEPS = 3
 # Evaluation rooms are simulated from this seed (+ the demo seed); training rooms use the recipe's
