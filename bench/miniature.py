@@ -52,7 +52,7 @@ from robustdistiller.demo import (
 from robustdistiller.evaluate.results import Results
 from robustdistiller.evaluate.runner import evaluate
 from robustdistiller.evaluate.tasks import TaskPack, fsdd_tasks, librispeech_speaker_tasks, shipped_speaker_tasks
-from robustdistiller.train.checkpointing import checkpoint_path
+from robustdistiller.train.checkpointing import checkpoint_path, load_latest_checkpoint
 from robustdistiller.train.trainer import distill
 
 log = logging.getLogger("bench.miniature")
@@ -106,7 +106,7 @@ def train_all(out: Path, teachers: dict[str, Path], manifest: Path, seeds: list[
                 final = checkpoint_path(recipe.train.out_dir, steps)
                 if not final.is_file():
                     start = time.perf_counter()
-                    result = distill(recipe, resume=True)
+                    result = distill(recipe, resume=load_latest_checkpoint(recipe.train.out_dir) is not None)
                     if result.interrupted:
                         raise SystemExit(f"{teacher}/{name} interrupted; rerun to resume")
                     log.info("%s/%s: %d steps in %.1f min", teacher, name, steps, (time.perf_counter() - start) / 60)
