@@ -247,7 +247,7 @@ def render_markdown(blocks: Sequence[Block]) -> str:
         elif isinstance(b, Code):
             out.append(f"```\n{b.text}\n```")
         elif isinstance(b, Image):
-            out.append(f"![{b.caption}]({b.path.as_posix()})")
+            out.append(f"![{b.caption}]({b.path.as_posix()})\n\n*{b.caption}*")  # alt text is not shown as a caption
         else:
             lines = ["| " + " | ".join(b.header) + " |", "|" + "---|" * len(b.header)]
             lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in b.rows]
@@ -275,7 +275,7 @@ def _inline_html(text: str) -> str:
 _STYLE = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;line-height:1.4}"
           "table{border-collapse:collapse;font-size:0.85em;margin:0.5em 0}"
           "td,th{border:1px solid #bbb;padding:2px 6px;text-align:right}td:first-child{text-align:left}"
-          "img{max-width:100%}code,pre{background:#f3f3f3}"
+          "img{max-width:min(100%,720px)}code,pre{background:#f3f3f3}"
           # Long commands and paths wrap instead of widening the page.
           "pre{white-space:pre-wrap;overflow-wrap:anywhere;padding:0.5em}code{overflow-wrap:anywhere}"
           "figure{margin:1em 0}figcaption{font-size:0.9em;color:#444}")
