@@ -57,7 +57,10 @@ from robustdistiller.train.trainer import distill
 
 log = logging.getLogger("bench.miniature")
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_TEACHERS = ("hubert_mini=/work/artifacts/hubert_mini", "robust_hubert_mini=/work/artifacts/robust_hubert_mini")
+# The shipped teacher, and the robust one as `robustdistiller pretrain --config robust_hubert_mini
+# train.out_dir=exp/robust_hubert_mini` writes it.
+DEFAULT_TEACHERS = (f"hubert_mini={ROOT / 'robustdistiller' / 'assets' / 'teachers' / 'hubert_mini'}",
+                    f"robust_hubert_mini={ROOT / 'exp' / 'robust_hubert_mini' / 'teacher'}")
 MARK = "miniature"  # docs/benchmarks.md and README.md hold the generated text between <!-- MARK:begin/end -->
 FSDD_LIMITS = {"max_train": 500, "max_val": 150}  # per task; the held-out speaker tasks are smaller than this
 
@@ -93,24 +96,21 @@ def tasks_for(shared: Path, out: Path, eval_audio: str, seed: int) -> list[TaskP
     return [*speakers, *fsdd]
 
 
-def train_all(out: Path, teachers: dict[str, Path], manifest: Path, seeds: list[int], steps: int) -> dict[str, dict[str, Path]]:
-    """teacher -> {student name -> final checkpoint}; a finished student is reused, a partial one resumed."""
-    done: dict[str, dict[str, Path]] = {}
-    for teacher, source in teachers.items():
-        done[teacher] = {}
-        for seed in seeds:
-            for robust in (False, True):
-                name = student_name(robust, seed, seeds)
-                recipe = demo_recipe(out, source, manifest, robust=robust, seed=seed, steps=steps,
-                                     name=f"{teacher}/{name}")
-                final = checkpoint_path(recipe.train.out_dir, steps)
-                if not final.is_file():
-                    start = time.perf_counter()
-                    result = distill(recipe, resume=load_latest_checkpoint(recipe.train.out_dir) is not None)
-                    if result.interrupted:
-                        raise SystemExit(f"{teacher}/{name} interrupted; rerun to resume")
-                    log.info("%s/%s: %d steps in %.1f min", teacher, name, steps, (time.perf_counter() - start) / 60)
-                done[teacher][name] = final
+def train_students(out: Path, teacher: str, source: Path, manifest: Path, seeds: list[int], steps: int) -> dict[str, Path]:
+    """{student name -> final checkpoint} for one teacher; a finished student is reused, a partial one resumed."""
+    done: dict[str, Path] = {}
+    for seed in seeds:
+        for robust in (False, True):
+            name = student_name(robust, seed, seeds)
+            recipe = demo_recipe(out, source, manifest, robust=robust, seed=seed, steps=steps, name=f"{teacher}/{name}")
+            final = checkpoint_path(recipe.train.out_dir, steps)
+            if not final.is_file():
+                start = time.perf_counter()
+                result = distill(recipe, resume=load_latest_checkpoint(recipe.train.out_dir) is not None)
+                if result.interrupted:
+                    raise SystemExit(f"{teacher}/{name} interrupted; rerun to resume")
+                log.info("%s/%s: %d steps in %.1f min", teacher, name, steps, (time.perf_counter() - start) / 60)
+            done[name] = final
     return done
 
 
@@ -220,9 +220,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     start = time.perf_counter()
 
     tasks = tasks_for(shared, out, args.eval_audio, seeds[0])
-    students = train_all(out, teachers, training_manifest(shared, out), seeds, args.steps)
-    per_teacher = {t: evaluate_teacher(out, t, teachers[t], students[t], tasks, seeds[0], args.eval_audio)
-                   for t in teachers}
+    manifest = training_manifest(shared, out)
+    per_teacher = {}
+    for teacher, source in teachers.items():  # one teacher at a time: its results are complete early
+        students = train_students(out, teacher, source, manifest, seeds, args.steps)
+        per_teacher[teacher] = evaluate_teacher(out, teacher, source, students, tasks, seeds[0], args.eval_audio)
+        print(markdown_table(table_rows({teacher: per_teacher[teacher]})), flush=True)
     rows = table_rows(per_teacher)
     minutes = (time.perf_counter() - start) / 60
     summary = json.dumps({"rows": rows, "seconds": round(60 * minutes, 1)}, indent=1)
