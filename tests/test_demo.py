@@ -1,4 +1,5 @@
-"""``robustdistiller demo --quick`` end to end: every promised output exists and loads."""
+"""``robustdistiller demo --quick`` end to end: every promised output exists and loads, and the
+evaluation runs on the shipped real recordings of held-out speakers (never a synthetic fallback)."""
 
 from __future__ import annotations
 
@@ -9,30 +10,62 @@ import pytest
 import torch
 
 import robustdistiller
+import robustdistiller.demo as demo
 from robustdistiller.cli import main
+from robustdistiller.data.recordings import RECORDED_NOISES, RECORDINGS_DIR, read_index
 from robustdistiller.evaluate.results import Results
 from robustdistiller.export.load import load_student
 
 
-def test_quick_demo_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def _no_synthetic(*args: object, **kwargs: object) -> None:
+    raise AssertionError("the demo must not fall back to the synthetic corpus")
+
+
+def test_quick_demo_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                               monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: dict[str, object] = {}
+    real_evaluate = demo.evaluate
+
+    def spy(models: list, **kwargs: object) -> Results:
+        seen.update(kwargs)
+        return real_evaluate(models, **kwargs)
+
+    monkeypatch.setattr(demo, "evaluate", spy)
+    monkeypatch.setattr("robustdistiller.data.corpus.build_corpus", _no_synthetic)
+    monkeypatch.setattr("robustdistiller.evaluate.tasks.builtin_tasks", _no_synthetic)
     out = tmp_path / "demo"
     assert main(["demo", "--quick", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert f"report:               {out / 'report.md'}" in printed
     assert "robustdistiller evaluate --model" in printed and "robustdistiller export" in printed
 
+    # The evaluation's utterances are segments of the shipped held-out recordings, its noises the recorded ones.
+    held_out = {Path(r.path).stem for r in read_index() if r.role == "heldout"}
+    tasks = seen["tasks"]
+    assert [t.name for t in tasks] == ["heldout-speaker", "heldout-sex"]  # type: ignore[attr-defined]
+    for task in tasks:  # type: ignore[attr-defined]
+        for item in task.items():
+            assert item.path.parent == out / "material" / "heldout-segments"
+            assert item.path.stem.rsplit("_", 1)[0] in held_out
+    results = Results.read(out / "results.json")
+    noises = {c["noise"] for c in results.conditions if c["noise"]}
+    assert noises and noises <= set(RECORDED_NOISES)
+    assert {c["kind"] for c in results.conditions} >= {"clean", "noise", "reverb"}
+
     for name in ("report.md", "report.html", "results.json", "teacher/config.json", "tables/probes.csv"):
         assert (out / name).is_file(), name
     assert (out / "plots" / "teacher_distortion_vs_snr.png").stat().st_size > 1000
     md = (out / "report.md").read_text()
-    assert "randomly initialised" in md and "What this run measured" in md and "robustdistiller distill" in md
+    assert md.index("## The answer") < md.index("## What was run") < md.index("## Headline")
+    assert "mini HuBERT teacher" in md and "46 held-out LibriSpeech speakers" in md and "Target" in md
+    assert "white-space:pre-wrap" in (out / "report.html").read_text()
 
-    results = Results.read(out / "results.json")
     assert [m["name"] for m in results.models] == ["distilhubert-baseline", "robustdistiller", "teacher"]
     assert {r["condition"] for r in results.probes} == {c["id"] for c in results.conditions}
     assert any(r["model"] == "robustdistiller" and r["reference"] == "teacher_clean" for r in results.distortion)
+    assert all(h["chance"] is not None for h in results.headline)
 
-    # Both final checkpoints load, record the demo teacher, and only the robust one carries a head.
+    # Both final checkpoints load, record the demo's teacher, and only the robust one carries a head.
     baseline, robust = sorted((out / "distilhubert-baseline").glob("states-*.ckpt")), sorted(
         (out / "robustdistiller").glob("states-*.ckpt"))
     assert len(baseline) == 1 and len(robust) == 1
@@ -44,4 +77,25 @@ def test_quick_demo_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str
         assert len(hidden) == 1 + model.config.encoder_layers + model.config.n_tasks
     teacher = robustdistiller.load(out / "teacher")
     assert len(teacher.extract(torch.zeros(1, 8000), torch.tensor([8000]))) == 5
-    assert json.loads((out / "demo_options.json").read_text())["quick"] is True
+    options = json.loads((out / "demo_options.json").read_text())
+    assert options["quick"] is True and options["random_teacher"] is False and options["seeds"] == [0]
+
+
+def test_demo_refuses_to_run_without_the_recordings(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="recordings index not found"):
+        demo.run_demo(tmp_path / "demo", quick=True, recordings=tmp_path / "no-recordings")
+    assert not (tmp_path / "demo" / "distilhubert-baseline").exists()  # failed before any training
+
+
+def test_random_teacher_has_the_shipped_shape(tmp_path: Path) -> None:
+    random = json.loads((demo.prepare_teacher(tmp_path, 0, random_teacher=True) / "config.json").read_text())
+    shipped = json.loads((demo.SHIPPED_TEACHER / "config.json").read_text())
+    for key, value in demo.TEACHER_SHAPE.items():
+        assert random[key] == shipped[key] == (list(value) if isinstance(value, tuple) else value), key
+
+
+def test_demo_conditions_hold_out_training_material() -> None:
+    cfg = demo.demo_conditions(False, 0, Path("/tmp"), RECORDINGS_DIR)
+    assert cfg.noises == [str(RECORDINGS_DIR / "noise")]  # recorded noises; training uses generated ones
+    assert str(RECORDINGS_DIR / "rir") in cfg.rirs and cfg.seed == demo.EVAL_ROOM_SEED  # rooms of another seed
+    assert cfg.snrs == [0.0, 5.0, 10.0, 20.0] and len(cfg.rt60s) >= 3

@@ -11,7 +11,7 @@ EPILOG = """examples:
       --noise ../shared/data/noise --noise builtin --rir simulated --voicebank ../shared/data/voicebank_demand \\
       --out runs/eval-fsdd
 
-tasks:  builtin | fsdd:PATH | manifest:PATH[:LABEL_COLUMN[:SPLIT_COLUMN]] | ctc:PATH[:TRANSCRIPT_COLUMN[:SPLIT_COLUMN]]
+tasks:  builtin | heldout | librispeech:PATH | fsdd:PATH | manifest:PATH[:LABEL_COLUMN[:SPLIT_COLUMN]] | ctc:PATH[:TRANSCRIPT_COLUMN[:SPLIT_COLUMN]]
 noises: builtin | PATH or folder:PATH (each sub-folder or file is a type) | musan:PATH | urbansound:PATH
 rirs:   simulated | PATH (a folder of real RIRs, grouped by their measured RT60)
 """

@@ -1,7 +1,9 @@
 """PNG plots of evaluation results (matplotlib, Agg backend: no display needed).
 
 Each function takes a :class:`~robustdistiller.evaluate.results.Results`, writes one figure per
-task or model into a folder and returns the written paths (nothing when there is nothing to plot).
+task or model into a folder and returns the written paths (nothing when there is nothing to plot);
+:func:`caption` says in a sentence what a written figure shows. In the score curves, models named
+``<name>-seed<N>`` are one line with ``<name>``: the mean over its seeds.
 """
 
 from __future__ import annotations
@@ -35,19 +37,32 @@ def _save(fig: plt.Figure, path: Path) -> Path:
     return path
 
 
+SEED_SUFFIX = re.compile(r"-seed\d+$")
+
+
+def seed_group(model: str) -> str:
+    """``robustdistiller-seed1`` -> ``robustdistiller``: the line a model's scores join."""
+    return SEED_SUFFIX.sub("", model)
+
+
 def _probe_curves(results: Results, kind: str, key: str) -> dict[str, dict[str, dict[float, list[float]]]]:
-    """task -> model -> x value -> scores (averaged over noise types by the caller)."""
+    """task -> model (seed group) -> x value -> scores (averaged over noise types and seeds by the caller)."""
     conds = _kinds(results)
     out: dict[str, dict[str, dict[float, list[float]]]] = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
     for p in results.probes:
         c = conds.get(p["condition"])
         if c is not None and c["kind"] == kind and p["value"] is not None:
-            out[p["task"]][p["model"]][float(c[key])].append(p["value"])
+            out[p["task"]][seed_group(p["model"])][float(c[key])].append(p["value"])
     return out
 
 
 def _clean_scores(results: Results) -> dict[tuple[str, str], float]:
-    return {(p["model"], p["task"]): p["value"] for p in results.probes if p["condition"] == "clean"}
+    """(model seed group, task) -> clean score, the mean over the group's seeds."""
+    scores: dict[tuple[str, str], list[float]] = defaultdict(list)
+    for p in results.probes:
+        if p["condition"] == "clean" and p["value"] is not None:
+            scores[(seed_group(p["model"]), p["task"])].append(p["value"])
+    return {k: float(np.mean(v)) for k, v in scores.items()}
 
 
 def _metric_label(results: Results, task: str) -> str:
@@ -140,6 +155,31 @@ def plot_teacher_distortion(results: Results, out_dir: Path) -> list[Path]:
     axes[0].legend(fontsize=8)
     fig.suptitle("model(corrupted) vs teacher(clean) target layers", fontsize=10)
     return [_save(fig, out_dir / "teacher_distortion_vs_snr.png")]
+
+
+CAPTIONS = {
+    "snr": "Probe {metric} on {task} against the SNR of the added noise (mean over noise types and seeds); one "
+           "line per model, its dotted line at the same colour is its clean score.",
+    "reverb": "Probe {metric} on {task} against the reverberation time (RT60 bin) of the room (mean over rooms "
+              "and seeds); one line per model, dotted: its clean score.",
+    "teacher_distortion_vs_snr": "Distance of each model's output on noisy audio from the teacher's target layers "
+                                 "on clean audio, against SNR (left L1, lower is better; right cosine, higher is "
+                                 "better).",
+    "distortion": "{model}: cosine similarity of each hidden state on corrupted vs clean audio, per condition "
+                  "(brighter = less disturbed).",
+}
+
+
+def caption(path: Path, results: Results) -> str:
+    """A sentence saying what the figure at ``path`` (written by this module) shows."""
+    stem = path.stem
+    if stem in CAPTIONS:
+        return CAPTIONS[stem]
+    prefix, _, rest = stem.partition("_")
+    task = next((t["name"] for t in results.tasks if slug(t["name"]) == rest), rest)
+    model = next((m["name"] for m in results.models if slug(m["name"]) == rest), rest)
+    template = CAPTIONS.get(prefix, stem.replace("_", " "))
+    return template.format(metric=_metric_label(results, task), task=task, model=model)
 
 
 def all_plots(results: Results, out_dir: Path) -> list[Path]:

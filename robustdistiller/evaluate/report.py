@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from robustdistiller.evaluate.plots import all_plots
+from robustdistiller.evaluate.plots import all_plots, caption
 from robustdistiller.evaluate.results import Results
 
 
@@ -109,16 +109,19 @@ def _headline_blocks(results: Results) -> list[Block]:
     if not results.headline:
         return []
     rows = [
-        (h["model"], h["task"], h["metric"], h["clean"], h["mean_corrupted"], h["mean_noise"], h["mean_reverb"],
-         None if h["relative_drop"] is None else 100 * h["relative_drop"], h["parameters"], h["rtf_1_thread"])
+        (h["model"], h["task"], h["metric"], h.get("chance"), h["clean"], h["mean_corrupted"], h["mean_noise"],
+         h["mean_reverb"], None if h["relative_drop"] is None else f"{100 * h['relative_drop']:.1f}",
+         h.get("drop_above_chance"), h["parameters"], h["rtf_1_thread"])
         for h in results.headline
     ]
     return [
         Heading("Headline"),
         Paragraph("Probe score on clean audio, its mean over every corrupted condition (and over the noise-only "
-                  "and reverberation-only ones), the relative drop from clean in %, size and 1-thread real-time factor."),
-        _table(("model", "task", "metric", "clean", "mean corrupted", "mean noise", "mean reverb", "drop %",
-                "params", "RTF (1 thr)"), rows),
+                  "and reverberation-only ones), the relative drop from clean in %, the drop above chance "
+                  "(1 - (mean corrupted - chance) / (clean - chance): the share of the above-chance accuracy lost; "
+                  "chance = always answering the test split's most frequent class), size and 1-thread real-time factor."),
+        _table(("model", "task", "metric", "chance", "clean", "mean corrupted", "mean noise", "mean reverb", "drop %",
+                "drop above chance", "params", "RTF (1 thr)"), rows),
     ]
 
 
@@ -214,7 +217,7 @@ def _skipped_blocks(results: Results) -> list[Block]:
 
 
 def build_blocks(results: Results, images: Sequence[Path], title: str, intro: Sequence[Block] = ()) -> list[Block]:
-    plots: list[Block] = [Heading("Plots")] + [Image(p, p.stem.replace("_", " ")) for p in images] if images else []
+    plots: list[Block] = [Heading("Plots")] + [Image(p, caption(p, results)) for p in images] if images else []
     return [
         Heading(title, 1),
         *intro,
@@ -244,7 +247,7 @@ def render_markdown(blocks: Sequence[Block]) -> str:
         elif isinstance(b, Code):
             out.append(f"```\n{b.text}\n```")
         elif isinstance(b, Image):
-            out.append(f"![{b.caption}]({b.path.as_posix()})")
+            out.append(f"![{b.caption}]({b.path.as_posix()})\n\n*{b.caption}*")  # alt text is not shown as a caption
         else:
             lines = ["| " + " | ".join(b.header) + " |", "|" + "---|" * len(b.header)]
             lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in b.rows]
@@ -272,7 +275,10 @@ def _inline_html(text: str) -> str:
 _STYLE = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;line-height:1.4}"
           "table{border-collapse:collapse;font-size:0.85em;margin:0.5em 0}"
           "td,th{border:1px solid #bbb;padding:2px 6px;text-align:right}td:first-child{text-align:left}"
-          "img{max-width:100%}code,pre{background:#f3f3f3}")
+          "img{max-width:min(100%,720px)}code,pre{background:#f3f3f3}"
+          # Long commands and paths wrap instead of widening the page.
+          "pre{white-space:pre-wrap;overflow-wrap:anywhere;padding:0.5em}code{overflow-wrap:anywhere}"
+          "figure{margin:1em 0}figcaption{font-size:0.9em;color:#444}")
 
 
 def render_html(blocks: Sequence[Block], base_dir: Path) -> str:

@@ -21,7 +21,10 @@ Schema (``SCHEMA_VERSION`` 1; every list holds flat rows so each one is also a C
                         noisy_si_snr, si_snr_improvement}]    means over utterances (None when unscorable)
     efficiency        [{model, parameters, macs_per_second, rtf_1_thread, rtf_2_threads, peak_memory_mb}]
     headline          [{model, task, metric, clean, mean_corrupted, mean_noise, mean_reverb,
-                        relative_drop, parameters, rtf_1_thread}]
+                        relative_drop, chance, drop_above_chance, noise_drop_above_chance,
+                        reverb_drop_above_chance, parameters, rtf_1_thread}]
+                        drop_above_chance = 1 - (mean corrupted - chance) / (clean - chance), None when
+                        clean <= chance (a model at chance has nothing to lose)
     skipped           [{path, reason, detail}]    inputs that could not be used, with the reason
     timings_s         {stage: seconds}
 """
@@ -144,10 +147,20 @@ def mean_of(values: list[float | None]) -> float | None:
     return sum(values) / len(values) if values else None
 
 
+def drop_above_chance(clean: float | None, corrupted: float | None, chance: float | None) -> float | None:
+    """``1 - (corrupted - chance) / (clean - chance)``: the share of the above-chance accuracy that
+    corruption takes away (0 = none, 1 = all of it). Measured above chance so that a model near chance
+    cannot look robust; None when any input is missing or ``clean <= chance``."""
+    if clean is None or corrupted is None or chance is None or clean <= chance:
+        return None
+    return 1.0 - (corrupted - chance) / (clean - chance)
+
+
 def headline_rows(results: Results) -> list[Row]:
     """Per (model, task): clean score, mean over corrupted conditions (all / noise / reverberation),
-    relative drop from clean, size and speed."""
+    relative drop from clean (plain and above chance), size and speed."""
     kinds = {c["id"]: c["kind"] for c in results.conditions}
+    chances = {t["name"]: t.get("chance") for t in results.tasks}
     eff = {e["model"]: e for e in results.efficiency}
     rows = []
     seen: list[tuple[str, str]] = []
@@ -158,9 +171,10 @@ def headline_rows(results: Results) -> list[Row]:
         probes = [p for p in results.probes if p["model"] == model and p["task"] == task]
         clean = next((p["value"] for p in probes if p["condition"] == "clean"), None)
         corrupted = [p["value"] for p in probes if p["condition"] != "clean"]
-        noise = [p["value"] for p in probes if kinds.get(p["condition"]) == "noise"]
-        reverb = [p["value"] for p in probes if kinds.get(p["condition"]) == "reverb"]
+        noise = mean_of([p["value"] for p in probes if kinds.get(p["condition"]) == "noise"])
+        reverb = mean_of([p["value"] for p in probes if kinds.get(p["condition"]) == "reverb"])
         mean_corrupted = mean_of(corrupted)
+        chance = chances.get(task) if probes[0]["metric"] == "accuracy" else None
         metric = probes[0]["metric"]
         relative = None
         if clean is not None and mean_corrupted is not None:
@@ -170,8 +184,11 @@ def headline_rows(results: Results) -> list[Row]:
                 relative = (mean_corrupted - clean) / clean
         rows.append({
             "model": model, "task": task, "metric": metric, "clean": clean,
-            "mean_corrupted": mean_corrupted, "mean_noise": mean_of(noise), "mean_reverb": mean_of(reverb),
-            "relative_drop": relative,
+            "mean_corrupted": mean_corrupted, "mean_noise": noise, "mean_reverb": reverb,
+            "relative_drop": relative, "chance": chance,
+            "drop_above_chance": drop_above_chance(clean, mean_corrupted, chance),
+            "noise_drop_above_chance": drop_above_chance(clean, noise, chance),
+            "reverb_drop_above_chance": drop_above_chance(clean, reverb, chance),
             "parameters": eff.get(model, {}).get("parameters"),
             "rtf_1_thread": eff.get(model, {}).get("rtf_1_thread"),
         })

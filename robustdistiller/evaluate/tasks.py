@@ -8,6 +8,9 @@ Builders:
 - :func:`builtin_tasks`: the offline synthetic corpus (word classification, speaker identification);
 - :func:`fsdd_tasks`: the Free Spoken Digit Dataset (digit recognition, 6-speaker identification;
   takes 0-4 are the held-out test split, as is conventional);
+- :func:`speaker_tasks`: real read speech of speakers no model was trained on (the shipped held-out
+  recordings, or LibriSpeech files): speaker identification and speaker sex over fixed-length
+  segments, split by time within each speaker's recording;
 - :func:`manifest_task`: any manifest with a label column (keyword, speaker, emotion, intent...) and an
   optional split column;
 - :func:`ctc_task`: a manifest with transcripts, recognised with a character vocabulary.
@@ -27,7 +30,10 @@ from typing import Literal
 
 import numpy as np
 
-from robustdistiller.data.audio import AudioError, load_audio
+import soundfile as sf
+
+from robustdistiller.atomic import atomic_write
+from robustdistiller.data.audio import SAMPLE_RATE, AudioError, load_audio
 from robustdistiller.data.corpus import Corpus
 from robustdistiller.data.manifest import Manifest, manifest_from_folder
 from robustdistiller.data.report import BadFileReport
@@ -104,11 +110,22 @@ class TaskPack:
         pack.notes = [*self.notes, f"{dropped} unreadable utterances dropped"]
         return pack
 
+    @property
+    def chance(self) -> float | None:
+        """Accuracy of always answering the test split's most frequent class (None for CTC)."""
+        if self.kind != "utterance":
+            return None
+        counts: dict[Label, int] = defaultdict(int)
+        for item in self.test:
+            counts[item.label] += 1
+        return max(counts.values()) / len(self.test)
+
     def summary(self) -> dict[str, object]:
         return {
             "name": self.name,
             "kind": self.kind,
             "metric": self.metric,
+            "chance": self.chance,
             "num_classes": len(self.classes),
             "classes": list(self.classes),
             "splits": {k: len(v) for k, v in self.splits().items()},
@@ -219,6 +236,117 @@ def fsdd_tasks(root: str | Path, *, seed: int = 0, val_fraction: float = 0.1,
         packs.append(TaskPack(f"fsdd-{column}", "utterance", classes, train, val, test,
                               description=f"FSDD {what} ({len(classes)} classes; takes 0-4 held out)"))
     return packs
+
+
+@dataclass(frozen=True)
+class SpeakerRecording:
+    """One recording of one speaker, for :func:`speaker_tasks`."""
+
+    path: Path
+    speaker: str
+    sex: str  # "F" / "M"
+
+
+def _write_segments(rec: SpeakerRecording, out_dir: Path, seconds: float, report: BadFileReport) -> list[str]:
+    """Cut ``rec`` into consecutive ``seconds``-long segments (a shorter tail is dropped), written as
+    16 kHz float WAVs ``out_dir/<stem>_<k>.wav``; returns their names in time order."""
+    try:
+        wav = load_audio(rec.path)
+    except AudioError as exc:
+        report.add(exc.path, exc.reason, exc.detail)
+        return []
+    size = int(seconds * SAMPLE_RATE)
+    names = []
+    for k in range(len(wav) // size):
+        name = f"{rec.path.stem}_{k:03d}.wav"
+        cut = wav[k * size:(k + 1) * size]
+        atomic_write(out_dir / name, lambda fh, cut=cut: sf.write(fh, cut, SAMPLE_RATE, subtype="FLOAT", format="WAV"))
+        names.append(name)
+    return names
+
+
+def speaker_tasks(recordings: Sequence[SpeakerRecording], work_dir: str | Path, *, seed: int = 0,
+                  segment_seconds: float = 1.0, test_fraction: float = 0.25, val_fraction: float = 0.15,
+                  prefix: str = "heldout", report: BadFileReport | None = None) -> list[TaskPack]:
+    """Speaker identification and speaker sex on real speech cut into ``segment_seconds`` segments.
+
+    Within each speaker's recordings the last ``test_fraction`` of the segments (at least one) are
+    the test split, so a probe is tested on later speech than it was trained on; validation is carved
+    (stratified, seeded) from the rest. Speakers with fewer than two segments are left out and noted.
+
+    Args:
+        recordings: the recordings, any number per speaker (segments follow the given order).
+        work_dir: the segments are written to ``work_dir/<prefix>-segments``.
+        prefix: task names are ``<prefix>-speaker`` and ``<prefix>-sex``.
+
+    Returns:
+        ``[speaker identification pack, speaker sex pack]`` over the same segments.
+    """
+    if not recordings:
+        raise ValueError("speaker_tasks: no recordings given")
+    bad_sex = sorted({r.sex for r in recordings} - {"F", "M"})
+    if bad_sex:
+        raise ValueError(f"speaker_tasks: sex must be 'F' or 'M', got {bad_sex} (read from SPEAKERS.TXT?)")
+    report = report if report is not None else BadFileReport()
+    seg_dir = Path(work_dir).resolve() / f"{prefix}-segments"
+    by_speaker: dict[str, list[str]] = defaultdict(list)
+    sex = {}
+    for rec in recordings:
+        by_speaker[rec.speaker] += _write_segments(rec, seg_dir, segment_seconds, report)
+        sex[rec.speaker] = rec.sex
+    dropped = sorted(s for s, names in by_speaker.items() if len(names) < 2)
+    speakers = sorted(s for s in by_speaker if s not in dropped)
+    if len(speakers) < 2:
+        raise ValueError(f"speaker_tasks: {len(speakers)} speakers have two or more {segment_seconds:g} s segments; "
+                         "give longer recordings or a shorter segment_seconds")
+    packs = []
+    for column, classes, label_of in (("speaker", speakers, lambda s: s), ("sex", ["F", "M"], lambda s: sex[s])):
+        index = {c: i for i, c in enumerate(classes)}
+        train, test = [], []
+        for s in speakers:
+            names = by_speaker[s]
+            n_test = max(1, int(round(test_fraction * len(names))))
+            items = [TaskItem(n, seg_dir / n, index[label_of(s)]) for n in names]
+            train += items[:-n_test]
+            test += items[-n_test:]
+        train, val = carve_validation(train, val_fraction, seed)
+        what = f"{len(speakers)}-speaker identification" if column == "speaker" else "speaker sex (F / M)"
+        pack = TaskPack(f"{prefix}-{column}", "utterance", list(classes), train, val, test,
+                        description=f"real read speech of {len(speakers)} speakers unseen in training, {what}, "
+                                    f"{segment_seconds:g} s segments; the last {test_fraction:.0%} of each "
+                                    "speaker's speech is the test split")
+        if dropped:
+            pack.notes.append(f"{len(dropped)} speakers with fewer than two segments left out")
+        packs.append(pack)
+    return packs
+
+
+def shipped_speaker_tasks(work_dir: str | Path, *, seed: int = 0, folder: str | Path | None = None,
+                          **kwargs: object) -> list[TaskPack]:
+    """:func:`speaker_tasks` on the held-out recordings that ship with the package
+    (:mod:`robustdistiller.data.recordings`); raises when they are missing, never falls back."""
+    from robustdistiller.data.recordings import RECORDINGS_DIR, read_index
+
+    rows = [r for r in read_index(folder or RECORDINGS_DIR) if r.role == "heldout"]
+    base = Path(folder or RECORDINGS_DIR)
+    recs = [SpeakerRecording(base / r.path, r.speaker, r.sex) for r in rows]
+    return speaker_tasks(recs, work_dir, seed=seed, **kwargs)  # type: ignore[arg-type]
+
+
+def librispeech_speaker_tasks(folder: str | Path, work_dir: str | Path, *, seed: int = 0,
+                              **kwargs: object) -> list[TaskPack]:
+    """:func:`speaker_tasks` on the held-out speakers (:func:`~robustdistiller.data.manifest.is_held_out_speaker`)
+    of a flat LibriSpeech folder (``<speaker>-<chapter>-<utt>.flac`` files beside ``SPEAKERS.TXT``)."""
+    from robustdistiller.data.manifest import is_held_out_speaker, speaker_from_name
+    from robustdistiller.data.recordings import read_speaker_sex
+
+    folder = Path(folder)
+    sexes = read_speaker_sex(folder / "SPEAKERS.TXT")
+    recs = [SpeakerRecording(p, speaker_from_name(p), sexes.get(speaker_from_name(p), ""))
+            for p in sorted(folder.rglob("*.flac")) if is_held_out_speaker(speaker_from_name(p))]
+    if not recs:
+        raise ValueError(f"no held-out speakers' .flac files under {folder}")
+    return speaker_tasks(recs, work_dir, seed=seed, prefix="librispeech", **kwargs)  # type: ignore[arg-type]
 
 
 def _manifest_splits(
@@ -347,7 +475,9 @@ def tasks_from_spec(spec: str, *, work_dir: str | Path, seed: int = 0,
                     report: BadFileReport | None = None) -> list[TaskPack]:
     """Task packs named on the command line.
 
-    ``builtin`` (corpus generated under ``work_dir/corpus``), ``fsdd:PATH``,
+    ``builtin`` (corpus generated under ``work_dir/corpus``), ``heldout`` (the shipped real
+    recordings of held-out speakers), ``librispeech:PATH`` (held-out speakers of a LibriSpeech folder
+    with ``SPEAKERS.TXT``), ``fsdd:PATH``,
     ``manifest:PATH[:LABEL_COLUMN[:SPLIT_COLUMN]]`` (label column default ``label``) or
     ``ctc:PATH[:TRANSCRIPT_COLUMN[:SPLIT_COLUMN]]`` (default ``transcript``).
     """
@@ -356,6 +486,10 @@ def tasks_from_spec(spec: str, *, work_dir: str | Path, seed: int = 0,
     kind, _, rest = spec.partition(":")
     if spec == "builtin":
         return builtin_tasks(build_corpus(Path(work_dir) / "corpus", seed=seed), seed=seed)
+    if spec == "heldout":
+        return shipped_speaker_tasks(work_dir, seed=seed, report=report)
+    if kind == "librispeech" and rest:
+        return librispeech_speaker_tasks(rest, work_dir, seed=seed, report=report)
     if kind == "fsdd" and rest:
         return fsdd_tasks(rest, seed=seed, report=report)
     if kind in ("manifest", "ctc") and rest:
@@ -367,5 +501,6 @@ def tasks_from_spec(spec: str, *, work_dir: str | Path, seed: int = 0,
         build = manifest_task if kind == "manifest" else ctc_task
         return [build(path, column, split_column=split, seed=seed)]
     raise ValueError(
-        f"unknown task {spec!r}; use builtin, fsdd:PATH, manifest:PATH[:LABEL[:SPLIT]] or ctc:PATH[:TEXT[:SPLIT]]"
+        f"unknown task {spec!r}; use builtin, heldout, librispeech:PATH, fsdd:PATH, "
+        "manifest:PATH[:LABEL[:SPLIT]] or ctc:PATH[:TEXT[:SPLIT]]"
     )

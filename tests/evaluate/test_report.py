@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from robustdistiller.evaluate.report import Bullets, Code, Heading, Paragraph, Table, render_html, render_markdown, write_report
-from robustdistiller.evaluate.results import Results, headline_rows
+from robustdistiller.evaluate.results import Results, drop_above_chance, headline_rows
 
 
 def _results() -> Results:
@@ -42,6 +42,22 @@ def test_headline_rows() -> None:
     assert rows["a"]["relative_drop"] == pytest.approx(0.4 / 0.9)
     assert rows["b"]["relative_drop"] == pytest.approx((0.8 - 2.0 / 3.0) / 0.8)
     assert rows["b"]["parameters"] == 1234 and rows["b"]["rtf_1_thread"] == 0.02
+    assert rows["a"]["drop_above_chance"] is None  # the task records no chance level
+
+
+def test_drop_above_chance_by_hand() -> None:
+    # clean 0.9, corrupted 0.5, chance 0.1: 0.8 above chance clean, 0.4 left -> half of it lost.
+    assert drop_above_chance(0.9, 0.5, 0.1) == pytest.approx(0.5)
+    assert drop_above_chance(0.9, 0.1, 0.1) == pytest.approx(1.0)  # down to chance: everything lost
+    assert drop_above_chance(0.9, 0.9, 0.1) == pytest.approx(0.0)
+    assert drop_above_chance(0.1, 0.1, 0.1) is None  # at chance on clean audio: nothing to lose
+    assert drop_above_chance(None, 0.5, 0.1) is None
+    results = _results()
+    results.tasks[0]["chance"] = 0.5
+    rows = {r["model"]: r for r in headline_rows(results)}
+    assert rows["a"]["drop_above_chance"] == pytest.approx(1 - (0.5 - 0.5) / (0.9 - 0.5))
+    assert rows["a"]["noise_drop_above_chance"] == pytest.approx(1 - (0.45 - 0.5) / 0.4)
+    assert rows["b"]["reverb_drop_above_chance"] == pytest.approx(1 - (0.7 - 0.5) / (0.8 - 0.5))
 
 
 def test_results_roundtrip_turns_nan_into_null(tmp_path: Path) -> None:

@@ -17,7 +17,9 @@ from robustdistiller.evaluate.tasks import (
     ctc_task,
     fsdd_tasks,
     load_waveforms,
+    SpeakerRecording,
     manifest_task,
+    speaker_tasks,
     tasks_from_spec,
 )
 
@@ -97,3 +99,50 @@ def test_task_specs(tmp_path: Path) -> None:
     assert pack.classes == ["down", "up"]
     with pytest.raises(ValueError, match="unknown task"):
         tasks_from_spec("librispeech", work_dir=tmp_path)
+
+
+def _recording(folder: Path, name: str, seconds: float, seed: int) -> Path:
+    wav = 0.1 * np.random.default_rng(seed).standard_normal(int(seconds * SR)).astype(np.float32)
+    sf.write(folder / name, wav, SR)
+    return folder / name
+
+
+def test_speaker_tasks_split_each_speaker_by_time(tmp_path: Path) -> None:
+    recs = [SpeakerRecording(_recording(tmp_path, "10-1-0000.wav", 8.5, 0), "10", "F"),
+            SpeakerRecording(_recording(tmp_path, "20-1-0000.wav", 4.2, 1), "20", "M"),
+            SpeakerRecording(_recording(tmp_path, "30-1-0000.wav", 1.5, 2), "30", "M")]  # one segment: left out
+    speaker, sex = speaker_tasks(recs, tmp_path / "work", segment_seconds=1.0, test_fraction=0.25)
+    assert (speaker.name, sex.name) == ("heldout-speaker", "heldout-sex")
+    assert speaker.classes == ["10", "20"] and sex.classes == ["F", "M"]
+    assert any("1 speakers with fewer than two segments" in n for n in speaker.notes)
+    # 8 and 4 whole segments (the tails are dropped); the last 2 and 1 of them are the test split.
+    assert sorted(i.uid for i in speaker.test) == ["10-1-0000_006.wav", "10-1-0000_007.wav", "20-1-0000_003.wav"]
+    assert len(speaker.items()) == 12 and not {i.uid for i in speaker.test} & {i.uid for i in [*speaker.train, *speaker.val]}
+    assert {i.uid: i.label for i in sex.test} == {"10-1-0000_006.wav": 0, "10-1-0000_007.wav": 0, "20-1-0000_003.wav": 1}
+    assert speaker.chance == pytest.approx(2 / 3) and sex.summary()["chance"] == pytest.approx(2 / 3)
+    # Each segment holds exactly its second of the recording.
+    original, _ = sf.read(tmp_path / "10-1-0000.wav", dtype="float32")
+    segment, _ = sf.read(speaker.test[0].path, dtype="float32")
+    np.testing.assert_allclose(segment, original[6 * SR:7 * SR], atol=1e-4)
+
+
+def test_speaker_tasks_refuse_bad_input(tmp_path: Path) -> None:
+    rec = SpeakerRecording(_recording(tmp_path, "10-1-0000.wav", 3.0, 0), "10", "F")
+    with pytest.raises(ValueError, match="sex must be 'F' or 'M'"):
+        speaker_tasks([SpeakerRecording(rec.path, "10", "")], tmp_path / "work")
+    with pytest.raises(ValueError, match="2 speakers|1 speakers"):
+        speaker_tasks([rec], tmp_path / "work")
+    (tmp_path / "20-1-0000.wav").write_bytes(b"not audio")
+    report = BadFileReport()
+    with pytest.raises(ValueError, match="speakers have two or more"):
+        speaker_tasks([rec, SpeakerRecording(tmp_path / "20-1-0000.wav", "20", "M")], tmp_path / "work", report=report)
+    assert len(report) == 1  # the unreadable file is reported, not fatal by itself
+
+
+def test_librispeech_speaker_tasks_use_held_out_speakers_only(shared_data: Path, tmp_path: Path) -> None:
+    from robustdistiller.data.manifest import is_held_out_speaker
+    from robustdistiller.evaluate.tasks import librispeech_speaker_tasks
+
+    speaker, sex = librispeech_speaker_tasks(shared_data / "librispeech_subset", tmp_path)
+    assert len(speaker.classes) == 46 and all(is_held_out_speaker(s) for s in speaker.classes)
+    assert 0.4 < sex.chance < 0.65

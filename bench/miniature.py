@@ -1,0 +1,245 @@
+"""The RobustDistiller paper's comparison in miniature, on real data from ``../shared/data``.
+
+For each teacher (default: ``hubert_mini`` and ``robust_hubert_mini`` pre-trained by
+``robustdistiller pretrain``) and each seed, a DistilHuBERT baseline and a RobustDistiller student are
+distilled with the demo recipe (``configs/demo.yaml``) on the real speech of the 205 LibriSpeech
+training speakers (full utterances, 42 min); the robust student hears *generated* noises and
+*simulated* rooms. Every model, the teacher included, is then probed on clean features and tested on
+real speech no model was trained on:
+- ``librispeech-speaker`` / ``librispeech-sex``: the 46 held-out LibriSpeech speakers (1 s segments,
+  time split within each speaker);
+- ``fsdd-digit`` / ``fsdd-speaker``: the Free Spoken Digit Dataset (8 kHz, takes 0-4 are the test split);
+under clean audio, the four *recorded* Speech Commands noises at 0/5/10/20 dB, rooms simulated from
+another seed than the training rooms at RT60 0.3/0.6/1.0 s plus the measured clap RIR, and noise +
+rooms (the demo's conditions, ``robustdistiller.demo.demo_conditions``).
+
+Per (teacher, task, model) the table gives the clean accuracy and the mean drop above chance,
+``1 - (corrupted - chance) / (clean - chance)``, over all / noise / reverberation conditions, averaged over
+the seeds, and whether RobustDistiller meets the target (drop <= 0.8 x the baseline's, clean accuracy
+within 0.05). Students, evaluations and features are cached under ``--out``: rerunning resumes where
+it stopped. ``--docs`` writes the table into docs/benchmarks.md and its headline into README.md.
+
+    python bench/miniature.py [--teacher NAME=HF_DIR ...] [--shared ../shared/data] [--out runs/miniature]
+                              [--seeds 2] [--steps 2000] [--eval-audio flac|shipped] [--docs]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import re
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from robustdistiller.atomic import atomic_write
+from robustdistiller.data.manifest import manifest_from_folder, speaker_from_name, split_held_out
+from robustdistiller.demo import (
+    CLEAN_TOLERANCE,
+    DROP_KEYS,
+    TARGET_RATIO,
+    comparison_rows,
+    demo_conditions,
+    demo_recipe,
+    evaluation_options,
+    student_name,
+)
+from robustdistiller.evaluate.results import Results
+from robustdistiller.evaluate.runner import evaluate
+from robustdistiller.evaluate.tasks import TaskPack, fsdd_tasks, librispeech_speaker_tasks, shipped_speaker_tasks
+from robustdistiller.train.checkpointing import checkpoint_path, load_latest_checkpoint
+from robustdistiller.train.trainer import distill
+
+log = logging.getLogger("bench.miniature")
+ROOT = Path(__file__).resolve().parent.parent
+# The shipped teacher, and the robust one as `robustdistiller pretrain --config robust_hubert_mini
+# train.out_dir=exp/robust_hubert_mini` writes it.
+DEFAULT_TEACHERS = (f"hubert_mini={ROOT / 'robustdistiller' / 'assets' / 'teachers' / 'hubert_mini'}",
+                    f"robust_hubert_mini={ROOT / 'exp' / 'robust_hubert_mini' / 'teacher'}")
+MARK = "miniature"  # docs/benchmarks.md and README.md hold the generated text between <!-- MARK:begin/end -->
+FSDD_LIMITS = {"max_train": 500, "max_val": 150}  # per task; the held-out speaker tasks are smaller than this
+
+
+def parse_teachers(specs: Sequence[str]) -> dict[str, Path]:
+    """``NAME=HF_DIR`` pairs -> {name: folder}; every folder must hold a Hugging Face ``config.json``."""
+    teachers = {}
+    for spec in specs:
+        name, sep, path = spec.partition("=")
+        if not sep or not name or not path:
+            raise SystemExit(f"--teacher {spec!r}: expected NAME=HF_DIR, e.g. hubert_mini=/work/artifacts/hubert_mini")
+        if not (Path(path) / "config.json").is_file():
+            raise SystemExit(f"--teacher {spec!r}: {path}/config.json not found (a `save_pretrained` folder)")
+        teachers[name] = Path(path).resolve()
+    return teachers
+
+
+def training_manifest(shared: Path, out: Path) -> Path:
+    """Every utterance of the training speakers (not :func:`is_held_out_speaker`) of the LibriSpeech subset."""
+    manifest, _ = manifest_from_folder(shared / "librispeech_subset", (".flac",),
+                                       label_fn=lambda rel: {"speaker": speaker_from_name(rel)}, label_names=["speaker"])
+    train, held_out = split_held_out(manifest)
+    log.info("training speech: %d speakers, %.1f min (held out: %d speakers)", len(train), train.total_seconds / 60,
+             len(held_out))
+    return train.write(out / "material" / "train.tsv")
+
+
+def tasks_for(shared: Path, out: Path, eval_audio: str, seed: int) -> list[TaskPack]:
+    """The held-out speaker tasks (original FLAC or the shipped Ogg/Vorbis copies) and FSDD, subset."""
+    speakers = (librispeech_speaker_tasks(shared / "librispeech_subset", out / "material", seed=seed)
+                if eval_audio == "flac" else shipped_speaker_tasks(out / "material", seed=seed))
+    fsdd = [t.subset(FSDD_LIMITS["max_train"], FSDD_LIMITS["max_val"], 0, seed) for t in fsdd_tasks(shared / "fsdd", seed=seed)]
+    return [*speakers, *fsdd]
+
+
+def train_students(out: Path, teacher: str, source: Path, manifest: Path, seeds: list[int], steps: int) -> dict[str, Path]:
+    """{student name -> final checkpoint} for one teacher; a finished student is reused, a partial one resumed."""
+    done: dict[str, Path] = {}
+    for seed in seeds:
+        for robust in (False, True):
+            name = student_name(robust, seed, seeds)
+            recipe = demo_recipe(out, source, manifest, robust=robust, seed=seed, steps=steps, name=f"{teacher}/{name}")
+            final = checkpoint_path(recipe.train.out_dir, steps)
+            if not final.is_file():
+                start = time.perf_counter()
+                result = distill(recipe, resume=load_latest_checkpoint(recipe.train.out_dir) is not None)
+                if result.interrupted:
+                    raise SystemExit(f"{teacher}/{name} interrupted; rerun to resume")
+                log.info("%s/%s: %d steps in %.1f min", teacher, name, steps, (time.perf_counter() - start) / 60)
+            done[name] = final
+    return done
+
+
+def evaluate_teacher(out: Path, teacher: str, source: Path, students: dict[str, Path], tasks: list[TaskPack],
+                     seed: int, eval_audio: str) -> Results:
+    """One evaluation per teacher (its students and itself); reused when its results exist."""
+    folder = out / teacher / f"eval-{eval_audio}"
+    if (folder / "results.json").is_file():
+        return Results.read(folder / "results.json")
+    options = evaluation_options(quick=False)
+    options.cache_dir = out / "cache"
+    return evaluate(list(students.values()), teacher=source, tasks=tasks,
+                    conditions=demo_conditions(False, seed, out), out_dir=folder, seed=seed,
+                    names=list(students), options=options, title=f"miniature comparison: teacher {teacher}")
+
+
+def table_rows(per_teacher: dict[str, Results]) -> list[dict]:
+    """Flat rows: (teacher, task, model) with seed means, plus the RobustDistiller/baseline ratios."""
+    rows = []
+    for teacher, results in per_teacher.items():
+        for comp in comparison_rows(results):
+            for kind, label in (("teacher", "teacher"), ("baseline", "DistilHuBERT"), ("robust", "RobustDistiller")):
+                m = comp[kind]
+                if m is None:
+                    continue
+                rows.append({"teacher": teacher, "task": comp["task"], "model": label, "chance": m["chance"],
+                             "clean": m["clean"], **{k: m[k] for k in DROP_KEYS},
+                             "ratio": comp["ratio"]["drop_above_chance"] if kind == "robust" else None,
+                             "clean_gap": comp["clean_gap"] if kind == "robust" else None,
+                             "met": comp["met"] if kind == "robust" else None, "seeds": comp["seeds"]})
+    return rows
+
+
+def _f(value: float | None, pattern: str = "{:.3f}") -> str:
+    return "-" if value is None else pattern.format(value)
+
+
+def markdown_table(rows: list[dict]) -> str:
+    lines = ["| teacher | task | chance | model | clean acc. | drop: all | drop: noise | drop: reverb "
+             "| RD / baseline drop | clean gap | target met |", "|" + "---|" * 11]
+    for r in rows:
+        lines.append(
+            f"| {r['teacher']} | {r['task']} | {_f(r['chance'], '{:.2f}')} | {r['model']} | {_f(r['clean'])} | "
+            + " | ".join(_f(r[k], "{:.2f}") for k in DROP_KEYS)
+            + f" | {_f(r['ratio'], '{:.2f}')} | {_f(r['clean_gap'], '{:+.3f}')} | "
+            + ("-" if r["met"] is None else ("yes" if r["met"] else "no")) + " |")
+    return "\n".join(lines)
+
+
+def headline(rows: list[dict]) -> str:
+    """One sentence per teacher: on how many tasks the target is met, and the drop ratios."""
+    parts = []
+    for teacher in dict.fromkeys(r["teacher"] for r in rows):
+        robust = [r for r in rows if r["teacher"] == teacher and r["model"] == "RobustDistiller"]
+        met = sum(bool(r["met"]) for r in robust)
+        ratios = ", ".join(f"{r['task']} {_f(r['ratio'], '{:.2f}')}" for r in robust)
+        parts.append(f"teacher `{teacher}`: target met on **{met} of {len(robust)}** real-speech tasks "
+                     f"(RobustDistiller / DistilHuBERT drop above chance: {ratios})")
+    return "; ".join(parts) + "."
+
+
+def replace_marked(path: Path, text: str, heading: str) -> None:
+    """Put ``text`` between the <!-- MARK:begin/end --> comments of ``path`` (appending them, under
+    ``heading``, the first time)."""
+    begin, end = f"<!-- {MARK}:begin -->", f"<!-- {MARK}:end -->"
+    old = path.read_text(encoding="utf-8")
+    block = f"{begin}\n{text.strip()}\n{end}"
+    if begin in old and end in old:
+        new = re.sub(re.escape(begin) + r".*?" + re.escape(end), lambda _: block, old, flags=re.S)
+    else:
+        new = old.rstrip("\n") + f"\n\n{heading}\n\n{block}\n"
+    atomic_write(path, lambda fh: fh.write(new.encode()))
+
+
+def docs_text(rows: list[dict], args: argparse.Namespace, teachers: dict[str, Path], minutes: float) -> str:
+    seeds = max((r["seeds"] for r in rows), default=0)
+    return (
+        f"`python bench/miniature.py --seeds {args.seeds} --steps {args.steps} --eval-audio {args.eval_audio}` on "
+        f"{platform.machine()} with {os.cpu_count()} CPU cores shared with other jobs, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads; {minutes:.0f} min. Teachers: "
+        + ", ".join(f"`{n}` ({p})" for n, p in teachers.items())
+        + f". Means over {seeds} seeds. *Drop* = 1 - (corrupted accuracy - chance) / (clean accuracy - chance), "
+        "averaged over the corrupted conditions (all 23 / the 16 noise-only / the 3 reverberation-only); "
+        f"target: RobustDistiller's drop at most {TARGET_RATIO:g} x the baseline's with clean accuracy within "
+        f"{CLEAN_TOLERANCE:g}.\n\n" + markdown_table(rows) + "\n\n**Headline:** " + headline(rows) + "\n"
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--teacher", action="append", default=None, metavar="NAME=HF_DIR",
+                        help=f"teacher folder (repeatable; default: {' '.join(DEFAULT_TEACHERS)})")
+    parser.add_argument("--shared", default=str(ROOT.parent / "shared" / "data"))
+    parser.add_argument("--out", default=str(ROOT / "runs" / "miniature"))
+    parser.add_argument("--seeds", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=2000, help="distillation steps per student")
+    parser.add_argument("--eval-audio", choices=["flac", "shipped"], default="flac",
+                        help="held-out speakers from the original FLAC files or the shipped Ogg/Vorbis copies")
+    parser.add_argument("--docs", action="store_true", help="write the table to docs/benchmarks.md and README.md")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    shared, out = Path(args.shared).resolve(), Path(args.out).resolve()
+    if not (shared / "librispeech_subset").is_dir() or not (shared / "fsdd").is_dir():
+        raise SystemExit(f"{shared} must hold librispeech_subset/ and fsdd/ (the ../shared/data layout)")
+    teachers = parse_teachers(args.teacher or DEFAULT_TEACHERS)
+    seeds = list(range(args.seeds))
+    start = time.perf_counter()
+
+    tasks = tasks_for(shared, out, args.eval_audio, seeds[0])
+    manifest = training_manifest(shared, out)
+    per_teacher = {}
+    for teacher, source in teachers.items():  # one teacher at a time: its results are complete early
+        students = train_students(out, teacher, source, manifest, seeds, args.steps)
+        per_teacher[teacher] = evaluate_teacher(out, teacher, source, students, tasks, seeds[0], args.eval_audio)
+        print(markdown_table(table_rows({teacher: per_teacher[teacher]})), flush=True)
+    rows = table_rows(per_teacher)
+    minutes = (time.perf_counter() - start) / 60
+    summary = json.dumps({"rows": rows, "seconds": round(60 * minutes, 1)}, indent=1)
+    atomic_write(out / f"miniature-{args.eval_audio}.json", lambda fh: fh.write(summary.encode()))
+    print(markdown_table(rows))
+    print("\n" + headline(rows))
+    if args.docs:
+        replace_marked(ROOT / "docs" / "benchmarks.md", docs_text(rows, args, teachers, minutes),
+                       "## The paper's comparison in miniature — `python bench/miniature.py`")
+        replace_marked(ROOT / "README.md", "**Miniature paper comparison** (`bench/miniature.py`, real held-out "
+                       "speech, recorded noises, unseen rooms): " + headline(rows),
+                       "### Robustness in miniature")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
