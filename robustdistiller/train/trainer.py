@@ -101,6 +101,10 @@ class TrainingDivergedError(RuntimeError):
     """Too many non-finite steps in a row (``train.max_bad_steps``)."""
 
 
+class NoUsableAudioError(ValueError):
+    """Every file of a whole epoch failed to load: nothing to train on (a data error, not a bug)."""
+
+
 class _StopRequest:
     """SIGINT/SIGTERM set a flag the loop checks between steps. A second SIGINT interrupts at once."""
 
@@ -374,24 +378,39 @@ class DistillTrainer:
                         monitor.message(f"stopped at step {self.step}; resume with --resume")
                         break
         finally:
+            # Shut the DataLoader workers down here, on every exit path. Left to interpreter exit,
+            # multiprocessing would SIGTERM them (which they ignore, see loader._worker_init) and
+            # join them forever: a failed run would never exit.
+            data.close()
             monitor.close()
+            self._write_bad_files()
         result.step, result.checkpoint = self.step, self.last_checkpoint
         result.bad_steps = self.bad_steps
         if self.ctx.is_main:
-            if len(self.bad_files):
-                log.warning(self.bad_files.summary())
-                self.bad_files.write(self.out_dir / "bad_files.tsv")
             log.info("finished at step %d; last checkpoint %s", self.step, self.last_checkpoint)
         return result
 
+    def _write_bad_files(self) -> None:
+        """Summarise and list (``bad_files.tsv``) the skipped files, also when the run failed."""
+        if self.ctx.is_main and len(self.bad_files):
+            log.warning(self.bad_files.summary())
+            self.bad_files.write(self.out_dir / "bad_files.tsv")
+
     def next_batch(self, data: Iterator[PlannedBatch]) -> PlannedBatch:
-        """The next non-empty batch; files that failed to load are added to the bad-file report."""
-        for _ in range(1000):
+        """The next non-empty batch; files that failed to load are added to the bad-file report.
+
+        Raises:
+            NoUsableAudioError: a whole epoch of batches in a row had no readable file.
+        """
+        for _ in range(len(self.stream.sampler) + 1):
             item = next(data)
             self.bad_files.extend(item.batch.skipped)
             if len(item.batch):
                 return item
-        raise RuntimeError(f"1000 batches in a row had no readable file: {self.bad_files.summary()}")
+        raise NoUsableAudioError(
+            f"no file of the training data could be read ({len(self.bad_files)} bad, listed in "
+            f"{self.out_dir / 'bad_files.tsv'}); check data.manifests / data.root"
+        )
 
     def _log(self, monitor: TrainMonitor, window: _Window) -> None:
         scalars = window.flush(self.ctx)
