@@ -275,14 +275,11 @@ def _finished_run(env: Env, tmp: Path, steps: int = 4) -> Result:
 @case(2, "distill: new run into a folder holding an older, longer run")
 def _new_over_old(env: Env, tmp: Path) -> tuple[str, str]:
     _finished_run(env, tmp, 4)
-    before = sorted(p.name for p in (tmp / "run").glob("states-*.ckpt"))
+    before = {p.name: p.read_bytes() for p in (tmp / "run").glob("states-*.ckpt")}
     res = env.distill(tmp, "optim.total_steps=2")
-    after = sorted(p.name for p in (tmp / "run").glob("states-*.ckpt"))
-    lost = None
-    if res.rc == 0 and "states-2.ckpt" not in after:
-        lost = f"new run's checkpoint pruned; left {after}"
-    elif after != before and res.rc != 0:
-        lost = f"old run changed: {before} -> {after}"
+    after = {p.name: p.read_bytes() for p in (tmp / "run").glob("states-*.ckpt")}
+    changed = sorted(name for name in before if after.get(name) != before[name])
+    lost = f"old run's checkpoints overwritten or deleted: {changed}" if changed else None
     return judge(res, refuse=True, lost=lost)
 
 
@@ -548,6 +545,8 @@ def _out_cases() -> list[tuple[str, Callable[[Path], Path]]]:
         return tmp / "f" / "sub"
 
     def read_only(tmp: Path) -> Path:
+        if os.geteuid() == 0:  # root writes through file modes: use a read-only file system instead
+            return Path("/sys/rd_faults/sub")
         (tmp / "ro").mkdir()
         os.chmod(tmp / "ro", 0o555)
         return tmp / "ro" / "sub"
@@ -757,7 +756,7 @@ def _train_bad(env: Env, tmp: Path) -> tuple[str, str]:
     for i in range(4):
         wav(folder / f"u{i}.wav", tone(0.6, seed=i))
     (folder / "bad.wav").write_bytes(b"RIFF....garbage")
-    m = manifest(folder, rows + [("bad.wav", 9600)], folder)
+    m = manifest(folder, [("bad.wav", 9600)] + rows, folder)  # first: the sampler may leave the last row out
     env.recipe(tmp, data={"manifests": [str(m)], "num_workers": 1}, optim={"total_steps": 6})
     res = env.distill(tmp)
     tsv = tmp / "run" / "bad_files.tsv"

@@ -3,6 +3,7 @@ resume with changed settings applies them or refuses."""
 
 from __future__ import annotations
 
+import math
 import os
 import resource
 import signal
@@ -10,10 +11,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+import torch
 import yaml
 
 from robustdistiller.config import to_dict
+from robustdistiller.export.s3prl import read_s3prl_checkpoint
+from robustdistiller.train.checkpointing import RunFolderInUseError
 from robustdistiller.train.recipe import DistillRecipe
+from robustdistiller.train.trainer import DistillTrainer, ResumeMismatchError, distill
 
 TIMEOUT = 90
 
@@ -68,3 +74,45 @@ def test_full_disk_at_checkpoint_exits_with_one_line(make_recipe, tmp_path: Path
     assert_one_line_error(proc, "states-2.ckpt", "could not write")
     out = Path(recipe.train.out_dir)
     assert not list(out.glob("states-*")) and not list(out.glob(".states-*")), list(out.iterdir())
+
+
+# ------------------------------------------------------------------ one run per folder, resume
+def test_new_run_into_a_folder_holding_a_run_is_refused(make_recipe) -> None:
+    """Used to start, overwrite states-2.ckpt and let keep-last pruning keep the old run's newer ones."""
+    old = distill(make_recipe("optim.total_steps=4", "train.save_every=2"))
+    out = Path(old.checkpoint).parent
+    before = {p.name: p.read_bytes() for p in out.glob("states-*.ckpt")}
+    with pytest.raises(RunFolderInUseError, match=r"already holds a run \(states-2.ckpt, states-4.ckpt\).*--resume"):
+        DistillTrainer(make_recipe("optim.total_steps=2", "train.save_every=2"))
+    assert {p.name: p.read_bytes() for p in out.glob("states-*.ckpt")} == before
+
+    new = distill(make_recipe("optim.total_steps=2", "train.save_every=2"), overwrite=True)
+    assert sorted(p.name for p in out.glob("states-*.ckpt")) == ["states-2.ckpt"]
+    assert new.checkpoint == out / "states-2.ckpt"
+    assert yaml.safe_load((out / "recipe.yaml").read_text())["optim"]["total_steps"] == 2
+
+
+def test_resume_extends_a_finished_run_with_a_longer_schedule(make_recipe) -> None:
+    """Used to restore the old total_steps: the extension trained at learning rate 0."""
+    first = distill(make_recipe("optim.total_steps=4", "train.save_every=2"))
+    trainer = DistillTrainer(make_recipe("optim.total_steps=8", "optim.lr=2e-3", "train.save_every=2"), resume=True)
+    # Step 4 of 8 with no warm-up: half-way down the linear decay, from the new peak.
+    assert trainer.scheduler.get_last_lr()[0] == pytest.approx(2e-3 * 0.5)
+    assert all(g["lr"] == pytest.approx(1e-3) for g in trainer.optimizer.param_groups)
+    result = trainer.fit()
+    assert result.step == 8 and result.losses and not any(math.isnan(x) for x in result.losses)
+    before = read_s3prl_checkpoint(first.checkpoint).state_dict
+    after = read_s3prl_checkpoint(result.checkpoint).state_dict
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+
+
+def test_resume_refuses_other_changes_naming_each(make_recipe) -> None:
+    distill(make_recipe("optim.total_steps=2", "train.save_every=2"))
+    changed = make_recipe("optim.total_steps=4", "data.batch_size=2", "student.cosine_loss=0.5")
+    with pytest.raises(ResumeMismatchError) as err:
+        DistillTrainer(changed, resume=True)
+    message = str(err.value)
+    assert "data.batch_size: 4 -> 2" in message and "student.cosine_loss: 1.0 -> 0.5" in message
+    assert "optim.total_steps" not in message.split("Changeable")[0]
+    with pytest.raises(ResumeMismatchError, match="optim.total_steps=1 is below the run's step 2"):
+        DistillTrainer(make_recipe("optim.total_steps=1"), resume=True)
