@@ -25,6 +25,13 @@ ExtractorMode = Literal["default", "layer_norm"]
 DEFAULT_CONV_LAYERS = "[(512,10,5)] + [(512,3,2)] * 4 + [(512,2,2)] * 2"
 
 
+# Sanity bounds for specs read from files (checkpoints may be hostile): far above any real front end
+# (wav2vec 2.0: 7 blocks of 512 channels, kernels <= 10), far below what would exhaust memory.
+MAX_CONV_BLOCKS = 64
+CONV_LIMITS = (8192, 4096, 4096)
+"""Largest channels, kernel, stride of one block."""
+
+
 def parse_conv_layers(spec: str) -> list[ConvLayer]:
     """Parse s3prl/fairseq's ``conv_feature_layers`` string without ``eval``.
 
@@ -44,7 +51,12 @@ def parse_conv_layers(spec: str) -> list[ConvLayer]:
             raise ValueError(f"conv layer spec {spec!r}: every block must be (channels, kernel, stride), got {item!r}")
         if min(item) <= 0:
             raise ValueError(f"conv layer spec {spec!r}: values must be positive, got {item!r}")
+        for value, name, limit in zip(item, ("channels", "kernel", "stride"), CONV_LIMITS):
+            if value > limit:
+                raise ValueError(f"conv layer spec {spec!r}: {name} {value} is over the limit of {limit}")
         layers.append((item[0], item[1], item[2]))
+    if len(layers) > MAX_CONV_BLOCKS:
+        raise ValueError(f"conv layer spec {spec!r}: {len(layers)} blocks, over the limit of {MAX_CONV_BLOCKS}")
     return layers
 
 
@@ -60,8 +72,13 @@ def _eval_node(node: ast.AST, spec: str) -> int | list | tuple:
         if isinstance(node.op, ast.Add) and type(left) is type(right):
             return left + right
         if isinstance(node.op, ast.Mult) and isinstance(left, (list, tuple)) and isinstance(right, int):
-            if not 0 <= right <= 10_000:
-                raise ValueError(f"conv layer spec {spec!r}: repeat count {right} is out of range")
+            # Bound the result, not only the count: nested repeats multiply (a crafted checkpoint's
+            # "[(1,2,1)] * 10000 * 10000" would otherwise build 10^8 blocks before any check).
+            if right < 0 or len(left) * right > MAX_CONV_BLOCKS:
+                raise ValueError(
+                    f"conv layer spec {spec!r}: repeating {len(left)} item(s) {right} times is over the "
+                    f"limit of {MAX_CONV_BLOCKS} blocks"
+                )
             return left * right
     raise ValueError(
         f"conv layer spec {spec!r}: only list/tuple literals of ints with '+' and '*' are allowed "
