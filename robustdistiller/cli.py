@@ -11,6 +11,7 @@ import errno
 import importlib
 import logging
 import sys
+from pathlib import Path
 
 # Order is the order shown in --help.
 COMMANDS: tuple[str, ...] = ("prepare", "info", "export", "distill", "prune", "extract", "evaluate", "demo")
@@ -85,6 +86,8 @@ def os_error_line(exc: OSError) -> str:
     where = " -> ".join(str(f) for f in (exc.filename, exc.filename2) if f is not None)
     what = exc.strerror or str(exc)
     hint = _OS_HINTS.get(exc.errno) if exc.errno is not None else None
+    if exc.errno == errno.EEXIST and exc.filename is not None and Path(exc.filename).is_file():
+        hint = "this is a file, not a folder (a folder is needed here): choose another path"  # mkdir over a file
     parts = [p for p in (where, what, hint if hint and hint != what.lower() else None) if p]
     return ": ".join(parts)
 

@@ -8,6 +8,7 @@ impossible combinations fail before a teacher is downloaded or a file is read.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -20,6 +21,7 @@ from robustdistiller.models.student import DistillerConfig
 # The 960 h of LibriSpeech used by DistilHuBERT / RobustDistiller.
 LIBRISPEECH_TRAIN_SPLITS = ("train-clean-100", "train-clean-360", "train-other-500")
 RECIPE_DIR = Path(__file__).resolve().parents[1] / "configs"
+_DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 
 @dataclass
@@ -127,6 +129,8 @@ class TrainSection:
     stop_at_step: int | None = None
 
     def validate(self) -> None:
+        if not _DEVICE.match(self.device):
+            raise ValueError(f"device {self.device!r} is not one of auto, cpu, cuda, cuda:<index>, mps")
         if not self.out_dir.strip():
             raise ValueError("out_dir is empty: set train.out_dir=<folder for this run's checkpoints>")
         for name in ("log_every", "save_every", "keep_last", "max_bad_steps"):
