@@ -30,6 +30,7 @@ import yaml
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
+from robustdistiller.atomic import atomic_write
 from robustdistiller.augment import CorruptionPolicy, CorruptionResult, build_policy, summarize
 from robustdistiller.config import config_changes, to_dict
 from robustdistiller.data import SAMPLE_RATE, BadFileReport
@@ -198,7 +199,8 @@ class DistillTrainer:
             torch.manual_seed(recipe.train.seed + self.ctx.rank)
             if self.ctx.is_main:
                 log.info(self.init_message)
-                (self.out_dir / "recipe.yaml").write_text(yaml.safe_dump(to_dict(recipe), sort_keys=False))
+                text = yaml.safe_dump(to_dict(recipe), sort_keys=False).encode()
+                atomic_write(self.out_dir / "recipe.yaml", lambda fh: fh.write(text))
 
     # ------------------------------------------------------------------ extension points
     # Subclasses (the pruning stages, train/pruning.py) replace the student, its loss, its
