@@ -86,7 +86,7 @@ def _resample(wav: np.ndarray, orig_rate: int, target_rate: int) -> np.ndarray:
     return soxr.resample(wav, orig_rate, target_rate, quality="HQ").astype(np.float32, copy=False)
 
 
-def _check_finite(path: Path, wav: np.ndarray, max_peak: float | None = MAX_PEAK) -> None:
+def _check_finite(path: Path, wav: np.ndarray, max_peak: float | None = None) -> None:
     """NaN/inf samples, and (unless ``max_peak`` is None) a peak over ``max_peak``, are refused."""
     if not np.isfinite(wav).all():
         bad = int((~np.isfinite(wav)).sum())
@@ -97,7 +97,7 @@ def _check_finite(path: Path, wav: np.ndarray, max_peak: float | None = MAX_PEAK
                          "(an integer-scale float file? divide by 32768)")
 
 
-def _decode(path: Path, max_peak: float | None = MAX_PEAK) -> tuple[np.ndarray, int]:
+def _decode(path: Path, max_peak: float | None = None) -> tuple[np.ndarray, int]:
     """All channels as float32 ``[frames, channels]`` and the file's rate; empty, NaN/inf and (unless
     ``max_peak`` is None) out-of-range files rejected."""
     try:
@@ -126,16 +126,19 @@ def load_audio(
     min_samples: int = MIN_SAMPLES,
     allow_silent: bool = False,
     channel: int | None = None,
+    max_peak: float | None = None,
 ) -> np.ndarray:
     """Decode ``path`` to a mono float32 1-D array at ``sample_rate``.
 
     Multi-channel audio is averaged to mono, or only ``channel`` (0-based) is kept when given; other
     rates are resampled with soxr (HQ). Raises AudioError for a missing/unreadable/empty file, a
     ``channel`` the file does not have (``no_channel``), fewer than ``min_samples`` samples after
-    resampling, NaN/inf samples, or all-zero audio (unless ``allow_silent``).
+    resampling, NaN/inf samples, all-zero audio (unless ``allow_silent``), channels that cancel when
+    averaged, or (when given) a peak over ``max_peak``: speech readers pass :data:`MAX_PEAK`, noise
+    and impulse responses need not be normalised.
     """
     path = Path(path)
-    data, rate = _decode(path)
+    data, rate = _decode(path, max_peak)
     if channel is None:
         mono = _to_mono(data)
         if data.shape[1] > 1 and not np.any(mono) and np.any(data):
@@ -160,12 +163,11 @@ def load_audio_channels(
     """Every channel of ``path`` as float32 ``[channels, samples]`` at ``sample_rate``, kept apart.
 
     For signals whose channels must not be averaged, e.g. a microphone-array RIR (the average of
-    responses at different positions comb-filters). Raises AudioError as :func:`load_audio` does,
-    except that peaks over ``MAX_PEAK`` are allowed (an impulse response need not be normalised);
+    responses at different positions comb-filters). Raises AudioError as :func:`load_audio` does;
     "silent" means every channel is all zero.
     """
     path = Path(path)
-    data, rate = _decode(path, max_peak=None)
+    data, rate = _decode(path)
     out = np.ascontiguousarray(_resample(data, rate, sample_rate).T, dtype=np.float32)
     _check_decoded(path, out, sample_rate, min_samples, allow_silent)
     return out
@@ -178,6 +180,7 @@ def load_audio_segment(
     sample_rate: int = SAMPLE_RATE,
     *,
     allow_silent: bool = True,
+    max_peak: float | None = None,
 ) -> np.ndarray:
     """Samples ``[start, start + num)`` of the file, counted at ``sample_rate``, as mono float32.
 
@@ -201,10 +204,10 @@ def load_audio_segment(
     except (sf.LibsndfileError, RuntimeError, OSError) as exc:
         raise _open_error(path, exc) from None
     if rate == sample_rate:
-        _check_finite(path, data)
+        _check_finite(path, data, max_peak)
         wav = _to_mono(data)
     else:
-        wav = load_audio(path, sample_rate, min_samples=1, allow_silent=True)[start : start + num]
+        wav = load_audio(path, sample_rate, min_samples=1, allow_silent=True, max_peak=max_peak)[start : start + num]
     if wav.shape[0] < num:
         raise AudioError(path, "truncated", f"asked for samples {start}..{start + num}, got {wav.shape[0]}")
     if not allow_silent and not np.any(wav):

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from robustdistiller.data.audio import SAMPLE_RATE, AudioError, load_audio, load_audio_segment
+from robustdistiller.data.audio import MAX_PEAK, SAMPLE_RATE, AudioError, load_audio, load_audio_segment
 from robustdistiller.data.manifest import Manifest
 from robustdistiller.data.report import BadFileReport
 from robustdistiller.data.shared import SmallTensorsByValue, batch_zeros
@@ -96,9 +96,10 @@ class AudioDataset(torch.utils.data.Dataset):
             if entry.num_samples > self.max_length:
                 start = crop_offset(self.seed, self.epoch, index, entry.num_samples, self.max_length)
                 # An all-zero crop is refused too: it would make SNR mixing undefined downstream.
-                wav = load_audio_segment(path, start, self.max_length, self.sample_rate, allow_silent=False)
+                wav = load_audio_segment(path, start, self.max_length, self.sample_rate, allow_silent=False,
+                                         max_peak=MAX_PEAK)
             else:
-                wav = load_audio(path, self.sample_rate)
+                wav = load_audio(path, self.sample_rate, max_peak=MAX_PEAK)
         except AudioError as exc:
             # A DataLoader worker's copy of the report dies with the worker (and is rebuilt each
             # epoch, which would repeat the warning): workers only return the skip, the main

@@ -24,7 +24,7 @@ import numpy as np
 from tqdm import tqdm
 
 from robustdistiller.atomic import atomic_write, stale_temps
-from robustdistiller.data.audio import SAMPLE_RATE, AudioError, load_audio
+from robustdistiller.data.audio import MAX_PEAK, SAMPLE_RATE, AudioError, load_audio
 from robustdistiller.data.manifest import Manifest, ManifestEntry, manifest_from_folder
 from robustdistiller.data.report import BadFileReport
 from robustdistiller.inference.backends import Backend
@@ -206,7 +206,7 @@ def _run_batch(
     kept: list[ManifestEntry] = []
     for entry in batch:
         try:
-            wav = load_audio(root / entry.path, min_samples=backend.geometry.receptive_field)
+            wav = load_audio(root / entry.path, min_samples=backend.geometry.receptive_field, max_peak=MAX_PEAK)
         except AudioError as exc:
             report.add(exc.path, exc.reason, exc.detail)
             continue

@@ -12,7 +12,7 @@ import pytest
 import soundfile as sf
 
 from robustdistiller.cli import main
-from robustdistiller.data.audio import MAX_PEAK, AudioError, load_audio, load_audio_channels
+from robustdistiller.data.audio import MAX_PEAK, AudioError, load_audio, load_audio_channels, load_audio_segment
 from robustdistiller.data.manifest import Manifest, manifest_from_csv
 
 
@@ -25,15 +25,18 @@ def test_out_of_range_float_audio_is_refused(tmp_path: Path, scale: float) -> No
     path = tmp_path / "loud.wav"
     sf.write(path, tone() * scale, 16000, subtype="FLOAT")
     with pytest.raises(AudioError, match=f"peak .* > {MAX_PEAK}") as err:
-        load_audio(path)
+        load_audio(path, max_peak=MAX_PEAK)
     assert err.value.reason == "out_of_range"
+    with pytest.raises(AudioError, match="out_of_range"):
+        load_audio_segment(path, 100, 4000, max_peak=MAX_PEAK)
 
 
-def test_slight_overshoot_and_unnormalised_rirs_are_kept(tmp_path: Path) -> None:
+def test_slight_overshoot_and_unnormalised_noise_are_kept(tmp_path: Path) -> None:
     sf.write(tmp_path / "hot.wav", tone() * 1.5 / 0.3, 16000, subtype="FLOAT")
-    assert np.abs(load_audio(tmp_path / "hot.wav")).max() == pytest.approx(1.5, rel=1e-3)
-    sf.write(tmp_path / "rir.wav", tone() * 10, 16000, subtype="FLOAT")
-    assert load_audio_channels(tmp_path / "rir.wav").shape == (1, 8000)
+    assert np.abs(load_audio(tmp_path / "hot.wav", max_peak=MAX_PEAK)).max() == pytest.approx(1.5, rel=1e-3)
+    sf.write(tmp_path / "noise.wav", tone() * 10, 16000, subtype="FLOAT")  # noise / RIRs: no bound
+    assert load_audio(tmp_path / "noise.wav").shape == (8000,)
+    assert load_audio_channels(tmp_path / "noise.wav").shape == (1, 8000)
 
 
 def test_phase_inverted_stereo_is_not_called_silent(tmp_path: Path) -> None:
