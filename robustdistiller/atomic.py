@@ -68,6 +68,12 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     try:
         yield tmp
         commit(tmp, path)
+    except OSError as exc:
+        if exc.filename is not None:
+            raise
+        # Writers that fail mid-file (numpy, protobuf: "N requested and M written", a bare EFBIG)
+        # do not say which file: name the destination, not the temp.
+        raise OSError(exc.errno or errno.EIO, exc.strerror or str(exc), str(path)) from exc
     finally:
         tmp.unlink(missing_ok=True)
 

@@ -75,20 +75,21 @@ def export_hf(model: DistillerModel, out_dir: str | Path) -> Path:
     # Saved and verified in a temp folder first, so a failure (full disk) leaves no half export.
     if not out_dir.exists():
         with atomic_dir(out_dir) as staged:
-            _save_verified(hf_model, staged)
+            _save_verified(hf_model, staged, out_dir)
         return out_dir
     with tempfile.TemporaryDirectory(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp-{os.getpid()}-") as staged:
-        _save_verified(hf_model, Path(staged))
+        _save_verified(hf_model, Path(staged), out_dir)
         for path in sorted(Path(staged).iterdir()):  # replace the previous export file by file
             commit(path, out_dir / path.name)
     return out_dir
 
 
-def _save_verified(hf_model: HubertModel, folder: Path) -> None:
+def _save_verified(hf_model: HubertModel, folder: Path, out_dir: Path) -> None:
+    """Save into the staging ``folder`` and check it reloads; errors name the destination ``out_dir``."""
     try:
         hf_model.save_pretrained(folder)
     except SafetensorError as exc:  # how safetensors reports a failed write (full disk, size limit)
-        raise OSError(errno.EIO, f"could not write the model ({exc})", str(folder)) from None
+        raise OSError(errno.EIO, f"could not write the model ({exc})", str(out_dir)) from None
     _, info = HubertModel.from_pretrained(folder, output_loading_info=True)
     problems = {k: v for k, v in info.items() if v and k in ("missing_keys", "unexpected_keys", "mismatched_keys")}
     if problems:

@@ -217,11 +217,13 @@ def export_onnx_file(
     """The ``export --format onnx`` entry point: load ``source`` with ``robustdistiller.load``, export
     (fp32, verified), and with ``quantize="int8"`` write the quantised model to ``out`` instead."""
     from robustdistiller import load
+    from robustdistiller.export.load import check_finite_weights
     from robustdistiller.export.quantize import QUANTIZE_MODES, quantize_int8
 
     if quantize is not None and quantize not in QUANTIZE_MODES:
         raise ValueError(f"unknown quantization {quantize!r}; choose from {', '.join(QUANTIZE_MODES)}")
     model = load(source)
+    check_finite_weights(model, source)
     # Written and verified under a temp name, then renamed: a failed export (full disk, NaN outputs)
     # leaves the previous file at ``out`` whole.
     with atomic_path(out) as tmp:
