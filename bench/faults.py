@@ -7,7 +7,8 @@ pid after ``--timeout`` seconds) and is judged as one of:
 * ``clear error``   a refusal the case expects: non-zero exit, an ``error:`` line, no traceback;
 * ``traceback``     a Python traceback for an input or environment error;
 * ``hang``          still running at the timeout;
-* ``silent wrong``  exit 0 (or a wrong refusal) with a wrong or unreported result;
+* ``wrong refusal`` an ``error:`` exit where the right answer was to succeed (skipping the bad part);
+* ``silent wrong``  exit 0 with a wrong or unreported result;
 * ``data lost``     an earlier run, model or feature file was deleted or overwritten.
 
 A full disk is stood in for by ``RLIMIT_FSIZE`` (with SIGXFSZ ignored, writes past the limit fail
@@ -38,7 +39,7 @@ import numpy as np
 import soundfile as sf
 import yaml
 
-OUTCOMES = ("ok", "clear error", "traceback", "hang", "silent wrong", "data lost")
+OUTCOMES = ("ok", "clear error", "wrong refusal", "traceback", "hang", "silent wrong", "data lost")
 SR = 16000
 STUDENT = {
     "extractor_conv_feature_layers": "[(32,10,5)] + [(32,3,2)] * 4 + [(32,2,2)] * 2",
@@ -204,7 +205,7 @@ def judge(res: Result, *, refuse: bool, wrong: str | None = None, lost: str | No
             return "clear error", _last_line(res.err)
         return "silent wrong", f"exit {res.rc}, no error line"
     if res.rc != rc_ok:
-        return "clear error" if res.clear_error else "silent wrong", f"exit {res.rc}: {_last_line(res.err)}"
+        return "wrong refusal" if res.clear_error else "silent wrong", f"exit {res.rc}: {_last_line(res.err)}"
     return "ok", ""
 
 
@@ -770,6 +771,156 @@ def _train_bad(env: Env, tmp: Path) -> tuple[str, str]:
     elif repeats > 2:
         wrong = f"bad.wav warned {repeats} times"
     return judge(res, refuse=False, wrong=wrong)
+
+
+# ------------------------------------------------------------------ bad audio to every verb
+def _bad_audio(kind: str, path: Path) -> None:
+    """Write one kind of unusable audio file at ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    good = tone()
+    if kind == "empty file":
+        path.write_bytes(b"")
+    elif kind == "random bytes":
+        path.write_bytes(os.urandom(4000))
+    elif kind == "truncated header":
+        wav(path, good, subtype="PCM_16")
+        path.write_bytes(path.read_bytes()[:30])
+    elif kind == "zero frames":
+        wav(path, good[:0])
+    elif kind == "too short":
+        wav(path, good[:100])
+    elif kind == "all zeros":
+        wav(path, np.zeros_like(good))
+    elif kind == "NaN samples":
+        bad = good.copy()
+        bad[100:200] = np.nan
+        wav(path, bad)
+    elif kind == "inf samples":
+        bad = good.copy()
+        bad[5] = np.inf
+        wav(path, bad)
+    elif kind == "int16-scale float":
+        wav(path, good * 32767 / 0.3)
+    elif kind == "folder named .wav":
+        path.mkdir()
+    elif kind == "unreadable (mode 000)":
+        wav(path, good)
+        os.chmod(path, 0)
+    else:
+        raise ValueError(kind)
+
+
+BAD_AUDIO = ("empty file", "random bytes", "truncated header", "zero frames", "too short", "all zeros",
+             "NaN samples", "inf samples", "int16-scale float", "folder named .wav", "unreadable (mode 000)")
+
+
+def _bad_audio_case(verb: str, kind: str) -> Callable[[Env, Path], tuple[str, str]]:
+    def run(env: Env, tmp: Path) -> tuple[str, str]:
+        src = tmp / "src"
+        wav(src / "good.wav", tone(0.6))
+        wav(src / "good2.wav", tone(0.6, seed=5))
+        _bad_audio(kind, src / "bad.wav")
+        if kind == "unreadable (mode 000)" and os.geteuid() == 0:
+            return "ok", "root reads mode-000 files: not testable"
+        if verb == "prepare":
+            res = env.cli("prepare", "folder", str(src), "--out", str(tmp / "m.tsv"))
+            kept = (tmp / "m.tsv").read_text() if (tmp / "m.tsv").is_file() else ""
+            listed = "bad.wav" in res.out + res.err
+            # Header-only checks cannot see bad samples: prepare may keep those rows (training lists them).
+            sample_level = kind in ("all zeros", "NaN samples", "inf samples", "int16-scale float")
+            ok = ("bad.wav" not in kept and listed) or (sample_level and "bad.wav" in kept)
+            return judge(res, refuse=False, wrong=None if ok else "bad file neither kept nor listed")
+        if verb == "extract":
+            out = tmp / "o"
+            res = env.cli("extract", "--model", str(env.ckpt), "--input", str(src), "--out", str(out))
+            listed = (out / "bad_files.tsv").is_file() and "bad.wav" in (out / "bad_files.tsv").read_text()
+            wrote = (out / "bad.npy").is_file()
+            return judge(res, refuse=False, wrong=f"wrote bad.npy={wrote}, listed={listed}" if wrote or not listed else None)
+        rows = [("good.wav", int(0.6 * SR)), ("good2.wav", int(0.6 * SR)), ("bad.wav", int(0.6 * SR))]
+        env.recipe(tmp, data={"manifests": [str(manifest(src, rows, src))], "batch_size": 3, "num_workers": 1},
+                   optim={"total_steps": 2})
+        res = env.distill(tmp)
+        tsv = tmp / "run" / "bad_files.tsv"
+        listed = tsv.is_file() and "bad.wav" in tsv.read_text()
+        return judge(res, refuse=False, wrong=None if listed else "bad file not listed in bad_files.tsv")
+    return run
+
+
+for _verb in ("prepare", "extract", "distill"):
+    for _kind in BAD_AUDIO:
+        case(13, f"{_verb}: bad audio ({_kind})")(_bad_audio_case(_verb, _kind))
+
+
+# ------------------------------------------------------------------ damaged and malicious checkpoints
+class _Payload:
+    """Unpickling this runs a shell command: the malicious-checkpoint stand-in."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple:
+        return (os.system, (f"touch {self.marker}",))
+
+
+def _bad_checkpoint(kind: str, env: Env, path: Path) -> Path:
+    import pickle
+
+    import torch
+
+    if kind == "empty file":
+        path.write_bytes(b"")
+    elif kind == "random bytes":
+        path.write_bytes(os.urandom(5000))
+    elif kind == "truncated":
+        path.write_bytes(env.ckpt.read_bytes()[: env.ckpt.stat().st_size // 2])
+    elif kind == "pickle payload":
+        with open(path, "wb") as fh:
+            pickle.dump({"Distiller": _Payload(path.with_suffix(".pwned")), "Config": {}}, fh)
+    elif kind == "torch.save payload":
+        torch.save({"Distiller": _Payload(path.with_suffix(".pwned")), "Config": {}}, path)
+    elif kind == "missing Config":
+        edited_checkpoint(env, path, lambda raw: raw.pop("Config"))
+    elif kind == "wrong tensor shapes":
+        edited_checkpoint(env, path, lambda raw: raw["Config"]["distiller"].update(encoder_embed_dim=128))
+    elif kind == "a folder":
+        path.mkdir()
+    else:
+        raise ValueError(kind)
+    return path
+
+
+BAD_CHECKPOINTS = ("empty file", "random bytes", "truncated", "pickle payload", "torch.save payload",
+                   "missing Config", "wrong tensor shapes", "a folder")
+
+
+def _bad_checkpoint_case(verb: str, kind: str) -> Callable[[Env, Path], tuple[str, str]]:
+    def run(env: Env, tmp: Path) -> tuple[str, str]:
+        ckpt = _bad_checkpoint(kind, env, tmp / "bad.ckpt")
+        args = {"info": ["info", str(ckpt)],
+                "export": ["export", str(ckpt), "--format", "onnx", "--out", str(tmp / "m.onnx")],
+                "extract": ["extract", "--model", str(ckpt), "--input", str(env.assets / "audio"), "--out",
+                            str(tmp / "o")]}[verb]
+        res = env.cli(*args)
+        ran = ckpt.with_suffix(".pwned").exists()
+        return judge(res, refuse=True, wrong="the pickle payload ran" if ran else None)
+    return run
+
+
+for _verb in ("info", "export", "extract"):
+    for _kind in BAD_CHECKPOINTS:
+        case(8, f"{_verb}: checkpoint {_kind}")(_bad_checkpoint_case(_verb, _kind))
+
+
+# ------------------------------------------------------------------ kill -9 and resume
+@case(1, "distill: kill -9 mid-run, then --resume finishes")
+def _kill9(env: Env, tmp: Path) -> tuple[str, str]:
+    env.recipe(tmp, optim={"total_steps": 8}, train={"save_every": 2})
+    first = env.distill(tmp, signal_after=(tmp / "run" / "states-2.ckpt", signal.SIGKILL))
+    if first.hung:
+        return "hang", "the killed run did not end"
+    res = env.distill(tmp, resume=True)
+    done = (tmp / "run" / "states-8.ckpt").is_file()
+    return judge(res, refuse=False, wrong=None if done else "no states-8.ckpt after resume")
 
 
 # ------------------------------------------------------------------ driver

@@ -179,8 +179,8 @@ def scan_files(
 
 def _find_audio(folder: Path, extensions: Sequence[str], report: BadFileReport) -> list[Path]:
     """Audio files under ``folder`` with one of ``extensions``, sorted. Matches that cannot be used
-    are listed in ``report`` rather than dropped: broken or looping links, and names a manifest (UTF-8
-    text, one row per line, tab-separated) cannot hold."""
+    are listed in ``report`` rather than dropped: broken or looping links, folders and other
+    non-files, and names a manifest (UTF-8 text, one row per line, tab-separated) cannot hold."""
     exts = {e.lower() if e.startswith(".") else f".{e.lower()}" for e in extensions}
     found = []
     for path in sorted(p for p in folder.rglob("*") if p.suffix.lower() in exts):
@@ -189,6 +189,8 @@ def _find_audio(folder: Path, extensions: Sequence[str], report: BadFileReport) 
             report.add(path, *problem)
         elif path.is_file():
             found.append(path)
+        else:  # a folder named like audio, a FIFO (reading it would block), a socket...
+            report.add(path, "not_a_file", "a folder" if path.is_dir() else "not a regular file")
     return found
 
 

@@ -5,6 +5,7 @@ silently or written outside a folder."""
 from __future__ import annotations
 
 import csv
+import os
 from pathlib import Path
 
 import numpy as np
@@ -57,6 +58,8 @@ def test_prepare_lists_links_and_unstorable_names(tmp_path: Path, capsys: pytest
     sf.write(src / "c\nd.wav", tone(), 16000)
     (src / "dangling.wav").symlink_to(src / "nowhere.wav")
     (src / "loop.wav").symlink_to(src / "loop.wav")
+    (src / "folder.wav").mkdir()
+    os.mkfifo(src / "fifo.wav")  # reading it would block forever
     assert main(["prepare", "folder", str(src), "--out", str(tmp_path / "m.tsv"), "--report", str(tmp_path / "r.tsv")]) == 0
     assert [e.path for e in Manifest.read(tmp_path / "m.tsv").entries] == ["ok.wav"]
     with open(tmp_path / "r.tsv", newline="") as fh:
@@ -64,6 +67,8 @@ def test_prepare_lists_links_and_unstorable_names(tmp_path: Path, capsys: pytest
     assert reasons["dangling.wav"][0] == reasons["loop.wav"][0] == "broken_link"
     assert "symbolic link loop" in reasons["loop.wav"][1] and "nowhere.wav" in reasons["dangling.wav"][1]
     assert reasons["a\tb.wav"][0] == reasons["c\nd.wav"][0] == "bad_name"
+    assert reasons["folder.wav"] == ("not_a_file", "a folder")
+    assert reasons["fifo.wav"] == ("not_a_file", "not a regular file")
 
 
 def test_prepare_csv_refuses_rows_outside_the_root(tmp_path: Path) -> None:
