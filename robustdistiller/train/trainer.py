@@ -483,7 +483,7 @@ class DistillTrainer:
             if "EnhancementHead" not in state:
                 raise ValueError(f"{path} has no enhancement head but the recipe enables one")
             self.head.load_state_dict(state["EnhancementHead"])
-        recipe_lrs = [group["lr"] for group in self.optimizer.param_groups]
+        recipe_lrs = list(self.scheduler.base_lrs)  # this recipe's peak rates (group["lr"] is warm-up scaled)
         self.optimizer.load_state_dict(state["Optimizer"])
         self.scheduler.load_state_dict(state["Scheduler"])
         self._apply_schedule(recipe_lrs)

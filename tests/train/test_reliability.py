@@ -94,11 +94,14 @@ def test_new_run_into_a_folder_holding_a_run_is_refused(make_recipe) -> None:
 
 def test_resume_extends_a_finished_run_with_a_longer_schedule(make_recipe) -> None:
     """Used to restore the old total_steps: the extension trained at learning rate 0."""
-    first = distill(make_recipe("optim.total_steps=4", "train.save_every=2"))
-    trainer = DistillTrainer(make_recipe("optim.total_steps=8", "optim.lr=2e-3", "train.save_every=2"), resume=True)
-    # Step 4 of 8 with no warm-up: half-way down the linear decay, from the new peak.
-    assert trainer.scheduler.get_last_lr()[0] == pytest.approx(2e-3 * 0.5)
-    assert all(g["lr"] == pytest.approx(1e-3) for g in trainer.optimizer.param_groups)
+    warmup = "optim.warmup_proportion=0.25"
+    first = distill(make_recipe("optim.total_steps=4", "train.save_every=2", warmup))
+    trainer = DistillTrainer(make_recipe("optim.total_steps=8", "optim.lr=2e-3", "train.save_every=2", warmup),
+                             resume=True)
+    # Step 4 of 8, warm-up over the first 2: (1 - 4/8) / (1 - 0.25) of the way down, from the new peak.
+    assert trainer.scheduler.get_last_lr()[0] == pytest.approx(2e-3 * 0.5 / 0.75)
+    assert all(g["lr"] == pytest.approx(2e-3 * 0.5 / 0.75) for g in trainer.optimizer.param_groups)
+    assert trainer.scheduler.base_lrs == [2e-3] * len(trainer.optimizer.param_groups)
     result = trainer.fit()
     assert result.step == 8 and result.losses and not any(math.isnan(x) for x in result.losses)
     before = read_s3prl_checkpoint(first.checkpoint).state_dict
