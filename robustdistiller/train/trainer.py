@@ -32,7 +32,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from robustdistiller.atomic import atomic_write
 from robustdistiller.augment import CorruptionPolicy, CorruptionResult, build_policy, summarize
-from robustdistiller.config import config_changes, to_dict
+from robustdistiller.config import config_changes, flatten, to_dict
 from robustdistiller.data import SAMPLE_RATE, BadFileReport
 from robustdistiller.export.s3prl import save_s3prl_checkpoint
 from robustdistiller.models.enhancement import EnhancementHead
@@ -509,7 +509,9 @@ class DistillTrainer:
     def _check_resume_changes(self, saved: dict[str, Any], path: Path, step: int) -> None:
         """Refuse a resume whose recipe differs from the run's in anything but RESUMABLE_CHANGES,
         naming each difference; log the changes that will be applied."""
-        changes = config_changes(saved, to_dict(self.recipe)) if saved else {}
+        # Keys the saved recipe lacks come from a newer version of this package: not a change.
+        saved_keys = flatten(saved)
+        changes = {k: v for k, v in config_changes(saved, to_dict(self.recipe)).items() if k in saved_keys}
         refused = {k: v for k, v in changes.items() if k not in RESUMABLE_CHANGES}
         if refused:
             listed = "; ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in refused.items())
