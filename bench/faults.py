@@ -924,10 +924,10 @@ def _kill9(env: Env, tmp: Path) -> tuple[str, str]:
 
 
 # ------------------------------------------------------------------ driver
-def run_cases(env: Env, only: str | None) -> list[dict]:
+def run_cases(env: Env, only: list[str] | None) -> list[dict]:
     rows = []
     for index, (item, name, fn) in enumerate(CASES):
-        if only and only not in name:
+        if only and not any(part in name for part in only):
             continue
         tmp = env.work / "cases" / f"{index:03d}"
         shutil.rmtree(tmp, ignore_errors=True)
@@ -957,7 +957,7 @@ def main() -> None:
     parser.add_argument("--repo", type=Path, default=Path(__file__).resolve().parents[1], help="checkout under test")
     parser.add_argument("--work", type=Path, default=Path("/tmp/rd_faults"), help="scratch folder (emptied)")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds before a case counts as a hang")
-    parser.add_argument("--only", help="run only cases whose name contains this")
+    parser.add_argument("--only", action="append", help="run only cases whose name contains this (repeatable)")
     parser.add_argument("--json", type=Path, help="also write every row to this JSON file")
     args = parser.parse_args()
     env = Env(args.repo.resolve(), args.work.resolve(), args.timeout)
