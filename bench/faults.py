@@ -382,8 +382,8 @@ def _hf_nan(env: Env, tmp: Path) -> tuple[str, str]:
 def _info_nan(env: Env, tmp: Path) -> tuple[str, str]:
     ckpt = nan_checkpoint(env, tmp / "nan.ckpt")
     res = env.cli("info", str(ckpt))
-    flagged = "nan" in (res.out + res.err).lower() or "non-finite" in (res.out + res.err).lower()
-    return judge(res, refuse=False, wrong=None if flagged else "NaN weights not reported")
+    flagged = "NaN/inf" in res.out + res.err  # described, flagged, and a failing exit status
+    return judge(res, refuse=True, wrong=None if flagged or res.rc else "NaN weights not reported")
 
 
 @case(14, "extract: NaN weights")
