@@ -12,6 +12,7 @@ killed process left behind so a later run can clean them.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import shutil
@@ -67,6 +68,12 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     try:
         yield tmp
         commit(tmp, path)
+    except OSError as exc:
+        if exc.filename is not None:
+            raise
+        # Writers that fail mid-file (numpy, protobuf: "N requested and M written", a bare EFBIG)
+        # do not say which file: name the destination, not the temp.
+        raise OSError(exc.errno or errno.EIO, exc.strerror or str(exc), str(path)) from exc
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -79,9 +86,29 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> Path:
     path = Path(path)
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as fh:
-            write(fh)
-            fh.flush()
+            try:
+                write(fh)
+                fh.flush()
+            except RuntimeError as exc:
+                # torch's zip writer reports a failed write (disk full, file-size limit) as a
+                # RuntimeError ("unexpected pos ..."); it is an OS failure, so say which and where.
+                if not _is_write_failure(exc):
+                    raise
+                raise OSError(errno.EIO, f"could not write the file (disk full or file-size limit? "
+                              f"{_free_space(path.parent)} free)", str(path)) from exc
     return path
+
+
+def _is_write_failure(exc: RuntimeError) -> bool:
+    text = str(exc)
+    return "unexpected pos" in text or "PytorchStreamWriter failed" in text or "file write failed" in text
+
+
+def _free_space(folder: Path) -> str:
+    try:
+        return f"{shutil.disk_usage(folder).free / 2**20:.1f} MiB"
+    except OSError:
+        return "unknown space"
 
 
 @contextlib.contextmanager

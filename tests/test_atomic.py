@@ -62,3 +62,23 @@ def test_stale_temps_lists_only_dead_writers(tmp_path: Path) -> None:
     (tmp_path / "states-10.ckpt").write_bytes(b"")
     assert atomic.stale_temps(tmp_path) == [dead]
     assert live.exists() and str(os.getpid()) in live.name
+
+
+def test_anonymous_write_failures_name_the_destination(tmp_path: Path) -> None:
+    """numpy / protobuf report a full disk without a file name; the error must say which file."""
+    dest = tmp_path / "feats.npy"
+    with pytest.raises(OSError) as err:
+        with atomic.atomic_path(dest):
+            raise OSError("479680 requested and 49968 written")
+    assert err.value.filename == str(dest) and "requested" in err.value.strerror
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_torch_write_failures_become_os_errors(tmp_path: Path) -> None:
+    def failing(_fh) -> None:
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 305856 vs 305744")
+
+    with pytest.raises(OSError, match="could not write the file") as err:
+        atomic.atomic_write(tmp_path / "states-2.ckpt", failing)
+    assert err.value.filename == str(tmp_path / "states-2.ckpt")
+    assert list(tmp_path.iterdir()) == []

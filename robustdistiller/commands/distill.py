@@ -14,7 +14,9 @@ EPILOG = """examples:
   robustdistiller distill --config my_recipe.yaml optim.total_steps=1000 train.device=cpu
 
 Recipes: distilhubert, rd_hubert, rd_wavlm, rd_rhubert, demo (or a YAML path). Every value can be
-overridden as section.key=value. Exit status: 0 when done, 130 / 143 when stopped by SIGINT /
+overridden as section.key=value (anywhere on the line). A train.out_dir holding another run is refused
+unless --resume (continue it; optim.lr / optim.total_steps and run-control settings may change, other
+changes are refused with each difference named) or --overwrite (delete its checkpoints). Exit status: 0 when done, 130 / 143 when stopped by SIGINT /
 SIGTERM after saving a checkpoint (continue with --resume), 1 on a configuration or data error."""
 
 
@@ -41,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     from robustdistiller.train.trainer import distill
 
     recipe = load_recipe(args.config, args.overrides)
-    result = run_training(lambda: distill(recipe, resume=args.resume))
+    result = run_training(lambda: distill(recipe, resume=args.resume, overwrite=args.overwrite))
     if result is None:
         return 1
     print(f"step {result.step}; checkpoint: {result.checkpoint}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 EPILOG = """examples:
   robustdistiller extract --model states-200000.ckpt --input wavs/ --out feats/ --layers 0 2
@@ -11,7 +12,10 @@ EPILOG = """examples:
       chunk_seconds=20 overlap_seconds=4   # recordings over full_context_seconds are chunked
 
 Each input becomes out/<relative path>.npy ([layers, frames, dim] float32) or .pt (list of tensors).
-Existing outputs are skipped, so an interrupted run resumes; bad files are listed in out/bad_files.tsv.
+Existing outputs are skipped, so an interrupted run resumes; bad files are listed in out/bad_files.tsv
+(exit status 1 when no input could be extracted). Outputs always stay inside --out (a row's ".." parts
+become "_up", absolute paths go under "_abs/"); inputs whose names would collide (x.wav, x.flac) keep
+their extension (x.wav.npy, x.flac.npy). One extract at a time per --out folder (a lock file).
 """
 
 
@@ -52,6 +56,8 @@ def run(args: argparse.Namespace) -> int:
     from robustdistiller.config import apply_overrides, from_dict
     from robustdistiller.inference import ChunkConfig, extract_files, open_backend
 
+    if args.threads is not None and args.threads < 1:
+        raise ValueError(f"--threads must be >= 1, got {args.threads}")
     chunk = from_dict(ChunkConfig, apply_overrides({}, args.overrides), "chunking")
     backend = open_backend(args.model, args.backend, args.layers, args.threads, args.precision)
     settings = {"model": str(args.model), "backend": args.backend}
@@ -68,4 +74,7 @@ def run(args: argparse.Namespace) -> int:
         settings=settings,
     )
     print(f"extracted {summary.done} file(s), {summary.skipped_existing} already done, {len(summary.bad)} bad")
+    if summary.bad and not summary.done and not summary.skipped_existing:
+        print(f"error: no input could be extracted; reasons in {args.out}/bad_files.tsv", file=sys.stderr)
+        return 1
     return 0

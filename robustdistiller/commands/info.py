@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 EPILOG = """examples:
   robustdistiller info states-200000.ckpt
@@ -29,4 +30,9 @@ def run(args: argparse.Namespace) -> int:
 
     info = describe(args.path)
     print(json.dumps(info, indent=2) if args.json else format_text(info))
+    if info["non_finite_weights"]:
+        # Described, but not a usable model: scripts checking `info`'s status must see that.
+        print(f"error: {args.path}: {len(info['non_finite_weights'])} weight tensor(s) hold NaN/inf values",
+              file=sys.stderr)
+        return 1
     return 0

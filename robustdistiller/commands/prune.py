@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     from robustdistiller.train.pruning import run_prune
 
     recipe = load_prune_recipe(args.config, args.overrides)
-    result = run_training(lambda: run_prune(recipe, resume=args.resume))
+    result = run_training(lambda: run_prune(recipe, resume=args.resume, overwrite=args.overwrite))
     if result is None:
         return 1
     if result.final is not None:

@@ -11,10 +11,14 @@ T = TypeVar("T")
 
 
 def add_recipe_arguments(parser: argparse.ArgumentParser, *, recipes: str, resume: str, override: str) -> None:
-    """``--config`` (a recipe name among ``recipes``, or a YAML path), ``--resume`` (help ``resume``) and
-    trailing ``KEY=VALUE`` recipe overrides (``override`` is the example shown)."""
+    """``--config`` (a recipe name among ``recipes``, or a YAML path), ``--resume`` (help ``resume``),
+    ``--overwrite`` and ``KEY=VALUE`` recipe overrides (``override`` is the example shown)."""
     parser.add_argument("--config", required=True, help=f"recipe name ({recipes}) or YAML path")
     parser.add_argument("--resume", action="store_true", help=resume)
+    parser.add_argument(
+        "--overwrite", action="store_true",
+        help="start a new run in a train.out_dir that holds another run, deleting its checkpoints",
+    )
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help=f"recipe overrides, e.g. {override}")
 
 

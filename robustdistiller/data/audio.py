@@ -17,11 +17,15 @@ import soxr
 SAMPLE_RATE = 16000
 # The wav2vec2-family CNN front end needs 400 samples (25 ms at 16 kHz) to emit one frame.
 MIN_SAMPLES = 400
+# Decoded audio lies in [-1, 1]; float files may overshoot a little (hot masters, resampling), but a
+# larger peak means a float file holding integer-scale values (+-32767) or garbage, which would
+# silently multiply the loss or make every step non-finite.
+MAX_PEAK = 2.0
 
 
 class AudioError(ValueError):
     """A file that cannot be used as audio. ``reason`` is one of: missing, unreadable, empty,
-    too_short, non_finite, silent, truncated, no_channel."""
+    too_short, non_finite, out_of_range, channels_cancel, silent, truncated, no_channel."""
 
     def __init__(self, path: str | Path, reason: str, detail: str = "") -> None:
         self.path = str(path)
@@ -82,14 +86,20 @@ def _resample(wav: np.ndarray, orig_rate: int, target_rate: int) -> np.ndarray:
     return soxr.resample(wav, orig_rate, target_rate, quality="HQ").astype(np.float32, copy=False)
 
 
-def _check_finite(path: Path, wav: np.ndarray) -> None:
+def _check_finite(path: Path, wav: np.ndarray, max_peak: float | None = None) -> None:
+    """NaN/inf samples, and (unless ``max_peak`` is None) a peak over ``max_peak``, are refused."""
     if not np.isfinite(wav).all():
         bad = int((~np.isfinite(wav)).sum())
         raise AudioError(path, "non_finite", f"{bad} NaN/inf samples")
+    peak = float(np.abs(wav).max()) if wav.size else 0.0
+    if max_peak is not None and peak > max_peak:
+        raise AudioError(path, "out_of_range", f"peak {peak:.6g} > {max_peak}: float samples must lie in [-1, 1] "
+                         "(an integer-scale float file? divide by 32768)")
 
 
-def _decode(path: Path) -> tuple[np.ndarray, int]:
-    """All channels as float32 ``[frames, channels]`` and the file's rate; empty and NaN/inf rejected."""
+def _decode(path: Path, max_peak: float | None = None) -> tuple[np.ndarray, int]:
+    """All channels as float32 ``[frames, channels]`` and the file's rate; empty, NaN/inf and (unless
+    ``max_peak`` is None) out-of-range files rejected."""
     try:
         data, rate = sf.read(str(path), dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, OSError, ValueError) as exc:
@@ -97,7 +107,7 @@ def _decode(path: Path) -> tuple[np.ndarray, int]:
     if data.shape[0] == 0:
         raise AudioError(path, "empty", "0 frames")
     # Checked before resampling: soxr would smear one NaN over its whole filter length.
-    _check_finite(path, data)
+    _check_finite(path, data, max_peak)
     return data, int(rate)
 
 
@@ -116,18 +126,24 @@ def load_audio(
     min_samples: int = MIN_SAMPLES,
     allow_silent: bool = False,
     channel: int | None = None,
+    max_peak: float | None = None,
 ) -> np.ndarray:
     """Decode ``path`` to a mono float32 1-D array at ``sample_rate``.
 
     Multi-channel audio is averaged to mono, or only ``channel`` (0-based) is kept when given; other
     rates are resampled with soxr (HQ). Raises AudioError for a missing/unreadable/empty file, a
     ``channel`` the file does not have (``no_channel``), fewer than ``min_samples`` samples after
-    resampling, NaN/inf samples, or all-zero audio (unless ``allow_silent``).
+    resampling, NaN/inf samples, all-zero audio (unless ``allow_silent``), channels that cancel when
+    averaged, or (when given) a peak over ``max_peak``: speech readers pass :data:`MAX_PEAK`, noise
+    and impulse responses need not be normalised.
     """
     path = Path(path)
-    data, rate = _decode(path)
+    data, rate = _decode(path, max_peak)
     if channel is None:
         mono = _to_mono(data)
+        if data.shape[1] > 1 and not np.any(mono) and np.any(data):
+            raise AudioError(path, "channels_cancel", f"its {data.shape[1]} channels sum to zero (phase-inverted "
+                             "stereo?); read one channel instead")
     elif 0 <= channel < data.shape[1]:
         mono = data[:, channel]
     else:
@@ -164,6 +180,7 @@ def load_audio_segment(
     sample_rate: int = SAMPLE_RATE,
     *,
     allow_silent: bool = True,
+    max_peak: float | None = None,
 ) -> np.ndarray:
     """Samples ``[start, start + num)`` of the file, counted at ``sample_rate``, as mono float32.
 
@@ -187,10 +204,10 @@ def load_audio_segment(
     except (sf.LibsndfileError, RuntimeError, OSError) as exc:
         raise _open_error(path, exc) from None
     if rate == sample_rate:
-        _check_finite(path, data)
+        _check_finite(path, data, max_peak)
         wav = _to_mono(data)
     else:
-        wav = load_audio(path, sample_rate, min_samples=1, allow_silent=True)[start : start + num]
+        wav = load_audio(path, sample_rate, min_samples=1, allow_silent=True, max_peak=max_peak)[start : start + num]
     if wav.shape[0] < num:
         raise AudioError(path, "truncated", f"asked for samples {start}..{start + num}, got {wav.shape[0]}")
     if not allow_silent and not np.any(wav):

@@ -13,9 +13,7 @@ duration and loudness are drawn independently of the word, so neither gives the 
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -24,6 +22,7 @@ import numpy as np
 import soundfile as sf
 from scipy import signal
 
+from robustdistiller.atomic import atomic_dir, stale_temps
 from robustdistiller.data.audio import SAMPLE_RATE
 from robustdistiller.data.manifest import Manifest, ManifestEntry
 
@@ -228,35 +227,40 @@ def build_corpus(
     if out_dir.exists() and any(out_dir.iterdir()) and not (out_dir / "corpus.json").is_file():
         raise ValueError(f"{out_dir} exists and is not a corpus folder; choose an empty or new folder")
 
-    tag = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:8]
-    tmp = out_dir.with_name(f".{out_dir.name}.building-{tag}-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
+    _remove_stale_builds(out_dir)
+    if out_dir.exists():
+        shutil.rmtree(out_dir)  # empty, or an older build of ours (checked above)
+    try:
+        with atomic_dir(out_dir) as tmp:  # a failed or killed build leaves nothing that looks complete
+            _write_corpus(tmp, key, seed, utterances_per_word_per_speaker, test_takes)
+    except OSError:
+        if not _is_build(out_dir, key):  # else another process finished the same build first
+            raise
+    return corpus
+
+
+def _write_corpus(folder: Path, key: dict, seed: int, takes: int, test_takes: int) -> None:
+    """Synthesize every utterance into ``folder`` with its manifests and build key."""
     train, test = [], []
     for word in WORDS:
         for speaker in SPEAKERS:
-            for take in range(utterances_per_word_per_speaker):
+            for take in range(takes):
                 wav = synthesize_utterance(word, speaker, utterance_rng(seed, word, speaker, take))
                 rel = f"audio/{speaker}/{word}_{speaker}_{take}.wav"
-                (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
-                sf.write(tmp / rel, wav, SAMPLE_RATE, subtype="PCM_16")
-                rows = test if take >= utterances_per_word_per_speaker - test_takes else train
+                (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+                sf.write(folder / rel, wav, SAMPLE_RATE, subtype="PCM_16")
+                rows = test if take >= takes - test_takes else train
                 rows.append(ManifestEntry(rel, wav.shape[0], {"word": word, "speaker": speaker}))
     for rows, name in ((train, "train.tsv"), (test, "test.tsv")):
-        Manifest(tmp, rows, ["word", "speaker"]).write(tmp / name, relative_root=True)
-    (tmp / "corpus.json").write_text(json.dumps(key, indent=1, sort_keys=True) + "\n")
+        Manifest(folder, rows, ["word", "speaker"]).write(folder / name, relative_root=True)
+    (folder / "corpus.json").write_text(json.dumps(key, indent=1, sort_keys=True) + "\n")
 
-    if out_dir.exists():
-        if _is_build(out_dir, key):  # another process finished the same build first
-            shutil.rmtree(tmp)
-            return corpus
-        shutil.rmtree(out_dir)  # empty, or an older build of ours (checked above)
-    try:
-        tmp.rename(out_dir)
-    except OSError:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if not _is_build(out_dir, key):
-            raise
-    return corpus
+
+def _remove_stale_builds(out_dir: Path) -> None:
+    """Delete build folders of ``out_dir`` that killed processes left beside it."""
+    for stale in stale_temps(out_dir.parent):
+        if stale.name.startswith(f".{out_dir.name}.tmp-") and stale.is_dir():
+            shutil.rmtree(stale, ignore_errors=True)
 
 
 def _is_build(out_dir: Path, key: dict) -> bool:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from robustdistiller.data.audio import SAMPLE_RATE, AudioError, load_audio, load_audio_segment
+from robustdistiller.data.audio import MAX_PEAK, SAMPLE_RATE, AudioError, load_audio, load_audio_segment
 from robustdistiller.data.manifest import Manifest
 from robustdistiller.data.report import BadFileReport
 from robustdistiller.data.shared import SmallTensorsByValue, batch_zeros
@@ -43,7 +43,7 @@ class Batch(SmallTensorsByValue):
     lengths: torch.Tensor  # int64 [B]
     indices: torch.Tensor  # int64 [B], rows of the manifest
     labels: list[dict[str, str]]
-    skipped: list[tuple[str, str]]  # (path, reason)
+    skipped: list[tuple[str, str, str]]  # (path, reason, detail)
 
     def __len__(self) -> int:
         return int(self.lengths.shape[0])
@@ -96,14 +96,19 @@ class AudioDataset(torch.utils.data.Dataset):
             if entry.num_samples > self.max_length:
                 start = crop_offset(self.seed, self.epoch, index, entry.num_samples, self.max_length)
                 # An all-zero crop is refused too: it would make SNR mixing undefined downstream.
-                wav = load_audio_segment(path, start, self.max_length, self.sample_rate, allow_silent=False)
+                wav = load_audio_segment(path, start, self.max_length, self.sample_rate, allow_silent=False,
+                                         max_peak=MAX_PEAK)
             else:
-                wav = load_audio(path, self.sample_rate)
+                wav = load_audio(path, self.sample_rate, max_peak=MAX_PEAK)
                 if len(wav) < entry.num_samples:  # cut short since the manifest was written
                     raise AudioError(path, "truncated",
                                      f"the manifest says {entry.num_samples} samples, the file now has {len(wav)}")
         except AudioError as exc:
-            self.report.add(exc.path, exc.reason, exc.detail)
+            # A DataLoader worker's copy of the report dies with the worker (and is rebuilt each
+            # epoch, which would repeat the warning): workers only return the skip, the main
+            # process's report logs it once.
+            if torch.utils.data.get_worker_info() is None:
+                self.report.add(exc.path, exc.reason, exc.detail)
             return Skipped(index, exc.path, exc.reason, exc.detail)
         return Utterance(index, torch.from_numpy(wav), dict(entry.labels))
 
@@ -111,7 +116,7 @@ class AudioDataset(torch.utils.data.Dataset):
 def collate(items: list[Utterance | Skipped | None]) -> Batch:
     """Pad to the longest utterance; bad items go to ``Batch.skipped``."""
     good = [u for u in items if isinstance(u, Utterance)]
-    skipped = [(s.path, s.reason) for s in items if isinstance(s, Skipped)]
+    skipped = [(s.path, s.reason, s.detail) for s in items if isinstance(s, Skipped)]
     lengths = torch.tensor([u.wav.shape[0] for u in good], dtype=torch.int64)
     wavs = batch_zeros(len(good), int(lengths.max()) if good else 0)
     for row, u in enumerate(good):

@@ -17,6 +17,7 @@ are unreadable, empty or shorter than the CNN receptive field are skipped and re
 from __future__ import annotations
 
 import csv
+import errno
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -25,6 +26,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from robustdistiller.atomic import atomic_write
 from robustdistiller.data.audio import MIN_SAMPLES, SAMPLE_RATE, AudioError, audio_info
 from robustdistiller.data.report import BadFileReport
 
@@ -111,8 +113,8 @@ class Manifest:
             if bad:
                 raise ValueError(f"manifest cell {bad[0]!r} contains a tab or newline")
             out.append("\t".join(cells))
-        path.write_text("\n".join(out) + "\n", encoding="utf-8")
-        return path
+        data = ("\n".join(out) + "\n").encode("utf-8")
+        return atomic_write(path, lambda fh: fh.write(data))
 
 
 def validate_manifest(manifest: Manifest, report: BadFileReport | None = None) -> Manifest:
@@ -175,9 +177,45 @@ def scan_files(
     return Manifest(root, entries, list(label_names)), report
 
 
-def _find_audio(folder: Path, extensions: Sequence[str]) -> list[Path]:
+def _find_audio(folder: Path, extensions: Sequence[str], report: BadFileReport) -> list[Path]:
+    """Audio files under ``folder`` with one of ``extensions``, sorted. Matches that cannot be used
+    are listed in ``report`` rather than dropped: broken or looping links, folders and other
+    non-files, and names a manifest (UTF-8 text, one row per line, tab-separated) cannot hold."""
     exts = {e.lower() if e.startswith(".") else f".{e.lower()}" for e in extensions}
-    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in exts and p.is_file())
+    found = []
+    for path in sorted(p for p in folder.rglob("*") if p.suffix.lower() in exts):
+        problem = _unusable_name(path) or _unusable_file(path)
+        if problem:
+            report.add(path, *problem)
+        elif path.is_file():
+            found.append(path)
+        else:  # a folder named like audio, a FIFO (reading it would block), a socket...
+            report.add(path, "not_a_file", "a folder" if path.is_dir() else "not a regular file")
+    return found
+
+
+def _unusable_name(path: Path) -> tuple[str, str] | None:
+    """(reason, detail) when a manifest row cannot hold ``path``'s name."""
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        return "bad_name", "the name is not valid UTF-8; rename the file"
+    if "\t" in path.name or "\n" in path.name or "\r" in path.name:
+        return "bad_name", "the name holds a tab or line break; rename the file"
+    return None
+
+
+def _unusable_file(path: Path) -> tuple[str, str] | None:
+    """(reason, detail) for a link that leads nowhere (dangling, or a loop)."""
+    if not path.is_symlink():
+        return None
+    try:
+        path.resolve(strict=True)
+    except RuntimeError:  # Python < 3.13 reports a symlink loop this way
+        return "broken_link", "symbolic link loop"
+    except OSError as exc:
+        return "broken_link", "symbolic link loop" if exc.errno == errno.ELOOP else f"link to missing {os.readlink(path)}"
+    return None
 
 
 def manifest_from_folder(
@@ -194,9 +232,11 @@ def manifest_from_folder(
     root = Path(root).resolve()
     if not root.is_dir():
         raise FileNotFoundError(f"audio folder not found: {root}")
-    files = _find_audio(root, extensions)
+    report = report if report is not None else BadFileReport()
+    files = _find_audio(root, extensions, report)
     if not files:
-        raise ValueError(f"no audio files with extensions {', '.join(extensions)} under {root}")
+        raise ValueError(f"no audio files with extensions {', '.join(extensions)} under {root}"
+                         + (f" that can be used ({report.summary()})" if len(report) else ""))
     rows = []
     for f in files:
         rel = f.relative_to(root)
@@ -221,9 +261,10 @@ def manifest_from_librispeech(
             f"LibriSpeech split(s) {', '.join(missing)} not found under {root}; "
             f"splits found: {', '.join(found) or 'none'}"
         )
+    report = report if report is not None else BadFileReport()
     rows: list[Row] = []
     for split in splits:
-        files = _find_audio(root / split, (".flac",))
+        files = _find_audio(root / split, (".flac",), report)
         if not files:
             raise ValueError(f"no .flac files under {root / split}")
         for f in files:
@@ -297,8 +338,15 @@ def manifest_from_csv(
     base = Path(root).resolve() if root is not None else csv_path.parent.resolve()
     if not base.is_dir():
         raise FileNotFoundError(f"audio root not found: {base}")
+    report = report if report is not None else BadFileReport()
     rows = []
     for rec in table:
         full = base / rec[path_column]  # an absolute path in the CSV wins over base
-        rows.append((os.path.relpath(full, base), {c: rec[c] for c in label_columns}))
+        rel = os.path.relpath(full, base)
+        if rel == ".." or rel.startswith(f"..{os.sep}"):
+            # A manifest row is relative to its root; a row climbing out of it would also make
+            # `extract` write features outside its output folder.
+            report.add(os.path.normpath(full), "outside_root", f"not under --root {base}; give a --root holding every file")
+            continue
+        rows.append((rel, {c: rec[c] for c in label_columns}))
     return scan_files(base, rows, list(label_columns), workers=workers, report=report)

@@ -8,12 +8,15 @@ DataLoader workers cannot share this object; they return their skips inside each
 from __future__ import annotations
 
 import csv
+import io
 import logging
 import threading
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+from robustdistiller.atomic import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -77,15 +80,15 @@ class BadFileReport:
         return "\n".join(lines)
 
     def write(self, path: str | Path) -> Path:
-        """Write ``path<TAB>reason<TAB>detail`` rows with a header line."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("w", newline="") as fh:
-            writer = csv.writer(fh, delimiter="\t", lineterminator="\n")
-            writer.writerow(["path", "reason", "detail"])
-            for item in self:
-                writer.writerow([item.path, item.reason, item.detail])
-        return path
+        """Write ``path<TAB>reason<TAB>detail`` rows with a header line, atomically. Names that are
+        not valid UTF-8 are written with backslash escapes (the report must not fail on them)."""
+        text = io.StringIO()
+        writer = csv.writer(text, delimiter="\t", lineterminator="\n")
+        writer.writerow(["path", "reason", "detail"])
+        for item in self:
+            writer.writerow([item.path, item.reason, item.detail])
+        data = text.getvalue().encode("utf-8", errors="backslashreplace")
+        return atomic_write(path, lambda fh: fh.write(data))
 
     # A lock cannot be pickled; datasets holding a report are pickled into DataLoader workers.
     def __getstate__(self) -> dict[str, BadFile]:

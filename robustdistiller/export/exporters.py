@@ -17,18 +17,20 @@ Exporter = Callable[..., Path]
 
 def _to_hf(source: Path, out: Path) -> Path:
     from robustdistiller.export.hf import export_hf
-    from robustdistiller.export.load import load_student
+    from robustdistiller.export.load import check_finite_weights, load_student
 
     model, _ = load_student(source)
+    check_finite_weights(model, source)
     return export_hf(model, out)
 
 
 def _to_s3prl(source: Path, out: Path) -> Path:
     """A slim re-save: weights, config, step and teacher; optimizer / trainer state is dropped."""
-    from robustdistiller.export.load import load_student
+    from robustdistiller.export.load import check_finite_weights, load_student
     from robustdistiller.export.s3prl import save_s3prl_checkpoint
 
     model, checkpoint = load_student(source)
+    check_finite_weights(model, source)
     kept = {k: v for k, v in checkpoint.raw["Config"].items() if k != "distiller"}
     return save_s3prl_checkpoint(out, model, step=checkpoint.step, extra_config=kept)
 

@@ -7,10 +7,16 @@ HF's ``hidden_states[0]`` is after the positional conv + LayerNorm while ours is
 
 from __future__ import annotations
 
+import errno
+import os
+import tempfile
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from transformers import HubertConfig, HubertModel
+
+from robustdistiller.atomic import atomic_dir, commit
 
 from robustdistiller.models.convert import ours_to_hf
 from robustdistiller.models.student import DistillerConfig, DistillerModel
@@ -64,10 +70,27 @@ def export_hf(model: DistillerModel, out_dir: str | Path) -> Path:
         state["feature_projection.projection.weight"] = torch.eye(dim)
         state["feature_projection.projection.bias"] = torch.zeros(dim)
     hf_model.load_state_dict(state, strict=True)
-    hf_model.save_pretrained(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise FileExistsError(errno.EEXIST, "exists and is not a folder (--format hf writes a folder)", str(out_dir))
+    # Saved and verified in a temp folder first, so a failure (full disk) leaves no half export.
+    if not out_dir.exists():
+        with atomic_dir(out_dir) as staged:
+            _save_verified(hf_model, staged, out_dir)
+        return out_dir
+    with tempfile.TemporaryDirectory(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp-{os.getpid()}-") as staged:
+        _save_verified(hf_model, Path(staged), out_dir)
+        for path in sorted(Path(staged).iterdir()):  # replace the previous export file by file
+            commit(path, out_dir / path.name)
+    return out_dir
 
-    _, info = HubertModel.from_pretrained(out_dir, output_loading_info=True)
+
+def _save_verified(hf_model: HubertModel, folder: Path, out_dir: Path) -> None:
+    """Save into the staging ``folder`` and check it reloads; errors name the destination ``out_dir``."""
+    try:
+        hf_model.save_pretrained(folder)
+    except SafetensorError as exc:  # how safetensors reports a failed write (full disk, size limit)
+        raise OSError(errno.EIO, f"could not write the model ({exc})", str(out_dir)) from None
+    _, info = HubertModel.from_pretrained(folder, output_loading_info=True)
     problems = {k: v for k, v in info.items() if v and k in ("missing_keys", "unexpected_keys", "mismatched_keys")}
     if problems:
         raise RuntimeError(f"exported Hugging Face model does not reload cleanly: {problems}")
-    return out_dir

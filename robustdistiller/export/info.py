@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from robustdistiller.export.load import open_model
+from robustdistiller.export.load import non_finite_weights, open_model
 from robustdistiller.models.conv import format_conv_layers
 from robustdistiller.models.pruning import PrunableModel
 from robustdistiller.models.student import DistillerModel
@@ -64,6 +64,7 @@ def describe(path: str | Path) -> dict[str, Any]:
     else:
         raise TypeError(f"no summary for {type(model).__name__}")  # a new format must add its branch
     checkpoint = loaded.checkpoint
+    info["non_finite_weights"] = non_finite_weights(model)
     info["step"] = checkpoint.step if checkpoint is not None else None
     info["teacher"] = checkpoint.teacher if checkpoint is not None else None
     return info
@@ -88,6 +89,9 @@ def format_text(info: dict[str, Any]) -> str:
         lines.append(f"step:         {info['step']}")
     if info["teacher"] is not None:
         lines.append(f"teacher:      {info['teacher']}")
+    bad = info["non_finite_weights"]
+    if bad:
+        lines.append(f"DAMAGED:      {len(bad)} weight tensor(s) hold NaN/inf (e.g. {', '.join(bad[:3])})")
     return "\n".join(lines)
 
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 from robustdistiller.export.dphubert import is_dphubert_checkpoint, model_from_dphubert, parse_dphubert_checkpoint
@@ -96,6 +97,21 @@ def student_from_checkpoint(checkpoint: S3PRLCheckpoint, source: str = "<checkpo
         detail = " ".join(str(exc).split())  # torch's message spans lines; keep the CLI's one-line errors
         raise ValueError(f"{source}: weights do not match Config['distiller']: {detail}") from None
     return model.eval()
+
+
+def non_finite_weights(model: nn.Module) -> list[str]:
+    """Names of the floating-point tensors of ``model`` holding a NaN or inf."""
+    return [name for name, t in model.state_dict().items() if t.is_floating_point() and not torch.isfinite(t).all()]
+
+
+def check_finite_weights(model: nn.Module, source: str | Path) -> None:
+    """Refuse (ValueError) a model with NaN/inf weights, naming a few of the tensors."""
+    bad = non_finite_weights(model)
+    if bad:
+        raise ValueError(
+            f"{source}: {len(bad)} weight tensor(s) hold NaN/inf values (e.g. {', '.join(bad[:3])}): the "
+            "checkpoint is damaged or its run diverged; use an earlier checkpoint"
+        )
 
 
 def _open_directory(path: Path) -> LoadedModel:

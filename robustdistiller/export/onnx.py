@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from robustdistiller.atomic import atomic_path
 from robustdistiller.runtime import (
     FRAME_LENGTHS_OUTPUT,
     META_GEOMETRY,
@@ -197,6 +198,10 @@ def verify_onnx(model: nn.Module, path: Path, seed: int = 0) -> tuple[float, lis
             if e.shape != g.shape:
                 raise ValueError(f"{path}: ONNX output shape {g.shape} != PyTorch {e.shape} for input {wavs.shape}")
             ev, gv = valid_frames(e, frames), valid_frames(g, frames)
+            # max() ignores NaN (every comparison with it is False): a NaN model would pass as verified.
+            if not (np.isfinite(ev).all() and np.isfinite(gv).all()):
+                raise ValueError(f"{path}: the model outputs NaN/inf values (damaged or diverged weights?); "
+                                 "check it with `robustdistiller info`")
             worst = max(worst, float(np.abs(ev - gv).max()))
             scale = max(scale, float(np.abs(ev).max()))
         shapes.append(wavs.shape)
@@ -223,6 +228,7 @@ def export_onnx_file(
     set is read before anything is exported, so a bad one fails fast.
     """
     from robustdistiller import load
+    from robustdistiller.export.load import check_finite_weights
     from robustdistiller.export.quantize import INT8_SCHEMES, QUANTIZE_MODES, quantize_int8
 
     if quantize is not None and quantize not in QUANTIZE_MODES:
@@ -234,13 +240,17 @@ def export_onnx_file(
         raise ValueError(f"unknown int8 scheme {scheme!r}; choose from {', '.join(INT8_SCHEMES)}")
     utterances = calibration_audio(calibration) if quantize is not None and scheme != "dynamic" else None
     model = load(source)
-    if quantize is None:
-        report = export_onnx(model, out, layers=layers)
-        return out
-    with tempfile.TemporaryDirectory(dir=out.parent if out.parent.exists() else None) as tmp:
-        fp32 = Path(tmp) / "fp32.onnx"
-        report = export_onnx(model, fp32, layers=layers)
-        quantize_int8(fp32, out, scheme=scheme, calibration=utterances)
+    check_finite_weights(model, source)
+    # Written and verified under a temp name, then renamed: a failed export (full disk, NaN outputs)
+    # leaves the previous file at ``out`` whole.
+    with atomic_path(out) as tmp:
+        if quantize is None:
+            export_onnx(model, tmp, layers=layers)
+        else:
+            with tempfile.TemporaryDirectory(dir=out.parent) as folder:
+                fp32 = Path(folder) / "fp32.onnx"
+                export_onnx(model, fp32, layers=layers)
+                quantize_int8(fp32, tmp, scheme=scheme, calibration=utterances)
     return out
 
 

@@ -9,16 +9,22 @@ than ``ChunkConfig.full_context_seconds`` go through chunked inference (bounded 
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
+import os
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 import numpy as np
 from tqdm import tqdm
 
-from robustdistiller.data.audio import SAMPLE_RATE, AudioError, load_audio
+from robustdistiller.atomic import atomic_write, stale_temps
+from robustdistiller.data.audio import MAX_PEAK, SAMPLE_RATE, AudioError, load_audio
 from robustdistiller.data.manifest import Manifest, ManifestEntry, manifest_from_folder
 from robustdistiller.data.report import BadFileReport
 from robustdistiller.inference.backends import Backend
@@ -29,6 +35,7 @@ log = logging.getLogger(__name__)
 
 SETTINGS_FILE = "extract.json"
 BAD_FILES = "bad_files.tsv"
+LOCK_FILE = ".extract.lock"
 
 
 @dataclass
@@ -51,8 +58,62 @@ def read_inputs(source: str | Path) -> tuple[Manifest, BadFileReport]:
     raise FileNotFoundError(f"input is neither a folder nor a manifest file: {source}")
 
 
-def output_path(out_dir: Path, entry: ManifestEntry, fmt: str) -> Path:
-    return out_dir / Path(entry.path).with_suffix(f".{fmt}")
+def safe_relative(path: str) -> Path:
+    """``path`` (a manifest row: relative, possibly with ``..``, or absolute) as a relative path that
+    cannot leave the folder it is joined to: ``..`` parts become ``_up``, an absolute path goes under
+    ``_abs/``."""
+    parts = []
+    for part in PurePath(path).parts:
+        if part == "..":
+            parts.append("_up")
+        elif PurePath(part).anchor:  # "/" (or a drive on Windows)
+            parts.append("_abs")
+        elif part != ".":
+            parts.append(part)
+    return Path(*parts)
+
+
+def output_paths(out_dir: Path, entries: list[ManifestEntry], fmt: str) -> dict[str, Path]:
+    """Feature file of each row (keyed by its manifest path), always inside ``out_dir``.
+
+    ``a/x.wav`` -> ``out_dir/a/x.<fmt>``. Inputs whose names would collide (``x.wav`` and ``x.flac``)
+    keep their extension instead (``x.wav.<fmt>``, ``x.flac.<fmt>``), and are logged.
+    """
+    plain = {e.path: safe_relative(e.path).with_suffix(f".{fmt}") for e in entries}
+    sharing = Counter(plain.values())
+    renamed = sorted(p for p, out in plain.items() if sharing[out] > 1)
+    if renamed:
+        log.warning("%d inputs would share an output name; their features keep the input extension "
+                    "(e.g. %s)", len(renamed), ", ".join(f"{p} -> {safe_relative(p)}.{fmt}" for p in renamed[:3]))
+    out = {}
+    for path, rel in plain.items():
+        full = safe_relative(path)
+        out[path] = out_dir / (full.parent / f"{full.name}.{fmt}" if sharing[rel] > 1 else rel)
+    return out
+
+
+@contextmanager
+def _exclusive(out_dir: Path) -> Iterator[None]:
+    """Hold ``out_dir``'s lock for the run: a second ``extract`` into the same folder fails at once
+    (two runs would mix settings and race on the same files). The OS drops the lock if we die."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with open(out_dir / LOCK_FILE, "a+") as fh:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ValueError(
+                f"another extract is writing into {out_dir} (it holds {out_dir / LOCK_FILE}); wait for it "
+                "to finish or use another --out folder"
+            ) from None
+        yield
+
+
+def _clean_stale_temps(out_dir: Path) -> None:
+    """Remove temp files that killed runs left beside the feature files."""
+    for folder, _, _ in os.walk(out_dir):
+        for stale in stale_temps(folder):
+            log.info("removing %s, left by a write that never finished", stale)
+            stale.unlink(missing_ok=True)
 
 
 def _check_settings(out_dir: Path, settings: dict[str, Any]) -> None:
@@ -65,8 +126,7 @@ def _check_settings(out_dir: Path, settings: dict[str, Any]) -> None:
                 "Use another --out folder (or delete the old one)."
             )
     else:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(settings, indent=2) + "\n")
+        atomic_write(path, lambda fh: fh.write((json.dumps(settings, indent=2) + "\n").encode()))
 
 
 def _batches(entries: list[ManifestEntry], batch_seconds: float) -> list[list[ManifestEntry]]:
@@ -102,8 +162,17 @@ def extract_files(
     chunk.validate()
     out_dir = Path(out_dir)
     manifest, report = read_inputs(source)
-    _check_settings(out_dir, {**(settings or {}), "layers": backend.layers, "format": fmt})
-    todo = [e for e in manifest.entries if not output_path(out_dir, e, fmt).exists()]
+    with _exclusive(out_dir):
+        _clean_stale_temps(out_dir)
+        _check_settings(out_dir, {**(settings or {}), "layers": backend.layers, "format": fmt})
+        return _extract_all(backend, manifest, out_dir, fmt, batch_seconds, chunk, report)
+
+
+def _extract_all(backend: Backend, manifest: Manifest, out_dir: Path, fmt: str, batch_seconds: float,
+                 chunk: ChunkConfig, report: BadFileReport) -> ExtractSummary:
+    """The body of :func:`extract_files`, run while holding ``out_dir``'s lock."""
+    outputs = output_paths(out_dir, manifest.entries, fmt)
+    todo = [e for e in manifest.entries if not outputs[e.path].exists()]
     summary = ExtractSummary(done=0, skipped_existing=len(manifest) - len(todo), bad=report)
     if summary.skipped_existing:
         log.info("%d of %d files already extracted; skipping them", summary.skipped_existing, len(manifest))
@@ -114,11 +183,11 @@ def extract_files(
         raise ValueError(f"{len(long)} recordings are longer than {chunk.full_context_seconds} s: use --format npy")
     with tqdm(total=sum(e.num_samples for e in todo) / SAMPLE_RATE, unit="s", desc="extracting", disable=None) as bar:
         for batch in _batches(short, batch_seconds):
-            summary.done += _run_batch(backend, manifest.root, batch, out_dir, fmt, report)
+            summary.done += _run_batch(backend, manifest.root, batch, outputs, fmt, report)
             bar.update(sum(e.num_samples for e in batch) / SAMPLE_RATE)
         for entry in long:
             try:
-                extract_long(backend, manifest.root / entry.path, output_path(out_dir, entry, fmt), chunk)
+                extract_long(backend, manifest.root / entry.path, outputs[entry.path], chunk)
                 summary.done += 1
             except AudioError as exc:
                 report.add(exc.path, exc.reason, exc.detail)
@@ -130,13 +199,14 @@ def extract_files(
 
 
 def _run_batch(
-    backend: Backend, root: Path, batch: list[ManifestEntry], out_dir: Path, fmt: str, report: BadFileReport
+    backend: Backend, root: Path, batch: list[ManifestEntry], outputs: dict[str, Path], fmt: str,
+    report: BadFileReport,
 ) -> int:
     wavs: list[np.ndarray] = []
     kept: list[ManifestEntry] = []
     for entry in batch:
         try:
-            wav = load_audio(root / entry.path, min_samples=backend.geometry.receptive_field)
+            wav = load_audio(root / entry.path, min_samples=backend.geometry.receptive_field, max_peak=MAX_PEAK)
         except AudioError as exc:
             report.add(exc.path, exc.reason, exc.detail)
             continue
@@ -150,6 +220,13 @@ def _run_batch(
         padded[i, : wav.shape[0]] = wav
     hidden = backend.extract(padded, lengths)
     frames = backend.geometry.frames(lengths)
+    written = 0
     for i, entry in enumerate(kept):
-        save_features(output_path(out_dir, entry, fmt), [h[i, : frames[i]] for h in hidden], fmt)
-    return len(kept)
+        layers = [h[i, : frames[i]] for h in hidden]
+        if not all(np.isfinite(layer).all() for layer in layers):
+            report.add(root / entry.path, "non_finite_features",
+                       "the model output NaN/inf for it; check the model with `robustdistiller info`")
+            continue
+        save_features(outputs[entry.path], layers, fmt)
+        written += 1
+    return written

@@ -56,9 +56,13 @@ class NpyLayersWriter:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._tmp = temp_path(path)
         self._fh = self._tmp.open("wb")
-        self._fh.write(_npy_header(self.shape))
-        self._fh.truncate(_HEADER_BYTES + 4 * num_layers * frames * dim)
         self._written = 0
+        try:
+            self._fh.write(_npy_header(self.shape))
+            self._fh.truncate(_HEADER_BYTES + 4 * num_layers * frames * dim)
+        except BaseException:  # e.g. a full disk: no full-size temp file may stay behind
+            self.abort()
+            raise
 
     def write(self, start: int, layers: Sequence[np.ndarray]) -> None:
         """Frames ``[start, start + n)`` of every layer (``[n, dim]`` arrays); ranges must be written in order."""

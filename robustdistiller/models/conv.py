@@ -24,8 +24,12 @@ ExtractorMode = Literal["default", "layer_norm"]
 
 DEFAULT_CONV_LAYERS = "[(512,10,5)] + [(512,3,2)] * 4 + [(512,2,2)] * 2"
 
-MAX_CONV_ITEMS = 1000
-"""Most items any list in a conv spec may hold, so a stored spec cannot build a huge config."""
+
+# Sanity bounds for specs read from files (checkpoints may be hostile): far above any real front end
+# (wav2vec 2.0: 7 blocks of 512 channels, kernels <= 10), far below what would exhaust memory.
+MAX_CONV_BLOCKS = 64
+CONV_LIMITS = (8192, 4096, 4096)
+"""Largest channels, kernel, stride of one block."""
 
 
 def parse_conv_layers(spec: str) -> list[ConvLayer]:
@@ -47,7 +51,12 @@ def parse_conv_layers(spec: str) -> list[ConvLayer]:
             raise ValueError(f"conv layer spec {spec!r}: every block must be (channels, kernel, stride), got {item!r}")
         if min(item) <= 0:
             raise ValueError(f"conv layer spec {spec!r}: values must be positive, got {item!r}")
+        for value, name, limit in zip(item, ("channels", "kernel", "stride"), CONV_LIMITS):
+            if value > limit:
+                raise ValueError(f"conv layer spec {spec!r}: {name} {value} is over the limit of {limit}")
         layers.append((item[0], item[1], item[2]))
+    if len(layers) > MAX_CONV_BLOCKS:
+        raise ValueError(f"conv layer spec {spec!r}: {len(layers)} blocks, over the limit of {MAX_CONV_BLOCKS}")
     return layers
 
 
@@ -61,15 +70,16 @@ def _eval_node(node: ast.AST, spec: str) -> int | list | tuple:
     if isinstance(node, ast.BinOp) and isinstance(node.op, (ast.Add, ast.Mult)):
         left, right = _eval_node(node.left, spec), _eval_node(node.right, spec)
         if isinstance(node.op, ast.Add) and type(left) is type(right):
-            if isinstance(left, (list, tuple)) and len(left) + len(right) > MAX_CONV_ITEMS:
-                raise ValueError(f"conv layer spec {spec!r}: more than {MAX_CONV_ITEMS} items in a list")
+            if isinstance(left, (list, tuple)) and len(left) + len(right) > MAX_CONV_BLOCKS:
+                raise ValueError(f"conv layer spec {spec!r}: more than the limit of {MAX_CONV_BLOCKS} blocks")
             return left + right
         if isinstance(node.op, ast.Mult) and isinstance(left, (list, tuple)) and isinstance(right, int):
-            # Bound the *result*, not each factor: chained repeats ("* 10000 * 10000") multiply.
-            if right < 0 or len(left) * right > MAX_CONV_ITEMS:
+            # Bound the result, not only the count: nested repeats multiply (a crafted checkpoint's
+            # "[(1,2,1)] * 10000 * 10000" would otherwise build 10^8 blocks before any check).
+            if right < 0 or len(left) * right > MAX_CONV_BLOCKS:
                 raise ValueError(
-                    f"conv layer spec {spec!r}: {len(left)} item(s) * {right} is out of range "
-                    f"(at most {MAX_CONV_ITEMS} items in any list; real extractors have about 7 blocks)"
+                    f"conv layer spec {spec!r}: repeating {len(left)} item(s) {right} times is over the "
+                    f"limit of {MAX_CONV_BLOCKS} blocks"
                 )
             return left * right
     raise ValueError(

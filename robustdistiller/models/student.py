@@ -32,6 +32,18 @@ S3PRL_CODE_DEFAULTS: dict[str, Any] = {
 }
 
 
+# Sanity bounds on sizes read from configs and checkpoints (a checkpoint may be hostile): far above
+# any real student or teacher (HuBERT X-Large: 48 layers of 1280, FFN 5120), far below exhausting memory.
+SIZE_LIMITS = {
+    "encoder_layers": 128, "encoder_embed_dim": 8192, "encoder_ffn_embed_dim": 65536,
+    "encoder_attention_heads": 256, "final_dim": 8192, "n_tasks": 128, "conv_pos": 1024,
+    "conv_pos_groups": 1024,
+}
+_UNIFORM_SIZE = {"encoder_layer_heads": "encoder_attention_heads", "encoder_layer_ffn_dims": "encoder_ffn_embed_dim"}
+MAX_ENCODER_PARAMS = 4_000_000_000
+"""About 16 GB of fp32 weights: ten times the largest teacher."""
+
+
 @dataclass
 class DistillerConfig:
     """s3prl's ``distiller`` section (same field names); defaults = the DistilHuBERT 4-8-12 model."""
@@ -74,6 +86,7 @@ class DistillerConfig:
 
     def validate(self) -> None:
         parse_conv_layers(self.extractor_conv_feature_layers)
+        self._check_sizes()
         if self.extractor_mode not in ("default", "layer_norm"):
             raise ValueError(f"extractor_mode must be 'default' or 'layer_norm', got {self.extractor_mode!r}")
         if self.encoder_layers < 1:
@@ -105,6 +118,25 @@ class DistillerConfig:
         for name in ("dropout", "attention_dropout", "activation_dropout", "extractor_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+
+    def _check_sizes(self) -> None:
+        """Refuse sizes beyond SIZE_LIMITS / MAX_ENCODER_PARAMS before anything is allocated (a crafted
+        checkpoint could otherwise ask for terabytes)."""
+        for name, limit in SIZE_LIMITS.items():
+            value = getattr(self, name)
+            if value > limit:
+                raise ValueError(f"{name}={value} is over the limit of {limit}")
+        for name in ("encoder_layer_heads", "encoder_layer_ffn_dims"):
+            value = getattr(self, name) or []
+            if value and max(value) > SIZE_LIMITS[_UNIFORM_SIZE[name]]:
+                raise ValueError(f"{name} has {max(value)}, over the limit of {SIZE_LIMITS[_UNIFORM_SIZE[name]]}")
+        dim, ffn = self.encoder_embed_dim, max(self.encoder_layer_ffn_dims or [self.encoder_ffn_embed_dim])
+        params = self.encoder_layers * (4 * dim * dim + 2 * dim * ffn)
+        if params > MAX_ENCODER_PARAMS:
+            raise ValueError(
+                f"an encoder of {self.encoder_layers} layers x {dim} dims (FFN {ffn}) has about {params:.3g} "
+                f"parameters, over the limit of {MAX_ENCODER_PARAMS:.3g}"
+            )
 
     @property
     def conv_layers(self) -> list[tuple[int, int, int]]:

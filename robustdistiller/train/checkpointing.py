@@ -11,14 +11,53 @@ from __future__ import annotations
 
 import logging
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
+from robustdistiller.atomic import stale_temps
 from robustdistiller.export.safe_pickle import safe_load
 
 log = logging.getLogger(__name__)
 
 _NAME = re.compile(r"^states-(\d+)\.ckpt$")
+# Written by a run beside its checkpoints; removed with them when a new run overwrites the folder.
+_RUN_FILES = ("recipe.yaml", "log.jsonl", "bad_files.tsv")
+
+
+class RunFolderInUseError(ValueError):
+    """A new run was asked for in a folder that holds another run's checkpoints."""
+
+
+def claim_run_folder(out_dir: str | Path, *, resume: bool, overwrite: bool) -> None:
+    """Make ``out_dir`` ready for this run: stale temp files of killed writes are removed, and a new
+    run (no ``resume``) refuses a folder holding another run's checkpoints unless ``overwrite``,
+    which deletes them first (so keep-last pruning can never delete the new run's checkpoints).
+
+    Raises:
+        RunFolderInUseError: the folder holds checkpoints and neither ``resume`` nor ``overwrite``.
+    """
+    out_dir = Path(out_dir)
+    for stale in stale_temps(out_dir):
+        log.info("removing %s, left by a write that never finished", stale)
+        if stale.is_dir():
+            shutil.rmtree(stale, ignore_errors=True)
+        else:
+            stale.unlink(missing_ok=True)
+    held = list_checkpoints(out_dir)
+    if resume or not held:
+        return
+    if not overwrite:
+        names = ", ".join(p.name for _, p in held[-3:])
+        raise RunFolderInUseError(
+            f"train.out_dir {out_dir} already holds a run ({names}): continue it with --resume, start "
+            "again with --overwrite (deletes its checkpoints), or set another train.out_dir"
+        )
+    log.warning("--overwrite: deleting %d checkpoint(s) of the previous run in %s", len(held), out_dir)
+    for _, path in held:
+        path.unlink(missing_ok=True)
+    for name in _RUN_FILES:
+        (out_dir / name).unlink(missing_ok=True)
 
 
 def checkpoint_path(out_dir: str | Path, step: int) -> Path:

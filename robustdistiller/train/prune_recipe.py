@@ -9,6 +9,7 @@ or a YAML path and applies overrides.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -61,8 +62,8 @@ class PruningSection:
             raise ValueError(f"target_sparsity must be in (0, 1), got {self.target_sparsity}")
         if self.sparsity_warmup_steps < 0:
             raise ValueError(f"sparsity_warmup_steps must be >= 0, got {self.sparsity_warmup_steps}")
-        if self.reg_lr <= 0:
-            raise ValueError(f"reg_lr must be positive, got {self.reg_lr}")
+        if not math.isfinite(self.reg_lr) or self.reg_lr <= 0:
+            raise ValueError(f"reg_lr must be a positive finite number, got {self.reg_lr}")
         flat = [i for group in self.distill_layers for i in group]
         if not flat or any(not g for g in self.distill_layers) or len(set(flat)) != len(flat) or min(flat) < 0:
             raise ValueError(

@@ -304,26 +304,31 @@ def _stage_done(result: DistillResult, total_steps: int) -> bool:
     return result.interrupted is None and result.step >= total_steps
 
 
-def run_prune(recipe: PruneRecipe, *, resume: bool = False) -> PruneResult:
+def run_prune(recipe: PruneRecipe, *, resume: bool = False, overwrite: bool = False) -> PruneResult:
     """Stage 1, pruning, stage 2; with ``resume`` each stage continues from its newest checkpoint
-    and finished stages (``pruned.pth`` / ``final.pth`` present) are skipped."""
+    and finished stages (``pruned.pth`` / ``final.pth`` present) are skipped. ``overwrite`` replaces
+    a previous run in ``train.out_dir`` (its checkpoints and pruned / final models)."""
     ctx = init_distributed(recipe.train.device)
     try:
-        return _run(recipe, resume, ctx)
+        return _run(recipe, resume, overwrite, ctx)
     finally:
         shutdown(ctx)
 
 
-def _run(recipe: PruneRecipe, resume: bool, ctx: DistContext) -> PruneResult:
+def _run(recipe: PruneRecipe, resume: bool, overwrite: bool, ctx: DistContext) -> PruneResult:
     out = Path(recipe.train.out_dir)
     pruned, final = out / PRUNED_FILE, out / FINAL_FILE
+    if overwrite and not resume and ctx.is_main:
+        # The stage trainers delete their own checkpoints; these would make a later --resume skip stages.
+        pruned.unlink(missing_ok=True)
+        final.unlink(missing_ok=True)
     if resume and final.is_file():
         log.info("%s exists: nothing left to do", final)
         return PruneResult("final_distill", recipe.final.total_steps, pruned, final)
     if not (resume and pruned.is_file()):
         stage1 = stage_recipe(recipe, "distill_prune")
         has_states = any((out / "stage1").glob("states-*.ckpt"))
-        trainer = DistillPruneTrainer(stage1, resume=resume and has_states, ctx=ctx)
+        trainer = DistillPruneTrainer(stage1, resume=resume and has_states, overwrite=overwrite, ctx=ctx)
         result = trainer.fit()
         if not _stage_done(result, stage1.optim.total_steps):
             return PruneResult("distill_prune", result.step, None, None, result.interrupted)
@@ -333,7 +338,7 @@ def _run(recipe: PruneRecipe, resume: bool, ctx: DistContext) -> PruneResult:
         del trainer
     stage2 = stage_recipe(recipe, "final_distill")
     has_states = any((out / "stage2").glob("states-*.ckpt"))
-    trainer2 = FinalDistillTrainer(stage2, pruned, resume=resume and has_states, ctx=ctx)
+    trainer2 = FinalDistillTrainer(stage2, pruned, resume=resume and has_states, overwrite=overwrite, ctx=ctx)
     result = trainer2.fit()
     if not _stage_done(result, stage2.optim.total_steps):
         return PruneResult("final_distill", result.step, pruned, None, result.interrupted)

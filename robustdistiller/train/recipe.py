@@ -7,6 +7,8 @@ impossible combinations fail before a teacher is downloaded or a file is read.
 
 from __future__ import annotations
 
+import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -19,6 +21,7 @@ from robustdistiller.models.student import DistillerConfig
 # The 960 h of LibriSpeech used by DistilHuBERT / RobustDistiller.
 LIBRISPEECH_TRAIN_SPLITS = ("train-clean-100", "train-clean-360", "train-other-500")
 RECIPE_DIR = Path(__file__).resolve().parents[1] / "configs"
+_DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 
 @dataclass
@@ -95,6 +98,9 @@ class OptimSection:
     match_reference: bool = False
 
     def validate(self) -> None:
+        for name in ("lr", "weight_decay", "eps", "grad_clip", "warmup_proportion"):
+            if not math.isfinite(getattr(self, name)):
+                raise ValueError(f"{name} must be a finite number, got {getattr(self, name)}")
         if self.lr <= 0:
             raise ValueError(f"lr must be positive, got {self.lr}")
         if self.total_steps < 1:
@@ -132,6 +138,10 @@ class TrainSection:
     stop_at_step: int | None = None
 
     def validate(self) -> None:
+        if not _DEVICE.match(self.device):
+            raise ValueError(f"device {self.device!r} is not one of auto, cpu, cuda, cuda:<index>, mps")
+        if not self.out_dir.strip():
+            raise ValueError("out_dir is empty: set train.out_dir=<folder for this run's checkpoints>")
         for name in ("log_every", "save_every", "keep_last", "max_bad_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")

@@ -30,8 +30,9 @@ import yaml
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
+from robustdistiller.atomic import atomic_write
 from robustdistiller.augment import CorruptionPolicy, CorruptionResult, build_policy, summarize
-from robustdistiller.config import to_dict
+from robustdistiller.config import config_changes, flatten, to_dict
 from robustdistiller.data import SAMPLE_RATE, BadFileReport
 from robustdistiller.export.s3prl import save_s3prl_checkpoint
 from robustdistiller.models.enhancement import EnhancementHead
@@ -39,7 +40,12 @@ from robustdistiller.models.init import InitReport, init_student_from_teacher
 from robustdistiller.models.precision import use_precision
 from robustdistiller.models.student import DistillerModel, DistillerOutput
 from robustdistiller.models.teacher import Teacher, load_teacher
-from robustdistiller.train.checkpointing import checkpoint_path, load_latest_checkpoint, prune_checkpoints
+from robustdistiller.train.checkpointing import (
+    checkpoint_path,
+    claim_run_folder,
+    load_latest_checkpoint,
+    prune_checkpoints,
+)
 from robustdistiller.train.distributed import (
     DistContext,
     all_reduce_flag,
@@ -51,7 +57,7 @@ from robustdistiller.train.distributed import (
 from robustdistiller.train.loader import PlannedBatch, TrainingStream, load_training_manifest
 from robustdistiller.train.losses import distillation_loss, enhancement_loss, feature_penalty
 from robustdistiller.train.monitor import PhaseTimer, TrainMonitor
-from robustdistiller.train.optim import build_optimizer, clip_and_check, warmup_linear_schedule
+from robustdistiller.train.optim import WarmupLinear, build_optimizer, clip_and_check, warmup_linear_schedule
 from robustdistiller.train.recipe import DistillRecipe
 from robustdistiller.train.rng import capture_rng_state, restore_rng_state
 from robustdistiller.train.targets import teacher_targets
@@ -102,6 +108,10 @@ class TrainingDivergedError(RuntimeError):
     """Too many non-finite steps in a row (``train.max_bad_steps``)."""
 
 
+class NoUsableAudioError(ValueError):
+    """Every file of a whole epoch failed to load: nothing to train on (a data error, not a bug)."""
+
+
 class _StopRequest:
     """SIGINT/SIGTERM set a flag the loop checks between steps. A second SIGINT interrupts at once."""
 
@@ -141,13 +151,16 @@ class DistillTrainer:
 
     progress_label = "distill"
 
-    def __init__(self, recipe: DistillRecipe, *, resume: bool = False, ctx: DistContext | None = None,
-                 sync_timing: bool = False) -> None:
+    def __init__(self, recipe: DistillRecipe, *, resume: bool = False, overwrite: bool = False,
+                 ctx: DistContext | None = None, sync_timing: bool = False) -> None:
         self.recipe = recipe
         self.ctx = ctx or init_distributed(recipe.train.device)
         self.device = self.ctx.device
         self.out_dir = Path(recipe.train.out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
+        if self.ctx.is_main:
+            claim_run_folder(self.out_dir, resume=resume, overwrite=overwrite)
+        barrier(self.ctx)
         self._check_precision()
         torch.manual_seed(recipe.train.seed)
 
@@ -190,7 +203,8 @@ class DistillTrainer:
             torch.manual_seed(recipe.train.seed + self.ctx.rank)
             if self.ctx.is_main:
                 log.info(self.init_message)
-                (self.out_dir / "recipe.yaml").write_text(yaml.safe_dump(to_dict(recipe), sort_keys=False))
+                text = yaml.safe_dump(to_dict(recipe), sort_keys=False).encode()
+                atomic_write(self.out_dir / "recipe.yaml", lambda fh: fh.write(text))
 
     # ------------------------------------------------------------------ extension points
     # Subclasses (the pruning stages, train/pruning.py; pre-training, train/pretrain.py) replace
@@ -407,24 +421,39 @@ class DistillTrainer:
                         monitor.message(f"stopped at step {self.step}; resume with --resume")
                         break
         finally:
+            # Shut the DataLoader workers down here, on every exit path. Left to interpreter exit,
+            # multiprocessing would SIGTERM them (which they ignore, see loader._worker_init) and
+            # join them forever: a failed run would never exit.
+            data.close()
             monitor.close()
+            self._write_bad_files()
         result.step, result.checkpoint = self.step, self.last_checkpoint
         result.bad_steps = self.bad_steps
         if self.ctx.is_main:
-            if len(self.bad_files):
-                log.warning(self.bad_files.summary())
-                self.bad_files.write(self.out_dir / "bad_files.tsv")
             log.info("finished at step %d; last checkpoint %s", self.step, self.last_checkpoint)
         return result
 
+    def _write_bad_files(self) -> None:
+        """Summarise and list (``bad_files.tsv``) the skipped files, also when the run failed."""
+        if self.ctx.is_main and len(self.bad_files):
+            log.warning(self.bad_files.summary())
+            self.bad_files.write(self.out_dir / "bad_files.tsv")
+
     def next_batch(self, data: Iterator[PlannedBatch]) -> PlannedBatch:
-        """The next non-empty batch; files that failed to load are added to the bad-file report."""
-        for _ in range(1000):
+        """The next non-empty batch; files that failed to load are added to the bad-file report.
+
+        Raises:
+            NoUsableAudioError: a whole epoch of batches in a row had no readable file.
+        """
+        for _ in range(len(self.stream.sampler) + 1):
             item = next(data)
             self.bad_files.extend(item.batch.skipped)
             if len(item.batch):
                 return item
-        raise RuntimeError(f"1000 batches in a row had no readable file: {self.bad_files.summary()}")
+        raise NoUsableAudioError(
+            f"no file of the training data could be read ({len(self.bad_files)} bad, listed in "
+            f"{self.out_dir / 'bad_files.tsv'}); check data.manifests / data.root"
+        )
 
     def _log(self, monitor: TrainMonitor, window: _Window) -> None:
         scalars = window.flush(self.ctx)
@@ -474,14 +503,17 @@ class DistillTrainer:
         if found is None:
             raise FileNotFoundError(f"--resume: no checkpoint with resume state in {self.out_dir}")
         path, state = found
+        resume = state["Resume"]
+        self._check_resume_changes(resume.get("recipe") or {}, path, int(state["Step"]))
         self.load_student_state(state)
         if self.head is not None:
             if "EnhancementHead" not in state:
                 raise ValueError(f"{path} has no enhancement head but the recipe enables one")
             self.head.load_state_dict(state["EnhancementHead"])
+        recipe_lrs = list(self.scheduler.base_lrs)  # this recipe's peak rates (group["lr"] is warm-up scaled)
         self.optimizer.load_state_dict(state["Optimizer"])
         self.scheduler.load_state_dict(state["Scheduler"])
-        resume = state["Resume"]
+        self._apply_schedule(recipe_lrs)
         if self.scaler is not None and resume.get("scaler"):
             self.scaler.load_state_dict(resume["scaler"])
         if self.policy is not None and resume.get("corruption"):
@@ -500,6 +532,59 @@ class DistillTrainer:
         self.last_checkpoint = path
         if self.ctx.is_main:
             log.info("resumed from %s (step %d)", path, self.step)
+
+    def _check_resume_changes(self, saved: dict[str, Any], path: Path, step: int) -> None:
+        """Refuse a resume whose recipe differs from the run's in anything but RESUMABLE_CHANGES,
+        naming each difference; log the changes that will be applied."""
+        # Keys the saved recipe lacks come from a newer version of this package: not a change.
+        saved_keys = flatten(saved)
+        changes = {k: v for k, v in config_changes(saved, to_dict(self.recipe)).items() if k in saved_keys}
+        refused = {k: v for k, v in changes.items() if k not in RESUMABLE_CHANGES}
+        if refused:
+            listed = "; ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in refused.items())
+            raise ResumeMismatchError(
+                f"--resume: the recipe differs from the run in {self.out_dir} ({path.name}) in settings a "
+                f"resume cannot change: {listed}. Set them back, or start a new run (another "
+                f"train.out_dir, or --overwrite). Changeable on resume: {', '.join(sorted(RESUMABLE_CHANGES))}"
+            )
+        total = self.recipe.optim.total_steps
+        if total < step:
+            raise ResumeMismatchError(
+                f"--resume: optim.total_steps={total} is below the run's step {step} ({path}); "
+                f"give optim.total_steps >= {step}"
+            )
+        for key, (old, new) in changes.items():
+            if self.ctx.is_main:
+                log.info("resuming with %s changed: %r -> %r", key, old, new)
+
+    def _apply_schedule(self, recipe_lrs: list[float]) -> None:
+        """After loading a checkpoint's optimizer and scheduler: the recipe's learning rates and
+        ``optim.total_steps`` replace the saved ones (which ``load_state_dict`` restored), so a resume
+        that changes them continues the schedule from the current step instead of ignoring them."""
+        total = self.recipe.optim.total_steps
+        for schedule in self.scheduler.lr_lambdas:
+            if isinstance(schedule, WarmupLinear):
+                schedule.total_steps = total
+        self.scheduler.base_lrs = list(recipe_lrs)
+        last = self.scheduler.last_epoch
+        for group, base, schedule in zip(self.optimizer.param_groups, recipe_lrs, self.scheduler.lr_lambdas):
+            group["initial_lr"] = base
+            group["lr"] = base * schedule(last)
+        # get_last_lr() reports what the next step uses; LambdaLR only refreshes it in step().
+        self.scheduler._last_lr = [group["lr"] for group in self.optimizer.param_groups]
+
+
+# Settings a resumed run may change: the schedule (applied: see _apply_schedule) and run control.
+# Any other difference from the run's recipe (data, model, loss, corruption, optimizer settings)
+# would silently mix two experiments, so --resume refuses it.
+RESUMABLE_CHANGES = frozenset({
+    "optim.lr", "optim.total_steps", "train.stop_at_step", "train.save_every", "train.log_every",
+    "train.keep_last", "train.max_bad_steps", "train.device", "data.num_workers", "data.root",
+})
+
+
+class ResumeMismatchError(ValueError):
+    """``--resume`` with recipe changes a resume cannot apply."""
 
 
 class _Window:
@@ -566,10 +651,11 @@ def _load_teacher(source: str) -> Teacher:
         ) from None
 
 
-def distill(recipe: DistillRecipe, *, resume: bool = False) -> DistillResult:
-    """Train a student as ``recipe`` says (resuming from ``train.out_dir`` if asked) and return the result."""
+def distill(recipe: DistillRecipe, *, resume: bool = False, overwrite: bool = False) -> DistillResult:
+    """Train a student as ``recipe`` says (resuming from ``train.out_dir`` if asked, or replacing the
+    run there with ``overwrite``) and return the result."""
     ctx = init_distributed(recipe.train.device)
     try:
-        return DistillTrainer(recipe, resume=resume, ctx=ctx).fit()
+        return DistillTrainer(recipe, resume=resume, overwrite=overwrite, ctx=ctx).fit()
     finally:
         shutdown(ctx)

@@ -58,7 +58,7 @@ def test_collate_pads_and_keeps_order() -> None:
     assert torch.equal(batch.wavs[1], torch.tensor([2.0, 2.0, 2.0, 0.0, 0.0]))
     assert batch.lengths.tolist() == [5, 3] and batch.lengths.dtype == torch.int64
     assert batch.indices.tolist() == [4, 9] and batch.labels == [{"w": "a"}, {"w": "b"}]
-    assert batch.skipped == [("/x/bad.wav", "non_finite")]
+    assert batch.skipped == [("/x/bad.wav", "non_finite", "")]
     clone = pickle.loads(pickle.dumps(batch))
     assert torch.equal(clone.wavs, batch.wavs) and clone.skipped == batch.skipped
     assert torch.equal(clone.lengths, batch.lengths) and clone.indices.dtype == torch.int64

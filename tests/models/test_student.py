@@ -158,3 +158,20 @@ def test_predict_false_skips_heads(tiny_student):
     out = model(wavs, predict=False)
     assert out.predictions is None
     torch.testing.assert_close(out.hiddens[-1], model(wavs).hiddens[-1])
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"extractor_conv_feature_layers": "[(1,2,1)] * 10000 * 10000"}, "over the limit of 64 blocks"),
+        ({"extractor_conv_feature_layers": "[(100000,10,5)]"}, "channels 100000 is over the limit of 8192"),
+        ({"encoder_embed_dim": 2_000_000, "encoder_attention_heads": 1}, "encoder_embed_dim=2000000 is over the limit"),
+        ({"encoder_layers": 100_000}, "encoder_layers=100000 is over the limit of 128"),
+        ({"encoder_layers": 128, "encoder_embed_dim": 8192, "encoder_attention_heads": 8}, "parameters, over the limit"),
+    ],
+)
+def test_hostile_sizes_are_refused_before_allocation(overrides: dict, message: str) -> None:
+    """A crafted checkpoint's config used to run for minutes at 8 GB or try to allocate terabytes."""
+    section = {**DistillerConfig().to_s3prl(), **overrides}
+    with pytest.raises(ValueError, match=message):
+        DistillerConfig.from_s3prl(section)
