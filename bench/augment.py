@@ -41,7 +41,6 @@ import argparse
 import math
 import multiprocessing as mp
 import os
-import platform
 import statistics
 import tempfile
 import time
@@ -58,20 +57,11 @@ from robustdistiller.augment.noise import NoiseBank, index_folder
 from robustdistiller.augment.policy import OPS, CorruptionConfig, CorruptionPlan, CorruptionPolicy, plan_rng
 from robustdistiller.augment.rir import RIRBank, index_rir_folder
 from robustdistiller.data.dataset import Batch, Utterance, collate
+from robustdistiller.models.precision import cpu_model
 from robustdistiller.train.loader import PlannedBatch, PlanningCollate
 
 BATCH, LENGTH, RATE = 24, 250_000, 16_000
 REFERENCE_KAISER_BETA = 14.769656459379492  # torchaudio's default for sinc_interp_kaiser
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _noise_like(rng: np.random.Generator, frames: int, channels: int = 1) -> np.ndarray:
@@ -266,7 +256,7 @@ def main() -> None:
             _, period, _ = run_loader(collate_fn, trainer, wavs, args.batches, args.workers, 0.0)
             loader[label] = (wait_step, period, cpu)
 
-    print(f"machine: {_cpu_name()}, {os.cpu_count()} cores (load average {os.getloadavg()[0]:.1f}), "
+    print(f"machine: {cpu_model()}, {os.cpu_count()} cores (load average {os.getloadavg()[0]:.1f}), "
           f"torch {torch.__version__}, threads {args.threads}, loader workers {args.workers}")
     print(f"batch: {BATCH} x {LENGTH / RATE:.1f} s, ops 1/4 each, 70 % file noise; pool {len(noise_files)} noise "
           f"files, {len(rir_files)} RIR files (warm cache holds {cached[0]} noise + {cached[1]} RIR files); "

@@ -45,18 +45,24 @@ def parse_conv_layers(spec: str) -> list[ConvLayer]:
     value = _eval_node(tree.body, spec)
     if not isinstance(value, list) or not value:
         raise ValueError(f"conv layer spec {spec!r} must evaluate to a non-empty list")
+    return check_conv_blocks(value, f"conv layer spec {spec!r}")
+
+
+def check_conv_blocks(blocks: Sequence[Sequence[int]], what: str) -> list[ConvLayer]:
+    """Validate ``(channels, kernel, stride)`` blocks against :data:`CONV_LIMITS` and
+    :data:`MAX_CONV_BLOCKS`; ``what`` names the source in the error (a spec, a config field)."""
+    if len(blocks) > MAX_CONV_BLOCKS:
+        raise ValueError(f"{what}: {len(blocks)} blocks, over the limit of {MAX_CONV_BLOCKS}")
     layers: list[ConvLayer] = []
-    for item in value:
-        if not (isinstance(item, tuple) and len(item) == 3 and all(isinstance(v, int) for v in item)):
-            raise ValueError(f"conv layer spec {spec!r}: every block must be (channels, kernel, stride), got {item!r}")
+    for item in blocks:
+        if not (isinstance(item, (tuple, list)) and len(item) == 3 and all(type(v) is int for v in item)):
+            raise ValueError(f"{what}: every block must be (channels, kernel, stride), got {item!r}")
         if min(item) <= 0:
-            raise ValueError(f"conv layer spec {spec!r}: values must be positive, got {item!r}")
+            raise ValueError(f"{what}: values must be positive, got {item!r}")
         for value, name, limit in zip(item, ("channels", "kernel", "stride"), CONV_LIMITS):
             if value > limit:
-                raise ValueError(f"conv layer spec {spec!r}: {name} {value} is over the limit of {limit}")
+                raise ValueError(f"{what}: {name} {value} is over the limit of {limit}")
         layers.append((item[0], item[1], item[2]))
-    if len(layers) > MAX_CONV_BLOCKS:
-        raise ValueError(f"conv layer spec {spec!r}: {len(layers)} blocks, over the limit of {MAX_CONV_BLOCKS}")
     return layers
 
 

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from ..config import from_dict
 from .conv import ConvFeatureExtractor, check_batch, parse_conv_layers, receptive_field
 from .precision import as_fp32, autocast
-from .transformer import build_encoder
+from .transformer import build_encoder, check_encoder_size
 
 log = logging.getLogger(__name__)
 
@@ -32,16 +32,10 @@ S3PRL_CODE_DEFAULTS: dict[str, Any] = {
 }
 
 
-# Sanity bounds on sizes read from configs and checkpoints (a checkpoint may be hostile): far above
-# any real student or teacher (HuBERT X-Large: 48 layers of 1280, FFN 5120), far below exhausting memory.
-SIZE_LIMITS = {
-    "encoder_layers": 128, "encoder_embed_dim": 8192, "encoder_ffn_embed_dim": 65536,
-    "encoder_attention_heads": 256, "final_dim": 8192, "n_tasks": 128, "conv_pos": 1024,
-    "conv_pos_groups": 1024,
-}
-_UNIFORM_SIZE = {"encoder_layer_heads": "encoder_attention_heads", "encoder_layer_ffn_dims": "encoder_ffn_embed_dim"}
-MAX_ENCODER_PARAMS = 4_000_000_000
-"""About 16 GB of fp32 weights: ten times the largest teacher."""
+# Student-only sizes, bounded like the encoder's (see ``check_encoder_size``) against hostile files.
+HEAD_LIMITS = {"final_dim": 8192, "n_tasks": 128}
+_S3PRL_SIZE_NAMES = {"layers": "encoder_layers", "embed_dim": "encoder_embed_dim", "ffn_dim": "encoder_ffn_embed_dim",
+                     "heads": "encoder_attention_heads"}
 
 
 @dataclass
@@ -120,23 +114,17 @@ class DistillerConfig:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
 
     def _check_sizes(self) -> None:
-        """Refuse sizes beyond SIZE_LIMITS / MAX_ENCODER_PARAMS before anything is allocated (a crafted
-        checkpoint could otherwise ask for terabytes)."""
-        for name, limit in SIZE_LIMITS.items():
-            value = getattr(self, name)
-            if value > limit:
-                raise ValueError(f"{name}={value} is over the limit of {limit}")
-        for name in ("encoder_layer_heads", "encoder_layer_ffn_dims"):
-            value = getattr(self, name) or []
-            if value and max(value) > SIZE_LIMITS[_UNIFORM_SIZE[name]]:
-                raise ValueError(f"{name} has {max(value)}, over the limit of {SIZE_LIMITS[_UNIFORM_SIZE[name]]}")
-        dim, ffn = self.encoder_embed_dim, max(self.encoder_layer_ffn_dims or [self.encoder_ffn_embed_dim])
-        params = self.encoder_layers * (4 * dim * dim + 2 * dim * ffn)
-        if params > MAX_ENCODER_PARAMS:
-            raise ValueError(
-                f"an encoder of {self.encoder_layers} layers x {dim} dims (FFN {ffn}) has about {params:.3g} "
-                f"parameters, over the limit of {MAX_ENCODER_PARAMS:.3g}"
-            )
+        """Refuse sizes beyond the bounds before anything is allocated (a crafted checkpoint could
+        otherwise ask for terabytes)."""
+        for name, limit in HEAD_LIMITS.items():
+            if getattr(self, name) > limit:
+                raise ValueError(f"{name}={getattr(self, name)} is over the limit of {limit}")
+        check_encoder_size(
+            "distiller config", layers=self.encoder_layers, embed_dim=self.encoder_embed_dim,
+            ffn_dims=self.encoder_layer_ffn_dims or [self.encoder_ffn_embed_dim],
+            heads=self.encoder_layer_heads or [self.encoder_attention_heads],
+            conv_pos=self.conv_pos, conv_pos_groups=self.conv_pos_groups, names=_S3PRL_SIZE_NAMES,
+        )
 
     @property
     def conv_layers(self) -> list[tuple[int, int, int]]:

@@ -27,7 +27,7 @@ from .conv import (
 )
 from .convert import fairseq_to_ours, hf_to_ours, ours_to_hf
 from .precision import as_fp32, autocast
-from .transformer import WavLMOptions, build_encoder
+from .transformer import WavLMOptions, build_encoder, check_encoder_size
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +72,10 @@ class TeacherConfig:
             value = getattr(self, name)
             if value is not None and len(value) != self.num_layers:
                 raise ValueError(f"{name} must list {self.num_layers} sizes, got {value}")
+        check_encoder_size("teacher config", layers=self.num_layers, embed_dim=self.embed_dim,
+                           ffn_dims=self.layer_ffn_dims or [self.ffn_dim],
+                           heads=self.layer_heads or [self.attention_heads], conv_pos=self.conv_pos,
+                           conv_pos_groups=self.conv_pos_groups, names={"layers": "num_layers", "heads": "attention_heads"})
 
     @property
     def head_dim(self) -> int:

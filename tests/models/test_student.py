@@ -5,6 +5,8 @@ import torch
 
 from robustdistiller.config import ConfigError
 from robustdistiller.models import DistillerConfig, DistillerModel
+from robustdistiller.models.pruning import PrunableConfig
+from robustdistiller.models.teacher import TeacherConfig
 
 
 def _golden_a4() -> list[tuple[str, tuple[int, ...]]]:
@@ -175,3 +177,19 @@ def test_hostile_sizes_are_refused_before_allocation(overrides: dict, message: s
     section = {**DistillerConfig().to_s3prl(), **overrides}
     with pytest.raises(ValueError, match=message):
         DistillerConfig.from_s3prl(section)
+
+
+@pytest.mark.parametrize(
+    ("build", "message"),
+    [
+        (lambda: TeacherConfig(embed_dim=2_000_000, attention_heads=1), "teacher config: embed_dim=2000000 is over"),
+        (lambda: TeacherConfig(num_layers=100_000), "teacher config: num_layers=100000 is over the limit of 128"),
+        (lambda: PrunableConfig(embed_dim=2_000_000, head_dim=1, total_heads=1,
+                                layer_heads=[[0]], layer_ffn_dims=[8]), "prunable config: embed_dim=2000000"),
+        (lambda: PrunableConfig(conv_layers=[[100_000, 10, 5]]), "conv_layers: channels 100000 is over the limit"),
+        (lambda: PrunableConfig(conv_layers=[[4, 2, 1]] * 65), "conv_layers: 65 blocks, over the limit of 64"),
+    ],
+)
+def test_teacher_and_prunable_configs_are_bounded_before_allocation(build, message):
+    with pytest.raises(ValueError, match=message):
+        build().validate()

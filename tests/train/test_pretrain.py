@@ -242,8 +242,10 @@ def test_clear_errors_before_training(tiny_manifest: Path, tmp_path: Path) -> No
 
 def test_a_changed_cluster_count_does_not_reuse_old_clusters(tiny_manifest: Path, tmp_path: Path) -> None:
     pretrain(tiny_pretrain_recipe(tiny_manifest, tmp_path / "run", "optim.total_steps=1"))
+    # A new run into the folder is refused as a whole (one run per folder); resuming with another
+    # cluster count must not silently train against the saved clusters.
     with pytest.raises(ValueError, match="holds 8 mfcc clusters but the recipe asks for 6"):
-        pretrain(tiny_pretrain_recipe(tiny_manifest, tmp_path / "run", "targets.num_clusters=6"))
+        pretrain(tiny_pretrain_recipe(tiny_manifest, tmp_path / "run", "targets.num_clusters=6"), resume=True)
 
 
 def test_iteration_two_clusters_a_layer_of_the_first_model(tiny_manifest: Path, tmp_path: Path) -> None:

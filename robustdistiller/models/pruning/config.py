@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..conv import parse_conv_layers
+from ..conv import check_conv_blocks, parse_conv_layers
 from ..teacher import FAMILIES, TeacherConfig
+from ..transformer import check_encoder_size
 
 # DPHuBERT's names for the structured units that can carry gates.
 PRUNING_UNITS: tuple[str, ...] = ("conv", "head", "interm", "attlayer", "ffnlayer")
@@ -55,10 +56,9 @@ class PrunableConfig:
     def validate(self) -> None:
         if self.family not in FAMILIES:
             raise ValueError(f"family must be one of {FAMILIES}, got {self.family!r}")
-        if not self.conv_layers or any(len(c) != 3 or min(c) < 1 for c in self.conv_layers):
-            raise ValueError(
-                f"conv_layers must list positive (channels, kernel, stride) triples, got {self.conv_layers}"
-            )
+        if not self.conv_layers:
+            raise ValueError("conv_layers must list (channels, kernel, stride) triples, got none")
+        check_conv_blocks(self.conv_layers, "conv_layers")
         if self.extractor_mode not in ("default", "layer_norm"):
             raise ValueError(f"extractor_mode must be 'default' or 'layer_norm', got {self.extractor_mode!r}")
         if not self.layer_heads or len(self.layer_heads) != len(self.layer_ffn_dims):
@@ -73,6 +73,10 @@ class PrunableConfig:
             raise ValueError(f"layer_ffn_dims must be >= 0, got {self.layer_ffn_dims}")
         if self.head_dim < 1:
             raise ValueError(f"head_dim must be >= 1, got {self.head_dim}")
+        check_encoder_size("prunable config", layers=self.num_layers, embed_dim=self.embed_dim,
+                           ffn_dims=self.layer_ffn_dims, heads=[self.total_heads], conv_pos=self.conv_pos,
+                           conv_pos_groups=self.conv_pos_groups, names={"layers": "len(layer_heads)",
+                                                                       "ffn_dim": "layer_ffn_dims", "heads": "total_heads"})
         if self.family == "wavlm" and self.embed_dim % self.total_heads:
             # WavLM's position bias and gates split the embedding over the unpruned heads; HuBERT /
             # wav2vec 2.0 keep head_dim separately, so a pruned widest layer (e.g. 11 heads of 64
