@@ -342,7 +342,8 @@ def train_students(out_dir: Path, teacher: Path, manifest: Path, seeds: Sequence
             recipe = demo_recipe(out_dir, teacher, manifest, robust=robust, seed=seed, steps=steps, quick=quick,
                                  overrides=overrides, name=name)
             log.info("distilling %s (%d steps)", name, recipe.optim.total_steps)
-            result = distill(recipe)
+            # The demo owns its output folder: a rerun replaces its students, as it replaces the teacher.
+            result = distill(recipe, overwrite=True)
             if result.checkpoint is None or result.interrupted:
                 raise RuntimeError(f"training of {name} did not finish (interrupted: {result.interrupted})")
             checkpoints[name] = result.checkpoint

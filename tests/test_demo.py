@@ -80,6 +80,10 @@ def test_quick_demo_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str
     options = json.loads((out / "demo_options.json").read_text())
     assert options["quick"] is True and options["random_teacher"] is False and options["seeds"] == [0]
 
+    # A rerun into the same folder replaces the demo's own runs (a distill run folder is otherwise claimed).
+    assert main(["demo", "--quick", "--out", str(out)]) == 0
+    assert len(list((out / "robustdistiller").glob("states-*.ckpt"))) == 1
+
 
 def test_demo_refuses_to_run_without_the_recordings(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="recordings index not found"):
