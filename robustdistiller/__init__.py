@@ -15,11 +15,11 @@ def load(path: str | Path, precision: str = "fp32") -> nn.Module:
     """Load a checkpoint file or model directory in any supported format, in eval mode.
 
     The model offers ``extract(wavs, lengths) -> list[Tensor[B, T, D]]``; see
-    ``robustdistiller.export.load`` for the formats. ``precision="auto"`` makes ``extract`` use
+    ``robustdistiller.checkpoints.load`` for the formats. ``precision="auto"`` makes ``extract`` use
     bf16 on CPUs where it is faster and accurate (``"bf16"`` forces it where the CPU has the units);
     hidden states are fp32 either way.
     """
     # Imported here so `import robustdistiller` (and the CLI's start-up) does not pull in torch.
-    from robustdistiller.export.load import load as _load
+    from robustdistiller.checkpoints.load import load as _load
 
     return _load(path, precision)

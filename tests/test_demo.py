@@ -14,7 +14,7 @@ import robustdistiller.demo as demo
 from robustdistiller.cli import main
 from robustdistiller.data.recordings import RECORDED_NOISES, RECORDINGS_DIR, read_index
 from robustdistiller.evaluate.results import Results
-from robustdistiller.export.load import load_student
+from robustdistiller.checkpoints.load import load_student
 
 
 def _no_synthetic(*args: object, **kwargs: object) -> None:

@@ -1,6 +1,6 @@
 """Models under evaluation: load any supported checkpoint / directory and describe its hidden states.
 
-Wraps ``robustdistiller.export.load.open_model`` (students, Hugging Face directories) and
+Wraps ``robustdistiller.checkpoints.load.open_model`` (students, Hugging Face directories) and
 ``models.teacher.load_teacher`` (teachers, including fairseq ``.pt`` files) with what the evaluation
 needs to know: a readable name per hidden-state index, which student heads predict which teacher
 layers, the teacher a student checkpoint records, and the enhancement head saved beside it.
@@ -17,7 +17,7 @@ from torch import nn
 
 from robustdistiller.config import from_dict
 from robustdistiller.evaluate.probes import state_fingerprint
-from robustdistiller.export.load import open_model
+from robustdistiller.checkpoints.load import open_model
 from robustdistiller.models.enhancement import EnhancementConfig, EnhancementHead
 from robustdistiller.models.student import DistillerModel
 from robustdistiller.models.teacher import Teacher, load_teacher

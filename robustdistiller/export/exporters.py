@@ -17,7 +17,7 @@ Exporter = Callable[..., Path]
 
 def _to_hf(source: Path, out: Path) -> Path:
     from robustdistiller.export.hf import export_hf
-    from robustdistiller.export.load import check_finite_weights, load_student
+    from robustdistiller.checkpoints.load import check_finite_weights, load_student
 
     model, _ = load_student(source)
     check_finite_weights(model, source)
@@ -26,8 +26,8 @@ def _to_hf(source: Path, out: Path) -> Path:
 
 def _to_s3prl(source: Path, out: Path) -> Path:
     """A slim re-save: weights, config, step and teacher; optimizer / trainer state is dropped."""
-    from robustdistiller.export.load import check_finite_weights, load_student
-    from robustdistiller.export.s3prl import save_s3prl_checkpoint
+    from robustdistiller.checkpoints.load import check_finite_weights, load_student
+    from robustdistiller.checkpoints.s3prl import save_s3prl_checkpoint
 
     model, checkpoint = load_student(source)
     check_finite_weights(model, source)

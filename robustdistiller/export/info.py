@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from robustdistiller.export.load import non_finite_weights, open_model
+from robustdistiller.checkpoints.load import non_finite_weights, open_model
 from robustdistiller.models.conv import format_conv_layers
 from robustdistiller.models.pruning import PrunableModel
 from robustdistiller.models.student import DistillerModel

@@ -228,7 +228,7 @@ def export_onnx_file(
     set is read before anything is exported, so a bad one fails fast.
     """
     from robustdistiller import load
-    from robustdistiller.export.load import check_finite_weights
+    from robustdistiller.checkpoints.load import check_finite_weights
     from robustdistiller.export.quantize import INT8_SCHEMES, QUANTIZE_MODES, quantize_int8
 
     if quantize is not None and quantize not in QUANTIZE_MODES:

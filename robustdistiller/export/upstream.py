@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pad_sequence
 
-from robustdistiller.export.load import load
+from robustdistiller.checkpoints.load import load
 from robustdistiller.models.conv import lengths_to_mask
 from robustdistiller.models.student import DistillerModel
 

@@ -471,7 +471,7 @@ _UNILM_WAVLM_DEFAULTS: dict[str, Any] = {"num_buckets": 320, "max_distance": 128
 def read_fairseq_checkpoint(path: Path) -> tuple[dict[str, Any], dict[str, Any], dict[str, Tensor]]:
     """(model cfg, task cfg, state dict) of a fairseq (``cfg.model`` / legacy ``args``) or unilm
     (flat ``cfg``) checkpoint, loaded without executing arbitrary pickles."""
-    from ..export.safe_pickle import safe_load, stand_in
+    from ..checkpoints.safe_pickle import safe_load, stand_in
 
     ckpt = safe_load(path, extra_allowed={name: stand_in(name) for name in _FAIRSEQ_OPAQUE_GLOBALS})
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("model"), dict):

@@ -1,7 +1,7 @@
 """Training checkpoints: where they live, which one to resume from, how many to keep.
 
 Each ``states-{step}.ckpt`` is an s3prl distiller checkpoint (``Distiller`` / ``Config`` / ``Step``,
-written atomically by :func:`robustdistiller.export.s3prl.save_s3prl_checkpoint`) plus what an exact
+written atomically by :func:`robustdistiller.checkpoints.s3prl.save_s3prl_checkpoint`) plus what an exact
 resume needs: ``Optimizer``, ``Scheduler``, ``EnhancementHead`` and ``Resume`` (data position,
 per-rank RNG states, bad-step counters, GradScaler). Only files whose name matches exactly are
 candidates, so a temporary file left by a killed write is never picked.
@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from robustdistiller.atomic import stale_temps
-from robustdistiller.export.safe_pickle import safe_load
+from robustdistiller.checkpoints.safe_pickle import safe_load
 
 log = logging.getLogger(__name__)
 

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from robustdistiller.config import to_dict
-from robustdistiller.export.dphubert import atomic_torch_save, read_dphubert_checkpoint, save_dphubert_checkpoint
+from robustdistiller.checkpoints.dphubert import atomic_torch_save, read_dphubert_checkpoint, save_dphubert_checkpoint
 from robustdistiller.models.pruning import (
     PrunableConfig,
     PrunableModel,

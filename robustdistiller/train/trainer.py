@@ -34,7 +34,7 @@ from robustdistiller.atomic import atomic_write
 from robustdistiller.augment import CorruptionPolicy, CorruptionResult, build_policy, summarize
 from robustdistiller.config import config_changes, flatten, to_dict
 from robustdistiller.data import SAMPLE_RATE, BadFileReport
-from robustdistiller.export.s3prl import save_s3prl_checkpoint
+from robustdistiller.checkpoints.s3prl import save_s3prl_checkpoint
 from robustdistiller.models.enhancement import EnhancementHead
 from robustdistiller.models.init import InitReport, init_student_from_teacher
 from robustdistiller.models.precision import use_precision

@@ -18,7 +18,7 @@ from robustdistiller.data.report import BadFileReport
 from robustdistiller.evaluate.models import load_model_under_test
 from robustdistiller.evaluate.runner import enhancement_row, evaluate, quick_options, voicebank_pairs
 from robustdistiller.evaluate.tasks import builtin_tasks
-from robustdistiller.export.s3prl import save_s3prl_checkpoint
+from robustdistiller.checkpoints.s3prl import save_s3prl_checkpoint
 from robustdistiller.models.enhancement import EnhancementConfig, EnhancementHead
 from robustdistiller.models.student import DistillerConfig, DistillerModel
 

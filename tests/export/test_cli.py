@@ -9,8 +9,8 @@ import torch
 
 from robustdistiller.cli import main
 from robustdistiller.export.exporters import EXPORTERS
-from robustdistiller.export.load import load_student, open_model
-from robustdistiller.export.s3prl import save_s3prl_checkpoint
+from robustdistiller.checkpoints.load import load_student, open_model
+from robustdistiller.checkpoints.s3prl import save_s3prl_checkpoint
 
 
 @pytest.fixture

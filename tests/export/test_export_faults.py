@@ -10,7 +10,7 @@ import torch
 
 from robustdistiller.cli import main
 from robustdistiller.export import onnx as onnx_export
-from robustdistiller.export.s3prl import save_s3prl_checkpoint
+from robustdistiller.checkpoints.s3prl import save_s3prl_checkpoint
 
 
 @pytest.fixture

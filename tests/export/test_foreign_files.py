@@ -17,7 +17,7 @@ import torch
 from golden_keys import DPHUBERT_RELEASES, FAIRSEQ_RELEASES, TRAINING_ONLY, Shapes
 
 import robustdistiller
-from robustdistiller.export.dphubert import ours_to_dphubert
+from robustdistiller.checkpoints.dphubert import ours_to_dphubert
 from robustdistiller.models.convert import fairseq_to_ours
 from robustdistiller.models.pruning import PrunableModel
 from robustdistiller.models.teacher import (

@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 from transformers import HubertModel
 
 from robustdistiller.export.hf import export_hf
-from robustdistiller.export.load import load
+from robustdistiller.checkpoints.load import load
 from robustdistiller.models.teacher import Teacher
 
 

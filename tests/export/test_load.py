@@ -9,8 +9,8 @@ import torch
 from transformers import HubertConfig, HubertModel, Wav2Vec2Config, Wav2Vec2Model, WavLMConfig, WavLMModel
 
 import robustdistiller
-from robustdistiller.export.load import SUPPORTED_FORMATS, load_student, open_model
-from robustdistiller.export.s3prl import save_s3prl_checkpoint
+from robustdistiller.checkpoints.load import SUPPORTED_FORMATS, load_student, open_model
+from robustdistiller.checkpoints.s3prl import save_s3prl_checkpoint
 from robustdistiller.models.student import DistillerModel
 
 _TINY_HF = dict(

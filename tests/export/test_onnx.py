@@ -12,7 +12,7 @@ from robustdistiller.cli import main
 from robustdistiller.export.exporters import export
 from robustdistiller.export.onnx import export_onnx, valid_frames
 from robustdistiller.export.quantize import MIN_COSINE, quantize_int8
-from robustdistiller.export.s3prl import save_s3prl_checkpoint
+from robustdistiller.checkpoints.s3prl import save_s3prl_checkpoint
 from robustdistiller.models.pruning import PrunableModel, prune_model
 from robustdistiller.runtime import OnnxModel
 

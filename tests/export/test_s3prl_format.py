@@ -8,8 +8,8 @@ import sys
 import pytest
 import torch
 
-from robustdistiller.export.load import load, load_student
-from robustdistiller.export.s3prl import read_s3prl_checkpoint, save_s3prl_checkpoint
+from robustdistiller.checkpoints.load import load, load_student
+from robustdistiller.checkpoints.s3prl import read_s3prl_checkpoint, save_s3prl_checkpoint
 from robustdistiller.models.student import DistillerModel
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from robustdistiller.export.safe_pickle import (
+from robustdistiller.checkpoints.safe_pickle import (
     PickledStandIn,
     UnsafeCheckpointError,
     safe_load,

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from robustdistiller.export import hubconf
-from robustdistiller.export.s3prl import save_s3prl_checkpoint
+from robustdistiller.checkpoints.s3prl import save_s3prl_checkpoint
 from robustdistiller.export.upstream import RobustDistillerUpstream, robust_distiller_local
 
 

@@ -9,7 +9,7 @@ import torch
 from robustdistiller.cli import main
 from robustdistiller.data.audio import load_audio
 from robustdistiller.export.onnx import export_onnx
-from robustdistiller.export.s3prl import save_s3prl_checkpoint
+from robustdistiller.checkpoints.s3prl import save_s3prl_checkpoint
 from robustdistiller.inference import ChunkConfig, OnnxBackend, TorchBackend, extract_files
 from robustdistiller.runtime import OnnxModel
 

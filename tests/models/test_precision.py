@@ -182,7 +182,7 @@ def test_extract_cli_logs_its_precision_and_falls_back(no_bf16_units, tmp_path, 
     import soundfile as sf
 
     from robustdistiller.cli import main
-    from robustdistiller.export.s3prl import save_s3prl_checkpoint
+    from robustdistiller.checkpoints.s3prl import save_s3prl_checkpoint
 
     ckpt = save_s3prl_checkpoint(tmp_path / "states-1.ckpt", tiny_student(), step=1)
     wavs, lengths = accuracy_batch()

@@ -7,7 +7,7 @@ import torch
 from fixtures_tiny import perturb, tiny_prunable_config as tiny_config
 
 import robustdistiller
-from robustdistiller.export.dphubert import (
+from robustdistiller.checkpoints.dphubert import (
     config_from_dphubert,
     config_to_dphubert,
     ours_to_dphubert,

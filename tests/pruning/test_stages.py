@@ -16,7 +16,7 @@ from robustdistiller.evaluate.metrics import si_snr
 from robustdistiller.evaluate.models import load_model_under_test
 from robustdistiller.evaluate.runner import enhancement_row
 from robustdistiller.export.info import describe
-from robustdistiller.export.safe_pickle import safe_load
+from robustdistiller.checkpoints.safe_pickle import safe_load
 from robustdistiller.models.pruning import PrunableConfig, PrunableModel, config_params
 from robustdistiller.train.prune_recipe import PruneRecipe
 from robustdistiller.train.pruning import (

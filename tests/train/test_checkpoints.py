@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from robustdistiller import atomic
-from robustdistiller.export.s3prl import read_s3prl_checkpoint
+from robustdistiller.checkpoints.s3prl import read_s3prl_checkpoint
 from robustdistiller.train.checkpointing import list_checkpoints, load_latest_checkpoint
 from robustdistiller.train.trainer import DistillTrainer, distill
 

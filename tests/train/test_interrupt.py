@@ -10,7 +10,7 @@ from pathlib import Path
 import yaml
 
 from robustdistiller.config import to_dict
-from robustdistiller.export.s3prl import read_s3prl_checkpoint
+from robustdistiller.checkpoints.s3prl import read_s3prl_checkpoint
 from robustdistiller.train.checkpointing import load_latest_checkpoint
 from robustdistiller.train.trainer import DistillTrainer
 

@@ -16,7 +16,7 @@ import torch
 import yaml
 
 from robustdistiller.config import to_dict
-from robustdistiller.export.s3prl import read_s3prl_checkpoint
+from robustdistiller.checkpoints.s3prl import read_s3prl_checkpoint
 from robustdistiller.train.checkpointing import RunFolderInUseError
 from robustdistiller.train.recipe import DistillRecipe
 from robustdistiller.train.trainer import DistillTrainer, ResumeMismatchError, distill

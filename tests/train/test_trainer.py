@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from robustdistiller.export.s3prl import read_s3prl_checkpoint
+from robustdistiller.checkpoints.s3prl import read_s3prl_checkpoint
 from robustdistiller.models.teacher import load_teacher
 from robustdistiller.train import trainer as trainer_module
 from robustdistiller.train.checkpointing import list_checkpoints

@@ -13,7 +13,7 @@ import soundfile as sf
 import torch
 from fixtures_tiny import write_harmonic_manifest
 
-from robustdistiller.export.s3prl import read_s3prl_checkpoint
+from robustdistiller.checkpoints.s3prl import read_s3prl_checkpoint
 from robustdistiller.train.checkpointing import load_latest_checkpoint
 from robustdistiller.train.trainer import DistillTrainer, distill
 

@@ -307,6 +307,6 @@ def atomic_torch_save(path: str | Path, payload: Mapping[str, Any]) -> Path:
 
 
 def read_dphubert_checkpoint(path: str | Path) -> DPHuBERTCheckpoint:
-    from robustdistiller.export.safe_pickle import safe_load
+    from robustdistiller.checkpoints.safe_pickle import safe_load
 
     return parse_dphubert_checkpoint(safe_load(path), str(path))

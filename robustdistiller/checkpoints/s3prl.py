@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from robustdistiller.atomic import atomic_write
-from robustdistiller.export.safe_pickle import safe_load
+from robustdistiller.checkpoints.safe_pickle import safe_load
 from robustdistiller.models.student import DistillerConfig, DistillerModel
 
 # Keys this module owns; trainer state goes under other top-level keys.

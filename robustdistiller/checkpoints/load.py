@@ -21,9 +21,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from robustdistiller.export.dphubert import is_dphubert_checkpoint, model_from_dphubert, parse_dphubert_checkpoint
-from robustdistiller.export.s3prl import S3PRLCheckpoint, is_s3prl_checkpoint, parse_s3prl_checkpoint
-from robustdistiller.export.safe_pickle import safe_load
+from robustdistiller.checkpoints.dphubert import is_dphubert_checkpoint, model_from_dphubert, parse_dphubert_checkpoint
+from robustdistiller.checkpoints.s3prl import S3PRLCheckpoint, is_s3prl_checkpoint, parse_s3prl_checkpoint
+from robustdistiller.checkpoints.safe_pickle import safe_load
 from robustdistiller.models.precision import check_precision, use_precision
 from robustdistiller.models.student import DistillerModel
 from robustdistiller.models.teacher import load_teacher
