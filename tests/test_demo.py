@@ -103,3 +103,14 @@ def test_demo_conditions_hold_out_training_material() -> None:
     assert cfg.noises == [str(RECORDINGS_DIR / "noise")]  # recorded noises; training uses generated ones
     assert str(RECORDINGS_DIR / "rir") in cfg.rirs and cfg.seed == demo.EVAL_ROOM_SEED  # rooms of another seed
     assert cfg.snrs == [0.0, 5.0, 10.0, 20.0] and len(cfg.rt60s) >= 3
+
+
+def test_students_differ_only_in_robustness_and_robust_rooms_are_aligned(tmp_path: Path) -> None:
+    args = (tmp_path, tmp_path / "teacher", tmp_path / "train.tsv")
+    base = demo.demo_recipe(*args, robust=False, seed=0, steps=10)
+    robust = demo.demo_recipe(*args, robust=True, seed=0, steps=10)
+    assert robust.corruption.rir.align_direct_path  # rooms start at their direct path (configs/demo.yaml)
+    assert base.corruption.p_clean == 1.0 > robust.corruption.p_clean
+    assert robust.enhancement.use_enhancement and not base.enhancement.use_enhancement
+    for section in ("data", "student", "optim"):
+        assert getattr(base, section) == getattr(robust, section), section

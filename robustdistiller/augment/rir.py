@@ -12,6 +12,11 @@ and cached on disk in a folder keyed by the generation parameters and seed.
 
 Every RIR handed out carries its measured RT60 (``augment/rt60.py``) and a name. Post-processing
 options (``align_direct_path``, ``normalize``, ``max_seconds``) default to the reference's raw RIRs.
+Raw RIRs delay the speech: a simulated room by the source distance / 343 m/s plus pyroomacoustics'
+40-sample fractional-delay offset (105-365 samples, 7-23 ms, in the demo's 16 training rooms), i.e.
+up to about one 20 ms frame against teacher targets computed on the clean audio and 1-2 hops against
+a clean enhancement target. ``align_direct_path`` removes that shift; the levels need no fix (the
+same rooms change the speech level by -8 to +6 dB).
 """
 
 from __future__ import annotations

@@ -3,8 +3,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 
 from robustdistiller.augment import rir as rir_mod
+from robustdistiller.augment.mixing import reverberate
 from robustdistiller.augment.rir import (
     RIRBank,
     RIRBankConfig,
@@ -135,3 +137,18 @@ def test_simulated_rirs_hit_requested_rt60_and_are_cached(tmp_path, monkeypatch)
     bank = RIRBank.from_config(RIRBankConfig(simulate_rirs=cfg))
     assert len(calls) == 1 and len(bank) == 4
     assert bank.draw(np.random.default_rng(0)).name.startswith("pra/1/")
+
+
+def test_simulated_room_delays_speech_and_alignment_removes_the_shift():
+    rir, rt60 = rir_mod.simulate_rir(0.3, np.random.default_rng(0))
+    # Source and microphone are >= 1 m apart (46 samples at 343 m/s) behind a 40-sample filter offset.
+    peak = int(np.argmax(np.abs(rir)))
+    assert peak >= 46 + 40
+    click = np.zeros((1, 4000), np.float32)
+    click[0, 1000] = 1.0
+    lengths = torch.tensor([4000])
+    for align, shift in ((False, peak), (True, 0)):
+        bank = RIRBank(rirs=[rir_mod.RIR(rir, rt60, "room")], align_direct_path=align)
+        h = torch.from_numpy(bank.get(0, np.random.default_rng(0)).samples)[None]
+        wet = reverberate(torch.from_numpy(click), lengths, h, torch.tensor([h.shape[1]]))
+        assert int(wet[0].abs().argmax()) == 1000 + shift  # the direct sound lands where the clean one was
