@@ -36,7 +36,14 @@ log = logging.getLogger("bench.rd_experiment")
 
 def trained(out: Path, teacher: Path, manifest: Path, *, robust: bool, seed: int, steps: int, name: str,
             overrides: list[str]) -> Path:
-    """Final checkpoint of one student, distilled unless it exists already."""
+    """Final checkpoint of one student, distilled unless it exists already.
+
+    Args:
+        robust: the RobustDistiller student (corruption + enhancement head) or the baseline.
+        name: its folder under ``out``; ``overrides``: ``key=value`` changes to the demo recipe.
+    Returns:
+        The path of its checkpoint after ``steps`` steps.
+    """
     recipe = demo_recipe(out, teacher, manifest, robust=robust, seed=seed, steps=steps, overrides=overrides,
                          name=name)
     final = checkpoint_path(recipe.train.out_dir, steps)
