@@ -11,7 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..conv import check_conv_blocks, parse_conv_layers
-from ..teacher import FAMILIES, TeacherConfig
+from ..spec import FAMILIES
+from ..teacher import TeacherConfig
 from ..transformer import check_encoder_size
 
 # DPHuBERT's names for the structured units that can carry gates.
