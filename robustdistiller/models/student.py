@@ -42,7 +42,8 @@ _S3PRL_SIZE_NAMES = {"layers": "encoder_layers", "embed_dim": "encoder_embed_dim
 
 @dataclass
 class DistillerConfig:
-    """s3prl's ``distiller`` section (same field names); defaults = the DistilHuBERT 4-8-12 model."""
+    """s3prl's ``distiller`` section (same field names); defaults = the DistilHuBERT 4-8-12 model.
+    The encoder part is read as :func:`~robustdistiller.models.spec.spec_from_distiller`."""
 
     extractor_mode: str = "default"
     extractor_conv_feature_layers: str = "[(512,10,5)] + [(512,3,2)] * 4 + [(512,2,2)] * 2"
@@ -81,10 +82,7 @@ class DistillerConfig:
     encoder_layer_ffn_dims: list[int] | None = None
 
     def validate(self) -> None:
-        parse_conv_layers(self.extractor_conv_feature_layers)
         self._check_sizes()
-        if self.extractor_mode not in ("default", "layer_norm"):
-            raise ValueError(f"extractor_mode must be 'default' or 'layer_norm', got {self.extractor_mode!r}")
         if self.encoder_layers < 1:
             raise ValueError(f"encoder_layers must be >= 1, got {self.encoder_layers}")
         if self.encoder_attention_heads < 1 or self.encoder_embed_dim % self.encoder_attention_heads:
@@ -111,13 +109,11 @@ class DistillerConfig:
             raise ValueError("encoder_layerdrop must be 0 (every layer output is a training target)")
         if self.loss_type not in ("l1", "l2"):
             raise ValueError(f"loss_type must be 'l1' or 'l2', got {self.loss_type!r}")
-        for name in ("dropout", "attention_dropout", "activation_dropout", "extractor_dropout"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+        spec_from_distiller(self).validate("distiller config", _S3PRL_SIZE_NAMES)
 
     def _check_sizes(self) -> None:
-        """Refuse sizes beyond the bounds before anything is allocated (a crafted checkpoint could
-        otherwise ask for terabytes)."""
+        """Refuse sizes beyond the bounds before anything is allocated, the spec's per-layer lists
+        included (a crafted checkpoint could otherwise ask for terabytes)."""
         for name, limit in HEAD_LIMITS.items():
             if getattr(self, name) > limit:
                 raise ValueError(f"{name}={getattr(self, name)} is over the limit of {limit}")

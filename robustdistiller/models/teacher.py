@@ -30,7 +30,8 @@ Family = Literal["hubert", "wav2vec2", "wavlm"]
 
 @dataclass
 class TeacherConfig:
-    """Architecture of a wav2vec2-family encoder (no dropout: teachers only run in eval)."""
+    """A teacher's architecture as read from Hugging Face / fairseq / unilm files (no dropout:
+    teachers only run in eval); the model reads it as :func:`~robustdistiller.models.spec.spec_from_teacher`."""
 
     family: str = "hubert"
     conv_layers: str = DEFAULT_CONV_LAYERS
@@ -52,11 +53,6 @@ class TeacherConfig:
     """Per-utterance zero-mean / unit-variance input, as the Large models were trained."""
 
     def validate(self) -> None:
-        if self.family not in FAMILIES:
-            raise ValueError(f"family must be one of {FAMILIES}, got {self.family!r}")
-        parse_conv_layers(self.conv_layers)
-        if self.extractor_mode not in ("default", "layer_norm"):
-            raise ValueError(f"extractor_mode must be 'default' or 'layer_norm', got {self.extractor_mode!r}")
         if self.num_layers < 1 or self.attention_heads < 1 or self.embed_dim % self.attention_heads:
             raise ValueError(
                 f"need num_layers >= 1 and embed_dim ({self.embed_dim}) divisible by heads ({self.attention_heads})"
@@ -65,10 +61,13 @@ class TeacherConfig:
             value = getattr(self, name)
             if value is not None and len(value) != self.num_layers:
                 raise ValueError(f"{name} must list {self.num_layers} sizes, got {value}")
+        names = {"layers": "num_layers", "heads": "attention_heads"}
+        # bounded before the per-layer lists of the spec are built
         check_encoder_size("teacher config", layers=self.num_layers, embed_dim=self.embed_dim,
                            ffn_dims=self.layer_ffn_dims or [self.ffn_dim],
                            heads=self.layer_heads or [self.attention_heads], conv_pos=self.conv_pos,
-                           conv_pos_groups=self.conv_pos_groups, names={"layers": "num_layers", "heads": "attention_heads"})
+                           conv_pos_groups=self.conv_pos_groups, names=names)
+        spec_from_teacher(self).validate("teacher config", names)
 
     @property
     def head_dim(self) -> int:
