@@ -16,7 +16,14 @@ from .convert import fairseq_to_ours, hf_to_ours, ours_to_hf
 from .encoder import Encoder, EncoderOutput
 from .init import InitReport, init_student_from_teacher
 from .positional import ConvPositionalEmbedding, WeightNormConv1d
-from .student import DistillerConfig, DistillerModel, DistillerOutput, ParameterCounts, SplitLinear
+from .spec import EncoderSpec
+from .student import (
+    DistillerConfig,
+    DistillerModel,
+    DistillerOutput,
+    ParameterCounts,
+    SplitLinear,
+)
 from .teacher import (
     Teacher,
     TeacherConfig,
@@ -25,7 +32,6 @@ from .teacher import (
     UnsupportedTeacherError,
     load_teacher,
 )
-from .spec import EncoderSpec
 from .transformer import EncoderLayer, TransformerEncoder
 
 __all__ = [

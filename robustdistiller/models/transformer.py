@@ -10,12 +10,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .positional import ConvPositionalEmbedding
-
 
 # Sanity bounds on sizes read from configs and checkpoints (a checkpoint may be hostile): far above
 # any real model (HuBERT X-Large: 48 layers of 1280, FFN 5120), far below exhausting memory.

@@ -11,7 +11,12 @@ from fixtures_tiny import TINY_CONV, perturb, tiny_student_config
 
 from robustdistiller.models.encoder import Encoder, EncoderOutput
 from robustdistiller.models.pruning import PrunableConfig, PrunableModel
-from robustdistiller.models.spec import EncoderSpec, spec_from_distiller, spec_from_prunable, spec_from_teacher
+from robustdistiller.models.spec import (
+    EncoderSpec,
+    spec_from_distiller,
+    spec_from_prunable,
+    spec_from_teacher,
+)
 from robustdistiller.models.student import DistillerModel
 from robustdistiller.models.teacher import Teacher, TeacherConfig, TeacherModel
 
@@ -21,8 +26,9 @@ _LAYOUT = {"cnn_scale", "always_project", "kept_heads", "feature_layer_norm", "d
 
 
 def _teacher_config(family: str = "hubert", **overrides: object) -> TeacherConfig:
-    base = dict(family=family, conv_layers=TINY_CONV, embed_dim=64, num_layers=2, attention_heads=4, ffn_dim=128,
-                conv_pos=16, conv_pos_groups=4, num_buckets=16, max_distance=40)
+    base: dict[str, object] = {"family": family, "conv_layers": TINY_CONV, "embed_dim": 64, "num_layers": 2,
+                               "attention_heads": 4, "ffn_dim": 128, "conv_pos": 16, "conv_pos_groups": 4,
+                               "num_buckets": 16, "max_distance": 40}
     base.update(overrides)
     return TeacherConfig(**base)  # type: ignore[arg-type]
 
@@ -55,7 +61,7 @@ def test_the_three_models_share_one_layout(wave_batch) -> None:
         return [(k, tuple(v.shape)) for k, v in model.state_dict().items() if not k.startswith(skip)]
 
     assert shapes(teacher, ()) == shapes(student, ("output_layer.",)) == shapes(prunable, ("dummy_weight",))
-    assert list(prunable.state_dict())[0] == "dummy_weight"  # DPHuBERT's order
+    assert next(iter(prunable.state_dict())) == "dummy_weight"  # DPHuBERT's order
     assert list(student.state_dict())[-1].startswith("output_layer.")
     for model in (teacher, student, prunable):
         assert isinstance(model, Encoder)

@@ -22,7 +22,6 @@ from .config import PrunableConfig
 from .masking import StructureGates
 from .size import config_params, structure_params
 
-
 PrunableOutput = EncoderOutput
 """A prunable model's output (the encoder's; the name is kept for callers). DPHuBERT's hidden-state
 list is :meth:`EncoderOutput.projected_states`."""
