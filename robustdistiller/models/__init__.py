@@ -13,9 +13,17 @@ from .conv import (
     receptive_field,
 )
 from .convert import fairseq_to_ours, hf_to_ours, ours_to_hf
+from .encoder import Encoder, EncoderOutput
 from .init import InitReport, init_student_from_teacher
 from .positional import ConvPositionalEmbedding, WeightNormConv1d
-from .student import DistillerConfig, DistillerModel, DistillerOutput, ParameterCounts, SplitLinear
+from .spec import EncoderSpec
+from .student import (
+    DistillerConfig,
+    DistillerModel,
+    DistillerOutput,
+    ParameterCounts,
+    SplitLinear,
+)
 from .teacher import (
     Teacher,
     TeacherConfig,
@@ -24,7 +32,7 @@ from .teacher import (
     UnsupportedTeacherError,
     load_teacher,
 )
-from .transformer import EncoderLayer, EncoderOutput, TransformerEncoder, WavLMOptions
+from .transformer import EncoderLayer, TransformerEncoder
 
 __all__ = [
     "ConvFeatureExtractor",
@@ -32,8 +40,10 @@ __all__ = [
     "DistillerConfig",
     "DistillerModel",
     "DistillerOutput",
+    "Encoder",
     "EncoderLayer",
     "EncoderOutput",
+    "EncoderSpec",
     "InitReport",
     "ParameterCounts",
     "SelfAttention",
@@ -44,7 +54,6 @@ __all__ = [
     "TeacherOutput",
     "TransformerEncoder",
     "UnsupportedTeacherError",
-    "WavLMOptions",
     "WavLMSelfAttention",
     "WeightNormConv1d",
     "conv_output_lengths",

@@ -75,11 +75,12 @@ class HubertPretrainModel(nn.Module):
     def forward(self, wavs: Tensor, lengths: Tensor, time_mask: Tensor | None = None) -> PretrainOutput:
         """``wavs`` (B, L) with ``lengths`` (B,); frames where ``time_mask`` (B, T) is True are
         replaced by the mask embedding before the Transformer."""
-        feats, frame_mask = self.encoder.embed(wavs, lengths)
+        inputs = self.encoder.embed(wavs, lengths)
         if time_mask is not None:
-            feats = torch.where(time_mask[..., None], self.mask_emb.to(feats.dtype), feats)
-        out = self.encoder.encode(feats, frame_mask)
+            x = inputs.embedded
+            inputs = inputs._replace(embedded=torch.where(time_mask[..., None], self.mask_emb.to(x.dtype), x))
+        out = self.encoder.encode(inputs)
         # cosine similarity as a product of unit vectors: no (B, T, K, final_dim) broadcast
         proj = F.normalize(self.final_proj(out.last_hidden_state).float(), dim=-1)
         logits = proj @ F.normalize(self.label_embs.float(), dim=-1).T
-        return PretrainOutput(logits / self.logit_temp, frame_mask)
+        return PretrainOutput(logits / self.logit_temp, out.frame_mask)

@@ -14,9 +14,11 @@ import torch
 from torch import Tensor, nn
 
 from ..config import from_dict
-from .conv import ConvFeatureExtractor, check_batch, parse_conv_layers, receptive_field
+from .conv import parse_conv_layers
+from .encoder import Encoder, EncoderOutput
 from .precision import as_fp32, autocast
-from .transformer import build_encoder, check_encoder_size
+from .spec import spec_from_distiller
+from .transformer import check_encoder_size
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +42,8 @@ _S3PRL_SIZE_NAMES = {"layers": "encoder_layers", "embed_dim": "encoder_embed_dim
 
 @dataclass
 class DistillerConfig:
-    """s3prl's ``distiller`` section (same field names); defaults = the DistilHuBERT 4-8-12 model."""
+    """s3prl's ``distiller`` section (same field names); defaults = the DistilHuBERT 4-8-12 model.
+    The encoder part is read as :func:`~robustdistiller.models.spec.spec_from_distiller`."""
 
     extractor_mode: str = "default"
     extractor_conv_feature_layers: str = "[(512,10,5)] + [(512,3,2)] * 4 + [(512,2,2)] * 2"
@@ -79,10 +82,7 @@ class DistillerConfig:
     encoder_layer_ffn_dims: list[int] | None = None
 
     def validate(self) -> None:
-        parse_conv_layers(self.extractor_conv_feature_layers)
         self._check_sizes()
-        if self.extractor_mode not in ("default", "layer_norm"):
-            raise ValueError(f"extractor_mode must be 'default' or 'layer_norm', got {self.extractor_mode!r}")
         if self.encoder_layers < 1:
             raise ValueError(f"encoder_layers must be >= 1, got {self.encoder_layers}")
         if self.encoder_attention_heads < 1 or self.encoder_embed_dim % self.encoder_attention_heads:
@@ -109,13 +109,11 @@ class DistillerConfig:
             raise ValueError("encoder_layerdrop must be 0 (every layer output is a training target)")
         if self.loss_type not in ("l1", "l2"):
             raise ValueError(f"loss_type must be 'l1' or 'l2', got {self.loss_type!r}")
-        for name in ("dropout", "attention_dropout", "activation_dropout", "extractor_dropout"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+        spec_from_distiller(self).validate("distiller config", _S3PRL_SIZE_NAMES)
 
     def _check_sizes(self) -> None:
-        """Refuse sizes beyond the bounds before anything is allocated (a crafted checkpoint could
-        otherwise ask for terabytes)."""
+        """Refuse sizes beyond the bounds before anything is allocated, the spec's per-layer lists
+        included (a crafted checkpoint could otherwise ask for terabytes)."""
         for name, limit in HEAD_LIMITS.items():
             if getattr(self, name) > limit:
                 raise ValueError(f"{name}={getattr(self, name)} is over the limit of {limit}")
@@ -190,17 +188,16 @@ class SplitLinear(nn.Module):
 
 
 @dataclass
-class DistillerOutput:
-    cnn_features: Tensor
-    """(B, T, C) conv features (the enhancement head's input)."""
-    projected: Tensor
-    """(B, T, D) projected features, padded frames zeroed."""
-    hiddens: list[Tensor]
-    """Output of each Transformer layer, (B, T, D)."""
-    predictions: Tensor | None
+class DistillerOutput(EncoderOutput):
+    """The encoder's output plus the prediction heads'."""
+
+    predictions: Tensor | None = None
     """(B, N, T, final_dim): head n predicts teacher layer pred_layer_id[n]; None if not requested."""
-    frame_mask: Tensor
-    """(B, T) bool, True = valid frame."""
+
+    @property
+    def hiddens(self) -> list[Tensor]:
+        """Output of each Transformer layer, (B, T, D) (= ``layer_outputs``)."""
+        return self.layer_outputs
 
 
 @dataclass(frozen=True)
@@ -209,67 +206,38 @@ class ParameterCounts:
     without_heads: int
 
 
-class DistillerModel(nn.Module):
-    """DistilHuBERT student; ``forward(wavs (B, L), lengths (B,))`` -> :class:`DistillerOutput`."""
+class DistillerModel(Encoder):
+    """DistilHuBERT student = :class:`Encoder` + prediction heads;
+    ``forward(wavs (B, L), lengths (B,))`` -> :class:`DistillerOutput`."""
 
     precision = "fp32"
     """What ``extract`` runs in: "fp32" or "bf16" (set by ``models.precision.use_precision``)."""
 
     def __init__(self, config: DistillerConfig) -> None:
-        super().__init__()
         config.validate()
+        super().__init__(spec_from_distiller(config))
         self.config = config
-        conv_layers = config.conv_layers
-        self.min_samples = receptive_field(conv_layers)
-        self.feature_extractor = ConvFeatureExtractor(
-            conv_layers,
-            mode=config.extractor_mode,  # type: ignore[arg-type]
-            conv_bias=False,
-            dropout=config.extractor_dropout,
-            feature_grad_mult=config.feature_grad_mult,
-        )
         dim = config.encoder_embed_dim
-        channels = self.feature_extractor.out_channels
-        self.post_extract_proj = nn.Linear(channels, dim) if channels != dim else None
-        self.encoder = build_encoder(
-            dim,
-            config.layer_heads,
-            config.layer_ffn_dims,
-            head_dim=config.head_dim,
-            layer_norm_first=config.layer_norm_first,
-            conv_pos=config.conv_pos,
-            conv_pos_groups=config.conv_pos_groups,
-            dropout=config.dropout,
-            attention_dropout=config.attention_dropout,
-            activation_dropout=config.activation_dropout,
-        )
         inter = config.out_layer_inter_dim if config.out_layer_inter_dim > 0 else dim
         self.output_layer = nn.Sequential(
             nn.Linear(dim, inter * config.n_tasks), nn.GELU(), SplitLinear(inter, config.n_tasks, config.final_dim)
         )
 
-    def frame_lengths(self, lengths: Tensor) -> Tensor:
-        return self.feature_extractor.output_lengths(lengths)
-
     def forward(self, wavs: Tensor, lengths: Tensor | None = None, *, predict: bool = True) -> DistillerOutput:
         """``predict=False`` skips the prediction heads (feature extraction that only needs the layers)."""
-        lengths = check_batch(wavs, lengths, self.min_samples)
-        feats, frame_mask = self.feature_extractor.frames(wavs, lengths)
-        projected = self.post_extract_proj(feats) if self.post_extract_proj is not None else feats
-        projected = projected.masked_fill(~frame_mask[..., None], 0.0)
-        enc = self.encoder(projected, frame_mask)
+        out = super().forward(wavs, lengths)
         pred = None
         if predict:
-            b, t, _ = enc.last_hidden_state.shape
-            pred = self.output_layer(enc.last_hidden_state).view(b, t, self.config.n_tasks, -1).permute(0, 2, 1, 3)
-        return DistillerOutput(feats, projected, enc.layer_outputs, pred, frame_mask)
+            b, t, _ = out.last_hidden_state.shape
+            pred = self.output_layer(out.last_hidden_state).view(b, t, self.config.n_tasks, -1).permute(0, 2, 1, 3)
+        return DistillerOutput(**vars(out), predictions=pred)
 
     def extract(self, wavs: Tensor, lengths: Tensor | None = None) -> list[Tensor]:
         """s3prl ``hidden_states`` order: projected features, each layer, each prediction head."""
         with autocast(self.precision):
             out = self.forward(wavs, lengths)
         assert out.predictions is not None
-        return as_fp32([out.projected, *out.hiddens, *out.predictions.unbind(1)])
+        return as_fp32([*out.projected_states(), *out.predictions.unbind(1)])
 
     def parameter_counts(self) -> ParameterCounts:
         total = sum(p.numel() for p in self.parameters())

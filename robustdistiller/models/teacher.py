@@ -16,28 +16,22 @@ import torch
 from torch import Tensor, nn
 
 from ..config import from_dict
-from .conv import (
-    DEFAULT_CONV_LAYERS,
-    ConvFeatureExtractor,
-    check_batch,
-    format_conv_layers,
-    lengths_to_mask,
-    parse_conv_layers,
-    receptive_field,
-)
+from .conv import DEFAULT_CONV_LAYERS, format_conv_layers, parse_conv_layers
 from .convert import fairseq_to_ours, hf_to_ours, ours_to_hf
+from .encoder import Encoder, EncoderOutput, normalize_waveforms
 from .precision import as_fp32, autocast
-from .transformer import WavLMOptions, build_encoder, check_encoder_size
+from .spec import FAMILIES, spec_from_teacher
+from .transformer import check_encoder_size
 
 log = logging.getLogger(__name__)
 
 Family = Literal["hubert", "wav2vec2", "wavlm"]
-FAMILIES: tuple[str, ...] = ("hubert", "wav2vec2", "wavlm")
 
 
 @dataclass
 class TeacherConfig:
-    """Architecture of a wav2vec2-family encoder (no dropout: teachers only run in eval)."""
+    """A teacher's architecture as read from Hugging Face / fairseq / unilm files (no dropout:
+    teachers only run in eval); the model reads it as :func:`~robustdistiller.models.spec.spec_from_teacher`."""
 
     family: str = "hubert"
     conv_layers: str = DEFAULT_CONV_LAYERS
@@ -59,11 +53,6 @@ class TeacherConfig:
     """Per-utterance zero-mean / unit-variance input, as the Large models were trained."""
 
     def validate(self) -> None:
-        if self.family not in FAMILIES:
-            raise ValueError(f"family must be one of {FAMILIES}, got {self.family!r}")
-        parse_conv_layers(self.conv_layers)
-        if self.extractor_mode not in ("default", "layer_norm"):
-            raise ValueError(f"extractor_mode must be 'default' or 'layer_norm', got {self.extractor_mode!r}")
         if self.num_layers < 1 or self.attention_heads < 1 or self.embed_dim % self.attention_heads:
             raise ValueError(
                 f"need num_layers >= 1 and embed_dim ({self.embed_dim}) divisible by heads ({self.attention_heads})"
@@ -72,10 +61,13 @@ class TeacherConfig:
             value = getattr(self, name)
             if value is not None and len(value) != self.num_layers:
                 raise ValueError(f"{name} must list {self.num_layers} sizes, got {value}")
+        names = {"layers": "num_layers", "heads": "attention_heads"}
+        # bounded before the per-layer lists of the spec are built
         check_encoder_size("teacher config", layers=self.num_layers, embed_dim=self.embed_dim,
                            ffn_dims=self.layer_ffn_dims or [self.ffn_dim],
                            heads=self.layer_heads or [self.attention_heads], conv_pos=self.conv_pos,
-                           conv_pos_groups=self.conv_pos_groups, names={"layers": "num_layers", "heads": "attention_heads"})
+                           conv_pos_groups=self.conv_pos_groups, names=names)
+        spec_from_teacher(self).validate("teacher config", names)
 
     @property
     def head_dim(self) -> int:
@@ -92,83 +84,19 @@ class TeacherConfig:
         return list(self.layer_ffn_dims or [self.ffn_dim] * self.num_layers)
 
 
-@dataclass
-class TeacherOutput:
-    hidden_states: list[Tensor]
-    """``num_layers + 1`` tensors (B, T, D): index 0 = input of layer 1, index i = output of layer i."""
-    frame_mask: Tensor
-    """(B, T) bool, True = valid frame."""
-    last_hidden_state: Tensor
-    """Encoder output (after the final LayerNorm of pre-LN models)."""
+TeacherOutput = EncoderOutput
+"""A teacher's output (the encoder's; the name is kept for callers)."""
 
 
-class TeacherModel(nn.Module):
-    """A HuBERT / wav2vec 2.0 / WavLM encoder with fairseq parameter names."""
+class TeacherModel(Encoder):
+    """A HuBERT / wav2vec 2.0 / WavLM :class:`Encoder` described by a :class:`TeacherConfig`."""
 
     def __init__(self, config: TeacherConfig, *, dropout: float = 0.0) -> None:
         """``dropout`` (residual and attention) is for pre-training (``train/pretrain.py``); a
         teacher wrapped in :class:`Teacher` always runs in eval, where it does nothing."""
-        super().__init__()
         config.validate()
+        super().__init__(spec_from_teacher(config, dropout=dropout))
         self.config = config
-        conv = parse_conv_layers(config.conv_layers)
-        self.min_samples = receptive_field(conv)
-        self.feature_extractor = ConvFeatureExtractor(
-            conv, mode=config.extractor_mode, conv_bias=config.conv_bias  # type: ignore[arg-type]
-        )
-        channels = self.feature_extractor.out_channels
-        dim = config.embed_dim
-        self.layer_norm = nn.LayerNorm(channels) if config.feature_layer_norm else None
-        self.post_extract_proj = nn.Linear(channels, dim) if channels != dim else None
-        wavlm = None
-        if config.family == "wavlm":
-            wavlm = WavLMOptions(config.num_buckets, config.max_distance, config.attention_heads)
-        self.encoder = build_encoder(
-            dim,
-            config.head_counts,
-            config.ffn_dims,
-            head_dim=config.head_dim,
-            layer_norm_first=config.layer_norm_first,
-            conv_pos=config.conv_pos,
-            conv_pos_groups=config.conv_pos_groups,
-            dropout=dropout,
-            attention_dropout=dropout,
-            activation_dropout=0.0,
-            wavlm=wavlm,
-        )
-
-    def frame_lengths(self, lengths: Tensor) -> Tensor:
-        return self.feature_extractor.output_lengths(lengths)
-
-    def embed(self, wavs: Tensor, lengths: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """The encoder's input: projected CNN features (B, T, D) and the (B, T) frame mask (True =
-        valid). Masked pre-training replaces some of these frames before :meth:`encode`."""
-        lengths = check_batch(wavs, lengths, self.min_samples)
-        if self.config.normalize_waveform:
-            wavs = normalize_waveforms(wavs, lengths)
-        feats, frame_mask = self.feature_extractor.frames(wavs, lengths)
-        if self.layer_norm is not None:
-            feats = self.layer_norm(feats)
-        if self.post_extract_proj is not None:
-            feats = self.post_extract_proj(feats)
-        return feats, frame_mask
-
-    def encode(self, feats: Tensor, frame_mask: Tensor) -> TeacherOutput:
-        """The Transformer encoder over :meth:`embed`'s output."""
-        enc = self.encoder(feats, frame_mask)
-        return TeacherOutput([enc.layer_input, *enc.layer_outputs], frame_mask, enc.last_hidden_state)
-
-    def forward(self, wavs: Tensor, lengths: Tensor | None = None) -> TeacherOutput:
-        return self.encode(*self.embed(wavs, lengths))
-
-
-def normalize_waveforms(wavs: Tensor, lengths: Tensor) -> Tensor:
-    """Zero mean, unit variance over each row's valid samples (fairseq ``F.layer_norm(wav, wav.shape)``)."""
-    mask = lengths_to_mask(lengths, wavs.shape[1]).to(wavs.dtype)
-    count = lengths.to(wavs.dtype)[:, None]
-    mean = (wavs * mask).sum(1, keepdim=True) / count
-    var = (((wavs - mean) * mask) ** 2).sum(1, keepdim=True) / count
-    return (wavs - mean) * torch.rsqrt(var + 1e-5) * mask
 
 
 class Teacher(nn.Module):
@@ -202,7 +130,8 @@ class Teacher(nn.Module):
         if self.precision == "bf16" and device_type == "cpu":
             with torch.no_grad(), autocast("bf16"):
                 out = self.model(wavs.float(), lengths)
-            return TeacherOutput(as_fp32(out.hidden_states), out.frame_mask, out.last_hidden_state.float())
+            return TeacherOutput(as_fp32(out.hidden_states), out.frame_mask, out.last_hidden_state.float(),
+                                 out.projected.float(), out.cnn_features.float())
         with torch.no_grad(), torch.autocast(device_type=device_type, enabled=False):
             return self.model(wavs.float(), lengths)
 

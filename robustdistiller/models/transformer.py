@@ -10,13 +10,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .attention import SelfAttention, WavLMSelfAttention
 from .positional import ConvPositionalEmbedding
-
 
 # Sanity bounds on sizes read from configs and checkpoints (a checkpoint may be hostile): far above
 # any real model (HuBERT X-Large: 48 layers of 1280, FFN 5120), far below exhausting memory.
@@ -96,7 +93,7 @@ class EncoderLayer(nn.Module):
 
 
 @dataclass
-class EncoderOutput:
+class TransformerOutput:
     layer_input: Tensor
     """Input of layer 1: after pos-conv (+ LayerNorm for post-LN encoders), (B, T, C)."""
     layer_outputs: list[Tensor]
@@ -125,7 +122,7 @@ class TransformerEncoder(nn.Module):
         self.layer_norm = nn.LayerNorm(embed_dim)
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, x: Tensor, frame_mask: Tensor | None = None) -> EncoderOutput:
+    def forward(self, x: Tensor, frame_mask: Tensor | None = None) -> TransformerOutput:
         """``x`` (B, T, C) projected features; ``frame_mask`` (B, T) True = valid."""
         if frame_mask is not None:
             x = x.masked_fill(~frame_mask[..., None], 0.0)
@@ -142,7 +139,7 @@ class TransformerEncoder(nn.Module):
             x, position_bias = layer(x, frame_mask, position_bias)
             outputs.append(x)
         last = self.layer_norm(x) if self.layer_norm_first else x
-        return EncoderOutput(layer_input=layer_input, layer_outputs=outputs, last_hidden_state=last)
+        return TransformerOutput(layer_input=layer_input, layer_outputs=outputs, last_hidden_state=last)
 
 
 def init_bert_params(module: nn.Module) -> None:
@@ -154,96 +151,3 @@ def init_bert_params(module: nn.Module) -> None:
                 nn.init.zeros_(m.bias)
         elif isinstance(m, nn.Embedding):
             nn.init.normal_(m.weight, mean=0.0, std=0.02)
-
-
-def build_layers(
-    embed_dim: int,
-    heads: Sequence[int],
-    ffn_dims: Sequence[int],
-    *,
-    head_dim: int,
-    layer_norm_first: bool,
-    dropout: float,
-    attention_dropout: float,
-    activation_dropout: float,
-    wavlm: WavLMOptions | None = None,
-) -> list[EncoderLayer]:
-    """Encoder layers with per-layer head counts and FFN sizes (0 heads / 0 FFN = removed block)."""
-    if len(heads) != len(ffn_dims):
-        raise ValueError(f"per-layer heads ({len(heads)}) and FFN sizes ({len(ffn_dims)}) differ in length")
-    layers = []
-    for i, (h, f) in enumerate(zip(heads, ffn_dims)):
-        attn: nn.Module | None = None
-        if h > 0 and wavlm is not None:
-            attn = WavLMSelfAttention(
-                embed_dim,
-                h,
-                head_dim,
-                attention_dropout,
-                has_relative_attention_bias=i == 0,
-                num_buckets=wavlm.num_buckets,
-                max_distance=wavlm.max_distance,
-                bias_heads=wavlm.bias_heads,
-                remaining_heads=wavlm.remaining_heads[i] if wavlm.remaining_heads is not None else None,
-            )
-        elif h > 0:
-            attn = SelfAttention(embed_dim, h, head_dim, attention_dropout)
-        layers.append(
-            EncoderLayer(
-                embed_dim,
-                f,
-                attn,
-                layer_norm_first=layer_norm_first,
-                dropout=dropout,
-                activation_dropout=activation_dropout,
-            )
-        )
-    return layers
-
-
-def build_encoder(
-    embed_dim: int,
-    heads: Sequence[int],
-    ffn_dims: Sequence[int],
-    *,
-    head_dim: int,
-    layer_norm_first: bool,
-    conv_pos: int,
-    conv_pos_groups: int,
-    dropout: float,
-    attention_dropout: float,
-    activation_dropout: float,
-    wavlm: WavLMOptions | None = None,
-) -> TransformerEncoder:
-    """The BERT-initialised encoder of :func:`build_layers` layers that the student, the teachers and
-    the prunable model all put after their feature projection (one place, so their layouts agree)."""
-    encoder = TransformerEncoder(
-        embed_dim,
-        build_layers(
-            embed_dim,
-            heads,
-            ffn_dims,
-            head_dim=head_dim,
-            layer_norm_first=layer_norm_first,
-            dropout=dropout,
-            attention_dropout=attention_dropout,
-            activation_dropout=activation_dropout,
-            wavlm=wavlm,
-        ),
-        conv_pos=conv_pos,
-        conv_pos_groups=conv_pos_groups,
-        layer_norm_first=layer_norm_first,
-        dropout=dropout,
-    )
-    init_bert_params(encoder)
-    return encoder
-
-
-@dataclass
-class WavLMOptions:
-    """Relative-position settings of WavLM encoders."""
-
-    num_buckets: int = 320
-    max_distance: int = 800
-    bias_heads: int = 12
-    remaining_heads: list[list[int]] | None = None

@@ -110,7 +110,8 @@ class PruningStudent(nn.Module):
 
     def forward(self, wavs: Tensor, lengths: Tensor, step: int) -> StudentForward:
         out = self.model(wavs, lengths)
-        preds = torch.stack([proj(out.hidden_states[i]) for proj, i in zip(self.projections, self.layer_ids)], 1)
+        states = out.projected_states()  # DPHuBERT's order: index 0 = projected features
+        preds = torch.stack([proj(states[i]) for proj, i in zip(self.projections, self.layer_ids)], 1)
         reg = sparsity = None
         if self.constraint is not None:
             sparsity = self.model.expected_sparsity(self.reference_params)
@@ -144,7 +145,7 @@ class _PruningStageTrainer(DistillTrainer):
 
     def _teacher_targets(self, wavs: Tensor, lengths: Tensor) -> Tensor:
         with torch.no_grad(), torch.autocast(device_type=wavs.device.type, enabled=False):
-            states = self.teacher_net(wavs.float(), lengths).hidden_states
+            states = self.teacher_net(wavs.float(), lengths).projected_states()
             return torch.stack([states[i] for i in self.recipe.pruning.layer_ids], dim=1)
 
     def student_loss(self, noisy: Tensor, wavs: Tensor, lengths: Tensor, sums: dict[str, Tensor]) -> StudentPass:

@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..conv import check_conv_blocks, parse_conv_layers
-from ..teacher import FAMILIES, TeacherConfig
-from ..transformer import check_encoder_size
+from ..spec import spec_from_prunable
+from ..teacher import TeacherConfig
 
 # DPHuBERT's names for the structured units that can carry gates.
 PRUNING_UNITS: tuple[str, ...] = ("conv", "head", "interm", "attlayer", "ffnlayer")
@@ -24,7 +24,8 @@ def _base_conv() -> list[list[int]]:
 
 @dataclass
 class PrunableConfig:
-    """Architecture of a (possibly pruned) HuBERT / wav2vec 2.0 / WavLM encoder plus its gates.
+    """Architecture of a (possibly pruned) HuBERT / wav2vec 2.0 / WavLM encoder plus its gates, in
+    DPHuBERT's terms; the model reads it as :func:`~robustdistiller.models.spec.spec_from_prunable`.
 
     Defaults are the Base models. ``pruning_units`` (subset of ``conv, head, interm, attlayer,
     ffnlayer``) adds hard-concrete gates; an empty list is a plain (pruned or unpruned) model.
@@ -54,29 +55,15 @@ class PrunableConfig:
     pruning_units: list[str] = field(default_factory=list)
 
     def validate(self) -> None:
-        if self.family not in FAMILIES:
-            raise ValueError(f"family must be one of {FAMILIES}, got {self.family!r}")
         if not self.conv_layers:
             raise ValueError("conv_layers must list (channels, kernel, stride) triples, got none")
-        check_conv_blocks(self.conv_layers, "conv_layers")
-        if self.extractor_mode not in ("default", "layer_norm"):
-            raise ValueError(f"extractor_mode must be 'default' or 'layer_norm', got {self.extractor_mode!r}")
-        if not self.layer_heads or len(self.layer_heads) != len(self.layer_ffn_dims):
-            raise ValueError(
-                f"layer_heads ({len(self.layer_heads)} layers) and layer_ffn_dims ({len(self.layer_ffn_dims)}) "
-                "must describe the same, non-zero number of layers"
-            )
+        check_conv_blocks(self.conv_layers, "conv_layers")  # before conv_spec reads the triples
+        spec_from_prunable(self).validate(
+            "prunable config", {"layers": "len(layer_heads)", "ffn_dim": "layer_ffn_dims", "heads": "total_heads"}
+        )
         for i, heads in enumerate(self.layer_heads):
             if sorted(set(heads)) != list(heads) or any(not 0 <= h < self.total_heads for h in heads):
                 raise ValueError(f"layer {i}: heads {heads} must be increasing indices below {self.total_heads}")
-        if any(f < 0 for f in self.layer_ffn_dims):
-            raise ValueError(f"layer_ffn_dims must be >= 0, got {self.layer_ffn_dims}")
-        if self.head_dim < 1:
-            raise ValueError(f"head_dim must be >= 1, got {self.head_dim}")
-        check_encoder_size("prunable config", layers=self.num_layers, embed_dim=self.embed_dim,
-                           ffn_dims=self.layer_ffn_dims, heads=[self.total_heads], conv_pos=self.conv_pos,
-                           conv_pos_groups=self.conv_pos_groups, names={"layers": "len(layer_heads)",
-                                                                       "ffn_dim": "layer_ffn_dims", "heads": "total_heads"})
         if self.family == "wavlm" and self.embed_dim % self.total_heads:
             # WavLM's position bias and gates split the embedding over the unpruned heads; HuBERT /
             # wav2vec 2.0 keep head_dim separately, so a pruned widest layer (e.g. 11 heads of 64
@@ -94,9 +81,6 @@ class PrunableConfig:
         if "conv" in self.pruning_units and self.extractor_mode != "default":
             # Per-block LayerNorms normalise over all channels: removing one changes the others.
             raise ValueError("CNN channel pruning needs extractor_mode 'default' (group norm); drop 'conv'")
-        for name in ("dropout", "attention_dropout", "activation_dropout", "projection_dropout"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
 
     @property
     def num_layers(self) -> int:
