@@ -18,6 +18,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from robustdistiller.evaluate.probe_tasks import probe_task_for_metric  # noqa: E402
 from robustdistiller.evaluate.results import Results  # noqa: E402
 from robustdistiller.evaluate.rows import DistortionRow  # noqa: E402
 
@@ -68,7 +69,7 @@ def _clean_scores(results: Results) -> dict[tuple[str, str], float]:
 
 def _metric_label(results: Results, task: str) -> str:
     metric = next((t["metric"] for t in results.tasks if t["name"] == task), "accuracy")
-    return "accuracy" if metric == "accuracy" else "error rate"
+    return probe_task_for_metric(metric).metric_label
 
 
 def _curve_plots(results: Results, out_dir: Path, kind: str, key: str, xlabel: str, prefix: str) -> list[Path]:

@@ -13,7 +13,7 @@ import logging
 from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import torch
 import torch.nn.functional as F
@@ -104,7 +104,7 @@ class UtteranceTask(ProbeTask):
                 raise ValueError(f"{name}[{i}]: utterance labels must be ints >= 0, got {lab!r}")
 
     def largest_label(self, labels: Labels) -> int:
-        return max(labels, default=0)  # type: ignore[type-var]
+        return max(cast(Sequence[int], labels), default=0)
 
     def head(self, num_layers: int, dim: int, num_classes: int, hidden: int, layer_norm: bool) -> nn.Module:
         return UtteranceClassifier(num_layers, dim, num_classes, hidden, layer_norm)
@@ -121,7 +121,7 @@ class UtteranceTask(ProbeTask):
 
     def chance(self, labels: Labels) -> float | None:
         """Accuracy of always answering the most frequent class of ``labels``."""
-        return max(Counter(labels).values()) / len(labels)  # type: ignore[arg-type]
+        return max(Counter(cast(Sequence[int], labels)).values()) / len(labels)
 
 
 class CTCTask(ProbeTask):
@@ -133,15 +133,15 @@ class CTCTask(ProbeTask):
     higher_is_better = False
 
     def check_labels(self, labels: Labels, name: str) -> None:
-        for i, lab in enumerate(labels):
-            if isinstance(lab, (str, bytes)) or not all(isinstance(t, int) and t >= 1 for t in lab):  # type: ignore[union-attr]
+        for i, lab in enumerate(cast(Sequence[Any], labels)):  # checked here: anything may come in
+            if isinstance(lab, (str, bytes)) or not all(isinstance(t, int) and t >= 1 for t in lab):
                 raise ValueError(f"{name}[{i}]: CTC labels must be sequences of ints >= 1 (0 is blank), got {lab!r}")
 
     def largest_label(self, labels: Labels) -> int:
-        return max((t for lab in labels for t in lab), default=0)  # type: ignore[union-attr]
+        return max((t for lab in cast(Sequence[Sequence[int]], labels) for t in lab), default=0)
 
     def check_training_set(self, feats: Sequence[Tensor], labels: Labels) -> None:
-        short = sum(f.shape[1] < len(lab) for f, lab in zip(feats, labels))  # type: ignore[arg-type]
+        short = sum(f.shape[1] < len(lab) for f, lab in zip(feats, cast(Sequence[Sequence[int]], labels)))
         if short:
             log.warning("%d training utterances have fewer frames than labels; CTC ignores them", short)
 
@@ -163,7 +163,7 @@ class CTCTask(ProbeTask):
         return CTCProbe.greedy_decode(out, frame_lengths)
 
     def score(self, predictions: Sequence[Any], labels: Labels) -> float:
-        return error_rate(predictions, labels)
+        return error_rate(predictions, cast(Sequence[Sequence[int]], labels))
 
     def chance(self, labels: Labels) -> float | None:
         return None  # no constant transcript is a meaningful floor for an error rate

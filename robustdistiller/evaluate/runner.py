@@ -142,9 +142,9 @@ def _score_conditions(scorers: Sequence[Scorer], entries: Sequence[ModelUnderTes
 
 def _score_models(scorers: Sequence[Scorer], entries: Sequence[ModelUnderTest], ctx: ScoringContext,
                   results: Results) -> None:
-    """Every scorer's condition-independent rows, model by model."""
-    for scorer in scorers:
-        for entry in tqdm(entries, desc=scorer.name, unit="model", disable=None, leave=False):
+    """Every scorer's condition-independent rows (efficiency, real enhancement pairs), model by model."""
+    for entry in tqdm(entries, desc="per-model scores", unit="model", disable=None):
+        for scorer in scorers:
             results.add(scorer.name, scorer.score_model(entry, ctx))
 
 

@@ -10,10 +10,25 @@ from torch import nn
 from robustdistiller.evaluate.conditions import CLEAN, Condition
 from robustdistiller.evaluate.heads import CTCProbe, UtteranceClassifier
 from robustdistiller.evaluate.models import ModelUnderTest
-from robustdistiller.evaluate.probe_tasks import CTCTask, UtteranceTask, probe_task, probe_task_for_metric
+from robustdistiller.evaluate.probe_tasks import (
+    CTCTask,
+    UtteranceTask,
+    probe_task,
+    probe_task_for_metric,
+)
 from robustdistiller.evaluate.results import Results
-from robustdistiller.evaluate.rows import DistortionRow, EfficiencyRow, EnhancementRow, HeadlineRow, ProbeRow
-from robustdistiller.evaluate.scorers import DistortionScorer, EnhancementScorer, Observation
+from robustdistiller.evaluate.rows import (
+    DistortionRow,
+    EfficiencyRow,
+    EnhancementRow,
+    HeadlineRow,
+    ProbeRow,
+)
+from robustdistiller.evaluate.scorers import (
+    DistortionScorer,
+    EnhancementScorer,
+    Observation,
+)
 
 # The columns of results.json / tables/*.csv as other tools read them, in file order.
 COLUMNS = {

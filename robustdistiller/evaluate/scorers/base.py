@@ -95,10 +95,10 @@ class Scorer(ABC):
 
     name: ClassVar[str]
 
-    def score(self, entry: ModelUnderTest, seen: Observation, ctx: ScoringContext) -> list[ResultRow]:
+    def score(self, entry: ModelUnderTest, seen: Observation, ctx: ScoringContext) -> Sequence[ResultRow]:
         """Rows for ``entry`` under one condition."""
         return []
 
-    def score_model(self, entry: ModelUnderTest, ctx: ScoringContext) -> list[ResultRow]:
+    def score_model(self, entry: ModelUnderTest, ctx: ScoringContext) -> Sequence[ResultRow]:
         """Rows for ``entry`` that do not depend on a condition."""
         return []
