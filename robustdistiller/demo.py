@@ -39,6 +39,7 @@ from robustdistiller.data.recordings import RECORDINGS_DIR, read_index
 from robustdistiller.evaluate.conditions import ConditionConfig
 from robustdistiller.evaluate.report import Block, Bullets, Code, Heading, Paragraph, Table
 from robustdistiller.evaluate.results import Results, mean_of
+from robustdistiller.evaluate.rows import HeadlineRow
 from robustdistiller.evaluate.runner import EvaluateOptions, evaluate, quick_options
 from robustdistiller.evaluate.tasks import shipped_speaker_tasks
 from robustdistiller.train.recipe import DistillRecipe, resolve_recipe
@@ -202,13 +203,13 @@ DROP_KEYS = ("drop_above_chance", "noise_drop_above_chance", "reverb_drop_above_
 def seed_means(results: Results) -> dict[tuple[str, str], dict[str, Any]]:
     """(task, model kind) -> clean score, drops above chance (all / noise / reverberation) and the
     corrupted means, each averaged over the seeds (headline rows), plus ``seeds`` = how many."""
-    grouped: dict[tuple[str, str], list[dict]] = defaultdict(list)
+    grouped: dict[tuple[str, str], list[HeadlineRow]] = defaultdict(list)
     for h in results.headline:
-        kind = kind_of(h["model"])
+        kind = kind_of(h.model)
         if kind is not None:
-            grouped[(h["task"], kind)].append(h)
+            grouped[(h.task, kind)].append(h)
     keys = ("clean", "mean_corrupted", "mean_noise", "mean_reverb", "chance", *DROP_KEYS)
-    return {k: {**{key: mean_of([r.get(key) for r in rows]) for key in keys}, "seeds": len(rows)}
+    return {k: {**{key: mean_of([r[key] for r in rows]) for key in keys}, "seeds": len(rows)}
             for k, rows in grouped.items()}
 
 

@@ -14,12 +14,11 @@ from robustdistiller.evaluate.metrics import (
     snr_db,
     stoi,
 )
+from robustdistiller.evaluate.heads import CTCProbe, UtteranceClassifier, WeightedLayerSum
+from robustdistiller.evaluate.probe_tasks import CTCTask, ProbeTask, UtteranceTask, probe_task
 from robustdistiller.evaluate.probes import (
-    CTCProbe,
     ProbeConfig,
     TrainedProbe,
-    UtteranceClassifier,
-    WeightedLayerSum,
     cached_features,
     evaluate_probe,
     extract_features,
@@ -29,10 +28,13 @@ from robustdistiller.evaluate.probes import (
 
 __all__ = [
     "CTCProbe",
+    "CTCTask",
     "DistortionMeter",
     "ProbeConfig",
+    "ProbeTask",
     "TrainedProbe",
     "UtteranceClassifier",
+    "UtteranceTask",
     "WeightedLayerSum",
     "accuracy",
     "cached_features",
@@ -45,6 +47,7 @@ __all__ = [
     "layer_distortion",
     "peak_memory_mb",
     "pesq_wb",
+    "probe_task",
     "real_time_factor",
     "si_snr",
     "si_snr_improvement",

@@ -18,7 +18,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from robustdistiller.evaluate.probe_tasks import probe_task_for_metric  # noqa: E402
 from robustdistiller.evaluate.results import Results  # noqa: E402
+from robustdistiller.evaluate.rows import DistortionRow  # noqa: E402
 
 
 def slug(text: str) -> str:
@@ -50,9 +52,9 @@ def _probe_curves(results: Results, kind: str, key: str) -> dict[str, dict[str, 
     conds = _kinds(results)
     out: dict[str, dict[str, dict[float, list[float]]]] = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
     for p in results.probes:
-        c = conds.get(p["condition"])
-        if c is not None and c["kind"] == kind and p["value"] is not None:
-            out[p["task"]][seed_group(p["model"])][float(c[key])].append(p["value"])
+        c = conds.get(p.condition)
+        if c is not None and c["kind"] == kind and p.value is not None:
+            out[p.task][seed_group(p.model)][float(c[key])].append(p.value)
     return out
 
 
@@ -60,14 +62,14 @@ def _clean_scores(results: Results) -> dict[tuple[str, str], float]:
     """(model seed group, task) -> clean score, the mean over the group's seeds."""
     scores: dict[tuple[str, str], list[float]] = defaultdict(list)
     for p in results.probes:
-        if p["condition"] == "clean" and p["value"] is not None:
-            scores[(seed_group(p["model"]), p["task"])].append(p["value"])
+        if p.condition == "clean" and p.value is not None:
+            scores[(seed_group(p.model), p.task)].append(p.value)
     return {k: float(np.mean(v)) for k, v in scores.items()}
 
 
 def _metric_label(results: Results, task: str) -> str:
     metric = next((t["metric"] for t in results.tasks if t["name"] == task), "accuracy")
-    return "accuracy" if metric == "accuracy" else "error rate"
+    return probe_task_for_metric(metric).metric_label
 
 
 def _curve_plots(results: Results, out_dir: Path, kind: str, key: str, xlabel: str, prefix: str) -> list[Path]:
@@ -103,17 +105,17 @@ def plot_distortion_heatmaps(results: Results, out_dir: Path) -> list[Path]:
     """Per model: cosine similarity of each hidden state, corrupted vs its own clean output
     (rows: conditions, columns: hidden-state index)."""
     paths = []
-    by_model: dict[str, list[dict]] = defaultdict(list)
+    by_model: dict[str, list[DistortionRow]] = defaultdict(list)
     for row in results.distortion:
-        if row["reference"] == "self_clean":
-            by_model[row["model"]].append(row)
+        if row.reference == "self_clean":
+            by_model[row.model].append(row)
     for model, rows in by_model.items():
-        conditions = list(dict.fromkeys(r["condition"] for r in rows))
-        layers = sorted({r["index_a"] for r in rows})
+        conditions = list(dict.fromkeys(r.condition for r in rows))
+        layers = sorted({r.index_a for r in rows})
         grid = np.full((len(conditions), len(layers)), np.nan)
-        labels = {r["index_a"]: r["layer"] for r in rows}
+        labels = {r.index_a: r.layer for r in rows}
         for r in rows:
-            grid[conditions.index(r["condition"]), layers.index(r["index_a"])] = r["cosine"]
+            grid[conditions.index(r.condition), layers.index(r.index_a)] = r.cosine
         fig, ax = plt.subplots(figsize=(max(5.0, 2.5 + 0.45 * len(layers)), max(2.8, 1.6 + 0.25 * len(conditions))))
         image = ax.imshow(grid, aspect="auto", cmap="viridis", vmin=np.nanmin(grid), vmax=1.0)
         ax.set_xticks(range(len(layers)), [labels[i] for i in layers], rotation=60, ha="right", fontsize=7)
@@ -130,11 +132,11 @@ def plot_teacher_distortion(results: Results, out_dir: Path) -> list[Path]:
     conds = _kinds(results)
     points: dict[str, dict[float, list[tuple[float, float]]]] = defaultdict(lambda: defaultdict(list))
     for r in results.distortion:
-        c = conds.get(r["condition"])
-        if r["reference"] != "teacher_clean" or c is None or c["kind"] not in ("noise", "clean"):
+        c = conds.get(r.condition)
+        if r.reference != "teacher_clean" or c is None or c["kind"] not in ("noise", "clean"):
             continue
         x = float("inf") if c["kind"] == "clean" else float(c["snr_db"])
-        points[r["model"]][x].append((r["l1"], r["cosine"]))
+        points[r.model][x].append((r.l1, r.cosine))
     if not points:
         return []
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))

@@ -1,4 +1,4 @@
-"""SUPERB-style probes on a frozen upstream: cached features, weighted layer sum, small heads.
+"""SUPERB-style probes on a frozen upstream: cached features, probe training and scoring.
 
 An *upstream* is any object with ``extract(wavs [B, L], lengths [B]) -> list[Tensor[B, T, D]]`` and,
 optionally, ``frame_lengths(lengths [B]) -> Tensor[B]``. Its hidden states are extracted once per
@@ -7,7 +7,9 @@ cached on disk under a content hash of (model state, condition, audio). Probes t
 tensors only, so a whole condition sweep costs one upstream pass per condition.
 
 Labels are integers: class ids for ``task="utterance"``; token ids ``1..num_classes-1`` for
-``task="ctc"`` (0 is the CTC blank).
+``task="ctc"`` (0 is the CTC blank). What differs between the two (head, loss, decoding, metric) is
+the task's strategy in :mod:`robustdistiller.evaluate.probe_tasks`; the heads are in
+:mod:`robustdistiller.evaluate.heads`.
 """
 
 from __future__ import annotations
@@ -22,14 +24,12 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from robustdistiller.atomic import atomic_write
 from robustdistiller.config import from_dict
-from robustdistiller.evaluate.metrics import accuracy, error_rate
-from robustdistiller.models.conv import DEFAULT_CONV_LAYERS, conv_output_lengths, lengths_to_mask, parse_conv_layers
+from robustdistiller.evaluate.probe_tasks import Labels, ProbeTask, probe_task
+from robustdistiller.models.conv import DEFAULT_CONV_LAYERS, conv_output_lengths, parse_conv_layers
 
 log = logging.getLogger(__name__)
 
@@ -188,80 +188,6 @@ def cached_features(
     return feats
 
 
-# ----------------------------------------------------------------------------------- models
-
-
-class WeightedLayerSum(nn.Module):
-    """Softmax-weighted sum of stacked hidden states, weights starting uniform (s3prl Featurizer)."""
-
-    def __init__(self, num_layers: int, layer_norm: bool = False) -> None:
-        super().__init__()
-        self.weights = nn.Parameter(torch.zeros(num_layers))
-        self.layer_norm = layer_norm
-
-    def forward(self, feats: Tensor) -> Tensor:
-        """[B, L, T, D] -> [B, T, D]."""
-        if feats.shape[1] != self.weights.shape[0]:
-            raise ValueError(f"expected {self.weights.shape[0]} layers, got {feats.shape[1]}")
-        if self.layer_norm:
-            feats = F.layer_norm(feats, feats.shape[-1:])
-        return torch.einsum("l,bltd->btd", torch.softmax(self.weights, dim=0), feats)
-
-    def layer_weights(self) -> list[float]:
-        return torch.softmax(self.weights.detach(), dim=0).tolist()
-
-
-class UtteranceClassifier(nn.Module):
-    """Weighted layer sum -> mean over valid frames -> linear (``hidden=0``) or 1-hidden-layer MLP."""
-
-    def __init__(self, num_layers: int, dim: int, num_classes: int, hidden: int = 0, layer_norm: bool = False):
-        super().__init__()
-        self.featurizer = WeightedLayerSum(num_layers, layer_norm)
-        if hidden > 0:
-            self.head: nn.Module = nn.Sequential(nn.Linear(dim, hidden), nn.ReLU(), nn.Linear(hidden, num_classes))
-        else:
-            self.head = nn.Linear(dim, num_classes)
-
-    def forward(self, feats: Tensor, frame_lengths: Tensor) -> Tensor:
-        """[B, L, T, D], [B] -> logits [B, C]."""
-        x = self.featurizer(feats)
-        mask = lengths_to_mask(frame_lengths, x.shape[1]).unsqueeze(-1).to(x.dtype)
-        pooled = (x * mask).sum(1) / mask.sum(1).clamp(min=1.0)
-        return self.head(pooled)
-
-
-class CTCProbe(nn.Module):
-    """Weighted layer sum -> BiLSTM (``hidden`` units per direction) or linear -> CTC log-probs.
-
-    Output index 0 is the blank.
-    """
-
-    def __init__(self, num_layers: int, dim: int, num_classes: int, hidden: int = 0, layer_norm: bool = False):
-        super().__init__()
-        self.featurizer = WeightedLayerSum(num_layers, layer_norm)
-        self.lstm = nn.LSTM(dim, hidden, batch_first=True, bidirectional=True) if hidden > 0 else None
-        self.out = nn.Linear(2 * hidden if hidden > 0 else dim, num_classes)
-
-    def forward(self, feats: Tensor, frame_lengths: Tensor) -> Tensor:
-        """[B, L, T, D], [B] -> log-probabilities [B, T, C]."""
-        x = self.featurizer(feats)
-        if self.lstm is not None:
-            # Packing keeps padding out of the backward direction's state.
-            packed = pack_padded_sequence(x, frame_lengths.cpu(), batch_first=True, enforce_sorted=False)
-            x, _ = pad_packed_sequence(self.lstm(packed)[0], batch_first=True, total_length=x.shape[1])
-        return F.log_softmax(self.out(x), dim=-1)
-
-    @staticmethod
-    def greedy_decode(log_probs: Tensor, frame_lengths: Tensor) -> list[list[int]]:
-        """Best path: argmax per frame, merge repeats, drop blanks."""
-        best = log_probs.argmax(-1).cpu()
-        out = []
-        for row, n in zip(best, frame_lengths.tolist()):
-            tokens = torch.unique_consecutive(row[:n]).tolist()
-            out.append([t for t in tokens if t != 0])
-        return out
-
-
 # --------------------------------------------------------------------------------- training
 
 
@@ -269,7 +195,7 @@ class CTCProbe(nn.Module):
 class ProbeConfig:
     """Probe hyper-parameters (SUPERB-like defaults scaled down for small probes)."""
 
-    task: Literal["utterance", "ctc"] = "utterance"
+    task: Literal["utterance", "ctc"] = "utterance"  # the probe task kind (evaluate.probe_tasks)
     epochs: int = 30
     lr: float = 1e-3
     weight_decay: float = 0.0
@@ -286,36 +212,34 @@ class ProbeConfig:
         if self.lr <= 0 or self.weight_decay < 0 or self.hidden < 0:
             raise ValueError("lr must be > 0; weight_decay and hidden must be >= 0")
 
-
-Labels = Sequence[int] | Sequence[Sequence[int]]
+    @property
+    def probe_task(self) -> ProbeTask:
+        return probe_task(self.task)
 
 
 @dataclass
 class TrainedProbe:
     """A trained probe plus what the report needs about its training."""
 
-    model: UtteranceClassifier | CTCProbe
+    model: nn.Module  # the head of ``config.probe_task``
     config: ProbeConfig
     num_classes: int
     best_epoch: int  # 1-based epoch whose weights were kept
     epochs_run: int
-    val_metric: float  # validation accuracy (utterance) or error rate (ctc) of the kept weights
+    val_metric: float  # validation metric (accuracy / error rate) of the kept weights
     history: list[dict[str, float]] = field(default_factory=list)
 
     @property
     def layer_weights(self) -> list[float]:
-        return self.model.featurizer.layer_weights()
+        return self.model.featurizer.layer_weights()  # type: ignore[union-attr, operator]
 
     @torch.no_grad()
-    def predict(self, feats: Sequence[Tensor]) -> list[int] | list[list[int]]:
+    def predict(self, feats: Sequence[Tensor]) -> list[Any]:
+        """One prediction per utterance (features ``[L, T_i, D]`` each): a class id or a token list."""
         self.model.eval()
         preds: list[Any] = []
         for x, lengths in _batches(feats, self.config.batch_size, self.config.device):
-            out = self.model(x, lengths)
-            if self.config.task == "utterance":
-                preds.extend(out.argmax(-1).tolist())
-            else:
-                preds.extend(CTCProbe.greedy_decode(out, lengths))
+            preds.extend(self.config.probe_task.decode(self.model(x, lengths), lengths))
         return preds
 
 
@@ -329,18 +253,14 @@ def _check_feats(feats: Sequence[Tensor], name: str) -> tuple[int, int]:
     return layers, dim
 
 
-def _check_labels(labels: Labels, n: int, task: str, name: str) -> None:
+def _check_labels(labels: Labels, n: int, task: ProbeTask, name: str) -> None:
     if len(labels) != n:
         raise ValueError(f"{name}: {len(labels)} labels for {n} utterances")
-    for i, lab in enumerate(labels):
-        if task == "utterance":
-            if not isinstance(lab, int) or lab < 0:
-                raise ValueError(f"{name}[{i}]: utterance labels must be ints >= 0, got {lab!r}")
-        elif isinstance(lab, (str, bytes)) or not all(isinstance(t, int) and t >= 1 for t in lab):
-            raise ValueError(f"{name}[{i}]: CTC labels must be sequences of ints >= 1 (0 is blank), got {lab!r}")
+    task.check_labels(labels, name)
 
 
 def _collate(feats: Sequence[Tensor], device: str | torch.device) -> tuple[Tensor, Tensor]:
+    """``[B, L, T_max, D]`` float32 (zero-padded) and frame lengths ``[B]`` from ``[L, T_i, D]`` features."""
     lengths = torch.tensor([f.shape[1] for f in feats])
     layers, dim = feats[0].shape[0], feats[0].shape[2]
     x = torch.zeros(len(feats), layers, int(lengths.max()), dim)
@@ -354,30 +274,45 @@ def _batches(feats: Sequence[Tensor], batch_size: int, device: str | torch.devic
         yield _collate(feats[start : start + batch_size], device)
 
 
-def _loss(model: nn.Module, task: str, x: Tensor, lengths: Tensor, labels: list[Any]) -> Tensor:
-    out = model(x, lengths)
-    if task == "utterance":
-        return F.cross_entropy(out, torch.tensor(labels, device=out.device))
-    targets = torch.tensor([t for lab in labels for t in lab], dtype=torch.long, device=out.device)
-    target_lengths = torch.tensor([len(lab) for lab in labels], device=out.device)
-    # zero_infinity: an utterance too short for its transcript contributes nothing instead of inf.
-    return F.ctc_loss(out.transpose(0, 1), targets, lengths, target_lengths, blank=0, zero_infinity=True)
-
-
 @torch.no_grad()
 def _validate(probe: TrainedProbe, feats: Sequence[Tensor], labels: Labels) -> tuple[float, float]:
     """(metric, mean loss) on a labelled set."""
     probe.model.eval()
-    cfg = probe.config
+    cfg, task = probe.config, probe.config.probe_task
     total, count = 0.0, 0
     for start in range(0, len(feats), cfg.batch_size):
         x, lengths = _collate(feats[start : start + cfg.batch_size], cfg.device)
         batch_labels = list(labels[start : start + cfg.batch_size])
-        total += float(_loss(probe.model, cfg.task, x, lengths, batch_labels)) * len(batch_labels)
+        total += float(task.loss(probe.model(x, lengths), lengths, batch_labels)) * len(batch_labels)
         count += len(batch_labels)
-    preds = probe.predict(feats)
-    metric = accuracy(preds, labels) if cfg.task == "utterance" else error_rate(preds, labels)
-    return metric, total / count
+    return task.score(probe.predict(feats), labels), total / count
+
+
+def _num_classes(task: ProbeTask, labels: Labels, num_classes: int | None) -> int:
+    """``num_classes``, by default 1 + the largest label (for CTC that includes the blank); checked against the labels."""
+    seen = task.largest_label(labels)
+    classes = num_classes if num_classes is not None else seen + 1
+    if classes <= seen:
+        raise ValueError(f"num_classes={classes} but a label {seen} occurs")
+    return classes
+
+
+def _train_epoch(probe: TrainedProbe, optimizer: torch.optim.Optimizer, generator: torch.Generator,
+                 feats: Sequence[Tensor], labels: Labels) -> float:
+    """One pass over the training set in a seeded order; returns the mean training loss."""
+    model, cfg = probe.model, probe.config
+    model.train()
+    order = torch.randperm(len(feats), generator=generator).tolist()
+    total = 0.0
+    for start in range(0, len(order), cfg.batch_size):
+        idx = order[start : start + cfg.batch_size]
+        x, lengths = _collate([feats[i] for i in idx], cfg.device)
+        loss = cfg.probe_task.loss(model(x, lengths), lengths, [labels[i] for i in idx])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        total += loss.item() * len(idx)
+    return total / len(order)
 
 
 def train_probe(
@@ -392,59 +327,43 @@ def train_probe(
 ) -> TrainedProbe:
     """Train a probe on cached features with a fixed seed and early stopping on the validation set.
 
-    ``config`` fields may also be given as keywords (``task="ctc", epochs=20, ...``), checked
-    strictly. ``num_classes`` defaults to 1 + the largest label seen (for CTC, that includes the
-    blank). Improvement means a better validation metric, or an equal metric with a lower loss
-    (so a CTC probe still emitting only blanks keeps training while its loss falls).
+    Args:
+        train_feats, val_feats: per utterance ``[L, T_i, D]`` (same L and D everywhere).
+        train_labels, val_labels: one label per utterance, as ``config.task`` expects.
+        config: fields may also be given as keywords (``task="ctc", epochs=20, ...``), checked strictly.
+        num_classes: default 1 + the largest label seen (for CTC, that includes the blank).
+    Returns:
+        The probe with the weights of its best validation epoch. Improvement means a better
+        validation metric, or an equal metric with a lower loss (so a CTC probe still emitting only
+        blanks keeps training while its loss falls).
     """
     base = dataclasses.asdict(config) if config is not None else {}
     cfg = from_dict(ProbeConfig, {**base, **overrides})
+    task = cfg.probe_task
     layers, dim = _check_feats(train_feats, "train_feats")
     if _check_feats(val_feats, "val_feats") != (layers, dim):
         raise ValueError("val_feats and train_feats differ in layer count or dimension")
-    _check_labels(train_labels, len(train_feats), cfg.task, "train_labels")
-    _check_labels(val_labels, len(val_feats), cfg.task, "val_labels")
-    if cfg.task == "ctc":
-        seen = max((t for lab in [*train_labels, *val_labels] for t in lab), default=0)
-        short = sum(f.shape[1] < len(lab) for f, lab in zip(train_feats, train_labels))
-        if short:
-            log.warning("%d training utterances have fewer frames than labels; CTC ignores them", short)
-    else:
-        seen = max([*train_labels, *val_labels])
-    classes = num_classes if num_classes is not None else seen + 1
-    if classes <= seen:
-        raise ValueError(f"num_classes={classes} but a label {seen} occurs")
+    _check_labels(train_labels, len(train_feats), task, "train_labels")
+    _check_labels(val_labels, len(val_feats), task, "val_labels")
+    task.check_training_set(train_feats, train_labels)
+    classes = _num_classes(task, [*train_labels, *val_labels], num_classes)
 
     # Initialise from the seed without disturbing the caller's global RNG state.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
-        head_cls = UtteranceClassifier if cfg.task == "utterance" else CTCProbe
-        model = head_cls(layers, dim, classes, cfg.hidden, cfg.layer_norm).to(cfg.device)
+        model = task.head(layers, dim, classes, cfg.hidden, cfg.layer_norm).to(cfg.device)
     probe = TrainedProbe(model, cfg, classes, best_epoch=0, epochs_run=0, val_metric=float("nan"))
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     generator = torch.Generator().manual_seed(cfg.seed)
-    sign = 1.0 if cfg.task == "utterance" else -1.0  # accuracy up is better, error rate down
     best: tuple[float, float] | None = None
     best_state = copy.deepcopy(model.state_dict())
     stale = 0
     for epoch in range(1, cfg.epochs + 1):
-        model.train()
-        order = torch.randperm(len(train_feats), generator=generator).tolist()
-        train_loss = 0.0
-        for start in range(0, len(order), cfg.batch_size):
-            idx = order[start : start + cfg.batch_size]
-            x, lengths = _collate([train_feats[i] for i in idx], cfg.device)
-            loss = _loss(model, cfg.task, x, lengths, [train_labels[i] for i in idx])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            train_loss += loss.item() * len(idx)
+        train_loss = _train_epoch(probe, optimizer, generator, train_feats, train_labels)
         metric, val_loss = _validate(probe, val_feats, val_labels)
-        probe.history.append(
-            {"epoch": epoch, "train_loss": train_loss / len(order), "val_loss": val_loss, "val_metric": metric}
-        )
+        probe.history.append({"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "val_metric": metric})
         probe.epochs_run = epoch
-        score = (sign * metric, -val_loss)
+        score = (task.improvement_key(metric), -val_loss)
         if best is None or score > best:
             best, stale = score, 0
             best_state = copy.deepcopy(model.state_dict())
@@ -455,21 +374,17 @@ def train_probe(
                 break
     model.load_state_dict(best_state)
     model.eval()
-    log.info(
-        "probe (%s) kept epoch %d of %d, validation %s %.4f",
-        cfg.task, probe.best_epoch, probe.epochs_run,
-        "accuracy" if cfg.task == "utterance" else "error rate", probe.val_metric,
-    )
+    log.info("probe (%s) kept epoch %d of %d, validation %s %.4f",
+             cfg.task, probe.best_epoch, probe.epochs_run, task.metric_label, probe.val_metric)
     return probe
 
 
 def evaluate_probe(probe: TrainedProbe, feats: Sequence[Tensor], labels: Labels) -> dict[str, float | int]:
-    """``{"accuracy": a, "n": n}`` (utterance) or ``{"error_rate": e, "n": n}`` (ctc) on ``feats``."""
+    """``{metric: value, "n": n}`` on ``feats`` (``[L, T_i, D]`` each): ``accuracy`` for utterance
+    probes, ``error_rate`` for CTC probes."""
     layers, _ = _check_feats(feats, "feats")
     if layers != len(probe.layer_weights):
         raise ValueError(f"feats have {layers} layers; the probe was trained on {len(probe.layer_weights)}")
-    _check_labels(labels, len(feats), probe.config.task, "labels")
-    preds = probe.predict(feats)
-    if probe.config.task == "utterance":
-        return {"accuracy": accuracy(preds, labels), "n": len(feats)}
-    return {"error_rate": error_rate(preds, labels), "n": len(feats)}
+    task = probe.config.probe_task
+    _check_labels(labels, len(feats), task, "labels")
+    return {task.metric: task.score(probe.predict(feats), labels), "n": len(feats)}

@@ -18,6 +18,7 @@ from typing import Any
 
 from robustdistiller.evaluate.plots import all_plots, caption
 from robustdistiller.evaluate.results import Results
+from robustdistiller.evaluate.rows import DistortionRow
 
 
 @dataclass(frozen=True)
@@ -109,9 +110,9 @@ def _headline_blocks(results: Results) -> list[Block]:
     if not results.headline:
         return []
     rows = [
-        (h["model"], h["task"], h["metric"], h.get("chance"), h["clean"], h["mean_corrupted"], h["mean_noise"],
-         h["mean_reverb"], None if h["relative_drop"] is None else f"{100 * h['relative_drop']:.1f}",
-         h.get("drop_above_chance"), h["parameters"], h["rtf_1_thread"])
+        (h.model, h.task, h.metric, h.chance, h.clean, h.mean_corrupted, h.mean_noise,
+         h.mean_reverb, None if h.relative_drop is None else f"{100 * h.relative_drop:.1f}",
+         h.drop_above_chance, h.parameters, h.rtf_1_thread)
         for h in results.headline
     ]
     return [
@@ -127,18 +128,18 @@ def _headline_blocks(results: Results) -> list[Block]:
 
 def _probe_blocks(results: Results) -> list[Block]:
     blocks: list[Block] = []
-    models = list(dict.fromkeys(p["model"] for p in results.probes))
-    for task in dict.fromkeys(p["task"] for p in results.probes):
-        value = {(p["model"], p["condition"]): p for p in results.probes if p["task"] == task}
+    models = list(dict.fromkeys(p.model for p in results.probes))
+    for task in dict.fromkeys(p.task for p in results.probes):
+        value = {(p.model, p.condition): p for p in results.probes if p.task == task}
         rows = []
         for c in results.conditions:
             cells: list[Any] = [c["id"]]
             for m in models:
                 p = value.get((m, c["id"]))
-                cells.append("-" if p is None else f"{fmt(p['value'])} ({fmt(-p['degradation'], 3)})"
-                             if c["id"] != "clean" else fmt(p["value"]))
+                cells.append("-" if p is None else f"{fmt(p.value)} ({fmt(-p.degradation, 3)})"
+                             if c["id"] != "clean" else fmt(p.value))
             rows.append(cells)
-        metric = next(p["metric"] for p in results.probes if p["task"] == task)
+        metric = next(p.metric for p in results.probes if p.task == task)
         blocks += [Heading(f"Probe {metric}: {task}", 3),
                    Paragraph("In brackets: difference from clean, signed so that negative is worse."),
                    Table(("condition", *models), tuple(tuple(r) for r in rows))]
@@ -146,9 +147,9 @@ def _probe_blocks(results: Results) -> list[Block]:
 
 
 def _distortion_blocks(results: Results) -> list[Block]:
-    rows_by: dict[tuple[str, str, str], list[dict]] = defaultdict(list)
+    rows_by: dict[tuple[str, str, str], list[DistortionRow]] = defaultdict(list)
     for r in results.distortion:
-        rows_by[(r["model"], r["reference"], r["condition"])].append(r)
+        rows_by[(r.model, r.reference, r.condition)].append(r)
     if not rows_by:
         return []
     models = list(dict.fromkeys(k[0] for k in rows_by))
@@ -169,8 +170,8 @@ def _distortion_blocks(results: Results) -> list[Block]:
                 got = rows_by.get((m, reference, c["id"]))
                 if got:
                     present = True
-                    cells.append(f"{fmt(sum(r['l1'] for r in got) / len(got))} / "
-                                 f"{fmt(sum(r['cosine'] for r in got) / len(got))}")
+                    cells.append(f"{fmt(sum(r.l1 for r in got) / len(got))} / "
+                                 f"{fmt(sum(r.cosine for r in got) / len(got))}")
                 else:
                     cells.append("-")
             if present:
@@ -183,8 +184,8 @@ def _distortion_blocks(results: Results) -> list[Block]:
 def _enhancement_blocks(results: Results) -> list[Block]:
     if not results.enhancement:
         return []
-    rows = [(e["model"], e["dataset"], e["condition"], e["n"], e["noisy_pesq_wb"], e["pesq_wb"], e["noisy_stoi"],
-             e["stoi"], e["si_snr_improvement"]) for e in results.enhancement]
+    rows = [(e.model, e.dataset, e.condition, e.n, e.noisy_pesq_wb, e.pesq_wb, e.noisy_stoi,
+             e.stoi, e.si_snr_improvement) for e in results.enhancement]
     return [Heading("Speech enhancement"),
             Paragraph("Enhancement heads applied to corrupted audio, scored against the clean signal "
                       "(means over utterances; '-' where the metric could not be computed)."),
@@ -195,8 +196,8 @@ def _enhancement_blocks(results: Results) -> list[Block]:
 def _efficiency_blocks(results: Results) -> list[Block]:
     if not results.efficiency:
         return []
-    rows = [(e["model"], e["parameters"], None if e["macs_per_second"] is None else e["macs_per_second"] / 1e9,
-             e["rtf_1_thread"], e["rtf_2_threads"], e["peak_memory_mb"]) for e in results.efficiency]
+    rows = [(e.model, e.parameters, None if e.macs_per_second is None else e.macs_per_second / 1e9,
+             e.rtf_1_thread, e.rtf_2_threads, e.peak_memory_mb) for e in results.efficiency]
     return [Heading("Efficiency"),
             Paragraph("CPU, one forward pass of the upstream. GMACs per second of audio; real-time factor = "
                       "compute time / audio duration (median); peak memory = resident-set growth while loading the "

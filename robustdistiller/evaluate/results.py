@@ -1,6 +1,8 @@
 """The evaluation's results: one JSON document (``results.json``) plus flat CSV tables.
 
-Schema (``SCHEMA_VERSION`` 1; every list holds flat rows so each one is also a CSV table)::
+Schema (``SCHEMA_VERSION`` 1; every list holds flat rows so each one is also a CSV table; the rows of
+probes, distortion, enhancement, efficiency and headline are typed in memory, see
+:mod:`robustdistiller.evaluate.rows`, and written as these records, columns in this order)::
 
     schema            "robustdistiller.evaluation"
     version           1
@@ -13,7 +15,7 @@ Schema (``SCHEMA_VERSION`` 1; every list holds flat rows so each one is also a C
     probes            [{model, task, condition, metric, value, degradation, n, train_on, best_epoch,
                         val_metric, layer_weights}]    degradation = how much worse than clean (>= 0 is worse):
                                                        clean - value for accuracy, value - clean for error rate
-    distortion        [{model, condition, reference, layer, index_a, index_b, l1, cosine, frames}]
+    distortion        [{model, condition, reference, index_a, index_b, l1, cosine, frames, layer}]
                         reference: "self_clean" (model(corrupted) vs model(clean), every hidden state) or
                         "teacher_clean" (student heads on corrupted audio vs the teacher's target layers on
                         clean audio; for a teacher, its own layers)
@@ -35,21 +37,40 @@ import csv
 import datetime as _dt
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from robustdistiller import __version__
+from robustdistiller.evaluate.probe_tasks import probe_task_for_metric
+from robustdistiller.evaluate.rows import (
+    DistortionRow,
+    EfficiencyRow,
+    EnhancementRow,
+    HeadlineRow,
+    ProbeRow,
+    ResultRow,
+)
 
 SCHEMA_NAME = "robustdistiller.evaluation"
 SCHEMA_VERSION = 1
 TABLES = ("models", "conditions", "tasks", "probes", "distortion", "enhancement", "efficiency", "headline", "skipped")
 
 Row = dict[str, Any]
+# Tables of typed rows (the others describe the setup and stay plain records).
+ROW_TYPES: dict[str, type[ResultRow]] = {"probes": ProbeRow, "distortion": DistortionRow,
+                                         "enhancement": EnhancementRow, "efficiency": EfficiencyRow,
+                                         "headline": HeadlineRow}
 
 
 @dataclass
 class Results:
+    """One evaluation's results (see the module docstring); the scorers' tables hold typed rows.
+
+    Records (dicts) given for a typed table, as read from ``results.json``, become rows of its type.
+    """
+
     seed: int
     train_on: str
     quick: bool
@@ -57,15 +78,33 @@ class Results:
     models: list[Row] = field(default_factory=list)
     conditions: list[Row] = field(default_factory=list)
     tasks: list[Row] = field(default_factory=list)
-    probes: list[Row] = field(default_factory=list)
-    distortion: list[Row] = field(default_factory=list)
-    enhancement: list[Row] = field(default_factory=list)
-    efficiency: list[Row] = field(default_factory=list)
-    headline: list[Row] = field(default_factory=list)
+    probes: list[ProbeRow] = field(default_factory=list)
+    distortion: list[DistortionRow] = field(default_factory=list)
+    enhancement: list[EnhancementRow] = field(default_factory=list)
+    efficiency: list[EfficiencyRow] = field(default_factory=list)
+    headline: list[HeadlineRow] = field(default_factory=list)
     skipped: list[Row] = field(default_factory=list)
     timings_s: dict[str, float] = field(default_factory=dict)
     created: str = field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
     package_version: str = __version__
+
+    def __post_init__(self) -> None:
+        for name, row_type in ROW_TYPES.items():
+            setattr(self, name, [r if isinstance(r, row_type) else row_type.from_dict(r) for r in getattr(self, name)])
+
+    def add(self, table: str, rows: Sequence[ResultRow]) -> None:
+        """Append ``rows`` to a typed table, refusing a row of another type."""
+        row_type = ROW_TYPES.get(table)
+        if row_type is None:
+            raise ValueError(f"{table!r} is not a table of typed rows; tables: {sorted(ROW_TYPES)}")
+        wrong = [type(r).__name__ for r in rows if not isinstance(r, row_type)]
+        if wrong:
+            raise TypeError(f"table {table!r} holds {row_type.__name__} rows, got {sorted(set(wrong))}")
+        getattr(self, table).extend(rows)
+
+    def records(self, table: str) -> list[Row]:
+        """The table as the plain records written to the results files."""
+        return [r.as_dict() if isinstance(r, ResultRow) else r for r in getattr(self, table)]
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -77,7 +116,7 @@ class Results:
             "train_on": self.train_on,
             "quick": self.quick,
             "condition_set": {"fingerprint": self.condition_fingerprint, "seed": self.seed},
-            **{name: getattr(self, name) for name in TABLES},
+            **{name: self.records(name) for name in TABLES},
             "timings_s": self.timings_s,
         }
 
@@ -111,7 +150,7 @@ class Results:
         paths = {"json": out_dir / "results.json"}
         paths["json"].write_text(json.dumps(_finite(self.to_dict()), indent=1) + "\n")
         for name in TABLES:
-            rows = getattr(self, name)
+            rows = self.records(name)
             if rows:
                 paths[name] = write_csv(out_dir / "tables" / f"{name}.csv", rows)
         return paths
@@ -156,40 +195,34 @@ def drop_above_chance(clean: float | None, corrupted: float | None, chance: floa
     return 1.0 - (corrupted - chance) / (clean - chance)
 
 
-def headline_rows(results: Results) -> list[Row]:
+def headline_rows(results: Results) -> list[HeadlineRow]:
     """Per (model, task): clean score, mean over corrupted conditions (all / noise / reverberation),
     relative drop from clean (plain and above chance), size and speed."""
     kinds = {c["id"]: c["kind"] for c in results.conditions}
     chances = {t["name"]: t.get("chance") for t in results.tasks}
-    eff = {e["model"]: e for e in results.efficiency}
+    eff = {e.model: e for e in results.efficiency}
     rows = []
-    seen: list[tuple[str, str]] = []
-    for p in results.probes:
-        if (p["model"], p["task"]) not in seen:
-            seen.append((p["model"], p["task"]))
-    for model, task in seen:
-        probes = [p for p in results.probes if p["model"] == model and p["task"] == task]
-        clean = next((p["value"] for p in probes if p["condition"] == "clean"), None)
-        corrupted = [p["value"] for p in probes if p["condition"] != "clean"]
-        noise = mean_of([p["value"] for p in probes if kinds.get(p["condition"]) == "noise"])
-        reverb = mean_of([p["value"] for p in probes if kinds.get(p["condition"]) == "reverb"])
-        mean_corrupted = mean_of(corrupted)
-        chance = chances.get(task) if probes[0]["metric"] == "accuracy" else None
-        metric = probes[0]["metric"]
-        relative = None
-        if clean is not None and mean_corrupted is not None:
-            if metric == "accuracy" and clean > 0:
-                relative = (clean - mean_corrupted) / clean
-            elif metric == "error_rate" and clean > 0:
-                relative = (mean_corrupted - clean) / clean
-        rows.append({
-            "model": model, "task": task, "metric": metric, "clean": clean,
-            "mean_corrupted": mean_corrupted, "mean_noise": noise, "mean_reverb": reverb,
-            "relative_drop": relative, "chance": chance,
-            "drop_above_chance": drop_above_chance(clean, mean_corrupted, chance),
-            "noise_drop_above_chance": drop_above_chance(clean, noise, chance),
-            "reverb_drop_above_chance": drop_above_chance(clean, reverb, chance),
-            "parameters": eff.get(model, {}).get("parameters"),
-            "rtf_1_thread": eff.get(model, {}).get("rtf_1_thread"),
-        })
+    for model, task in dict.fromkeys((p.model, p.task) for p in results.probes):
+        probes = [p for p in results.probes if p.model == model and p.task == task]
+        rows.append(_headline_row(model, task, probes, kinds, chances.get(task), eff.get(model)))
     return rows
+
+
+def _headline_row(model: str, task: str, probes: list[ProbeRow], kinds: dict[str, str], chance: float | None,
+                  eff: EfficiencyRow | None) -> HeadlineRow:
+    """The headline of one (model, task) from its probe rows (one per condition)."""
+    strategy = probe_task_for_metric(probes[0].metric)
+    clean = next((p.value for p in probes if p.condition == "clean"), None)
+    mean_corrupted = mean_of([p.value for p in probes if p.condition != "clean"])
+    noise = mean_of([p.value for p in probes if kinds.get(p.condition) == "noise"])
+    reverb = mean_of([p.value for p in probes if kinds.get(p.condition) == "reverb"])
+    # Drops above chance read "higher is better"; an error rate has no chance level.
+    chance = chance if strategy.higher_is_better else None
+    return HeadlineRow(
+        model=model, task=task, metric=strategy.metric, clean=clean, mean_corrupted=mean_corrupted,
+        mean_noise=noise, mean_reverb=reverb, relative_drop=strategy.relative_drop(clean, mean_corrupted),
+        chance=chance, drop_above_chance=drop_above_chance(clean, mean_corrupted, chance),
+        noise_drop_above_chance=drop_above_chance(clean, noise, chance),
+        reverb_drop_above_chance=drop_above_chance(clean, reverb, chance),
+        parameters=None if eff is None else eff.parameters, rtf_1_thread=None if eff is None else eff.rtf_1_thread,
+    )

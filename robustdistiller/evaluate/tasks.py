@@ -37,12 +37,12 @@ from robustdistiller.data.audio import SAMPLE_RATE, AudioError, load_audio
 from robustdistiller.data.corpus import Corpus
 from robustdistiller.data.manifest import Manifest, manifest_from_folder
 from robustdistiller.data.report import BadFileReport
+from robustdistiller.evaluate.probe_tasks import BLANK, ProbeTask, probe_task
 
 log = logging.getLogger(__name__)
 
-TaskKind = Literal["utterance", "ctc"]
+TaskKind = Literal["utterance", "ctc"]  # a key of probe_tasks.PROBE_TASKS
 Label = int | tuple[int, ...]
-BLANK = "<blank>"
 # Split-column values accepted for each split (case-insensitive).
 SPLIT_NAMES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
                "dev": "val", "test": "test", "eval": "test", "evaluation": "test"}
@@ -74,12 +74,16 @@ class TaskPack:
         for split, items in self.splits().items():
             if not items:
                 raise ValueError(f"task {self.name!r}: the {split} split is empty")
-        if self.kind == "ctc" and (not self.classes or self.classes[0] != BLANK):
-            raise ValueError(f"task {self.name!r}: a CTC vocabulary must start with {BLANK!r}")
+        self.probe_task.check_classes(self.classes, self.name)
+
+    @property
+    def probe_task(self) -> ProbeTask:
+        """The strategy probes of this task are trained and scored with."""
+        return probe_task(self.kind)
 
     @property
     def metric(self) -> str:
-        return "accuracy" if self.kind == "utterance" else "error_rate"
+        return self.probe_task.metric
 
     def splits(self) -> dict[str, list[TaskItem]]:
         return {"train": self.train, "val": self.val, "test": self.test}
@@ -112,13 +116,9 @@ class TaskPack:
 
     @property
     def chance(self) -> float | None:
-        """Accuracy of always answering the test split's most frequent class (None for CTC)."""
-        if self.kind != "utterance":
-            return None
-        counts: dict[Label, int] = defaultdict(int)
-        for item in self.test:
-            counts[item.label] += 1
-        return max(counts.values()) / len(self.test)
+        """The test split's metric for the best constant answer: for utterance tasks, the accuracy of
+        always answering the most frequent class; None for CTC."""
+        return self.probe_task.chance([item.label for item in self.test])  # type: ignore[arg-type]
 
     def summary(self) -> dict[str, object]:
         return {

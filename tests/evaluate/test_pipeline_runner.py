@@ -16,7 +16,8 @@ from robustdistiller.evaluate.metrics import pesq_wb, si_snr, stoi
 from robustdistiller.evaluate.results import SCHEMA_VERSION, TABLES, Results
 from robustdistiller.data.report import BadFileReport
 from robustdistiller.evaluate.models import load_model_under_test
-from robustdistiller.evaluate.runner import enhancement_row, evaluate, quick_options, voicebank_pairs
+from robustdistiller.evaluate.runner import evaluate, quick_options
+from robustdistiller.evaluate.scorers import enhancement_row, voicebank_pairs
 from robustdistiller.evaluate.tasks import builtin_tasks
 from robustdistiller.checkpoints.s3prl import save_s3prl_checkpoint
 from robustdistiller.models.enhancement import EnhancementConfig, EnhancementHead

@@ -6,10 +6,8 @@ import torch
 from torch import Tensor, nn
 
 from robustdistiller.config import ConfigError
+from robustdistiller.evaluate.heads import CTCProbe, UtteranceClassifier, WeightedLayerSum
 from robustdistiller.evaluate.probes import (
-    CTCProbe,
-    UtteranceClassifier,
-    WeightedLayerSum,
     cached_features,
     evaluate_probe,
     extract_features,

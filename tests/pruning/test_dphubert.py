@@ -139,7 +139,7 @@ def test_evaluate_rebuilds_a_saved_head_that_reads_the_last_layer(tmp_path, capl
 
     from robustdistiller.config import from_dict, to_dict
     from robustdistiller.evaluate.metrics import si_snr
-    from robustdistiller.evaluate.runner import enhancement_row
+    from robustdistiller.evaluate.scorers import enhancement_row
     from robustdistiller.models.enhancement import EnhancementConfig, EnhancementHead
 
     model = _reference_model()

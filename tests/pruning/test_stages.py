@@ -14,7 +14,7 @@ from robustdistiller.cli import main
 from robustdistiller.config import apply_overrides, from_dict
 from robustdistiller.evaluate.metrics import si_snr
 from robustdistiller.evaluate.models import load_model_under_test
-from robustdistiller.evaluate.runner import enhancement_row
+from robustdistiller.evaluate.scorers import enhancement_row
 from robustdistiller.export.info import describe
 from robustdistiller.checkpoints.safe_pickle import safe_load
 from robustdistiller.models.pruning import PrunableConfig, PrunableModel, config_params

@@ -1,0 +1,96 @@
+"""Enhancement scorer: PESQ-wb, STOI and SI-SNR of a model's enhancement head, per corrupted condition
+(on the first ``max_utterances`` test utterances) and on real noisy / clean pairs (VoiceBank+DEMAND)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from robustdistiller.data.audio import SAMPLE_RATE, AudioError, load_audio
+from robustdistiller.data.report import BadFileReport
+from robustdistiller.evaluate.metrics import pesq_wb, si_snr, stoi
+from robustdistiller.evaluate.models import ModelUnderTest
+from robustdistiller.evaluate.results import mean_of
+from robustdistiller.evaluate.rows import EnhancementRow
+from robustdistiller.evaluate.scorers.base import Observation, Scorer, ScoringContext
+
+Pair = tuple[np.ndarray, np.ndarray]  # (clean [L], noisy [L]) float32 16 kHz
+
+
+@torch.no_grad()
+def _enhance(entry: ModelUnderTest, noisy: np.ndarray) -> np.ndarray:
+    """The head's estimate of the clean signal, [L] -> [L]."""
+    x = torch.from_numpy(noisy)[None]
+    lengths = torch.tensor([x.shape[1]])
+    out = entry.model(x, lengths)
+    # A student's output lists its layers (``hiddens``); a pruned DPHuBERT model's names the last one.
+    last = out.hiddens[-1] if hasattr(out, "hiddens") else out.last_hidden_state
+    feats = out.cnn_features if entry.enhancement_input == "cnn" else last
+    return entry.enhancement.enhance(feats, x, lengths)[0].numpy()  # type: ignore[union-attr]
+
+
+def enhancement_row(entry: ModelUnderTest, dataset: str, condition: str, pairs: list[Pair]) -> EnhancementRow:
+    """Mean PESQ-wb / STOI / SI-SNR of the model's enhancement head on (clean, noisy) pairs, and of the
+    noisy input itself (unscorable utterances count as missing)."""
+    scores: dict[str, list[float | None]] = {k: [] for k in
+                                             ("pesq_wb", "stoi", "si_snr", "noisy_pesq_wb", "noisy_stoi", "noisy_si_snr")}
+    for clean, noisy in pairs:
+        enhanced = _enhance(entry, noisy)
+        scores["pesq_wb"].append(pesq_wb(clean, enhanced))
+        scores["stoi"].append(stoi(clean, enhanced, SAMPLE_RATE))
+        scores["si_snr"].append(si_snr(enhanced, clean))
+        scores["noisy_pesq_wb"].append(pesq_wb(clean, noisy))
+        scores["noisy_stoi"].append(stoi(clean, noisy, SAMPLE_RATE))
+        scores["noisy_si_snr"].append(si_snr(noisy, clean))
+    means = {k: mean_of(v) for k, v in scores.items()}
+    improvement = (None if means["si_snr"] is None or means["noisy_si_snr"] is None
+                   else means["si_snr"] - means["noisy_si_snr"])
+    return EnhancementRow(model=entry.name, dataset=dataset, condition=condition, n=len(pairs), **means,
+                          si_snr_improvement=improvement)
+
+
+def voicebank_pairs(folder: str | Path, report: BadFileReport) -> list[Pair]:
+    """Real (clean, noisy) pairs from ``folder/{clean,noisy}/<same name>``; unusable pairs are reported."""
+    folder = Path(folder)
+    clean_dir, noisy_dir = folder / "clean", folder / "noisy"
+    if not clean_dir.is_dir() or not noisy_dir.is_dir():
+        raise FileNotFoundError(f"{folder} must hold clean/ and noisy/ folders with the same file names")
+    pairs = []
+    for clean_path in sorted(clean_dir.glob("*.wav")):
+        noisy_path = noisy_dir / clean_path.name
+        try:
+            clean, noisy = load_audio(clean_path), load_audio(noisy_path)
+        except AudioError as exc:
+            report.add(exc.path, exc.reason, exc.detail)
+            continue
+        if clean.shape != noisy.shape:
+            report.add(noisy_path, "length_mismatch", f"{noisy.shape[0]} vs clean {clean.shape[0]} samples")
+            continue
+        pairs.append((clean, noisy))
+    if not pairs:
+        raise ValueError(f"no usable clean/noisy pairs under {folder}")
+    return pairs
+
+
+class EnhancementScorer(Scorer):
+    """One row per (model with an enhancement head, corrupted condition), plus one on ``real_pairs``."""
+
+    name = "enhancement"
+
+    def __init__(self, max_utterances: int, real_pairs: list[Pair] | None = None,
+                 real_dataset: str = "voicebank_demand") -> None:
+        self.max_utterances = max_utterances  # per condition; 0 = no condition rows
+        self.real_pairs, self.real_dataset = real_pairs, real_dataset
+
+    def score(self, entry: ModelUnderTest, seen: Observation, ctx: ScoringContext) -> list[EnhancementRow]:
+        if entry.enhancement is None or seen.condition.kind == "clean" or not self.max_utterances:
+            return []
+        uids = ctx.test_uids[: self.max_utterances]
+        return [enhancement_row(entry, "conditions", seen.condition.id, [(ctx.wavs[u], seen.wavs[u]) for u in uids])]
+
+    def score_model(self, entry: ModelUnderTest, ctx: ScoringContext) -> list[EnhancementRow]:
+        if entry.enhancement is None or self.real_pairs is None:
+            return []
+        return [enhancement_row(entry, self.real_dataset, "real", self.real_pairs)]
