@@ -210,17 +210,21 @@ def main() -> None:
         paths = [f.path for f in noise_files], [f.path for f in rir_files]
 
         # ---- part 1: the work itself, one process
-        timings: dict[str, list[tuple[float, float]]] = {k: [] for k in ("ref", "cold", "warm", "apply", "plan")}
-        for i in range(args.batches + 1):  # interleaved, so load from other processes hits all alike
+        def one_round(i: int) -> dict[str, tuple[float, float]]:
+            """(wall s, CPU s) of each pipeline on batch ``i``."""
             plan: CorruptionPlan = warm.plan(lengths, LENGTH, plan_rng(0, 0, i))
             ops = [OPS[o] for o in plan.ops.tolist()]
-            samples = {
+            return {
                 "ref": _timed(lambda: reference_batch(clean, ops, *paths, np.random.default_rng(i))),
                 "cold": _timed(lambda: cold.apply(wavs, lengths, cold.plan(lengths, LENGTH, plan_rng(0, 0, i)), 0)),
                 "warm": _timed(lambda: warm.apply(wavs, lengths, warm.plan(lengths, LENGTH, plan_rng(0, 0, i)), 0)),
                 "plan": _timed(lambda: warm.plan(lengths, LENGTH, plan_rng(0, 0, i))),
                 "apply": _timed(lambda: warm.apply(wavs, lengths, plan, 0)),
             }
+
+        timings: dict[str, list[tuple[float, float]]] = {k: [] for k in ("ref", "cold", "warm", "apply", "plan")}
+        for i in range(args.batches + 1):  # interleaved, so load from other processes hits all alike
+            samples = one_round(i)
             if i:  # the first round warms FFT plans and page caches
                 for key, value in samples.items():
                     timings[key].append(value)

@@ -399,7 +399,7 @@ def _extract_nan(env: Env, tmp: Path) -> tuple[str, str]:
 def _escape(env: Env, tmp: Path) -> tuple[str, str]:
     src = tmp / "src"
     inner = wav(src / "a" / "in.wav", tone())
-    outside = wav(src / "up.wav", tone(seed=1))
+    wav(src / "up.wav", tone(seed=1))  # the manifest's ../up.wav
     absolute = wav(tmp / "elsewhere" / "abs.wav", tone(seed=2))
     m = manifest(tmp, [("in.wav", 8000), ("../up.wav", 8000), (str(absolute), 8000)], inner.parent)
     out = tmp / "out"

@@ -76,13 +76,14 @@ def best_layer_probe(model: str, task: TaskPack, feats: dict[str, Tensor], seed:
     mean, std = stacked.mean(dim=0), stacked.std(dim=0).clamp_min(1e-5)
     train_x, val_x, test_x = ([(x - mean) / std for x in xs] for xs in (train_x, val_x, test_x))
     best: ProbeResult | None = None
-    for layer in range(train_x[0].shape[0]):
-        def pick(xs: list[Tensor]) -> list[Tensor]:
-            return [x[layer: layer + 1] for x in xs]
 
-        probe = train_probe(pick(train_x), train_y, pick(val_x), val_y, num_classes=len(task.classes),
+    def pick(xs: list[Tensor], layer: int) -> list[Tensor]:
+        return [x[layer: layer + 1] for x in xs]
+
+    for layer in range(train_x[0].shape[0]):
+        probe = train_probe(pick(train_x, layer), train_y, pick(val_x, layer), val_y, num_classes=len(task.classes),
                             epochs=60, patience=10, lr=3e-3, seed=seed)
-        test = float(evaluate_probe(probe, pick(test_x), test_y)["accuracy"])
+        test = float(evaluate_probe(probe, pick(test_x, layer), test_y)["accuracy"])
         name = "mfcc" if model == "MFCC" else str(layer)
         if best is None or probe.val_metric > best.val_accuracy:
             best = ProbeResult(model, task.name, name, probe.val_metric, test)

@@ -11,11 +11,14 @@ import difflib
 import types
 import typing
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import yaml
 
-T = TypeVar("T")
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance  # a typing-only protocol: every dataclass matches it
+
+T = TypeVar("T", bound="DataclassInstance")
 
 
 class ConfigError(ValueError):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import soundfile as sf
@@ -139,6 +140,11 @@ def write_builtin_noises(folder: str | Path, *, sample_rate: int = 16000, second
         path = folder / f"builtin_{name}.wav"
         # Float wav keeps unit-RMS signals (peaks above 1) without clipping; the atomic write
         # matters to processes indexing the same folder at the same time.
-        atomic_write(path, lambda fh, wav=wav: sf.write(fh, wav, sample_rate, subtype="FLOAT", format="WAV"))
+        atomic_write(path, _float_wav_writer(wav, sample_rate))
         paths.append(path)
     return paths
+
+
+def _float_wav_writer(wav: np.ndarray, sample_rate: int) -> Callable[[BinaryIO], None]:
+    """An :func:`atomic_write` writer of ``wav`` (1-D float32) as a float WAV at ``sample_rate``."""
+    return lambda fh: sf.write(fh, wav, sample_rate, subtype="FLOAT", format="WAV")

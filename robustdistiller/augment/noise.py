@@ -22,7 +22,7 @@ import numpy as np
 
 from robustdistiller.augment.builtin import SpeechSource, synthetic_speech, write_builtin_noises
 from robustdistiller.data.audio import SAMPLE_RATE, AudioError, load_audio, load_audio_segment
-from robustdistiller.data.manifest import DEFAULT_EXTENSIONS, Manifest, scan_files
+from robustdistiller.data.manifest import DEFAULT_EXTENSIONS, Manifest, Row, scan_files
 from robustdistiller.data.report import BadFileReport
 
 log = logging.getLogger(__name__)
@@ -112,7 +112,7 @@ def index_urbansound(root: str | Path, exclude: Sequence[str] = URBANSOUND_DEFAU
     if absent:
         log.warning("UrbanSound8K exclude class(es) %s do not occur in %s", absent, csv_path)
     excluded = set(exclude)
-    rows = [(f"audio/fold{row['fold']}/{row['slice_file_name']}", {}) for row in table
+    rows: list[Row] = [(f"audio/fold{row['fold']}/{row['slice_file_name']}", {}) for row in table
             if row["class"] not in excluded]
     return _scan(root, rows, "urbansound", workers, report)
 

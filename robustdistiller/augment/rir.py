@@ -37,7 +37,7 @@ from tqdm import tqdm
 from robustdistiller.atomic import atomic_write
 from robustdistiller.augment.rt60 import decay_length, measure_rt60
 from robustdistiller.data.audio import SAMPLE_RATE, AudioError, load_audio_channels
-from robustdistiller.data.manifest import DEFAULT_EXTENSIONS, scan_files
+from robustdistiller.data.manifest import DEFAULT_EXTENSIONS, Row, scan_files
 from robustdistiller.data.report import BadFileReport
 
 log = logging.getLogger(__name__)
@@ -109,7 +109,7 @@ def index_rir_folder(folder: str | Path, *, workers: int = 8,
     root = Path(folder).resolve()
     if not root.is_dir():
         raise FileNotFoundError(f"RIR folder not found: {root}")
-    rows = [(p.relative_to(root).as_posix(), {}) for p in sorted(root.rglob("*"))
+    rows: list[Row] = [(p.relative_to(root).as_posix(), {}) for p in sorted(root.rglob("*"))
             if p.suffix.lower() in DEFAULT_EXTENSIONS and p.is_file() and not _is_noise_path(p.relative_to(root))]
     if not rows:
         raise ValueError(f"no RIR audio files ({', '.join(DEFAULT_EXTENSIONS)}) under {root}")
@@ -226,9 +226,10 @@ def load_or_simulate(cfg: SimulatedRIRConfig, sample_rate: int = SAMPLE_RATE) ->
     rirs = simulate_rirs(cfg, sample_rate)
     folder.mkdir(parents=True, exist_ok=True)
     offsets = np.cumsum([0] + [r.samples.size for r in rirs])
-    arrays = {"samples": np.concatenate([r.samples for r in rirs]) if rirs else np.zeros(0, np.float32),
-              "offsets": offsets, "rt60": np.array([r.rt60 for r in rirs]), "names": np.array([r.name for r in rirs])}
-    atomic_write(path, lambda fh: np.savez(fh, **arrays))  # a concurrent run never reads a half-written cache
+    samples = np.concatenate([r.samples for r in rirs]) if rirs else np.zeros(0, np.float32)
+    rt60, names = np.array([r.rt60 for r in rirs]), np.array([r.name for r in rirs])
+    # a concurrent run never reads a half-written cache
+    atomic_write(path, lambda fh: np.savez(fh, samples=samples, offsets=offsets, rt60=rt60, names=names))
     (folder / "params.json").write_text(json.dumps(asdict(cfg) | {"sample_rate": sample_rate}, default=str, indent=1))
     return rirs
 

@@ -61,9 +61,10 @@ def run(args: argparse.Namespace) -> int:
     chunk = from_dict(ChunkConfig, apply_overrides({}, args.overrides), "chunking")
     backend = open_backend(args.model, args.backend, args.layers, args.threads, args.precision)
     settings = {"model": str(args.model), "backend": args.backend}
-    if getattr(backend, "precision", "fp32") != "fp32":
+    precision = getattr(backend, "precision", "fp32")  # only the torch backend has one
+    if precision != "fp32":
         # recorded only when not fp32, so fp32 folders written before precisions existed still resume
-        settings["precision"] = backend.precision
+        settings["precision"] = precision
     summary = extract_files(
         backend,
         args.input,

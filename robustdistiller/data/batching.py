@@ -66,6 +66,7 @@ class BucketBatchSampler(torch.utils.data.Sampler[list[int]]):
                 )
             self.batches = _fill_budget(order, cropped, budget, batch_size)
         else:
+            assert batch_size is not None  # checked above: batch_size or max_seconds is set
             self.batches = _chunk(order, batch_size, drop_last)
         if not self.batches:
             raise ValueError(f"{self.num_items} utterance(s) make no batch of {batch_size} with drop_last")

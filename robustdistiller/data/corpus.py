@@ -241,7 +241,8 @@ def build_corpus(
 
 def _write_corpus(folder: Path, key: dict, seed: int, takes: int, test_takes: int) -> None:
     """Synthesize every utterance into ``folder`` with its manifests and build key."""
-    train, test = [], []
+    train: list[ManifestEntry] = []
+    test: list[ManifestEntry] = []
     for word in WORDS:
         for speaker in SPEAKERS:
             for take in range(takes):

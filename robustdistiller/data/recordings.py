@@ -29,6 +29,7 @@ import io
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import Any, BinaryIO
 
 import numpy as np
 import soundfile as sf
@@ -92,11 +93,17 @@ def read_index(folder: str | Path = RECORDINGS_DIR) -> list[Recording]:
                                 "robustdistiller.data.recordings --shared ../shared/data)")
     with path.open(newline="", encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh, delimiter="\t"))
-    out = [Recording(**{**r, "start_s": float(r["start_s"]), "duration_s": float(r["duration_s"])}) for r in rows]
+    out = [_recording(r) for r in rows]
     missing = [r.path for r in out if not (folder / r.path).is_file()]
     if missing:
         raise FileNotFoundError(f"{len(missing)} recordings listed in {path} are missing, e.g. {folder / missing[0]}")
     return out
+
+
+def _recording(row: dict[str, str]) -> Recording:
+    """One ``index.tsv`` row as a :class:`Recording` (the two times are its only numeric columns)."""
+    values: dict[str, Any] = {**row, "start_s": float(row["start_s"]), "duration_s": float(row["duration_s"])}
+    return Recording(**values)
 
 
 def sha256_of(path: str | Path) -> str:
@@ -202,7 +209,7 @@ def build_recordings(shared: str | Path, out_dir: str | Path = RECORDINGS_DIR) -
             *_rir_rows(shared / "rir", out_dir)]
     names = [f.name for f in fields(Recording)]
 
-    def write_index(fh: io.BufferedWriter) -> None:
+    def write_index(fh: BinaryIO) -> None:
         text = io.StringIO()
         writer = csv.DictWriter(text, names, delimiter="\t", lineterminator="\n")
         writer.writeheader()

@@ -23,7 +23,8 @@ def batch_zeros(*shape: int, dtype: torch.dtype = torch.float32) -> torch.Tensor
     if get_worker_info() is None or new_shared is None:
         return torch.zeros(shape, dtype=dtype)
     storage = new_shared(max(math.prod(shape), 1) * dtype.itemsize)
-    return torch.empty(0, dtype=dtype).set_(storage, 0, shape)
+    # torch's stub lists set_ only with an explicit stride; left out, it is the contiguous one
+    return torch.empty(0, dtype=dtype).set_(storage, 0, shape)  # type: ignore[call-overload]
 
 
 class SmallTensorsByValue:

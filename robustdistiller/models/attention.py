@@ -79,6 +79,8 @@ class WavLMSelfAttention(SelfAttention):
     heads this (possibly pruned) layer still has.
     """
 
+    remaining_heads: Tensor  # a non-persistent buffer (registered in __init__)
+
     def __init__(
         self,
         embed_dim: int,

@@ -25,6 +25,7 @@ import platform
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol, cast
 
 import numpy as np
 import torch
@@ -96,6 +97,21 @@ def as_fp32(hidden: list[Tensor]) -> list[Tensor]:
     return [h.float() for h in hidden]
 
 
+class PrecisionModel(Protocol):
+    """What the precision choice needs of a model (students, teacher wrappers and pruned models have it)."""
+
+    precision: str
+    """"fp32" or "bf16": what ``extract`` runs in."""
+
+    def extract(self, wavs: Tensor, lengths: Tensor) -> list[Tensor]:
+        """Hidden states ``[B, T, D]`` of the ``(B, L)`` batch ``wavs`` with ``lengths`` ``(B,)`` valid samples."""
+        ...
+
+    def frame_lengths(self, lengths: Tensor) -> Tensor:
+        """Valid frames ``(B,)`` of utterances of ``lengths`` ``(B,)`` samples."""
+        ...
+
+
 @dataclass(frozen=True)
 class PrecisionChoice:
     """What a model runs in, and why."""
@@ -107,7 +123,7 @@ class PrecisionChoice:
     """Worst per-layer mean frame cosine of bf16 vs fp32 on the check batch (None: not checked)."""
 
 
-def choose_precision(model: nn.Module, requested: str) -> PrecisionChoice:
+def choose_precision(model: PrecisionModel, requested: str) -> PrecisionChoice:
     """Resolve ``requested`` ("fp32" | "bf16" | "auto") for ``model`` on this CPU; see the module docstring.
 
     Args:
@@ -139,15 +155,17 @@ def use_precision(model: nn.Module, requested: str) -> PrecisionChoice:
     """Choose ``model``'s precision (:func:`choose_precision`), set ``model.precision`` and log why, once."""
     if not hasattr(model, "precision"):
         raise TypeError(f"{type(model).__name__} has no 'precision' attribute; it cannot run in reduced precision")
-    choice = choose_precision(model, requested)
-    model.precision = choice.precision
+    # checked above; mypy reads any attribute of an nn.Module as a Tensor or Module
+    reducible = cast(PrecisionModel, model)
+    choice = choose_precision(reducible, requested)
+    reducible.precision = choice.precision
     if requested != "fp32":
         log.info("%s runs in %s: %s", type(model).__name__, choice.precision, choice.reason)
     return choice
 
 
 @contextlib.contextmanager
-def precision_of(model: nn.Module, precision: str) -> Iterator[None]:
+def precision_of(model: PrecisionModel, precision: str) -> Iterator[None]:
     """Temporarily run ``model`` in ``precision`` (for comparisons); its own setting is restored."""
     previous = model.precision
     model.precision = precision
@@ -157,7 +175,7 @@ def precision_of(model: nn.Module, precision: str) -> Iterator[None]:
         model.precision = previous
 
 
-def layer_cosines(model: nn.Module, wavs: Tensor, lengths: Tensor, precision: str) -> list[float]:
+def layer_cosines(model: PrecisionModel, wavs: Tensor, lengths: Tensor, precision: str) -> list[float]:
     """Per hidden state: mean over valid frames of the cosine between ``precision`` and fp32 outputs.
 
     Args:
@@ -190,7 +208,7 @@ def accuracy_batch(seed: int = 0) -> tuple[Tensor, Tensor]:
     """
     rng = np.random.default_rng(seed)
     words, speakers = list(WORDS), list(SPEAKERS)
-    rows = []
+    rows: list[np.ndarray] = []
     for seconds in (4.0, 2.5, 1.0):
         speaker = speakers[len(rows) % len(speakers)]
         parts: list[np.ndarray] = []

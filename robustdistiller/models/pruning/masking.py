@@ -15,13 +15,26 @@ Hooks are bound methods of the gate modules, so ``copy.deepcopy`` of a gated mod
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
 from .config import PrunableConfig
 from .gates import HardConcrete
+
+_Gate = TypeVar("_Gate", bound=HardConcrete)
+
+
+def gate_at(group: nn.ModuleDict, index: int) -> HardConcrete | None:
+    """The gate of block ``index`` in ``group`` (one of :class:`StructureGates`' dicts), or None when
+    that block is not gated. Typed: to mypy a ``ModuleDict`` holds plain modules."""
+    return cast("HardConcrete | None", group[str(index)] if str(index) in group else None)
+
+
+def gate_items(group: nn.ModuleDict, kind: type[_Gate]) -> list[tuple[int, _Gate]]:
+    """``(block index, gate)`` for every gate in ``group``, typed as ``kind``, the class ``group`` holds."""
+    return [(int(i), cast(_Gate, gate)) for i, gate in group.items()]
 
 
 class ChannelGate(HardConcrete):
@@ -92,14 +105,15 @@ class StructureGates(nn.Module):
     def attach(self, feature_extractor: nn.Module, layers: nn.ModuleList) -> list[RemovableHandle]:
         """Register the hooks on the shared blocks of one model; returns the handles."""
         handles = []
-        for i, gate in self.conv.items():
-            handles.append(feature_extractor.conv_layers[int(i)][-1].register_forward_hook(gate.on_output))
-        for kind, owner in ((self.heads, "self_attn.out_proj"), (self.ffn, "fc2")):
-            for i, gate in kind.items():
-                target = layers[int(i)].get_submodule(owner)
-                handles.append(target.register_forward_pre_hook(gate.on_input))
-                handles.append(target.register_forward_hook(gate.on_output))
-        for kind, owner in ((self.attention_layer, "self_attn.out_proj"), (self.ffn_layer, "fc2")):
-            for i, gate in kind.items():
-                handles.append(layers[int(i)].get_submodule(owner).register_forward_hook(gate.on_output))
+        for i, channels in gate_items(self.conv, ChannelGate):
+            block = cast(nn.Sequential, feature_extractor.get_submodule(f"conv_layers.{i}"))
+            handles.append(block[-1].register_forward_hook(channels.on_output))
+        for group, owner in ((self.heads, "self_attn.out_proj"), (self.ffn, "fc2")):
+            for i, units in gate_items(group, UnitGate):
+                target = layers[i].get_submodule(owner)
+                handles.append(target.register_forward_pre_hook(units.on_input))
+                handles.append(target.register_forward_hook(units.on_output))
+        for group, owner in ((self.attention_layer, "self_attn.out_proj"), (self.ffn_layer, "fc2")):
+            for i, whole in gate_items(group, LayerGate):
+                handles.append(layers[i].get_submodule(owner).register_forward_hook(whole.on_output))
         return handles

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from .masking import StructureGates, gate_at
 from .model import PrunableModel
 
 
@@ -74,13 +75,14 @@ def prune_model(model: PrunableModel) -> tuple[PrunableModel, PruneReport]:
 
     conv_layers = [list(c) for c in cfg.conv_layers]
     for i in range(len(conv_layers)):
-        if str(i) not in gates.conv:
+        gate = gate_at(gates.conv, i)
+        if gate is None:
             continue
-        mask = gates.conv[str(i)].eval_mask().cpu()
+        mask = gate.eval_mask().cpu()
         keep = _kept(mask)
         if keep.numel() == 0:
             # keep one silent channel: a conv block needs an output channel; its value is folded as 0
-            keep = mask.new_zeros(1, dtype=torch.long) + int(torch.argmax(gates.conv[str(i)].log_alpha.detach().cpu()))
+            keep = mask.new_zeros(1, dtype=torch.long) + int(torch.argmax(gate.log_alpha.detach().cpu()))
             notes.append(f"CNN block {i}: every channel was gated off; one zero-weighted channel kept")
         prefix = f"feature_extractor.conv_layers.{i}."
         for name in ("0.weight", "0.bias", "2.weight", "2.bias"):
@@ -122,23 +124,23 @@ def prune_model(model: PrunableModel) -> tuple[PrunableModel, PruneReport]:
 def _prune_attention(
     state: dict[str, Tensor],
     prefix: str,
-    gates: torch.nn.Module,
+    gates: StructureGates,
     layer: int,
     heads: list[int],
     head_dim: int,
     wavlm: bool,
     notes: list[str],
 ) -> list[int]:
-    key = str(layer)
-    mask = gates.heads[key].eval_mask().cpu() if key in gates.heads else torch.ones(len(heads))
-    scale = gates.attention_layer[key].eval_mask().cpu() if key in gates.attention_layer else torch.ones(1)
+    head_gate, layer_gate = gate_at(gates.heads, layer), gate_at(gates.attention_layer, layer)
+    mask = head_gate.eval_mask().cpu() if head_gate is not None else torch.ones(len(heads))
+    scale = layer_gate.eval_mask().cpu() if layer_gate is not None else torch.ones(1)
     keep = _kept(mask) if float(scale) != 0.0 else mask.new_zeros(0, dtype=torch.long)
     silent = False
     if keep.numel() == 0:
         if not (wavlm and layer == 0):
             _drop(state, prefix)
             return []
-        score = gates.heads[key].log_alpha.detach().cpu() if key in gates.heads else torch.zeros(len(heads))
+        score = head_gate.log_alpha.detach().cpu() if head_gate is not None else torch.zeros(len(heads))
         keep = torch.argmax(score).reshape(1)
         silent = True
         notes.append("WavLM layer 0 lost all heads: one head kept with a zero out_proj so the "
@@ -156,11 +158,11 @@ def _prune_attention(
     return [heads[int(j)] for j in keep]
 
 
-def _prune_ffn(state: dict[str, Tensor], prefix: str, gates: torch.nn.Module, layer: int) -> int:
-    key = str(layer)
+def _prune_ffn(state: dict[str, Tensor], prefix: str, gates: StructureGates, layer: int) -> int:
     units = state[prefix + "fc1.weight"].shape[0]
-    mask = gates.ffn[key].eval_mask().cpu() if key in gates.ffn else torch.ones(units)
-    scale = gates.ffn_layer[key].eval_mask().cpu() if key in gates.ffn_layer else torch.ones(1)
+    unit_gate, layer_gate = gate_at(gates.ffn, layer), gate_at(gates.ffn_layer, layer)
+    mask = unit_gate.eval_mask().cpu() if unit_gate is not None else torch.ones(units)
+    scale = layer_gate.eval_mask().cpu() if layer_gate is not None else torch.ones(1)
     keep = _kept(mask) if float(scale) != 0.0 else mask.new_zeros(0, dtype=torch.long)
     if keep.numel() == 0:
         _drop(state, prefix + "fc1.")
