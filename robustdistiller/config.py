@@ -15,11 +15,9 @@ from typing import Any, TypeVar
 
 import yaml
 
+from robustdistiller.errors import ConfigError
+
 T = TypeVar("T")
-
-
-class ConfigError(ValueError):
-    """A configuration value or key is invalid."""
 
 
 def _is_dataclass_type(tp: Any) -> bool:

@@ -24,6 +24,7 @@ from robustdistiller.augment.builtin import SpeechSource, synthetic_speech, writ
 from robustdistiller.data.audio import SAMPLE_RATE, AudioError, load_audio, load_audio_segment
 from robustdistiller.data.manifest import DEFAULT_EXTENSIONS, Manifest, scan_files
 from robustdistiller.data.report import BadFileReport
+from robustdistiller.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
@@ -52,13 +53,13 @@ class NoiseBankConfig:
     def validate(self) -> None:
         unknown = [s for s in self.musan_subsets if s not in MUSAN_SUBSETS]
         if unknown:
-            raise ValueError(f"musan_subsets: {unknown} not in {list(MUSAN_SUBSETS)}")
+            raise ConfigError(f"musan_subsets: {unknown} not in {list(MUSAN_SUBSETS)}")
         if self.musan is not None and not self.musan_subsets:
-            raise ValueError("musan is set but musan_subsets is empty")
+            raise ConfigError("musan is set but musan_subsets is empty")
         if self.cache_mb < 0:
-            raise ValueError(f"cache_mb must be >= 0, got {self.cache_mb}")
+            raise ConfigError(f"cache_mb must be >= 0, got {self.cache_mb}")
         if self.workers < 1:
-            raise ValueError(f"workers must be >= 1, got {self.workers}")
+            raise ConfigError(f"workers must be >= 1, got {self.workers}")
 
 
 @dataclass(frozen=True)
@@ -105,7 +106,7 @@ def index_urbansound(root: str | Path, exclude: Sequence[str] = URBANSOUND_DEFAU
         reader = csv.DictReader(fh)
         missing = {"fold", "slice_file_name", "class"} - set(reader.fieldnames or [])
         if missing:
-            raise ValueError(f"{csv_path}: missing column(s) {sorted(missing)}")
+            raise DataError(f"{csv_path}: missing column(s) {sorted(missing)}")
         table = list(reader)
     classes = {row["class"] for row in table}
     absent = [c for c in exclude if c not in classes]
@@ -126,10 +127,10 @@ def index_folder(folder: str | Path, *, workers: int = 8, report: BadFileReport 
 def _scan(root: Path, rows: list[tuple[str, dict[str, str]]], source: str, workers: int,
           report: BadFileReport | None) -> list[NoiseFile]:
     if not rows:
-        raise ValueError(f"no audio files ({', '.join(DEFAULT_EXTENSIONS)}) under {root}")
+        raise DataError(f"no audio files ({', '.join(DEFAULT_EXTENSIONS)}) under {root}")
     manifest, bad = scan_files(root, rows, workers=workers, desc=f"indexing {source} noise", report=report)
     if not manifest.entries:
-        raise ValueError(f"all {len(rows)} noise files under {root} are unusable: {bad.summary()}")
+        raise DataError(f"all {len(rows)} noise files under {root} are unusable: {bad.summary()}")
     return _to_files(manifest, source)
 
 

@@ -34,6 +34,7 @@ from robustdistiller.augment.rt60 import decay_length, measure_rt60
 from robustdistiller.data.audio import SAMPLE_RATE, AudioError, load_audio_channels
 from robustdistiller.data.manifest import DEFAULT_EXTENSIONS, scan_files
 from robustdistiller.data.report import BadFileReport
+from robustdistiller.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
@@ -57,9 +58,9 @@ class SimulatedRIRConfig:
     def validate(self) -> None:
         lo, hi = self.rt60_range
         if self.count < 0:
-            raise ValueError(f"count must be >= 0, got {self.count}")
+            raise ConfigError(f"count must be >= 0, got {self.count}")
         if not 0.05 <= lo <= hi <= 5.0:
-            raise ValueError(f"rt60_range must satisfy 0.05 <= low <= high <= 5 s, got {self.rt60_range}")
+            raise ConfigError(f"rt60_range must satisfy 0.05 <= low <= high <= 5 s, got {self.rt60_range}")
 
 
 @dataclass
@@ -74,9 +75,9 @@ class RIRBankConfig:
 
     def validate(self) -> None:
         if self.max_seconds is not None and self.max_seconds <= 0:
-            raise ValueError(f"max_seconds must be > 0, got {self.max_seconds}")
+            raise ConfigError(f"max_seconds must be > 0, got {self.max_seconds}")
         if self.cache_mb < 0:
-            raise ValueError(f"cache_mb must be >= 0, got {self.cache_mb}")
+            raise ConfigError(f"cache_mb must be >= 0, got {self.cache_mb}")
 
 
 @dataclass(frozen=True)
@@ -107,11 +108,11 @@ def index_rir_folder(folder: str | Path, *, workers: int = 8,
     rows = [(p.relative_to(root).as_posix(), {}) for p in sorted(root.rglob("*"))
             if p.suffix.lower() in DEFAULT_EXTENSIONS and p.is_file() and not _is_noise_path(p.relative_to(root))]
     if not rows:
-        raise ValueError(f"no RIR audio files ({', '.join(DEFAULT_EXTENSIONS)}) under {root}")
+        raise DataError(f"no RIR audio files ({', '.join(DEFAULT_EXTENSIONS)}) under {root}")
     manifest, bad = scan_files(root, rows, workers=workers, min_samples=1, desc=f"indexing RIRs in {root.name}",
                                report=report)
     if not manifest.entries:
-        raise ValueError(f"all {len(rows)} RIR files under {root} are unusable: {bad.summary()}")
+        raise DataError(f"all {len(rows)} RIR files under {root} are unusable: {bad.summary()}")
     return [RIRFile(root / e.path, f"{root.name}/{e.path}") for e in manifest.entries]
 
 

@@ -21,12 +21,21 @@ from typing import Any
 import torch
 from torch import nn
 
-from robustdistiller.checkpoints.dphubert import is_dphubert_checkpoint, model_from_dphubert, parse_dphubert_checkpoint
-from robustdistiller.checkpoints.s3prl import S3PRLCheckpoint, is_s3prl_checkpoint, parse_s3prl_checkpoint
+from robustdistiller.checkpoints.dphubert import (
+    is_dphubert_checkpoint,
+    model_from_dphubert,
+    parse_dphubert_checkpoint,
+)
+from robustdistiller.checkpoints.s3prl import (
+    S3PRLCheckpoint,
+    is_s3prl_checkpoint,
+    parse_s3prl_checkpoint,
+)
 from robustdistiller.checkpoints.safe_pickle import safe_load
+from robustdistiller.checkpoints.teachers import load_teacher
+from robustdistiller.errors import CheckpointFormatError
 from robustdistiller.models.precision import check_precision, use_precision
 from robustdistiller.models.student import DistillerModel
-from robustdistiller.models.teacher import load_teacher
 
 HF_MODEL_TYPES = ("hubert", "wavlm", "wav2vec2")
 
@@ -67,7 +76,7 @@ def load_student(path: str | Path) -> tuple[DistillerModel, S3PRLCheckpoint]:
     """Load a distiller checkpoint as a ``DistillerModel`` (eval mode) plus its parsed checkpoint."""
     loaded = open_model(path)
     if loaded.checkpoint is None:
-        raise ValueError(f"{path}: is a {loaded.format} model, not a distiller (student) checkpoint")
+        raise CheckpointFormatError(f"{path}: is a {loaded.format} model, not a distiller (student) checkpoint")
     return loaded.model, loaded.checkpoint  # type: ignore[return-value]
 
 
@@ -85,7 +94,7 @@ def open_model(path: str | Path) -> LoadedModel:
     if is_dphubert_checkpoint(raw):
         model = model_from_dphubert(parse_dphubert_checkpoint(raw, str(path)), str(path))
         return LoadedModel("dphubert", model, raw=raw)
-    raise ValueError(_unsupported(path, _describe_content(raw)))
+    raise CheckpointFormatError(_unsupported(path, _describe_content(raw)))
 
 
 def student_from_checkpoint(checkpoint: S3PRLCheckpoint, source: str = "<checkpoint>") -> DistillerModel:
@@ -95,7 +104,7 @@ def student_from_checkpoint(checkpoint: S3PRLCheckpoint, source: str = "<checkpo
         model.load_state_dict(checkpoint.state_dict, strict=True)
     except RuntimeError as exc:
         detail = " ".join(str(exc).split())  # torch's message spans lines; keep the CLI's one-line errors
-        raise ValueError(f"{source}: weights do not match Config['distiller']: {detail}") from None
+        raise CheckpointFormatError(f"{source}: weights do not match Config['distiller']: {detail}") from None
     return model.eval()
 
 
@@ -108,7 +117,7 @@ def check_finite_weights(model: nn.Module, source: str | Path) -> None:
     """Refuse (ValueError) a model with NaN/inf weights, naming a few of the tensors."""
     bad = non_finite_weights(model)
     if bad:
-        raise ValueError(
+        raise CheckpointFormatError(
             f"{source}: {len(bad)} weight tensor(s) hold NaN/inf values (e.g. {', '.join(bad[:3])}): the "
             "checkpoint is damaged or its run diverged; use an earlier checkpoint"
         )
@@ -117,13 +126,13 @@ def check_finite_weights(model: nn.Module, source: str | Path) -> None:
 def _open_directory(path: Path) -> LoadedModel:
     config_file = path / "config.json"
     if not config_file.is_file():
-        raise ValueError(_unsupported(path, "a directory without config.json"))
+        raise CheckpointFormatError(_unsupported(path, "a directory without config.json"))
     try:
         model_type = json.loads(config_file.read_text()).get("model_type")
     except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as exc:
-        raise ValueError(f"{config_file}: not a readable Hugging Face config ({exc})") from None
+        raise CheckpointFormatError(f"{config_file}: not a readable Hugging Face config ({exc})") from None
     if model_type not in HF_MODEL_TYPES:
-        raise ValueError(_unsupported(path, f"a Hugging Face directory with model_type {model_type!r}"))
+        raise CheckpointFormatError(_unsupported(path, f"a Hugging Face directory with model_type {model_type!r}"))
     return LoadedModel("hf", load_teacher(path).eval())
 
 

@@ -22,6 +22,7 @@ import torch
 
 from robustdistiller.atomic import atomic_write
 from robustdistiller.checkpoints.safe_pickle import safe_load
+from robustdistiller.errors import CheckpointFormatError
 from robustdistiller.models.student import DistillerConfig, DistillerModel
 
 # Keys this module owns; trainer state goes under other top-level keys.
@@ -77,7 +78,7 @@ def save_s3prl_checkpoint(
     _merge(config, extra_config or {})
     clashes = sorted(set(extra or {}) & set(RESERVED_KEYS))
     if clashes:
-        raise ValueError(f"extra keys {clashes} are reserved for the checkpoint format")
+        raise CheckpointFormatError(f"extra keys {clashes} are reserved for the checkpoint format")
     state = {
         k: (v.detach().float() if v.is_floating_point() else v.detach()).cpu().clone()
         for k, v in model.state_dict().items()
@@ -96,17 +97,17 @@ def parse_s3prl_checkpoint(raw: Any, source: str = "<checkpoint>") -> S3PRLCheck
     """Validate an already-unpickled checkpoint dict and build its ``DistillerConfig``."""
     if not is_s3prl_checkpoint(raw):
         keys = sorted(map(str, raw)) if isinstance(raw, dict) else type(raw).__name__
-        raise ValueError(f"{source}: not an s3prl distiller checkpoint (needs 'Distiller' and 'Config'; has {keys})")
+        raise CheckpointFormatError(f"{source}: not an s3prl distiller checkpoint (needs 'Distiller' and 'Config'; has {keys})")
     section = raw["Config"].get("distiller") if isinstance(raw["Config"], dict) else None
     if not isinstance(section, dict):
-        raise ValueError(f"{source}: Config['distiller'] is missing, cannot rebuild the student")
+        raise CheckpointFormatError(f"{source}: Config['distiller'] is missing, cannot rebuild the student")
     state = raw["Distiller"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(f"{source}: 'Distiller' is not a state dict of tensors")
+        raise CheckpointFormatError(f"{source}: 'Distiller' is not a state dict of tensors")
     try:
         config = DistillerConfig.from_s3prl(section)
     except ValueError as exc:
-        raise ValueError(f"{source}: invalid Config['distiller']: {exc}") from None
+        raise CheckpointFormatError(f"{source}: invalid Config['distiller']: {exc}") from None
     return S3PRLCheckpoint(config=config, state_dict=dict(state), step=int(raw.get("Step", 0) or 0), raw=raw)
 
 
@@ -130,11 +131,11 @@ def _check_plain(value: Any, where: str) -> None:
     if type(value) in (dict, collections.OrderedDict):
         for key, item in value.items():
             if type(key) not in _PLAIN_SCALARS:
-                raise ValueError(f"{where}: key {key!r} is not a plain str/int")
+                raise CheckpointFormatError(f"{where}: key {key!r} is not a plain str/int")
             _check_plain(item, f"{where}[{key!r}]")
         return
     if type(value) in (list, tuple):
         for i, item in enumerate(value):
             _check_plain(item, f"{where}[{i}]")
         return
-    raise ValueError(f"{where}: {type(value).__name__} is not a plain value (tensor, number, str, list, dict)")
+    raise CheckpointFormatError(f"{where}: {type(value).__name__} is not a plain value (tensor, number, str, list, dict)")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from robustdistiller.errors import UsageError
+
 EPILOG = """examples:
   robustdistiller evaluate --model runs/demo/robust/states-300.ckpt --model runs/demo/baseline/states-300.ckpt \\
       --task builtin --quick --out runs/eval
@@ -53,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     from robustdistiller.evaluate.tasks import tasks_from_spec
 
     if args.name and len(args.name) != len(args.model):
-        raise ValueError(f"{len(args.name)} --name values for {len(args.model)} --model values")
+        raise UsageError(f"{len(args.name)} --name values for {len(args.model)} --model values")
     overrides: dict[str, object] = {"seed": args.seed}
     for key, value in (("noises", args.noise), ("noise_types", args.noise_type), ("snrs", args.snr),
                        ("rirs", args.rir), ("rt60s", args.rt60)):

@@ -15,12 +15,14 @@ from typing import Any
 
 from torch import nn
 
-from robustdistiller.config import from_dict
-from robustdistiller.evaluate.probes import state_fingerprint
 from robustdistiller.checkpoints.load import open_model
+from robustdistiller.checkpoints.teachers import load_teacher
+from robustdistiller.config import from_dict
+from robustdistiller.errors import CheckpointFormatError, UsageError
+from robustdistiller.evaluate.probes import state_fingerprint
 from robustdistiller.models.enhancement import EnhancementConfig, EnhancementHead
 from robustdistiller.models.student import DistillerModel
-from robustdistiller.models.teacher import Teacher, load_teacher
+from robustdistiller.models.teacher import Teacher
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +60,7 @@ def default_names(paths: list[str | Path]) -> list[str]:
         names = ["/".join(p[-depth:]).removesuffix(".ckpt").removesuffix(".pt") for p in parts]
         if len(set(names)) == len(names):
             return names
-    raise ValueError(f"the same model is given twice: {paths}")
+    raise UsageError(f"the same model is given twice: {paths}")
 
 
 def _student_layer_names(model: DistillerModel) -> list[str]:
@@ -96,7 +98,7 @@ def _enhancement_head(raw: dict[str, Any], fmt: str, source: str) -> tuple[Enhan
     try:
         head.load_state_dict(state, strict=True)
     except RuntimeError as exc:
-        raise ValueError(f"{source}: enhancement head weights do not match its config: {exc}") from None
+        raise CheckpointFormatError(f"{source}: enhancement head weights do not match its config: {exc}") from None
     return head.eval(), cfg.input
 
 
@@ -128,7 +130,7 @@ def load_model_under_test(path: str | Path, name: str) -> ModelUnderTest:
 def _teacher_entry(model: nn.Module, name: str, source: str, fmt: str) -> ModelUnderTest:
     layers = getattr(model, "num_layers", None)
     if layers is None:
-        raise ValueError(f"{source}: loaded a {type(model).__name__}, which is neither a student nor a teacher")
+        raise CheckpointFormatError(f"{source}: loaded a {type(model).__name__}, which is neither a student nor a teacher")
     names = ["L0 (input)"] + [f"L{i}" for i in range(1, layers + 1)]
     return ModelUnderTest(name=name, path=source, kind="teacher", format=fmt, model=model,
                           model_id=state_fingerprint(model), layer_names=names)

@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from robustdistiller import __version__
+from robustdistiller.errors import DataError
 
 SCHEMA_NAME = "robustdistiller.evaluation"
 SCHEMA_VERSION = 1
@@ -84,12 +85,12 @@ class Results:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Results:
         if data.get("schema") != SCHEMA_NAME:
-            raise ValueError(f"not an evaluation results document (schema {data.get('schema')!r})")
+            raise DataError(f"not an evaluation results document (schema {data.get('schema')!r})")
         if data.get("version") != SCHEMA_VERSION:
-            raise ValueError(f"results schema version {data.get('version')} is not the supported {SCHEMA_VERSION}")
+            raise DataError(f"results schema version {data.get('version')} is not the supported {SCHEMA_VERSION}")
         missing = [k for k in (*TABLES, "seed", "train_on", "quick") if k not in data]
         if missing:
-            raise ValueError(f"results document lacks {missing}")
+            raise DataError(f"results document lacks {missing}")
         return cls(
             seed=data["seed"], train_on=data["train_on"], quick=data["quick"],
             condition_fingerprint=data.get("condition_set", {}).get("fingerprint", ""),

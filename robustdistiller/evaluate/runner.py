@@ -31,6 +31,7 @@ from tqdm import tqdm
 from robustdistiller.config import from_dict
 from robustdistiller.data.audio import SAMPLE_RATE, AudioError, load_audio
 from robustdistiller.data.report import BadFileReport
+from robustdistiller.errors import ConfigError, DataError, UsageError
 from robustdistiller.evaluate.conditions import CLEAN, Condition, ConditionConfig, ConditionSet
 from robustdistiller.evaluate.distortion import DistortionMeter
 from robustdistiller.evaluate.efficiency import count_macs, peak_memory_mb, real_time_factor
@@ -72,9 +73,9 @@ class EvaluateOptions:
 
     def validate(self) -> None:
         if min(self.max_train, self.max_val, self.max_test, self.max_distortion) < 0:
-            raise ValueError("max_* limits must be >= 0")
+            raise ConfigError("max_* limits must be >= 0")
         if self.batch_size < 1 or self.max_enhancement < 0 or self.rtf_seconds <= 0 or self.rtf_repeats < 1:
-            raise ValueError("batch_size and rtf_repeats must be >= 1, max_enhancement >= 0, rtf_seconds > 0")
+            raise ConfigError("batch_size and rtf_repeats must be >= 1, max_enhancement >= 0, rtf_seconds > 0")
 
 
 def quick_options(**overrides: object) -> EvaluateOptions:
@@ -117,7 +118,7 @@ def _training_mix(cset: ConditionSet, uids: Sequence[str], wavs: dict[str, np.nd
     """Each training utterance under one corrupted condition chosen from (seed, utterance id)."""
     corrupted = [c for c in cset if c.kind != "clean"]
     if not corrupted:
-        raise ValueError("train_on='corrupted' needs at least one corrupted condition")
+        raise ConfigError("train_on='corrupted' needs at least one corrupted condition")
     out = {}
     for u in uids:
         pick = corrupted[int(cset.rng_for(f"train-mix/{seed}", u).integers(len(corrupted)))]
@@ -209,7 +210,7 @@ def voicebank_pairs(folder: str | Path, report: BadFileReport) -> list[tuple[np.
             continue
         pairs.append((clean, noisy))
     if not pairs:
-        raise ValueError(f"no usable clean/noisy pairs under {folder}")
+        raise DataError(f"no usable clean/noisy pairs under {folder}")
     return pairs
 
 
@@ -343,17 +344,17 @@ def evaluate(
     building them from the results).
     """
     if not models:
-        raise ValueError("no models to evaluate")
+        raise UsageError("no models to evaluate")
     if not tasks:
-        raise ValueError("no tasks to evaluate on (e.g. builtin_tasks(...), fsdd_tasks(path))")
+        raise UsageError("no tasks to evaluate on (e.g. builtin_tasks(...), fsdd_tasks(path))")
     if train_on not in ("clean", "corrupted"):
-        raise ValueError(f"train_on must be 'clean' or 'corrupted', got {train_on!r}")
+        raise ConfigError(f"train_on must be 'clean' or 'corrupted', got {train_on!r}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     options = options or (quick_options() if quick else EvaluateOptions())
     names = list(names) if names is not None else default_names(list(models))
     if len(names) != len(models):
-        raise ValueError(f"{len(names)} names for {len(models)} models")
+        raise UsageError(f"{len(names)} names for {len(models)} models")
     timings: dict[str, float] = {}
     start = time.perf_counter()
 

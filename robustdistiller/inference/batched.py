@@ -27,6 +27,7 @@ from robustdistiller.atomic import atomic_write, stale_temps
 from robustdistiller.data.audio import MAX_PEAK, SAMPLE_RATE, AudioError, load_audio
 from robustdistiller.data.manifest import Manifest, ManifestEntry, manifest_from_folder
 from robustdistiller.data.report import BadFileReport
+from robustdistiller.errors import UsageError
 from robustdistiller.inference.backends import Backend
 from robustdistiller.inference.chunked import ChunkConfig, extract_long
 from robustdistiller.inference.writer import FORMATS, save_features
@@ -101,7 +102,7 @@ def _exclusive(out_dir: Path) -> Iterator[None]:
         try:
             fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise ValueError(
+            raise UsageError(
                 f"another extract is writing into {out_dir} (it holds {out_dir / LOCK_FILE}); wait for it "
                 "to finish or use another --out folder"
             ) from None
@@ -121,7 +122,7 @@ def _check_settings(out_dir: Path, settings: dict[str, Any]) -> None:
     if path.is_file():
         previous = json.loads(path.read_text())
         if previous != settings:
-            raise ValueError(
+            raise UsageError(
                 f"{out_dir} holds features made with {previous}; this run asks for {settings}. "
                 "Use another --out folder (or delete the old one)."
             )
@@ -157,7 +158,7 @@ def extract_files(
     ``settings`` (model, backend...) are stored with the features; ``layers`` and ``fmt`` are added.
     """
     if fmt not in FORMATS:
-        raise ValueError(f"unknown feature format {fmt!r}; choose from {', '.join(FORMATS)}")
+        raise UsageError(f"unknown feature format {fmt!r}; choose from {', '.join(FORMATS)}")
     chunk = chunk or ChunkConfig()
     chunk.validate()
     out_dir = Path(out_dir)
@@ -180,7 +181,7 @@ def _extract_all(backend: Backend, manifest: Manifest, out_dir: Path, fmt: str, 
     short = [e for e in todo if e.num_samples <= long_limit]
     long = [e for e in todo if e.num_samples > long_limit]
     if long and fmt != "npy":
-        raise ValueError(f"{len(long)} recordings are longer than {chunk.full_context_seconds} s: use --format npy")
+        raise UsageError(f"{len(long)} recordings are longer than {chunk.full_context_seconds} s: use --format npy")
     with tqdm(total=sum(e.num_samples for e in todo) / SAMPLE_RATE, unit="s", desc="extracting", disable=None) as bar:
         for batch in _batches(short, batch_seconds):
             summary.done += _run_batch(backend, manifest.root, batch, outputs, fmt, report)

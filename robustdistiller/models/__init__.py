@@ -22,7 +22,6 @@ from .teacher import (
     TeacherModel,
     TeacherOutput,
     UnsupportedTeacherError,
-    load_teacher,
 )
 from .transformer import EncoderLayer, EncoderOutput, TransformerEncoder, WavLMOptions
 
@@ -53,7 +52,6 @@ __all__ = [
     "hf_to_ours",
     "init_student_from_teacher",
     "lengths_to_mask",
-    "load_teacher",
     "ours_to_hf",
     "parse_conv_layers",
     "receptive_field",

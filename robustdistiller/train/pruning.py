@@ -28,8 +28,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from robustdistiller.config import to_dict
 from robustdistiller.checkpoints.dphubert import atomic_torch_save, read_dphubert_checkpoint, save_dphubert_checkpoint
+from robustdistiller.config import to_dict
+from robustdistiller.errors import CheckpointFormatError, ConfigError
 from robustdistiller.models.pruning import (
     PrunableConfig,
     PrunableModel,
@@ -101,7 +102,7 @@ class PruningStudent(nn.Module):
         super().__init__()
         bad = [i for i in layer_ids if i > model.config.num_layers]
         if bad:
-            raise ValueError(f"distill_layers {bad} beyond the model's {model.config.num_layers} layers")
+            raise ConfigError(f"distill_layers {bad} beyond the model's {model.config.num_layers} layers")
         self.model = model
         self.projections = projections
         self.constraint = constraint
@@ -139,7 +140,7 @@ class _PruningStageTrainer(DistillTrainer):
             return
         expected = model.config.conv_spec[-1][0] if enh.input == "cnn" else model.config.embed_dim
         if enh.input_dim != expected:
-            raise ValueError(f"enhancement.input_dim={enh.input_dim} but the student's {enh.input!r} "
+            raise ConfigError(f"enhancement.input_dim={enh.input_dim} but the student's {enh.input!r} "
                              f"features have {expected} dims")
 
     def _teacher_targets(self, wavs: Tensor, lengths: Tensor) -> Tensor:
@@ -176,7 +177,7 @@ class _PruningStageTrainer(DistillTrainer):
 
     def load_student_state(self, state: dict[str, Any]) -> None:
         if state.get("Stage") != self.stage:
-            raise ValueError(f"checkpoint is from stage {state.get('Stage')!r}, not {self.stage!r}")
+            raise CheckpointFormatError(f"checkpoint is from stage {state.get('Stage')!r}, not {self.stage!r}")
         self.student.load_state_dict(state["Student"])
 
 

@@ -32,14 +32,16 @@ from torch.nn.parallel import DistributedDataParallel
 
 from robustdistiller.atomic import atomic_write
 from robustdistiller.augment import CorruptionPolicy, CorruptionResult, build_policy, summarize
+from robustdistiller.checkpoints.s3prl import save_s3prl_checkpoint
+from robustdistiller.checkpoints.teachers import load_teacher
 from robustdistiller.config import config_changes, flatten, to_dict
 from robustdistiller.data import SAMPLE_RATE, BadFileReport
-from robustdistiller.checkpoints.s3prl import save_s3prl_checkpoint
+from robustdistiller.errors import CheckpointFormatError, ConfigError, DataError
 from robustdistiller.models.enhancement import EnhancementHead
 from robustdistiller.models.init import InitReport, init_student_from_teacher
 from robustdistiller.models.precision import use_precision
 from robustdistiller.models.student import DistillerModel, DistillerOutput
-from robustdistiller.models.teacher import Teacher, load_teacher
+from robustdistiller.models.teacher import Teacher
 from robustdistiller.train.checkpointing import (
     checkpoint_path,
     claim_run_folder,
@@ -108,7 +110,7 @@ class TrainingDivergedError(RuntimeError):
     """Too many non-finite steps in a row (``train.max_bad_steps``)."""
 
 
-class NoUsableAudioError(ValueError):
+class NoUsableAudioError(DataError):
     """Every file of a whole epoch failed to load: nothing to train on (a data error, not a bug)."""
 
 
@@ -287,7 +289,7 @@ class DistillTrainer:
     def _check_precision(self) -> None:
         precision = self.recipe.train.precision
         if precision == "fp16" and self.device.type != "cuda":
-            raise ValueError("train.precision=fp16 needs a GPU; use bf16 or fp32 on CPU")
+            raise ConfigError("train.precision=fp16 needs a GPU; use bf16 or fp32 on CPU")
 
     def _build_policy(self) -> CorruptionPolicy | None:
         cfg = self.recipe.corruption
@@ -508,7 +510,7 @@ class DistillTrainer:
         self.load_student_state(state)
         if self.head is not None:
             if "EnhancementHead" not in state:
-                raise ValueError(f"{path} has no enhancement head but the recipe enables one")
+                raise CheckpointFormatError(f"{path} has no enhancement head but the recipe enables one")
             self.head.load_state_dict(state["EnhancementHead"])
         recipe_lrs = list(self.scheduler.base_lrs)  # this recipe's peak rates (group["lr"] is warm-up scaled)
         self.optimizer.load_state_dict(state["Optimizer"])
@@ -583,7 +585,7 @@ RESUMABLE_CHANGES = frozenset({
 })
 
 
-class ResumeMismatchError(ValueError):
+class ResumeMismatchError(ConfigError):
     """``--resume`` with recipe changes a resume cannot apply."""
 
 
