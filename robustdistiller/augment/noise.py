@@ -144,7 +144,6 @@ class NoiseBank:
         self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
         self._cache_cap = int(cache_mb * 2**20)
         self._cache_bytes = 0
-        self._by_name = {f.name: i for i, f in enumerate(self.files)}
 
     @classmethod
     def from_config(cls, cfg: NoiseBankConfig, report: BadFileReport | None = None,
@@ -171,12 +170,6 @@ class NoiseBank:
     @property
     def names(self) -> list[str]:
         return [f.name for f in self.files]
-
-    def index_of(self, name: str) -> int:
-        try:
-            return self._by_name[name]
-        except KeyError:
-            raise KeyError(f"no noise named {name!r} in the bank ({len(self)} files)") from None
 
     def _decoded(self, index: int) -> np.ndarray:
         """Whole file at 16 kHz, through the LRU cache."""

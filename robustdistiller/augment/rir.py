@@ -247,7 +247,6 @@ class RIRBank:
         self._cache: OrderedDict[int, tuple[np.ndarray, np.ndarray]] = OrderedDict()
         self._cache_cap = int(cache_mb * 2**20)
         self._cache_bytes = 0
-        self._by_name = {n: i for i, n in enumerate(self.names)}
 
     @classmethod
     def from_config(cls, cfg: RIRBankConfig, report: BadFileReport | None = None) -> RIRBank:
@@ -266,12 +265,6 @@ class RIRBank:
     @property
     def names(self) -> list[str]:
         return [f.name for f in self.files] + [r.name for r in self.rirs]
-
-    def index_of(self, name: str) -> int:
-        try:
-            return self._by_name[name]
-        except KeyError:
-            raise KeyError(f"no RIR named {name!r} in the bank ({len(self)} RIRs)") from None
 
     def _decoded(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """File ``index`` as ([channels, samples] at 16 kHz, RT60 per channel), through the LRU cache:

@@ -25,9 +25,11 @@ import torch
 from torch import Tensor
 
 from robustdistiller.atomic import atomic_path
+from robustdistiller.checkpoints.heads import store_head
 from robustdistiller.checkpoints.teachers import load_strict
 from robustdistiller.errors import CheckpointFormatError
 from robustdistiller.models.convert import KeyTable, map_key
+from robustdistiller.models.enhancement import EnhancementHead
 from robustdistiller.models.pruning import PrunableConfig, PrunableModel
 
 _PRUNE_FLAGS = (
@@ -276,9 +278,11 @@ def save_dphubert_checkpoint(
     *,
     distill_linear_projs: Mapping[str, Tensor] | None = None,
     extra: Mapping[str, Any] | None = None,
+    head: EnhancementHead | None = None,
 ) -> Path:
     """Write ``model`` (ungated) in DPHuBERT's format, atomically; ``extra`` adds top-level keys
-    (plain values only, see :func:`atomic_torch_save`)."""
+    (plain values only, see :func:`atomic_torch_save`); ``head`` (an enhancement head) is stored
+    with its config by :func:`robustdistiller.checkpoints.heads.store_head`."""
     clashes = sorted(set(extra or {}) & {"state_dict", "config", "distill_linear_projs"})
     if clashes:
         raise CheckpointFormatError(f"extra keys {clashes} are reserved for the DPHuBERT format")
@@ -290,6 +294,8 @@ def save_dphubert_checkpoint(
         "distill_linear_projs": {k: v.detach().float().cpu().clone() for k, v in (distill_linear_projs or {}).items()},
         **(extra or {}),
     }
+    if head is not None:
+        store_head(payload, "dphubert", head)
     return atomic_torch_save(path, payload)
 
 

@@ -21,8 +21,10 @@ from typing import Any
 import torch
 
 from robustdistiller.atomic import atomic_write
+from robustdistiller.checkpoints.heads import store_head
 from robustdistiller.checkpoints.safe_pickle import safe_load
 from robustdistiller.errors import CheckpointFormatError
+from robustdistiller.models.enhancement import EnhancementHead
 from robustdistiller.models.student import DistillerConfig, DistillerModel
 
 # Keys this module owns; trainer state goes under other top-level keys.
@@ -62,12 +64,14 @@ def save_s3prl_checkpoint(
     step: int = 0,
     extra_config: dict[str, Any] | None = None,
     extra: dict[str, Any] | None = None,
+    head: EnhancementHead | None = None,
 ) -> Path:
     """Write ``model`` as an s3prl distiller checkpoint, atomically (:func:`robustdistiller.atomic.atomic_write`).
 
     ``extra_config`` is merged (recursively) into ``Config``, e.g. ``{"teacher": {"model": src}}``;
     ``extra`` adds top-level keys (optimizer / trainer state). Every value must be a tensor or a
-    plain container/scalar so the file stays loadable with ``weights_only=True``.
+    plain container/scalar so the file stays loadable with ``weights_only=True``. ``head`` (an
+    enhancement head) is stored with its config by :func:`robustdistiller.checkpoints.heads.store_head`.
     """
     path = Path(path)
     config: dict[str, Any] = {
@@ -84,6 +88,8 @@ def save_s3prl_checkpoint(
         for k, v in model.state_dict().items()
     }
     payload = {"Distiller": state, "Config": config, "Step": int(step), **(extra or {})}
+    if head is not None:
+        store_head(payload, "s3prl", head)
     _check_plain(payload, "checkpoint")
 
     return atomic_write(path, lambda fh: torch.save(payload, fh))

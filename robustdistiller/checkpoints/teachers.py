@@ -34,17 +34,16 @@ def load_teacher(source: str | Path) -> Teacher:
     """A frozen teacher from a Hugging Face directory / hub id or a fairseq / unilm ``.pt`` file."""
     path = Path(source)
     if path.is_dir():
-        model = _from_hf(str(path), path)
-    elif path.is_file():
-        model = _from_fairseq(path)
-    elif _looks_like_hub_id(str(source)):
-        model = _from_hf(str(source), None)
-    else:
-        raise FileNotFoundError(f"teacher source not found: {source} (expected a directory, a .pt file or a hub id)")
-    return Teacher(model, str(source))
+        return Teacher(_from_hf(str(path), path), str(source))
+    if path.is_file():
+        return teacher_from_fairseq(safe_load(path, extra_allowed=fairseq_allowed()), str(source))
+    if looks_like_hub_id(str(source)):
+        return Teacher(_from_hf(str(source), None), str(source))
+    raise FileNotFoundError(f"teacher source not found: {source} (expected a directory, a .pt file or a hub id)")
 
 
-def _looks_like_hub_id(source: str) -> bool:
+def looks_like_hub_id(source: str) -> bool:
+    """``owner/name`` without a checkpoint suffix: a Hugging Face hub id rather than a local path."""
     parts = source.split("/")
     return len(parts) == 2 and all(parts) and not source.endswith((".pt", ".ckpt", ".pth"))
 
@@ -175,30 +174,53 @@ _FAIRSEQ_OPAQUE_GLOBALS = (
 )
 
 
+def fairseq_allowed() -> dict[str, object]:
+    """``safe_load``'s extra allow-list for fairseq / unilm files: inert stand-ins only."""
+    return {name: stand_in(name) for name in _FAIRSEQ_OPAQUE_GLOBALS}
+
+
+def fairseq_flavour(ckpt: Any) -> str | None:
+    """``"fairseq"`` (hydra ``cfg.model`` or argparse ``args``), ``"unilm"`` (flat ``cfg``, WavLM)
+    or None when the unpickled ``ckpt`` is neither."""
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("model"), dict):
+        return None
+    raw = ckpt.get("cfg")
+    if isinstance(raw, dict) and isinstance(raw.get("model"), dict):
+        return "fairseq"
+    if isinstance(raw, dict) and "encoder_layers" in raw:
+        return "unilm"
+    return "fairseq" if ckpt.get("args") is not None else None
+
+
 def read_fairseq_checkpoint(path: Path) -> tuple[dict[str, Any], dict[str, Any], dict[str, Tensor]]:
     """(model cfg, task cfg, state dict) of a fairseq (``cfg.model`` / legacy ``args``) or unilm
     (flat ``cfg``) checkpoint, loaded without executing arbitrary pickles."""
-    ckpt = safe_load(path, extra_allowed={name: stand_in(name) for name in _FAIRSEQ_OPAQUE_GLOBALS})
+    return parse_fairseq_checkpoint(safe_load(path, extra_allowed=fairseq_allowed()), path)
+
+
+def parse_fairseq_checkpoint(
+    ckpt: Any, source: str | Path
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Tensor]]:
+    """:func:`read_fairseq_checkpoint` on an already-unpickled file."""
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("model"), dict):
-        raise UnsupportedTeacherError(f"{path}: not a fairseq/unilm checkpoint (no 'model' state dict)")
-    cfg, task = None, {}
+        raise UnsupportedTeacherError(f"{source}: not a fairseq/unilm checkpoint (no 'model' state dict)")
+    flavour = fairseq_flavour(ckpt)
+    if flavour is None:
+        raise UnsupportedTeacherError(f"{source}: no model configuration found under 'cfg' or 'args'")
     raw = ckpt.get("cfg")
-    if isinstance(raw, dict) and isinstance(raw.get("model"), dict):  # fairseq (hydra)
+    if flavour == "unilm":
+        cfg, task = raw, {"normalize": raw.get("normalize", False)}
+    elif isinstance(raw, dict) and isinstance(raw.get("model"), dict):  # fairseq (hydra)
         cfg, task = raw["model"], raw.get("task") or {}
-    elif isinstance(raw, dict) and "encoder_layers" in raw:  # unilm WavLM
-        cfg = raw
-        task = {"normalize": raw.get("normalize", False)}
-    elif ckpt.get("args") is not None:  # fairseq (argparse era)
+    else:  # fairseq (argparse era)
         cfg = dict(vars(ckpt["args"]))
         task = cfg
-    if cfg is None:
-        raise UnsupportedTeacherError(f"{path}: no model configuration found under 'cfg' or 'args'")
     return dict(cfg), dict(task), ckpt["model"]
 
 
-def _from_fairseq(path: Path) -> TeacherModel:
-    cfg, task, state = read_fairseq_checkpoint(path)
-    config = teacher_config_from_fairseq(cfg, task, state)
-    model = TeacherModel(config)
-    load_strict(model, fairseq_to_ours(state), str(path))
-    return model
+def teacher_from_fairseq(ckpt: Any, source: str) -> Teacher:
+    """A frozen teacher from an already-unpickled fairseq / unilm checkpoint (see :func:`load_teacher`)."""
+    cfg, task, state = parse_fairseq_checkpoint(ckpt, source)
+    model = TeacherModel(teacher_config_from_fairseq(cfg, task, state))
+    load_strict(model, fairseq_to_ours(state), source)
+    return Teacher(model, source)

@@ -335,6 +335,3 @@ class ConditionSet:
             h = torch.from_numpy(rirs[int(rng.integers(len(rirs)))].samples)[None]
             x = reverberate(x, lengths, h, torch.tensor([h.shape[1]]))
         return x[0].numpy().astype(np.float32, copy=False)
-
-    def corrupt_all(self, condition: Condition, wavs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return {uid: self.corrupt(condition, uid, wav) for uid, wav in wavs.items()}
