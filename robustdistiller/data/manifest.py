@@ -351,3 +351,13 @@ def manifest_from_csv(
             continue
         rows.append((rel, {c: rec[c] for c in label_columns}))
     return scan_files(base, rows, list(label_columns), workers=workers, report=report)
+
+
+def read_inputs(source: str | Path) -> tuple[Manifest, BadFileReport]:
+    """A folder (scanned recursively for audio) or a manifest file (``Manifest.read`` formats)."""
+    source = Path(source)
+    if source.is_dir():
+        return manifest_from_folder(source)
+    if source.is_file():
+        return Manifest.read(source), BadFileReport()
+    raise FileNotFoundError(f"input is neither a folder nor a manifest file: {source}")

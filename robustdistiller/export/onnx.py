@@ -228,8 +228,7 @@ def export_onnx_file(
     built-in synthetic speech) are described in ``robustdistiller.export.quantize``; the calibration
     set is read before anything is exported, so a bad one fails fast.
     """
-    from robustdistiller import load
-    from robustdistiller.checkpoints.load import check_finite_weights
+    from robustdistiller.checkpoints.load import check_finite_weights, load
     from robustdistiller.export.quantize import INT8_SCHEMES, QUANTIZE_MODES, quantize_int8
 
     if quantize is not None and quantize not in QUANTIZE_MODES:

@@ -116,7 +116,7 @@ def load_calibration(source: str | Path, max_utterances: int = 32, max_seconds: 
         ValueError: no utterance in ``source`` could be read (the reasons are listed).
     """
     from robustdistiller.data.audio import AudioError, load_audio
-    from robustdistiller.inference.batched import read_inputs
+    from robustdistiller.data.manifest import read_inputs
 
     try:
         manifest, bad = read_inputs(source)

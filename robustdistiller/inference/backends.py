@@ -93,7 +93,7 @@ def open_backend(
     if backend == "torch":
         import torch
 
-        from robustdistiller import load
+        from robustdistiller.checkpoints.load import load
 
         previous = torch.get_num_threads()
         if threads is not None:

@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from robustdistiller.atomic import atomic_write, stale_temps
 from robustdistiller.data.audio import MAX_PEAK, SAMPLE_RATE, AudioError, load_audio
-from robustdistiller.data.manifest import Manifest, ManifestEntry, manifest_from_folder
+from robustdistiller.data.manifest import Manifest, ManifestEntry, read_inputs
 from robustdistiller.data.report import BadFileReport
 from robustdistiller.errors import UsageError
 from robustdistiller.inference.backends import Backend
@@ -47,16 +47,6 @@ class ExtractSummary:
     """Files already present from an earlier run."""
     bad: BadFileReport = field(default_factory=BadFileReport)
     """Unusable inputs (from scanning and from decoding)."""
-
-
-def read_inputs(source: str | Path) -> tuple[Manifest, BadFileReport]:
-    """A folder (scanned recursively for audio) or a manifest file (``Manifest.read`` formats)."""
-    source = Path(source)
-    if source.is_dir():
-        return manifest_from_folder(source)
-    if source.is_file():
-        return Manifest.read(source), BadFileReport()
-    raise FileNotFoundError(f"input is neither a folder nor a manifest file: {source}")
 
 
 def safe_relative(path: str) -> Path:
