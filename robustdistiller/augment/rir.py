@@ -225,7 +225,8 @@ def load_or_simulate(cfg: SimulatedRIRConfig, sample_rate: int = SAMPLE_RATE) ->
     arrays = {"samples": np.concatenate([r.samples for r in rirs]) if rirs else np.zeros(0, np.float32),
               "offsets": offsets, "rt60": np.array([r.rt60 for r in rirs]), "names": np.array([r.name for r in rirs])}
     atomic_write(path, lambda fh: np.savez(fh, **arrays))  # a concurrent run never reads a half-written cache
-    (folder / "params.json").write_text(json.dumps(asdict(cfg) | {"sample_rate": sample_rate}, default=str, indent=1))
+    params = json.dumps(asdict(cfg) | {"sample_rate": sample_rate}, default=str, indent=1)
+    atomic_write(folder / "params.json", lambda fh: fh.write(params.encode()))
     return rirs
 
 

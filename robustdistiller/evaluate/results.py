@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import csv
 import datetime as _dt
+import io
 import json
 import math
 from dataclasses import dataclass, field
@@ -40,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from robustdistiller import __version__
+from robustdistiller.atomic import atomic_write
 from robustdistiller.errors import DataError
 
 SCHEMA_NAME = "robustdistiller.evaluation"
@@ -110,7 +112,8 @@ class Results:
         out_dir = Path(out_dir)
         (out_dir / "tables").mkdir(parents=True, exist_ok=True)
         paths = {"json": out_dir / "results.json"}
-        paths["json"].write_text(json.dumps(_finite(self.to_dict()), indent=1) + "\n")
+        text = json.dumps(_finite(self.to_dict()), indent=1) + "\n"
+        atomic_write(paths["json"], lambda fh: fh.write(text.encode()))
         for name in TABLES:
             rows = getattr(self, name)
             if rows:
@@ -134,12 +137,12 @@ def write_csv(path: Path, rows: list[Row]) -> Path:
     columns: list[str] = []
     for row in rows:
         columns += [k for k in row if k not in columns]
-    with path.open("w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, columns)
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in _finite(row).items()})
-    return path
+    buffer = io.StringIO(newline="")
+    writer = csv.DictWriter(buffer, columns)
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in _finite(row).items()})
+    return atomic_write(path, lambda fh: fh.write(buffer.getvalue().encode("utf-8")))
 
 
 def mean_of(values: list[float | None]) -> float | None:
