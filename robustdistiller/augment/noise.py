@@ -4,7 +4,7 @@ random segments of them at 16 kHz.
 Files are indexed once from their headers (bad ones are skipped and put in a ``BadFileReport``); a
 folder that does not exist is an error at construction. A segment of ``n`` samples is a uniformly
 random crop of a longer file (only that span is decoded for 16 kHz files), or the file tiled from its
-start when it is shorter, as in the reference. Decoded files can be kept in an LRU cache with a byte
+start when it is shorter, as in the original code. Decoded files can be kept in an LRU cache with a byte
 cap; each DataLoader worker holds its own copy of the bank and so its own cache.
 """
 
@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 
 MUSAN_SUBSETS = ("noise", "music", "speech")
 URBANSOUND_CSV = Path("metadata") / "UrbanSound8K.csv"
-# Reference choice: these two classes contain speech-like / musical content, not background noise.
+# The original code's choice: these two classes contain speech-like / musical content, not background noise.
 URBANSOUND_DEFAULT_EXCLUDE = ("children_playing", "street_music")
 # Draws of another file after an unreadable one before giving up on the whole bank.
 MAX_BAD_RETRIES = 20
@@ -86,7 +86,7 @@ def _to_files(manifest: Manifest, source: str) -> list[NoiseFile]:
 
 def index_musan(root: str | Path, subsets: Sequence[str] = ("noise",), *, workers: int = 8,
                 report: BadFileReport | None = None) -> list[NoiseFile]:
-    """``<root>/<subset>/**`` audio files of MUSAN (the reference uses ``noise`` only)."""
+    """``<root>/<subset>/**`` audio files of MUSAN (the original code uses ``noise`` only)."""
     root = _require_dir(Path(root).resolve(), "MUSAN")
     rows = []
     for subset in subsets:
@@ -234,7 +234,7 @@ class NoiseBank:
 
 
 def tile(wav: np.ndarray, num_samples: int) -> np.ndarray:
-    """``wav`` repeated from its start and cut to ``num_samples`` (the reference's length matching)."""
+    """``wav`` repeated from its start and cut to ``num_samples`` (the original code's length matching)."""
     if wav.shape[0] == 0:
         raise ValueError("cannot tile an empty waveform")
     reps = -(-num_samples // wav.shape[0])

@@ -12,7 +12,7 @@ The work is split so that the trainer never waits on files:
   (``plan(wavs=...)``, chosen by ``apply_on``); ``apply`` then only hands the finished batch over.
   That is the default when training on CPU: the trainer never waits for a convolution.
 
-Reference behaviour kept (RobustDistiller ``robustness.py``): four operations with probability 1/4,
+Original behaviour kept (RobustDistiller's ``robustness.py``): four operations with probability 1/4,
 integer SNR uniform in [0, 20] dB, 30 % white Gaussian noise, noise before reverb, raw RIRs, the
 output truncated to the input length, curriculum ``inc_steps`` (SNR floor from ``snr_high`` down to
 ``snr_low``, reverb probability 0 -> 1). Fixed: SNR measured on the unpadded signal, padding stays
@@ -53,7 +53,7 @@ class CorruptionConfig:
     p_clean: float = 0.25
     p_noise: float = 0.25
     p_reverb: float = 0.25
-    p_noise_reverb: float = 0.25  # noise first, then reverb (reference order)
+    p_noise_reverb: float = 0.25  # noise first, then reverb (original order)
     snr_low: int = 0  # SNR is an integer drawn uniformly in [snr_low, snr_high] dB, inclusive
     snr_high: int = 20
     white_noise_prob: float = 0.3  # share of noise events using white Gaussian noise instead of a file
@@ -104,13 +104,13 @@ class CorruptionConfig:
 def curriculum(step: int, inc_steps: int, snr_low: int, snr_high: int) -> tuple[int, float]:
     """(SNR floor, reverb probability) at optimizer ``step``.
 
-    As the reference (``round(linspace(high, low, inc_steps))[step]`` and ``linspace(0, 1, inc_steps)``,
+    As the original (``round(linspace(high, low, inc_steps))[step]`` and ``linspace(0, 1, inc_steps)``,
     last value afterwards), but indexed by optimizer step. Off (``inc_steps <= 0``): (snr_low, 1).
     """
     if inc_steps <= 0:
         return snr_low, 1.0
     frac = 1.0 if inc_steps == 1 else min(max(step, 0) / (inc_steps - 1), 1.0)
-    # np.round rounds half to even, like torch.round in the reference.
+    # np.round rounds half to even, like torch.round in the original.
     return int(np.round(snr_high + (snr_low - snr_high) * frac)), frac
 
 
@@ -262,7 +262,7 @@ class CorruptionPolicy:
     def _noise(self, n: int, rng: np.random.Generator) -> tuple[np.ndarray, str]:
         u = rng.random()
         if u < self.cfg.white_noise_prob:
-            # Gaussian like the reference's randn_like; generated here so the plan holds all randomness.
+            # Gaussian like the original's randn_like; generated here so the plan holds all randomness.
             # torch's vectorised sampler, seeded from the plan's generator: 3x numpy's for 250k samples
             # (same values on the same machine; another CPU's SIMD path may differ in the last bit).
             seeded = torch.Generator().manual_seed(int(rng.integers(2**63)))

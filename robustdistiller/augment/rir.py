@@ -5,13 +5,13 @@ simulated_rirs}``, the DNS ``impulse_responses`` archive, your own recordings. S
 recordings into those folders (``*noise*`` files, ``pointsource_noises/``), so files whose name
 contains "noise" and the ``pointsource_noises`` folder are left out. They are loaded lazily (SLR28
 alone holds ~60k files) at 16 kHz; a multi-channel RIR gives one random channel per draw, as in the
-reference.
+original RobustDistiller code.
 
 Simulated RIRs come from pyroomacoustics shoebox rooms (see :func:`simulate_rirs`), generated once
 and cached on disk in a folder keyed by the generation parameters and seed.
 
 Every RIR handed out carries its measured RT60 (``augment/rt60.py``) and a name. Post-processing
-options (``align_direct_path``, ``normalize``, ``max_seconds``) default to the reference's raw RIRs.
+options (``align_direct_path``, ``normalize``, ``max_seconds``) default to the original code's raw RIRs.
 """
 
 from __future__ import annotations
@@ -67,9 +67,9 @@ class SimulatedRIRConfig:
 class RIRBankConfig:
     rir_dirs: list[Path] = field(default_factory=list)
     simulate_rirs: SimulatedRIRConfig = field(default_factory=SimulatedRIRConfig)
-    align_direct_path: bool = False  # drop the samples before the peak (reference: False)
-    normalize: Normalize = "none"  # "energy": unit L2 norm, "peak": unit max |h| (reference: none)
-    max_seconds: float | None = None  # truncate longer RIRs (reference: keep whole)
+    align_direct_path: bool = False  # drop the samples before the peak (original: False)
+    normalize: Normalize = "none"  # "energy": unit L2 norm, "peak": unit max |h| (original: none)
+    max_seconds: float | None = None  # truncate longer RIRs (original: keep whole)
     cache_mb: float = 64.0  # per-process LRU cache of decoded RIR files
     workers: int = 8
 

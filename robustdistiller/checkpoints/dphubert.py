@@ -1,4 +1,4 @@
-"""DPHuBERT / DPWavLM checkpoint format (reference C.7): read and write.
+"""DPHuBERT / DPWavLM checkpoint format (reference-formats.md C.7): read and write.
 
 A file is a ``torch.save`` of a plain dict::
 
@@ -9,7 +9,7 @@ A file is a ``torch.save`` of a plain dict::
      "distill_linear_projs": state dict of the distillation Linears (not needed for inference)}
 
 Written files hold only tensors and plain containers (``torch.load(weights_only=True)`` reads them)
-and their config holds exactly the reference's keys, so DPHuBERT's own builder accepts them too.
+and their config holds exactly the keys of DPHuBERT's own files, so DPHuBERT's own builder accepts them too.
 Only ungated (final, pruned) checkpoints are supported: a stage-1 file still carrying
 ``hard_concrete`` gates must go through DPHuBERT's ``prune.py`` (or ours) first.
 """

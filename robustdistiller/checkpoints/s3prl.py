@@ -1,6 +1,6 @@
 """The s3prl "distiller" checkpoint format, which is also this project's own format.
 
-A file is a ``torch.save`` of a plain dict (reference A.4)::
+A file is a ``torch.save`` of a plain dict (reference-formats.md A.4)::
 
     {"Distiller": student state_dict (fp32), "Config": {"distiller": {...}, "teacher": {...},
      "task": {...}, "audio": {...}}, "Step": int, ...trainer resume state under its own keys}

@@ -31,7 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--model", action="append", required=True, metavar="PATH",
                         help="student checkpoint or teacher (HF folder, hub id, fairseq .pt); repeat for more")
     parser.add_argument("--name", action="append", metavar="NAME", help="display name per --model (same order)")
-    parser.add_argument("--teacher", help="reference teacher (default: the one recorded in the first student)")
+    parser.add_argument("--teacher", help="teacher the students are compared with (default: the one recorded in the first student)")
     parser.add_argument("--task", action="append", metavar="SPEC", help="task pack (repeatable; default: builtin)")
     parser.add_argument("--noise", action="append", metavar="SOURCE", help="noise source (repeatable; default: builtin)")
     parser.add_argument("--noise-type", action="append", metavar="TYPE", help="keep only these noise types")

@@ -11,7 +11,7 @@ Noise *types* are groups of noise files:
 - a folder (``folder:PATH`` or just ``PATH``): each sub-folder is a type, or, when the audio sits
   directly in the folder, each file is its own type (named by its stem);
 - ``musan:PATH``: each ``<subset>/<source>`` folder of MUSAN (e.g. ``musan/noise/free-sound``);
-- ``urbansound:PATH``: each UrbanSound8K class (minus the reference's two excluded classes).
+- ``urbansound:PATH``: each UrbanSound8K class (minus the two classes RobustDistiller's code excludes).
 
 RIRs are grouped into RT60 bins: simulated shoebox rooms aimed at each bin's RT60 (cached on disk),
 or real RIR folders whose measured RT60 lies within ``rt60_tolerance`` of a bin.

@@ -68,7 +68,7 @@ class EvaluateOptions:
     rtf_repeats: int = 3
     measure_memory: bool = True
     voicebank: Path | None = None  # folder with clean/ and noisy/ (same file names)
-    evaluate_teacher: bool = True  # also probe the teacher (the upper reference)
+    evaluate_teacher: bool = True  # also probe the teacher (the upper bound)
     cache_dir: Path | None = None  # feature cache (default: <out_dir>/cache)
 
     def validate(self) -> None:

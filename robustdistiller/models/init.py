@@ -11,7 +11,7 @@ from ..errors import UnsupportedTeacherError
 from .student import DistillerModel
 from .teacher import Teacher
 
-# WavLM-only tensors of a teacher layer; the student's attention is vanilla (reference B.2).
+# WavLM-only tensors of a teacher layer; the student's attention is vanilla (reference-formats.md B.2).
 _WAVLM_ONLY = re.compile(r"self_attn\.(relative_attention_bias\.weight|grep_linear\.(weight|bias)|grep_a)$")
 
 

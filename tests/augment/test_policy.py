@@ -94,7 +94,7 @@ def test_snr_is_integer_uniform_and_white_noise_share(banks):
 
 
 def test_curriculum_schedule_values():
-    # Reference: round(linspace(20, 0, 11))[step] and linspace(0, 1, 11)[step], last value after.
+    # The original: round(linspace(20, 0, 11))[step] and linspace(0, 1, 11)[step], last value after.
     assert curriculum(0, 11, 0, 20) == (20, 0.0)
     assert curriculum(5, 11, 0, 20) == (10, 0.5)
     assert curriculum(3, 11, 0, 20)[0] == 14
