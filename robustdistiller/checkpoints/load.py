@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from robustdistiller.checkpoints.dphubert import model_from_dphubert, parse_dphubert_checkpoint
-from robustdistiller.checkpoints.formats import SUPPORTED_FORMATS, Format, detect_format, unsupported
+from robustdistiller.checkpoints.formats import STUDENT_KINDS, SUPPORTED_FORMATS, Format, detect_format, unsupported
 from robustdistiller.checkpoints.heads import SavedHead, read_head
 from robustdistiller.checkpoints.s3prl import S3PRLCheckpoint, parse_s3prl_checkpoint
 from robustdistiller.checkpoints.teachers import load_teacher, teacher_from_fairseq
@@ -49,7 +49,7 @@ class LoadedModel:
 
     @property
     def is_student(self) -> bool:
-        return self.format in ("s3prl", "dphubert")
+        return self.format in STUDENT_KINDS
 
 
 def load(path: str | Path, precision: str = "fp32") -> nn.Module:
