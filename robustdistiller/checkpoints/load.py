@@ -9,7 +9,8 @@ Formats are recognised from the content, not the file name (``checkpoints.format
   -> a (pruned) ``PrunableModel`` whose ``extract`` gives DPHuBERT's 13 hidden states.
 Every returned model is in eval mode, has its weights loaded strictly and offers
 ``extract(wavs, lengths) -> list[Tensor[B, T, D]]``. :func:`open_format` also opens the teacher
-kinds (hub ids, fairseq / unilm ``.pt`` files) and the enhancement head saved with a student.
+kinds (hub ids, fairseq / unilm ``.pt`` files); ``checkpoints.heads.read_head(loaded.raw, ...)``
+rebuilds the enhancement head saved with a student.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ from torch import nn
 
 from robustdistiller.checkpoints.dphubert import model_from_dphubert, parse_dphubert_checkpoint
 from robustdistiller.checkpoints.formats import STUDENT_KINDS, SUPPORTED_FORMATS, Format, detect_format, unsupported
-from robustdistiller.checkpoints.heads import SavedHead, read_head
 from robustdistiller.checkpoints.s3prl import S3PRLCheckpoint, parse_s3prl_checkpoint
 from robustdistiller.checkpoints.teachers import load_teacher, teacher_from_fairseq
 from robustdistiller.errors import CheckpointFormatError
@@ -44,8 +44,7 @@ class LoadedModel:
     format: str  # a ``Format.kind``
     model: nn.Module
     checkpoint: S3PRLCheckpoint | None = None  # set for "s3prl"
-    raw: dict[str, Any] | None = None  # the unpickled file ("s3prl", "dphubert")
-    head: SavedHead | None = None  # the enhancement head saved with a student
+    raw: dict[str, Any] | None = None  # the unpickled file ("s3prl", "dphubert"): extra keys such as a saved head
 
     @property
     def is_student(self) -> bool:
@@ -85,16 +84,15 @@ def open_model(path: str | Path) -> LoadedModel:
 
 
 def open_format(fmt: Format) -> LoadedModel:
-    """Load what :func:`~robustdistiller.checkpoints.formats.detect_format` found, any kind, in eval
-    mode, with the enhancement head saved beside a student."""
+    """Load what :func:`~robustdistiller.checkpoints.formats.detect_format` found, any kind, in eval mode."""
     source = fmt.source
     if fmt.kind == "s3prl":
         checkpoint = parse_s3prl_checkpoint(fmt.raw, source)
         model: nn.Module = student_from_checkpoint(checkpoint, source)
-        return LoadedModel("s3prl", model, checkpoint, fmt.raw, read_head(fmt.raw, "s3prl", source))
+        return LoadedModel("s3prl", model, checkpoint, fmt.raw)
     if fmt.kind == "dphubert":
         model = model_from_dphubert(parse_dphubert_checkpoint(fmt.raw, source), source)
-        return LoadedModel("dphubert", model, raw=fmt.raw, head=read_head(fmt.raw, "dphubert", source))
+        return LoadedModel("dphubert", model, raw=fmt.raw)
     if fmt.kind in ("fairseq", "unilm"):
         return LoadedModel(fmt.kind, teacher_from_fairseq(fmt.raw, source))
     return LoadedModel(fmt.kind, load_teacher(source).eval())  # "hf" folder or "hf-hub" id

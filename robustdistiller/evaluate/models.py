@@ -16,6 +16,7 @@ from typing import Any
 from torch import nn
 
 from robustdistiller.checkpoints.formats import detect_format
+from robustdistiller.checkpoints.heads import read_head
 from robustdistiller.checkpoints.load import open_format
 from robustdistiller.checkpoints.teachers import load_teacher
 from robustdistiller.errors import CheckpointFormatError, UsageError
@@ -70,8 +71,9 @@ def load_model_under_test(path: str | Path, name: str) -> ModelUnderTest:
         return _teacher_entry(loaded.model, name, source, loaded.format)
     entry = ModelUnderTest(name=name, path=source, kind="student", format=loaded.format, model=loaded.model,
                            model_id=state_fingerprint(loaded.model), layer_names=_layer_names(loaded.model))
-    if loaded.head is not None:
-        entry.enhancement, entry.enhancement_input = loaded.head.head, loaded.head.input
+    saved = read_head(loaded.raw, loaded.format, source)
+    if saved is not None:
+        entry.enhancement, entry.enhancement_input = saved.head, saved.input
     if loaded.checkpoint is not None:  # s3prl: prediction heads and the recorded teacher
         student: DistillerModel = loaded.model  # type: ignore[assignment]
         n = student.config.encoder_layers
