@@ -26,7 +26,12 @@ from typing import Any
 from robustdistiller.checkpoints.dphubert import is_dphubert_checkpoint
 from robustdistiller.checkpoints.s3prl import is_s3prl_checkpoint
 from robustdistiller.checkpoints.safe_pickle import safe_load
-from robustdistiller.checkpoints.teachers import fairseq_allowed, fairseq_flavour, looks_like_hub_id
+from robustdistiller.checkpoints.teachers import (
+    CHECKPOINT_SUFFIXES,
+    fairseq_allowed,
+    fairseq_flavour,
+    looks_like_hub_id,
+)
 from robustdistiller.errors import CheckpointFormatError
 
 HF_MODEL_TYPES = ("hubert", "wavlm", "wav2vec2")
@@ -77,7 +82,8 @@ def detect_format(source: str | Path, *, hub_ids: bool = False) -> Format:
         return Format(_content_kind(raw, path), str(source), raw)
     if hub_ids and looks_like_hub_id(str(source)):
         return Format("hf-hub", str(source))
-    raise FileNotFoundError(f"no such checkpoint file or model directory: {source}")
+    what = "checkpoint file" if path.suffix in CHECKPOINT_SUFFIXES else "checkpoint file or model directory"
+    raise FileNotFoundError(f"no such {what}: {source}")
 
 
 def _content_kind(raw: Any, path: Path) -> str:

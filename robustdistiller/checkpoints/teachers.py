@@ -29,6 +29,9 @@ from robustdistiller.models.teacher import (
     teacher_config_from_hf,
 )
 
+# File names of checkpoints (never hub ids).
+CHECKPOINT_SUFFIXES = (".pt", ".ckpt", ".pth")
+
 
 def load_teacher(source: str | Path) -> Teacher:
     """A frozen teacher from a Hugging Face directory / hub id or a fairseq / unilm ``.pt`` file."""
@@ -45,7 +48,7 @@ def load_teacher(source: str | Path) -> Teacher:
 def looks_like_hub_id(source: str) -> bool:
     """``owner/name`` without a checkpoint suffix: a Hugging Face hub id rather than a local path."""
     parts = source.split("/")
-    return len(parts) == 2 and all(parts) and not source.endswith((".pt", ".ckpt", ".pth"))
+    return len(parts) == 2 and all(parts) and not source.endswith(CHECKPOINT_SUFFIXES)
 
 
 # ---------------------------------------------------------------- Hugging Face
