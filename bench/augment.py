@@ -1,13 +1,13 @@
-"""Corruption throughput: our pipeline as the trainer runs it against the reference's per-utterance approach.
+"""Corruption throughput: our pipeline as the trainer runs it against the original per-utterance approach.
 
-One bucket of the RobustDistiller recipe: 24 utterances of 15.6 s (250,000 samples), the reference's
+One bucket of the RobustDistiller recipe: 24 utterances of 15.6 s (250,000 samples), the original's
 policy (clean / noise / reverb / noise+reverb at 1/4 each, integer SNR 0-20 dB, 70 % file noise /
 30 % white). Sources are generated once into a temporary folder (not timed): MUSAN-like noise
 (16 kHz mono, 10-60 s, two of several minutes), UrbanSound8K-like clips (44.1 / 48 kHz stereo,
 <= 4 s; they are most of the real pool) and SLR28-like RIR files (16 kHz, 0.5-1.5 s, a few with two
 microphones). Both pipelines corrupt rows with the same operations (same generator).
 
-* reference (RobustDistiller ``robustness.py``, reference-formats.md B.3), in the training process,
+* original (RobustDistiller ``robustness.py``, reference-formats.md B.3), in the training process,
   per utterance: read the whole noise file, mix to mono, resample to 16 kHz with a Kaiser
   windowed-sinc polyphase filter (``resample_poly``, window ("kaiser", 14.77): the method class of
   torchaudio's ``sinc_interp_kaiser``) when needed, tile / random crop, powers over the padded row,
@@ -18,12 +18,12 @@ microphones). Both pipelines corrupt rows with the same operations (same generat
 
 Two parts:
 
-1. One process, the work itself per batch: reference; ours with a cold noise cache (every draw decodes
+1. One process, the work itself per batch: original; ours with a cold noise cache (every draw decodes
    its file) and a warm one (steady state), and the warm run split into plan and apply.
 2. As training runs: a DataLoader with ``--workers`` workers collates the clean batches for every
-   pipeline (the reference's trainer gets its clean batches the same way); the model step is
+   pipeline (the original trainer gets its clean batches the same way); the model step is
    emulated by a sleep (``--step-ms``: the GPU busy, the CPU free for the workers).
-   - reference: the trainer corrupts each batch per utterance after receiving it.
+   - original: the trainer corrupts each batch per utterance after receiving it.
    - ours, ``apply_on=device``: workers plan, the trainer applies (its CPU here).
    - ours, ``apply_on=workers`` (the CPU default): workers plan and apply, the trainer receives the
      finished batch.
@@ -61,7 +61,7 @@ from robustdistiller.models.precision import cpu_model
 from robustdistiller.train.loader import PlannedBatch, PlanningCollate
 
 BATCH, LENGTH, RATE = 24, 250_000, 16_000
-REFERENCE_KAISER_BETA = 14.769656459379492  # torchaudio's default for sinc_interp_kaiser
+ORIGINAL_KAISER_BETA = 14.769656459379492  # torchaudio's default for sinc_interp_kaiser
 
 
 def _noise_like(rng: np.random.Generator, frames: int, channels: int = 1) -> np.ndarray:
@@ -93,24 +93,24 @@ def write_sources(folder: Path, rng: np.random.Generator) -> tuple[Path, Path]:
     return noise_dir, rir_dir
 
 
-# ------------------------------------------------------------------ the reference approach
-def _reference_read(path: Path, rng: np.random.Generator, pick_channel: bool) -> np.ndarray:
+# ------------------------------------------------------------------ the original approach
+def _original_read(path: Path, rng: np.random.Generator, pick_channel: bool) -> np.ndarray:
     data, rate = sf.read(str(path), dtype="float32", always_2d=True)
     mono = data[:, int(rng.integers(data.shape[1]))] if pick_channel else data.mean(axis=1)
     if rate != RATE:
         g = math.gcd(rate, RATE)
-        mono = signal.resample_poly(mono, RATE // g, rate // g, window=("kaiser", REFERENCE_KAISER_BETA))
+        mono = signal.resample_poly(mono, RATE // g, rate // g, window=("kaiser", ORIGINAL_KAISER_BETA))
     return mono.astype(np.float32, copy=False)
 
 
-def reference_row(x: np.ndarray, op: str, noise_files: list[Path], rir_files: list[Path],
+def original_row(x: np.ndarray, op: str, noise_files: list[Path], rir_files: list[Path],
                   rng: np.random.Generator) -> np.ndarray:
     """One utterance as robustness.py corrupts it (padded row = whole row here)."""
     n = x.shape[0]
     if op in ("noise", "noise+reverb"):
         snr = int(rng.integers(0, 21))
         if rng.random() < 0.7:
-            noise = _reference_read(noise_files[int(rng.integers(len(noise_files)))], rng, pick_channel=False)
+            noise = _original_read(noise_files[int(rng.integers(len(noise_files)))], rng, pick_channel=False)
             if noise.shape[0] <= n:
                 noise = np.tile(noise, -(-n // noise.shape[0]))[:n]
             else:
@@ -121,14 +121,14 @@ def reference_row(x: np.ndarray, op: str, noise_files: list[Path], rir_files: li
         k = (x.dot(x) / n) / (noise.dot(noise) / n + 1e-8) * 10 ** (-snr / 10)
         x = x + np.float32(np.sqrt(k)) * noise
     if op in ("reverb", "noise+reverb"):
-        rir = _reference_read(rir_files[int(rng.integers(len(rir_files)))], rng, pick_channel=True)
+        rir = _original_read(rir_files[int(rng.integers(len(rir_files)))], rng, pick_channel=True)
         x = signal.convolve(x, rir, mode="full")[:n]
     return x
 
 
-def reference_batch(wavs: np.ndarray, ops: list[str], noise_files: list[Path], rir_files: list[Path],
+def original_batch(wavs: np.ndarray, ops: list[str], noise_files: list[Path], rir_files: list[Path],
                     rng: np.random.Generator) -> np.ndarray:
-    return np.stack([reference_row(x, op, noise_files, rir_files, rng) for x, op in zip(wavs, ops)])
+    return np.stack([original_row(x, op, noise_files, rir_files, rng) for x, op in zip(wavs, ops)])
 
 
 # ------------------------------------------------------------------ timing helpers
@@ -215,7 +215,7 @@ def main() -> None:
             plan: CorruptionPlan = warm.plan(lengths, LENGTH, plan_rng(0, 0, i))
             ops = [OPS[o] for o in plan.ops.tolist()]
             return {
-                "ref": _timed(lambda: reference_batch(clean, ops, *paths, np.random.default_rng(i))),
+                "ref": _timed(lambda: original_batch(clean, ops, *paths, np.random.default_rng(i))),
                 "cold": _timed(lambda: cold.apply(wavs, lengths, cold.plan(lengths, LENGTH, plan_rng(0, 0, i)), 0)),
                 "warm": _timed(lambda: warm.apply(wavs, lengths, warm.plan(lengths, LENGTH, plan_rng(0, 0, i)), 0)),
                 "plan": _timed(lambda: warm.plan(lengths, LENGTH, plan_rng(0, 0, i))),
@@ -229,7 +229,7 @@ def main() -> None:
                 for key, value in samples.items():
                     timings[key].append(value)
         med = {k: (statistics.median(w for w, _ in v), statistics.median(c for _, c in v)) for k, v in timings.items()}
-        rows += [("1 process, reference: per utterance", *med["ref"]),
+        rows += [("1 process, original: per utterance", *med["ref"]),
                  ("1 process, ours, cold noise cache: plan + apply", *med["cold"]),
                  ("1 process, ours, warm cache: plan + apply", *med["warm"]),
                  ("  of which plan (noise slices, RIR picks)", *med["plan"]),
@@ -238,11 +238,11 @@ def main() -> None:
         # ---- part 2: as training runs, clean batches from DataLoader workers
         planner = PlanningCollate(warm, seed=0)
 
-        def reference_trainer(batch: object) -> object:
+        def original_trainer(batch: object) -> object:
             assert isinstance(batch, Batch)
             # The same operations as our plans for this batch (the generator's first draws).
             ops = [OPS[o] for o in warm.draw_ops(len(batch), planner.plan_rng(batch))]
-            noisy = reference_batch(batch.wavs.numpy(), ops, *paths, np.random.default_rng(int(batch.indices[0])))
+            noisy = original_batch(batch.wavs.numpy(), ops, *paths, np.random.default_rng(int(batch.indices[0])))
             return batch, noisy  # both in use until the step is done
 
         def our_trainer(item: object) -> object:
@@ -250,7 +250,7 @@ def main() -> None:
             return item, warm.apply(item.batch.wavs, item.batch.lengths, item.plan, step=0)
 
         pipelines = {
-            "reference (trainer corrupts)": (collate, reference_trainer),
+            "original (trainer corrupts)": (collate, original_trainer),
             "ours, apply_on=device": (planner, our_trainer),
             "ours, apply_on=workers": (PlanningCollate(warm, seed=0, finish=True), our_trainer),
         }
@@ -275,7 +275,7 @@ def main() -> None:
           f"{args.step_ms:.0f} ms sleep")
     print(f"{'pipeline':<30} {'trainer wait':>12} {'utt/s':>8} {'vs ref':>7} {'no-step period':>14} {'utt/s':>7} "
           f"{'vs ref':>7} {'CPU s, all':>10} {'vs ref':>7}")
-    base = loader["reference (trainer corrupts)"]
+    base = loader["original (trainer corrupts)"]
     for label, (wait, period, cpu) in loader.items():
         print(f"{label:<30} {wait * 1e3:9.1f} ms {BATCH / wait:8.0f} {base[0] / wait:6.1f}x {period * 1e3:11.1f} ms "
               f"{BATCH / period:7.0f} {base[1] / period:6.1f}x {cpu:10.3f} {base[2] / cpu:6.1f}x")

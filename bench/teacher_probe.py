@@ -30,12 +30,12 @@ import torch
 from torch import Tensor
 
 from robustdistiller.atomic import atomic_write
+from robustdistiller.checkpoints.teachers import load_teacher
 from robustdistiller.data import BadFileReport
 from robustdistiller.data.features import mfcc_frames
 from robustdistiller.demo import make_random_teacher
 from robustdistiller.evaluate.probes import evaluate_probe, extract_features, train_probe
 from robustdistiller.evaluate.tasks import TaskPack, fsdd_tasks, load_waveforms
-from robustdistiller.models.teacher import load_teacher
 from robustdistiller.train.pretrain import PROBES_END, PROBES_START
 
 DEFAULT_FSDD = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "fsdd"

@@ -13,6 +13,8 @@ import logging
 import sys
 from pathlib import Path
 
+from robustdistiller.errors import RobustDistillerError
+
 # Order is the order shown in --help.
 COMMANDS: tuple[str, ...] = (
     "prepare", "info", "export", "pretrain", "distill", "prune", "extract", "evaluate", "demo",
@@ -45,8 +47,9 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         return 130
-    except ValueError as exc:
-        # User errors (bad configs, bad files) get one clear line, not a traceback.
+    except RobustDistillerError as exc:
+        # User errors (bad configs, bad files) get one clear line; any other exception is a bug and
+        # keeps its traceback.
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:

@@ -15,14 +15,12 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import yaml
 
+from robustdistiller.errors import ConfigError
+
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance  # a typing-only protocol: every dataclass matches it
 
 T = TypeVar("T", bound="DataclassInstance")
-
-
-class ConfigError(ValueError):
-    """A configuration value or key is invalid."""
 
 
 def _is_dataclass_type(tp: Any) -> bool:

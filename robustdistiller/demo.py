@@ -36,6 +36,7 @@ from robustdistiller.atomic import atomic_dir, atomic_write
 from robustdistiller.config import apply_overrides, from_dict, load_yaml, to_dict
 from robustdistiller.data.manifest import scan_files
 from robustdistiller.data.recordings import RECORDINGS_DIR, read_index
+from robustdistiller.errors import DataError
 from robustdistiller.evaluate.conditions import ConditionConfig
 from robustdistiller.evaluate.report import Block, Bullets, Code, Heading, Paragraph, Table
 from robustdistiller.evaluate.results import Results, mean_of
@@ -124,7 +125,7 @@ def training_manifest(out_dir: Path, recordings: Path = RECORDINGS_DIR) -> Path:
     ``speaker`` column, written to ``out_dir/material/train.tsv``; unreadable files are skipped and logged."""
     rows = [(r.path, {"speaker": r.speaker}) for r in read_index(recordings) if r.role == "train"]
     if not rows:
-        raise ValueError(f"{recordings}: index.tsv lists no training speech (role 'train')")
+        raise DataError(f"{recordings}: index.tsv lists no training speech (role 'train')")
     manifest, _ = scan_files(recordings, rows, ["speaker"], desc="training speech")
     path = out_dir / "material" / "train.tsv"
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from robustdistiller.errors import CheckpointFormatError, UsageError
+
 # Keys of the ONNX ``metadata_props`` written by the exporter.
 META_LAYERS = "robustdistiller.layers"
 META_GEOMETRY = "robustdistiller.frame_geometry"
@@ -90,24 +92,24 @@ class OnnxModel:
         options = ort.SessionOptions()
         if threads is not None:
             if threads < 1:
-                raise ValueError(f"threads must be >= 1, got {threads}")
+                raise UsageError(f"threads must be >= 1, got {threads}")
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
         try:
             self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own exception types for unreadable files
-            raise ValueError(f"{path}: not a loadable ONNX model ({exc})") from None
+            raise CheckpointFormatError(f"{path}: not a loadable ONNX model ({exc})") from None
         meta = self.session.get_modelmeta().custom_metadata_map
         missing = [k for k in (META_LAYERS, META_GEOMETRY) if k not in meta]
         if missing:
-            raise ValueError(f"{path}: not exported by robustdistiller (metadata {', '.join(missing)} missing)")
+            raise CheckpointFormatError(f"{path}: not exported by robustdistiller (metadata {', '.join(missing)} missing)")
         self.path = path
         self.layers: list[int] = json.loads(meta[META_LAYERS])
         self.geometry = FrameGeometry.from_json(meta[META_GEOMETRY])
         self.sample_rate = int(meta.get(META_SAMPLE_RATE, "16000"))
         self.output_names = [o.name for o in self.session.get_outputs()]
         if self.output_names[-1] != FRAME_LENGTHS_OUTPUT or len(self.output_names) != len(self.layers) + 1:
-            raise ValueError(f"{path}: unexpected outputs {self.output_names}")
+            raise CheckpointFormatError(f"{path}: unexpected outputs {self.output_names}")
 
     @property
     def min_samples(self) -> int:

@@ -46,3 +46,35 @@ def test_bad_yaml_is_one_line(tmp_path: Path, content: str, capsys: pytest.Captu
 def test_bad_values_are_refused(override: str, message: str, capsys: pytest.CaptureFixture) -> None:
     assert main(["distill", "--config", "demo", override]) == 1
     assert message in capsys.readouterr().err
+
+
+def test_project_errors_are_one_line_and_other_exceptions_keep_their_traceback(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    """A user error (any RobustDistillerError) is one line and exit code 1; a bug, even a
+    ValueError, is not dressed up as a user error: it propagates with its traceback."""
+    import robustdistiller.commands.info as info
+    from robustdistiller.errors import CheckpointFormatError, ConfigError, RobustDistillerError
+
+    for error in (CheckpointFormatError("m.ckpt: weights do not match"), ConfigError("optim.lr: expected float")):
+        def fail(args: object, error: RobustDistillerError = error) -> int:
+            raise error
+
+        monkeypatch.setattr(info, "run", fail)
+        assert main(["info", "m.ckpt"]) == 1
+        assert capsys.readouterr().err == f"error: {error}\n"
+
+    def bug(args: object) -> int:
+        raise ValueError("internal invariant broken")
+
+    monkeypatch.setattr(info, "run", bug)
+    with pytest.raises(ValueError, match="internal invariant broken"):
+        main(["info", "m.ckpt"])
+
+
+def test_every_project_error_is_also_the_builtin_it_replaces() -> None:
+    from robustdistiller import errors
+
+    classes = [c for c in vars(errors).values() if isinstance(c, type) and issubclass(c, errors.RobustDistillerError)]
+    assert len(classes) >= 8
+    for cls in classes:
+        assert cls is errors.RobustDistillerError or issubclass(cls, ValueError), cls

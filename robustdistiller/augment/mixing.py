@@ -2,7 +2,7 @@
 
 Both functions take a padded batch ``(wavs [B, L], lengths [B])`` and only ever look at the valid
 (unpadded) region of each row, so an utterance gets the same numbers whatever the bucket it lands in
-(the reference measured power over the padded row, lowering the real SNR of short utterances).
+(the original RobustDistiller code measured power over the padded row, lowering the real SNR of short utterances).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import scipy.fft
 import torch
 import torch.nn.functional as F
 
-# The reference adds this to the noise power before dividing (robustness.py); kept for identical numbers.
+# The original (robustness.py) adds this to the noise power before dividing (robustness.py); kept for identical numbers.
 POWER_EPS = 1e-8
 
 
@@ -63,7 +63,7 @@ def mix_at_snr(
     """Add ``noise`` to ``clean`` at ``snr_db`` (per row), measured on the unpadded region only.
 
     The noise is scaled by :func:`noise_scale` and added only to the valid region, so padding stays
-    exactly zero. A silent clean row stays silent (the scale is 0), as in the reference. CPU tensors
+    exactly zero. A silent clean row stays silent (the scale is 0), as in the original. CPU tensors
     are processed row by row on views, other devices batched through masks.
     """
     scale = noise_scale(clean, noise, lengths, snr_db)
@@ -134,7 +134,7 @@ def reverberate(
     Equal to ``scipy.signal.convolve(x[:n], h[:m], mode="full")[:n]`` per row: one batched real FFT
     of a fast size >= L + Lr - 1 (no circular wrap-around; see :func:`fft_length`), and the padded
     region is zeroed again afterwards (the reverberant tail past each row's length is dropped, as in
-    the reference). CPU tensors go through scipy's FFT, other devices through ``torch.fft``.
+    the original). CPU tensors go through scipy's FFT, other devices through ``torch.fft``.
     """
     if wavs.dim() != 2 or rirs.dim() != 2 or wavs.shape[0] != rirs.shape[0]:
         raise ValueError(f"wavs {tuple(wavs.shape)} and rirs {tuple(rirs.shape)} must be [B, L] and [B, Lr]")

@@ -4,7 +4,7 @@ random segments of them at 16 kHz.
 Files are indexed once from their headers (bad ones are skipped and put in a ``BadFileReport``); a
 folder that does not exist is an error at construction. A segment of ``n`` samples is a uniformly
 random crop of a longer file (only that span is decoded for 16 kHz files), or the file tiled from its
-start when it is shorter, as in the reference. Decoded files can be kept in an LRU cache with a byte
+start when it is shorter, as in the original code. Decoded files can be kept in an LRU cache with a byte
 cap; each DataLoader worker holds its own copy of the bank and so its own cache.
 """
 
@@ -24,12 +24,13 @@ from robustdistiller.augment.builtin import SpeechSource, synthetic_speech, writ
 from robustdistiller.data.audio import SAMPLE_RATE, AudioError, load_audio, load_audio_segment
 from robustdistiller.data.manifest import DEFAULT_EXTENSIONS, Manifest, Row, scan_files
 from robustdistiller.data.report import BadFileReport
+from robustdistiller.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
 MUSAN_SUBSETS = ("noise", "music", "speech")
 URBANSOUND_CSV = Path("metadata") / "UrbanSound8K.csv"
-# Reference choice: these two classes contain speech-like / musical content, not background noise.
+# The original code's choice: these two classes contain speech-like / musical content, not background noise.
 URBANSOUND_DEFAULT_EXCLUDE = ("children_playing", "street_music")
 # Draws of another file after an unreadable one before giving up on the whole bank.
 MAX_BAD_RETRIES = 20
@@ -52,13 +53,13 @@ class NoiseBankConfig:
     def validate(self) -> None:
         unknown = [s for s in self.musan_subsets if s not in MUSAN_SUBSETS]
         if unknown:
-            raise ValueError(f"musan_subsets: {unknown} not in {list(MUSAN_SUBSETS)}")
+            raise ConfigError(f"musan_subsets: {unknown} not in {list(MUSAN_SUBSETS)}")
         if self.musan is not None and not self.musan_subsets:
-            raise ValueError("musan is set but musan_subsets is empty")
+            raise ConfigError("musan is set but musan_subsets is empty")
         if self.cache_mb < 0:
-            raise ValueError(f"cache_mb must be >= 0, got {self.cache_mb}")
+            raise ConfigError(f"cache_mb must be >= 0, got {self.cache_mb}")
         if self.workers < 1:
-            raise ValueError(f"workers must be >= 1, got {self.workers}")
+            raise ConfigError(f"workers must be >= 1, got {self.workers}")
 
 
 @dataclass(frozen=True)
@@ -85,7 +86,7 @@ def _to_files(manifest: Manifest, source: str) -> list[NoiseFile]:
 
 def index_musan(root: str | Path, subsets: Sequence[str] = ("noise",), *, workers: int = 8,
                 report: BadFileReport | None = None) -> list[NoiseFile]:
-    """``<root>/<subset>/**`` audio files of MUSAN (the reference uses ``noise`` only)."""
+    """``<root>/<subset>/**`` audio files of MUSAN (the original code uses ``noise`` only)."""
     root = _require_dir(Path(root).resolve(), "MUSAN")
     rows = []
     for subset in subsets:
@@ -105,7 +106,7 @@ def index_urbansound(root: str | Path, exclude: Sequence[str] = URBANSOUND_DEFAU
         reader = csv.DictReader(fh)
         missing = {"fold", "slice_file_name", "class"} - set(reader.fieldnames or [])
         if missing:
-            raise ValueError(f"{csv_path}: missing column(s) {sorted(missing)}")
+            raise DataError(f"{csv_path}: missing column(s) {sorted(missing)}")
         table = list(reader)
     classes = {row["class"] for row in table}
     absent = [c for c in exclude if c not in classes]
@@ -126,10 +127,10 @@ def index_folder(folder: str | Path, *, workers: int = 8, report: BadFileReport 
 def _scan(root: Path, rows: list[tuple[str, dict[str, str]]], source: str, workers: int,
           report: BadFileReport | None) -> list[NoiseFile]:
     if not rows:
-        raise ValueError(f"no audio files ({', '.join(DEFAULT_EXTENSIONS)}) under {root}")
+        raise DataError(f"no audio files ({', '.join(DEFAULT_EXTENSIONS)}) under {root}")
     manifest, bad = scan_files(root, rows, workers=workers, desc=f"indexing {source} noise", report=report)
     if not manifest.entries:
-        raise ValueError(f"all {len(rows)} noise files under {root} are unusable: {bad.summary()}")
+        raise DataError(f"all {len(rows)} noise files under {root} are unusable: {bad.summary()}")
     return _to_files(manifest, source)
 
 
@@ -143,7 +144,6 @@ class NoiseBank:
         self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
         self._cache_cap = int(cache_mb * 2**20)
         self._cache_bytes = 0
-        self._by_name = {f.name: i for i, f in enumerate(self.files)}
 
     @classmethod
     def from_config(cls, cfg: NoiseBankConfig, report: BadFileReport | None = None,
@@ -170,12 +170,6 @@ class NoiseBank:
     @property
     def names(self) -> list[str]:
         return [f.name for f in self.files]
-
-    def index_of(self, name: str) -> int:
-        try:
-            return self._by_name[name]
-        except KeyError:
-            raise KeyError(f"no noise named {name!r} in the bank ({len(self)} files)") from None
 
     def _decoded(self, index: int) -> np.ndarray:
         """Whole file at 16 kHz, through the LRU cache."""
@@ -240,7 +234,7 @@ class NoiseBank:
 
 
 def tile(wav: np.ndarray, num_samples: int) -> np.ndarray:
-    """``wav`` repeated from its start and cut to ``num_samples`` (the reference's length matching)."""
+    """``wav`` repeated from its start and cut to ``num_samples`` (the original code's length matching)."""
     if wav.shape[0] == 0:
         raise ValueError("cannot tile an empty waveform")
     reps = -(-num_samples // wav.shape[0])

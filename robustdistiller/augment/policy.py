@@ -12,7 +12,7 @@ The work is split so that the trainer never waits on files:
   (``plan(wavs=...)``, chosen by ``apply_on``); ``apply`` then only hands the finished batch over.
   That is the default when training on CPU: the trainer never waits for a convolution.
 
-Reference behaviour kept (RobustDistiller ``robustness.py``): four operations with probability 1/4,
+Original behaviour kept (RobustDistiller's ``robustness.py``): four operations with probability 1/4,
 integer SNR uniform in [0, 20] dB, 30 % white Gaussian noise, noise before reverb, raw RIRs, the
 output truncated to the input length, curriculum ``inc_steps`` (SNR floor from ``snr_high`` down to
 ``snr_low``, reverb probability 0 -> 1). Fixed: SNR measured on the unpadded signal, padding stays
@@ -33,7 +33,7 @@ import torch
 
 from robustdistiller.augment.builtin import COLOR_EXPONENTS, SpeechSource, colored_noise, synthetic_speech
 from robustdistiller.augment.mixing import mix_at_snr, reverberate
-from robustdistiller.augment.noise import NoiseBank, NoiseBankConfig, tile
+from robustdistiller.augment.noise import NoiseBank, NoiseBankConfig
 from robustdistiller.augment.rir import RIR, RIRBank, RIRBankConfig
 from robustdistiller.config import to_dict
 from robustdistiller.data.report import BadFileReport
@@ -53,7 +53,7 @@ class CorruptionConfig:
     p_clean: float = 0.25
     p_noise: float = 0.25
     p_reverb: float = 0.25
-    p_noise_reverb: float = 0.25  # noise first, then reverb (reference order)
+    p_noise_reverb: float = 0.25  # noise first, then reverb (original order)
     snr_low: int = 0  # SNR is an integer drawn uniformly in [snr_low, snr_high] dB, inclusive
     snr_high: int = 20
     white_noise_prob: float = 0.3  # share of noise events using white Gaussian noise instead of a file
@@ -104,13 +104,13 @@ class CorruptionConfig:
 def curriculum(step: int, inc_steps: int, snr_low: int, snr_high: int) -> tuple[int, float]:
     """(SNR floor, reverb probability) at optimizer ``step``.
 
-    As the reference (``round(linspace(high, low, inc_steps))[step]`` and ``linspace(0, 1, inc_steps)``,
+    As the original (``round(linspace(high, low, inc_steps))[step]`` and ``linspace(0, 1, inc_steps)``,
     last value afterwards), but indexed by optimizer step. Off (``inc_steps <= 0``): (snr_low, 1).
     """
     if inc_steps <= 0:
         return snr_low, 1.0
     frac = 1.0 if inc_steps == 1 else min(max(step, 0) / (inc_steps - 1), 1.0)
-    # np.round rounds half to even, like torch.round in the reference.
+    # np.round rounds half to even, like torch.round in the original.
     return int(np.round(snr_high + (snr_low - snr_high) * frac)), frac
 
 
@@ -123,10 +123,10 @@ def plan_rng(seed: int, epoch: int, batch_index: int) -> np.random.Generator:
 class CorruptionPlan(SmallTensorsByValue):
     """Everything file-bound about a batch's corruption, drawn in a worker. ``noise`` has one row per
     batch row whose op adds noise, in batch order (that set does not depend on the step), holding
-    its segment on the first ``lengths[b]`` samples; ``rirs`` are zero-padded to the longest; NaN in
-    ``snr_db`` means "draw from ``u_snr`` at apply time"."""
+    its segment on the first ``lengths[b]`` samples; ``rirs`` are zero-padded to the longest; the SNR
+    is drawn from ``u_snr`` at apply time (the curriculum's floor depends on the step)."""
 
-    BY_VALUE = ("ops", "rir_lengths", "rt60", "u_snr", "u_reverb", "snr_db")
+    BY_VALUE = ("ops", "rir_lengths", "rt60", "u_snr", "u_reverb")
 
     ops: torch.Tensor  # int64 [B], index into OPS, as drawn
     noise: torch.Tensor | None  # float32 [rows with noise, L]; None once finished (mixed into ``noisy``)
@@ -135,7 +135,6 @@ class CorruptionPlan(SmallTensorsByValue):
     rt60: torch.Tensor  # float32 [B] (NaN where no RIR)
     u_snr: torch.Tensor  # float64 [B] uniform in [0, 1)
     u_reverb: torch.Tensor  # float64 [B] uniform in [0, 1)
-    snr_db: torch.Tensor  # float32 [B], NaN = from u_snr
     noise_names: list[str]
     rir_names: list[str]
     # Only when planned with ``wavs`` (no curriculum): the finished batch, corrupted in the worker.
@@ -173,8 +172,6 @@ class CorruptionResult:
     rt60: torch.Tensor  # float32 [B] on CPU, NaN where no reverb
 
 
-NoiseChoice = str | np.ndarray | None
-RIRChoice = str | RIR | np.ndarray | None
 
 
 class CorruptionPolicy:
@@ -231,7 +228,6 @@ class CorruptionPolicy:
         return [min(int(np.searchsorted(self._op_cdf, rng.random(), side="right")), 3) for _ in range(count)]
 
     def _build_plan(self, lengths: list[int], max_len: int, ops: list[int], rng: np.random.Generator, *,
-                    noise: NoiseChoice = None, rir: RIRChoice = None, snr_db: float | None = None,
                     shared: bool = True) -> CorruptionPlan:
         if any(n > max_len for n in lengths):
             raise ValueError(f"a length in {lengths} exceeds max_len {max_len}")
@@ -246,10 +242,10 @@ class CorruptionPolicy:
             u_snr[b], u_reverb[b] = rng.random(), rng.random()
             if op in _WITH_NOISE:
                 if n > 0:
-                    noise_rows[noise_row, :n], noise_names[b] = self._noise(n, rng, noise)
+                    noise_rows[noise_row, :n], noise_names[b] = self._noise(n, rng)
                 noise_row += 1
             if op in _WITH_REVERB:
-                chosen = self._rir(rng, rir)
+                chosen = self._rir(rng)
                 rir_list.append((b, chosen.samples))
                 rir_names[b], rt60[b] = chosen.name, chosen.rt60
         rir_len = max([r.size for _, r in rir_list], default=1)
@@ -260,22 +256,13 @@ class CorruptionPolicy:
             ops=torch.tensor(ops, dtype=torch.int64), noise=noise_batch,
             rirs=torch.from_numpy(rirs), rir_lengths=torch.from_numpy(rir_lengths), rt60=torch.from_numpy(rt60),
             u_snr=torch.from_numpy(u_snr), u_reverb=torch.from_numpy(u_reverb),
-            snr_db=torch.full((batch,), math.nan if snr_db is None else float(snr_db)),
             noise_names=noise_names, rir_names=rir_names,
         )
 
-    def _noise(self, n: int, rng: np.random.Generator, choice: NoiseChoice) -> tuple[np.ndarray, str]:
-        if isinstance(choice, np.ndarray):
-            return tile(np.asarray(choice, dtype=np.float32).reshape(-1), n), "given"
-        if isinstance(choice, str):
-            if choice in COLOR_EXPONENTS:
-                return colored_noise(n, choice, rng), choice
-            if self.noise_bank is None:
-                raise ValueError(f"noise {choice!r} requested but there is no noise bank")
-            return self.noise_bank.segment(self.noise_bank.index_of(choice), n, rng), choice
+    def _noise(self, n: int, rng: np.random.Generator) -> tuple[np.ndarray, str]:
         u = rng.random()
         if u < self.cfg.white_noise_prob:
-            # Gaussian like the reference's randn_like; generated here so the plan holds all randomness.
+            # Gaussian like the original's randn_like; generated here so the plan holds all randomness.
             # torch's vectorised sampler, seeded from the plan's generator: 3x numpy's for 250k samples
             # (same values on the same machine; another CPU's SIMD path may differ in the last bit).
             seeded = torch.Generator().manual_seed(int(rng.integers(2**63)))
@@ -286,17 +273,9 @@ class CorruptionPolicy:
         assert self.noise_bank is not None  # checked in __init__
         return self.noise_bank.draw(n, rng)
 
-    def _rir(self, rng: np.random.Generator, choice: RIRChoice) -> RIR:
-        if isinstance(choice, np.ndarray):
-            choice = RIR(np.asarray(choice, dtype=np.float32).reshape(-1), math.nan, "given")
-        if isinstance(choice, RIR):
-            if choice.samples.size == 0 or not np.isfinite(choice.samples).all():
-                raise ValueError(f"RIR {choice.name!r} is empty or not finite")
-            return choice
+    def _rir(self, rng: np.random.Generator) -> RIR:
         if self.rir_bank is None:
             raise ValueError("reverb requested but there is no RIR bank")
-        if isinstance(choice, str):
-            return self.rir_bank.get(self.rir_bank.index_of(choice), rng)
         return self.rir_bank.draw(rng)
 
     # ---------------------------------------------------------------- apply (training device)
@@ -327,8 +306,7 @@ class CorruptionPolicy:
         # Decisions are made from the CPU copy of the plan, so the device never has to sync for them.
         ops, u_snr, u_rev = plan.ops.cpu(), plan.u_snr.cpu(), plan.u_reverb.cpu()
         drawn_snr = (floor + torch.floor(u_snr * (cfg.snr_high - floor + 1))).clamp(max=cfg.snr_high)
-        forced = plan.snr_db.cpu()
-        snr = torch.where(torch.isnan(forced), drawn_snr.to(torch.float32), forced)
+        snr = drawn_snr.to(torch.float32)
         has_noise = (ops == NOISE) | (ops == NOISE_REVERB)
         has_reverb = ((ops == REVERB) | (ops == NOISE_REVERB)) & (u_rev < p_reverb)
         return snr, has_noise, has_reverb
@@ -353,33 +331,6 @@ class CorruptionPolicy:
             rirs = rirs.to(device, dtype, non_blocking=True)
             out[idx] = reverberate(out[idx], lengths[idx], rirs, rir_lengths.to(device))
         return out
-
-    def corrupt(self, wavs: torch.Tensor, lengths: torch.Tensor, rng: np.random.Generator,
-                step: int = 0) -> CorruptionResult:
-        """Plan and apply in one call (evaluation code; training plans in DataLoader workers)."""
-        return self.apply(wavs, lengths, self.plan(lengths.tolist(), wavs.shape[1], rng), step)
-
-    def apply_condition(self, wavs: torch.Tensor, lengths: torch.Tensor, op: str, *, snr_db: float | None = None,
-                        noise: NoiseChoice = None, rir: RIRChoice = None,
-                        generator: np.random.Generator | None = None) -> CorruptionResult:
-        """Apply one fixed condition to every row, for building evaluation sets.
-
-        ``op`` is one of OPS. ``noise``: None (drawn as in training), "white"/"pink"/"brown", a noise
-        bank name, or a waveform (tiled/cropped). ``rir``: None (drawn), a bank name, an ``RIR`` or a
-        waveform. ``snr_db`` None draws it uniformly in [snr_low, snr_high]. Reverb is always applied
-        (the curriculum does not apply to conditions).
-        """
-        if op not in OPS:
-            raise ValueError(f"op must be one of {OPS}, got {op!r}")
-        if op not in ("noise", "noise+reverb") and (snr_db is not None or noise is not None):
-            raise ValueError(f"op {op!r} adds no noise: snr_db/noise must not be given")
-        if op not in ("reverb", "noise+reverb") and rir is not None:
-            raise ValueError(f"op {op!r} adds no reverb: rir must not be given")
-        rng = generator if generator is not None else np.random.default_rng(0)
-        plan = self._build_plan(lengths.tolist(), wavs.shape[1], [OPS.index(op)] * wavs.shape[0], rng,
-                                noise=noise, rir=rir, snr_db=snr_db)
-        # A step past the curriculum: full SNR range, reverb always applied.
-        return self.apply(wavs, lengths, plan, step=max(self.cfg.inc_steps, 0))
 
     # ---------------------------------------------------------------- resume
     def fingerprint(self) -> dict[str, str]:

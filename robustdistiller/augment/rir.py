@@ -5,13 +5,13 @@ simulated_rirs}``, the DNS ``impulse_responses`` archive, your own recordings. S
 recordings into those folders (``*noise*`` files, ``pointsource_noises/``), so files whose name
 contains "noise" and the ``pointsource_noises`` folder are left out. They are loaded lazily (SLR28
 alone holds ~60k files) at 16 kHz; a multi-channel RIR gives one random channel per draw, as in the
-reference.
+original RobustDistiller code.
 
 Simulated RIRs come from pyroomacoustics shoebox rooms (see :func:`simulate_rirs`), generated once
 and cached on disk in a folder keyed by the generation parameters and seed.
 
 Every RIR handed out carries its measured RT60 (``augment/rt60.py``) and a name. Post-processing
-options (``align_direct_path``, ``normalize``, ``max_seconds``) default to the reference's raw RIRs.
+options (``align_direct_path``, ``normalize``, ``max_seconds``) default to the original code's raw RIRs.
 Raw RIRs delay the speech: a simulated room by the source distance / 343 m/s plus pyroomacoustics'
 40-sample fractional-delay offset (105-365 samples, 7-23 ms, in the demo's 16 training rooms), i.e.
 up to about one 20 ms frame against teacher targets computed on the clean audio and 1-2 hops against
@@ -39,6 +39,7 @@ from robustdistiller.augment.rt60 import decay_length, measure_rt60
 from robustdistiller.data.audio import SAMPLE_RATE, AudioError, load_audio_channels
 from robustdistiller.data.manifest import DEFAULT_EXTENSIONS, Row, scan_files
 from robustdistiller.data.report import BadFileReport
+from robustdistiller.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
@@ -62,26 +63,26 @@ class SimulatedRIRConfig:
     def validate(self) -> None:
         lo, hi = self.rt60_range
         if self.count < 0:
-            raise ValueError(f"count must be >= 0, got {self.count}")
+            raise ConfigError(f"count must be >= 0, got {self.count}")
         if not 0.05 <= lo <= hi <= 5.0:
-            raise ValueError(f"rt60_range must satisfy 0.05 <= low <= high <= 5 s, got {self.rt60_range}")
+            raise ConfigError(f"rt60_range must satisfy 0.05 <= low <= high <= 5 s, got {self.rt60_range}")
 
 
 @dataclass
 class RIRBankConfig:
     rir_dirs: list[Path] = field(default_factory=list)
     simulate_rirs: SimulatedRIRConfig = field(default_factory=SimulatedRIRConfig)
-    align_direct_path: bool = False  # drop the samples before the peak (reference: False)
-    normalize: Normalize = "none"  # "energy": unit L2 norm, "peak": unit max |h| (reference: none)
-    max_seconds: float | None = None  # truncate longer RIRs (reference: keep whole)
+    align_direct_path: bool = False  # drop the samples before the peak (original: False)
+    normalize: Normalize = "none"  # "energy": unit L2 norm, "peak": unit max |h| (original: none)
+    max_seconds: float | None = None  # truncate longer RIRs (original: keep whole)
     cache_mb: float = 64.0  # per-process LRU cache of decoded RIR files
     workers: int = 8
 
     def validate(self) -> None:
         if self.max_seconds is not None and self.max_seconds <= 0:
-            raise ValueError(f"max_seconds must be > 0, got {self.max_seconds}")
+            raise ConfigError(f"max_seconds must be > 0, got {self.max_seconds}")
         if self.cache_mb < 0:
-            raise ValueError(f"cache_mb must be >= 0, got {self.cache_mb}")
+            raise ConfigError(f"cache_mb must be >= 0, got {self.cache_mb}")
 
 
 @dataclass(frozen=True)
@@ -112,11 +113,11 @@ def index_rir_folder(folder: str | Path, *, workers: int = 8,
     rows: list[Row] = [(p.relative_to(root).as_posix(), {}) for p in sorted(root.rglob("*"))
             if p.suffix.lower() in DEFAULT_EXTENSIONS and p.is_file() and not _is_noise_path(p.relative_to(root))]
     if not rows:
-        raise ValueError(f"no RIR audio files ({', '.join(DEFAULT_EXTENSIONS)}) under {root}")
+        raise DataError(f"no RIR audio files ({', '.join(DEFAULT_EXTENSIONS)}) under {root}")
     manifest, bad = scan_files(root, rows, workers=workers, min_samples=1, desc=f"indexing RIRs in {root.name}",
                                report=report)
     if not manifest.entries:
-        raise ValueError(f"all {len(rows)} RIR files under {root} are unusable: {bad.summary()}")
+        raise DataError(f"all {len(rows)} RIR files under {root} are unusable: {bad.summary()}")
     return [RIRFile(root / e.path, f"{root.name}/{e.path}") for e in manifest.entries]
 
 
@@ -230,7 +231,8 @@ def load_or_simulate(cfg: SimulatedRIRConfig, sample_rate: int = SAMPLE_RATE) ->
     rt60, names = np.array([r.rt60 for r in rirs]), np.array([r.name for r in rirs])
     # a concurrent run never reads a half-written cache
     atomic_write(path, lambda fh: np.savez(fh, samples=samples, offsets=offsets, rt60=rt60, names=names))
-    (folder / "params.json").write_text(json.dumps(asdict(cfg) | {"sample_rate": sample_rate}, default=str, indent=1))
+    params = json.dumps(asdict(cfg) | {"sample_rate": sample_rate}, default=str, indent=1)
+    atomic_write(folder / "params.json", lambda fh: fh.write(params.encode()))
     return rirs
 
 
@@ -252,7 +254,6 @@ class RIRBank:
         self._cache: OrderedDict[int, tuple[np.ndarray, np.ndarray]] = OrderedDict()
         self._cache_cap = int(cache_mb * 2**20)
         self._cache_bytes = 0
-        self._by_name = {n: i for i, n in enumerate(self.names)}
 
     @classmethod
     def from_config(cls, cfg: RIRBankConfig, report: BadFileReport | None = None) -> RIRBank:
@@ -271,12 +272,6 @@ class RIRBank:
     @property
     def names(self) -> list[str]:
         return [f.name for f in self.files] + [r.name for r in self.rirs]
-
-    def index_of(self, name: str) -> int:
-        try:
-            return self._by_name[name]
-        except KeyError:
-            raise KeyError(f"no RIR named {name!r} in the bank ({len(self)} RIRs)") from None
 
     def _decoded(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """File ``index`` as ([channels, samples] at 16 kHz, RT60 per channel), through the LRU cache:

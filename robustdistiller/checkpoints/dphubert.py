@@ -1,4 +1,4 @@
-"""DPHuBERT / DPWavLM checkpoint format (reference C.7): read and write.
+"""DPHuBERT / DPWavLM checkpoint format (reference-formats.md C.7): read and write.
 
 A file is a ``torch.save`` of a plain dict::
 
@@ -9,7 +9,7 @@ A file is a ``torch.save`` of a plain dict::
      "distill_linear_projs": state dict of the distillation Linears (not needed for inference)}
 
 Written files hold only tensors and plain containers (``torch.load(weights_only=True)`` reads them)
-and their config holds exactly the reference's keys, so DPHuBERT's own builder accepts them too.
+and their config holds exactly the keys of DPHuBERT's own files, so DPHuBERT's own builder accepts them too.
 Only ungated (final, pruned) checkpoints are supported: a stage-1 file still carrying
 ``hard_concrete`` gates must go through DPHuBERT's ``prune.py`` (or ours) first.
 """
@@ -25,9 +25,12 @@ import torch
 from torch import Tensor
 
 from robustdistiller.atomic import atomic_path
+from robustdistiller.checkpoints.heads import store_head
+from robustdistiller.checkpoints.teachers import load_strict
+from robustdistiller.errors import CheckpointFormatError
 from robustdistiller.models.convert import KeyTable, map_key
+from robustdistiller.models.enhancement import EnhancementHead
 from robustdistiller.models.pruning import PrunableConfig, PrunableModel
-from robustdistiller.models.teacher import load_strict
 
 _PRUNE_FLAGS = (
     "extractor_prune_conv_channels",
@@ -144,9 +147,9 @@ def dphubert_to_ours(state: Mapping[str, Tensor], *, group_norm: bool) -> dict[s
 def config_to_dphubert(cfg: PrunableConfig) -> dict[str, Any]:
     """The ``wav2vec2_model`` kwargs of DPHuBERT for ``cfg`` (an ungated model)."""
     if cfg.pruning_units:
-        raise ValueError("a gated model cannot be written in the DPHuBERT format: prune it first")
+        raise CheckpointFormatError("a gated model cannot be written in the DPHuBERT format: prune it first")
     if not cfg.feature_layer_norm:
-        raise ValueError("DPHuBERT's feature projection always has a LayerNorm; this model has none")
+        raise CheckpointFormatError("DPHuBERT's feature projection always has a LayerNorm; this model has none")
     layers = cfg.num_layers
     out: dict[str, Any] = {
         "extractor_mode": "group_norm" if cfg.extractor_mode == "default" else "layer_norm",
@@ -187,12 +190,12 @@ def config_from_dphubert(raw: Mapping[str, Any]) -> PrunableConfig:
     allowed = _COMMON_KEYS | (_WAVLM_KEYS if wavlm else _HUBERT_KEYS)
     unknown = sorted(set(raw) - allowed)
     if unknown:
-        raise ValueError(f"unknown DPHuBERT config keys: {unknown}")
+        raise CheckpointFormatError(f"unknown DPHuBERT config keys: {unknown}")
     gated = [flag for flag in _PRUNE_FLAGS if raw.get(flag)]
     if gated:
-        raise ValueError(f"a gated (stage-1) DPHuBERT checkpoint ({', '.join(gated)}): prune it first")
+        raise CheckpointFormatError(f"a gated (stage-1) DPHuBERT checkpoint ({', '.join(gated)}): prune it first")
     if raw.get("aux_num_out") not in (None, 0):
-        raise ValueError("DPHuBERT checkpoints with an auxiliary (CTC) head are not supported")
+        raise CheckpointFormatError("DPHuBERT checkpoints with an auxiliary (CTC) head are not supported")
     try:
         layers = int(raw["encoder_num_layers"])
         use_attention = [bool(u) for u in raw["encoder_use_attention"]]
@@ -202,7 +205,7 @@ def config_from_dphubert(raw: Mapping[str, Any]) -> PrunableConfig:
         if wavlm:
             totals = {int(t) for t in raw["encoder_total_num_heads"]}
             if len(totals) != 1:
-                raise ValueError(f"per-layer encoder_total_num_heads differ: {sorted(totals)}")
+                raise CheckpointFormatError(f"per-layer encoder_total_num_heads differ: {sorted(totals)}")
             total = totals.pop()
             heads = [[int(h) for h in hs] if u else [] for hs, u in zip(raw["encoder_remaining_heads"], use_attention)]
             head_dim = embed // total
@@ -213,7 +216,7 @@ def config_from_dphubert(raw: Mapping[str, Any]) -> PrunableConfig:
             heads = [list(range(n)) for n in counts]
         lengths = {len(use_attention), len(use_ffn), len(ffn), len(heads)}
         if lengths != {layers}:
-            raise ValueError(f"per-layer lists do not all have encoder_num_layers={layers} entries")
+            raise CheckpointFormatError(f"per-layer lists do not all have encoder_num_layers={layers} entries")
         data = PrunableConfig(
             family="wavlm" if wavlm else "hubert",
             conv_layers=[[int(v) for v in c] for c in raw["extractor_conv_layer_config"]],
@@ -236,9 +239,9 @@ def config_from_dphubert(raw: Mapping[str, Any]) -> PrunableConfig:
             projection_dropout=float(raw["encoder_projection_dropout"]),
         )
     except KeyError as exc:
-        raise ValueError(f"DPHuBERT config lacks {exc.args[0]!r}") from None
+        raise CheckpointFormatError(f"DPHuBERT config lacks {exc.args[0]!r}") from None
     except (TypeError, ValueError) as exc:
-        raise ValueError(f"invalid DPHuBERT config: {exc}") from None
+        raise CheckpointFormatError(f"invalid DPHuBERT config: {exc}") from None
     data.validate()
     return data
 
@@ -248,14 +251,14 @@ def config_from_dphubert(raw: Mapping[str, Any]) -> PrunableConfig:
 
 def parse_dphubert_checkpoint(raw: Any, source: str = "<checkpoint>") -> DPHuBERTCheckpoint:
     if not is_dphubert_checkpoint(raw):
-        raise ValueError(f"{source}: not a DPHuBERT checkpoint (needs 'state_dict' and 'config' dicts)")
+        raise CheckpointFormatError(f"{source}: not a DPHuBERT checkpoint (needs 'state_dict' and 'config' dicts)")
     if not all(isinstance(v, Tensor) for v in raw["state_dict"].values()):
-        raise ValueError(f"{source}: 'state_dict' holds non-tensor values")
+        raise CheckpointFormatError(f"{source}: 'state_dict' holds non-tensor values")
     try:
         config = config_from_dphubert(raw["config"])
         state = dphubert_to_ours(raw["state_dict"], group_norm=config.extractor_mode == "default")
     except (ValueError, KeyError) as exc:
-        raise ValueError(f"{source}: {exc.args[0]}") from None
+        raise CheckpointFormatError(f"{source}: {exc.args[0]}") from None
     projs = raw.get("distill_linear_projs") or {}
     return DPHuBERTCheckpoint(config, state, dict(projs), raw)
 
@@ -275,12 +278,14 @@ def save_dphubert_checkpoint(
     *,
     distill_linear_projs: Mapping[str, Tensor] | None = None,
     extra: Mapping[str, Any] | None = None,
+    head: EnhancementHead | None = None,
 ) -> Path:
     """Write ``model`` (ungated) in DPHuBERT's format, atomically; ``extra`` adds top-level keys
-    (plain values only, see :func:`atomic_torch_save`)."""
+    (plain values only, see :func:`atomic_torch_save`); ``head`` (an enhancement head) is stored
+    with its config by :func:`robustdistiller.checkpoints.heads.store_head`."""
     clashes = sorted(set(extra or {}) & {"state_dict", "config", "distill_linear_projs"})
     if clashes:
-        raise ValueError(f"extra keys {clashes} are reserved for the DPHuBERT format")
+        raise CheckpointFormatError(f"extra keys {clashes} are reserved for the DPHuBERT format")
     config = config_to_dphubert(model.config)  # first: refuses gated models with a clear message
     state = {k: v.detach().float().cpu().clone() for k, v in model.state_dict().items()}
     payload = {
@@ -289,6 +294,8 @@ def save_dphubert_checkpoint(
         "distill_linear_projs": {k: v.detach().float().cpu().clone() for k, v in (distill_linear_projs or {}).items()},
         **(extra or {}),
     }
+    if head is not None:
+        store_head(payload, "dphubert", head)
     return atomic_torch_save(path, payload)
 
 
@@ -302,7 +309,7 @@ def atomic_torch_save(path: str | Path, payload: Mapping[str, Any]) -> Path:
         try:
             torch.load(tmp, map_location="cpu", weights_only=True)
         except Exception as exc:  # noqa: BLE001 - any unpickling failure means the payload is not plain
-            raise ValueError(f"{path}: payload is not loadable with weights_only=True: {exc}") from None
+            raise CheckpointFormatError(f"{path}: payload is not loadable with weights_only=True: {exc}") from None
     return path
 
 

@@ -1,6 +1,6 @@
 """``robustdistiller.load``: one entry point for every supported model format.
 
-Formats are recognised from the content, not the file name:
+Formats are recognised from the content, not the file name (``checkpoints.formats.detect_format``):
 - s3prl / RobustDistiller / our distiller checkpoint: a ``torch.save`` dict with ``"Distiller"`` and
   ``"Config"`` -> ``DistillerModel``;
 - a Hugging Face model directory whose ``config.json`` has ``model_type`` hubert, wavlm or wav2vec2
@@ -8,12 +8,13 @@ Formats are recognised from the content, not the file name:
 - a DPHuBERT / DPWavLM checkpoint (``"state_dict"`` + ``"config"``, torchaudio key names)
   -> a (pruned) ``PrunableModel`` whose ``extract`` gives DPHuBERT's 13 hidden states.
 Every returned model is in eval mode, has its weights loaded strictly and offers
-``extract(wavs, lengths) -> list[Tensor[B, T, D]]``.
+``extract(wavs, lengths) -> list[Tensor[B, T, D]]``. :func:`open_format` also opens the teacher
+kinds (hub ids, fairseq / unilm ``.pt`` files); ``checkpoints.heads.read_head(loaded.raw, ...)``
+rebuilds the enhancement head saved with a student.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,30 +22,33 @@ from typing import Any
 import torch
 from torch import nn
 
-from robustdistiller.checkpoints.dphubert import is_dphubert_checkpoint, model_from_dphubert, parse_dphubert_checkpoint
-from robustdistiller.checkpoints.s3prl import S3PRLCheckpoint, is_s3prl_checkpoint, parse_s3prl_checkpoint
-from robustdistiller.checkpoints.safe_pickle import safe_load
+from robustdistiller.checkpoints.dphubert import model_from_dphubert, parse_dphubert_checkpoint
+from robustdistiller.checkpoints.formats import STUDENT_KINDS, SUPPORTED_FORMATS, Format, detect_format, unsupported
+from robustdistiller.checkpoints.s3prl import S3PRLCheckpoint, parse_s3prl_checkpoint
+from robustdistiller.checkpoints.teachers import load_teacher, teacher_from_fairseq
+from robustdistiller.errors import CheckpointFormatError
 from robustdistiller.models.precision import check_precision, use_precision
 from robustdistiller.models.student import DistillerModel
-from robustdistiller.models.teacher import load_teacher
 
-HF_MODEL_TYPES = ("hubert", "wavlm", "wav2vec2")
+__all__ = ["SUPPORTED_FORMATS", "LoadedModel", "check_finite_weights", "load", "load_student", "non_finite_weights",
+           "open_format", "open_model", "student_from_checkpoint"]
 
-SUPPORTED_FORMATS = (
-    "s3prl/RobustDistiller distiller checkpoint (torch.save dict with 'Distiller' and 'Config')",
-    f"Hugging Face model directory (config.json with model_type {', '.join(HF_MODEL_TYPES)})",
-    "DPHuBERT / DPWavLM checkpoint (torch.save dict with 'state_dict' and 'config')",
-)
+# What ``load`` / ``open_model`` read; ``open_format`` reads every kind.
+LOADABLE = ("s3prl", "hf", "dphubert")
 
 
 @dataclass
 class LoadedModel:
     """A model together with what was learned about its source while loading it."""
 
-    format: str  # "s3prl" | "hf" | "dphubert"
+    format: str  # a ``Format.kind``
     model: nn.Module
     checkpoint: S3PRLCheckpoint | None = None  # set for "s3prl"
     raw: dict[str, Any] | None = None  # the unpickled file ("s3prl", "dphubert"): extra keys such as a saved head
+
+    @property
+    def is_student(self) -> bool:
+        return self.format in STUDENT_KINDS
 
 
 def load(path: str | Path, precision: str = "fp32") -> nn.Module:
@@ -67,25 +71,31 @@ def load_student(path: str | Path) -> tuple[DistillerModel, S3PRLCheckpoint]:
     """Load a distiller checkpoint as a ``DistillerModel`` (eval mode) plus its parsed checkpoint."""
     loaded = open_model(path)
     if loaded.checkpoint is None:
-        raise ValueError(f"{path}: is a {loaded.format} model, not a distiller (student) checkpoint")
+        raise CheckpointFormatError(f"{path}: is a {loaded.format} model, not a distiller (student) checkpoint")
     return loaded.model, loaded.checkpoint  # type: ignore[return-value]
 
 
 def open_model(path: str | Path) -> LoadedModel:
     """Detect the format of ``path`` and load it; see the module docstring for the formats."""
-    path = Path(path)
-    if path.is_dir():
-        return _open_directory(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no such checkpoint file or model directory: {path}")
-    raw = safe_load(path)
-    if is_s3prl_checkpoint(raw):
-        checkpoint = parse_s3prl_checkpoint(raw, str(path))
-        return LoadedModel("s3prl", student_from_checkpoint(checkpoint, str(path)), checkpoint, raw)
-    if is_dphubert_checkpoint(raw):
-        model = model_from_dphubert(parse_dphubert_checkpoint(raw, str(path)), str(path))
-        return LoadedModel("dphubert", model, raw=raw)
-    raise ValueError(_unsupported(path, _describe_content(raw)))
+    fmt = detect_format(path)
+    if fmt.kind not in LOADABLE:
+        raise CheckpointFormatError(unsupported(path, f"a {fmt.kind} checkpoint (a teacher: use load_teacher)"))
+    return open_format(fmt)
+
+
+def open_format(fmt: Format) -> LoadedModel:
+    """Load what :func:`~robustdistiller.checkpoints.formats.detect_format` found, any kind, in eval mode."""
+    source = fmt.source
+    if fmt.kind == "s3prl":
+        checkpoint = parse_s3prl_checkpoint(fmt.raw, source)
+        model: nn.Module = student_from_checkpoint(checkpoint, source)
+        return LoadedModel("s3prl", model, checkpoint, fmt.raw)
+    if fmt.kind == "dphubert":
+        model = model_from_dphubert(parse_dphubert_checkpoint(fmt.raw, source), source)
+        return LoadedModel("dphubert", model, raw=fmt.raw)
+    if fmt.kind in ("fairseq", "unilm"):
+        return LoadedModel(fmt.kind, teacher_from_fairseq(fmt.raw, source))
+    return LoadedModel(fmt.kind, load_teacher(source).eval())  # "hf" folder or "hf-hub" id
 
 
 def student_from_checkpoint(checkpoint: S3PRLCheckpoint, source: str = "<checkpoint>") -> DistillerModel:
@@ -95,7 +105,7 @@ def student_from_checkpoint(checkpoint: S3PRLCheckpoint, source: str = "<checkpo
         model.load_state_dict(checkpoint.state_dict, strict=True)
     except RuntimeError as exc:
         detail = " ".join(str(exc).split())  # torch's message spans lines; keep the CLI's one-line errors
-        raise ValueError(f"{source}: weights do not match Config['distiller']: {detail}") from None
+        raise CheckpointFormatError(f"{source}: weights do not match Config['distiller']: {detail}") from None
     return model.eval()
 
 
@@ -108,31 +118,7 @@ def check_finite_weights(model: nn.Module, source: str | Path) -> None:
     """Refuse (ValueError) a model with NaN/inf weights, naming a few of the tensors."""
     bad = non_finite_weights(model)
     if bad:
-        raise ValueError(
+        raise CheckpointFormatError(
             f"{source}: {len(bad)} weight tensor(s) hold NaN/inf values (e.g. {', '.join(bad[:3])}): the "
             "checkpoint is damaged or its run diverged; use an earlier checkpoint"
         )
-
-
-def _open_directory(path: Path) -> LoadedModel:
-    config_file = path / "config.json"
-    if not config_file.is_file():
-        raise ValueError(_unsupported(path, "a directory without config.json"))
-    try:
-        model_type = json.loads(config_file.read_text()).get("model_type")
-    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as exc:
-        raise ValueError(f"{config_file}: not a readable Hugging Face config ({exc})") from None
-    if model_type not in HF_MODEL_TYPES:
-        raise ValueError(_unsupported(path, f"a Hugging Face directory with model_type {model_type!r}"))
-    return LoadedModel("hf", load_teacher(path).eval())
-
-
-def _describe_content(raw: Any) -> str:
-    if isinstance(raw, dict):
-        keys = sorted(map(str, raw))
-        return f"a dict with keys {keys}"
-    return f"a pickled {type(raw).__name__}"
-
-
-def _unsupported(path: Path, what: str) -> str:
-    return f"unsupported format: {path} is {what}; supported: " + "; ".join(SUPPORTED_FORMATS)

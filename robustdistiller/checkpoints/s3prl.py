@@ -1,6 +1,6 @@
 """The s3prl "distiller" checkpoint format, which is also this project's own format.
 
-A file is a ``torch.save`` of a plain dict (reference A.4)::
+A file is a ``torch.save`` of a plain dict (reference-formats.md A.4)::
 
     {"Distiller": student state_dict (fp32), "Config": {"distiller": {...}, "teacher": {...},
      "task": {...}, "audio": {...}}, "Step": int, ...trainer resume state under its own keys}
@@ -21,7 +21,10 @@ from typing import Any
 import torch
 
 from robustdistiller.atomic import atomic_write
+from robustdistiller.checkpoints.heads import store_head
 from robustdistiller.checkpoints.safe_pickle import safe_load
+from robustdistiller.errors import CheckpointFormatError
+from robustdistiller.models.enhancement import EnhancementHead
 from robustdistiller.models.student import DistillerConfig, DistillerModel
 
 # Keys this module owns; trainer state goes under other top-level keys.
@@ -61,12 +64,14 @@ def save_s3prl_checkpoint(
     step: int = 0,
     extra_config: dict[str, Any] | None = None,
     extra: dict[str, Any] | None = None,
+    head: EnhancementHead | None = None,
 ) -> Path:
     """Write ``model`` as an s3prl distiller checkpoint, atomically (:func:`robustdistiller.atomic.atomic_write`).
 
     ``extra_config`` is merged (recursively) into ``Config``, e.g. ``{"teacher": {"model": src}}``;
     ``extra`` adds top-level keys (optimizer / trainer state). Every value must be a tensor or a
-    plain container/scalar so the file stays loadable with ``weights_only=True``.
+    plain container/scalar so the file stays loadable with ``weights_only=True``. ``head`` (an
+    enhancement head) is stored with its config by :func:`robustdistiller.checkpoints.heads.store_head`.
     """
     path = Path(path)
     config: dict[str, Any] = {
@@ -77,12 +82,14 @@ def save_s3prl_checkpoint(
     _merge(config, extra_config or {})
     clashes = sorted(set(extra or {}) & set(RESERVED_KEYS))
     if clashes:
-        raise ValueError(f"extra keys {clashes} are reserved for the checkpoint format")
+        raise CheckpointFormatError(f"extra keys {clashes} are reserved for the checkpoint format")
     state = {
         k: (v.detach().float() if v.is_floating_point() else v.detach()).cpu().clone()
         for k, v in model.state_dict().items()
     }
     payload = {"Distiller": state, "Config": config, "Step": int(step), **(extra or {})}
+    if head is not None:
+        store_head(payload, "s3prl", head)
     _check_plain(payload, "checkpoint")
 
     return atomic_write(path, lambda fh: torch.save(payload, fh))
@@ -96,17 +103,17 @@ def parse_s3prl_checkpoint(raw: Any, source: str = "<checkpoint>") -> S3PRLCheck
     """Validate an already-unpickled checkpoint dict and build its ``DistillerConfig``."""
     if not is_s3prl_checkpoint(raw):
         keys = sorted(map(str, raw)) if isinstance(raw, dict) else type(raw).__name__
-        raise ValueError(f"{source}: not an s3prl distiller checkpoint (needs 'Distiller' and 'Config'; has {keys})")
+        raise CheckpointFormatError(f"{source}: not an s3prl distiller checkpoint (needs 'Distiller' and 'Config'; has {keys})")
     section = raw["Config"].get("distiller") if isinstance(raw["Config"], dict) else None
     if not isinstance(section, dict):
-        raise ValueError(f"{source}: Config['distiller'] is missing, cannot rebuild the student")
+        raise CheckpointFormatError(f"{source}: Config['distiller'] is missing, cannot rebuild the student")
     state = raw["Distiller"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(f"{source}: 'Distiller' is not a state dict of tensors")
+        raise CheckpointFormatError(f"{source}: 'Distiller' is not a state dict of tensors")
     try:
         config = DistillerConfig.from_s3prl(section)
     except ValueError as exc:
-        raise ValueError(f"{source}: invalid Config['distiller']: {exc}") from None
+        raise CheckpointFormatError(f"{source}: invalid Config['distiller']: {exc}") from None
     return S3PRLCheckpoint(config=config, state_dict=dict(state), step=int(raw.get("Step", 0) or 0), raw=raw)
 
 
@@ -130,11 +137,11 @@ def _check_plain(value: Any, where: str) -> None:
     if type(value) in (dict, collections.OrderedDict):
         for key, item in value.items():
             if type(key) not in _PLAIN_SCALARS:
-                raise ValueError(f"{where}: key {key!r} is not a plain str/int")
+                raise CheckpointFormatError(f"{where}: key {key!r} is not a plain str/int")
             _check_plain(item, f"{where}[{key!r}]")
         return
     if type(value) in (list, tuple):
         for i, item in enumerate(value):
             _check_plain(item, f"{where}[{i}]")
         return
-    raise ValueError(f"{where}: {type(value).__name__} is not a plain value (tensor, number, str, list, dict)")
+    raise CheckpointFormatError(f"{where}: {type(value).__name__} is not a plain value (tensor, number, str, list, dict)")

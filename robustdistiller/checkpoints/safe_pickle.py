@@ -21,6 +21,8 @@ from typing import Any, BinaryIO
 
 import torch
 
+from robustdistiller.errors import CheckpointFormatError, UnsafeCheckpointError
+
 # s3prl/optimizers.py schedule classes; the module is pickled under both names depending on
 # whether the recipe ran from the repo root (`s3prl.optimizers`) or from inside it (`optimizers`).
 _S3PRL_SCHEDULE_CLASSES = (
@@ -43,19 +45,6 @@ _REFUSAL_MARKERS = (
     "reduce for unrecognized function",
 )
 _GLOBAL_IN_MESSAGE = re.compile(r"GLOBAL ([\w.]+)")
-
-
-class UnsafeCheckpointError(ValueError):
-    """The file references Python globals that are not on the allow-list; nothing was executed."""
-
-    def __init__(self, source: str, offending: list[str], detail: str = "") -> None:
-        self.source = source
-        self.offending = offending
-        names = ", ".join(offending) if offending else "an object torch refuses to rebuild"
-        msg = f"{source}: refusing to load, it references {names}, which is not an allowed global"
-        if detail:
-            msg += f" ({detail})"
-        super().__init__(msg)
 
 
 class PickledStandIn:
@@ -141,9 +130,9 @@ def _load_stream(stream: BinaryIO, source: str, allowed: dict[str, object]) -> A
                 # torch prints builtins without their module; restore it so names read `module.name`.
                 names = {n if "." in n else f"builtins.{n}" for n in _GLOBAL_IN_MESSAGE.findall(message)}
                 raise UnsafeCheckpointError(source, sorted(names)) from None
-            raise ValueError(f"{source}: not a readable torch checkpoint ({_reason(exc)})") from None
+            raise CheckpointFormatError(f"{source}: not a readable torch checkpoint ({_reason(exc)})") from None
         except Exception as exc:  # noqa: BLE001 - damaged bytes surface as KeyError, IndexError, ...
-            raise ValueError(f"{source}: not a readable torch checkpoint ({_reason(exc)})") from None
+            raise CheckpointFormatError(f"{source}: not a readable torch checkpoint ({_reason(exc)})") from None
 
 
 def _unsafe_globals(stream: BinaryIO) -> list[str]:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from robustdistiller.errors import UsageError
+
 EPILOG = """examples:
   robustdistiller demo --out runs/demo            # at most 10 minutes on 2 CPU cores
   robustdistiller demo --out runs/demo-quick --quick
@@ -40,9 +42,9 @@ def run(args: argparse.Namespace) -> int:
     from robustdistiller.demo import next_commands, run_demo
 
     if args.steps is not None and args.steps < 1:
-        raise ValueError(f"--steps must be >= 1, got {args.steps}")
+        raise UsageError(f"--steps must be >= 1, got {args.steps}")
     if args.seeds is not None and args.seeds < 1:
-        raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
+        raise UsageError(f"--seeds must be >= 1, got {args.seeds}")
     result = run_demo(args.out, quick=args.quick, seed=args.seed, seeds=args.seeds, steps=args.steps,
                       overrides=args.overrides, random_teacher=args.random_teacher)
     print(f"\ndemo finished in {result.seconds / 60:.1f} min")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from robustdistiller.errors import UsageError
+
 EPILOG = """examples:
   robustdistiller evaluate --model runs/demo/robust/states-300.ckpt --model runs/demo/baseline/states-300.ckpt \\
       --task builtin --quick --out runs/eval
@@ -29,7 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--model", action="append", required=True, metavar="PATH",
                         help="student checkpoint or teacher (HF folder, hub id, fairseq .pt); repeat for more")
     parser.add_argument("--name", action="append", metavar="NAME", help="display name per --model (same order)")
-    parser.add_argument("--teacher", help="reference teacher (default: the one recorded in the first student)")
+    parser.add_argument("--teacher", help="teacher the students are compared with (default: the one recorded in the first student)")
     parser.add_argument("--task", action="append", metavar="SPEC", help="task pack (repeatable; default: builtin)")
     parser.add_argument("--noise", action="append", metavar="SOURCE", help="noise source (repeatable; default: builtin)")
     parser.add_argument("--noise-type", action="append", metavar="TYPE", help="keep only these noise types")
@@ -53,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     from robustdistiller.evaluate.tasks import tasks_from_spec
 
     if args.name and len(args.name) != len(args.model):
-        raise ValueError(f"{len(args.name)} --name values for {len(args.model)} --model values")
+        raise UsageError(f"{len(args.name)} --name values for {len(args.model)} --model values")
     overrides: dict[str, object] = {"seed": args.seed}
     for key, value in (("noises", args.noise), ("noise_types", args.noise_type), ("snrs", args.snr),
                        ("rirs", args.rir), ("rt60s", args.rt60)):

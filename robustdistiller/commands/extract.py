@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from robustdistiller.errors import UsageError
+
 EPILOG = """examples:
   robustdistiller extract --model states-200000.ckpt --input wavs/ --out feats/ --layers 0 2
   robustdistiller extract --model student.onnx --backend onnx --input train.tsv --out feats/ --format npy
@@ -21,8 +23,8 @@ their extension (x.wav.npy, x.flac.npy). One extract at a time per --out folder 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     from robustdistiller.inference.backends import BACKENDS
-    from robustdistiller.models.precision import PRECISIONS
     from robustdistiller.inference.writer import FORMATS
+    from robustdistiller.models.precision import PRECISIONS
 
     parser = subparsers.add_parser(
         "extract",
@@ -57,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     from robustdistiller.inference import ChunkConfig, extract_files, open_backend
 
     if args.threads is not None and args.threads < 1:
-        raise ValueError(f"--threads must be >= 1, got {args.threads}")
+        raise UsageError(f"--threads must be >= 1, got {args.threads}")
     chunk = from_dict(ChunkConfig, apply_overrides({}, args.overrides), "chunking")
     backend = open_backend(args.model, args.backend, args.layers, args.threads, args.precision)
     settings = {"model": str(args.model), "backend": args.backend}

@@ -14,6 +14,8 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+from robustdistiller.errors import AudioError
+
 SAMPLE_RATE = 16000
 # The wav2vec2-family CNN front end needs 400 samples (25 ms at 16 kHz) to emit one frame.
 MIN_SAMPLES = 400
@@ -21,17 +23,6 @@ MIN_SAMPLES = 400
 # larger peak means a float file holding integer-scale values (+-32767) or garbage, which would
 # silently multiply the loss or make every step non-finite.
 MAX_PEAK = 2.0
-
-
-class AudioError(ValueError):
-    """A file that cannot be used as audio. ``reason`` is one of: missing, unreadable, empty,
-    too_short, non_finite, out_of_range, channels_cancel, silent, truncated, no_channel."""
-
-    def __init__(self, path: str | Path, reason: str, detail: str = "") -> None:
-        self.path = str(path)
-        self.reason = reason
-        self.detail = detail
-        super().__init__(f"{path}: {reason}" + (f" ({detail})" if detail else ""))
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from robustdistiller.data.audio import SAMPLE_RATE
+from robustdistiller.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
@@ -39,13 +40,13 @@ class BucketBatchSampler(torch.utils.data.Sampler[list[int]]):
         drop_last: bool = False,
     ) -> None:
         if batch_size is None and max_seconds is None:
-            raise ValueError("set batch_size or max_seconds")
+            raise ConfigError("set batch_size or max_seconds")
         if batch_size is not None and batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+            raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is outside world_size {world_size}")
         if len(lengths) == 0:
-            raise ValueError("no utterances to batch")
+            raise DataError("no utterances to batch")
         self.num_items = len(lengths)
         self.shuffle = shuffle
         self.seed = seed
@@ -60,7 +61,7 @@ class BucketBatchSampler(torch.utils.data.Sampler[list[int]]):
         if max_seconds is not None:
             budget = int(max_seconds * sample_rate)
             if cropped.max() > budget:
-                raise ValueError(
+                raise DataError(
                     f"max_seconds={max_seconds} holds {budget} samples, less than the longest "
                     f"(cropped) utterance ({int(cropped.max())}); raise it or lower max_length"
                 )
@@ -69,7 +70,7 @@ class BucketBatchSampler(torch.utils.data.Sampler[list[int]]):
             assert batch_size is not None  # checked above: batch_size or max_seconds is set
             self.batches = _chunk(order, batch_size, drop_last)
         if not self.batches:
-            raise ValueError(f"{self.num_items} utterance(s) make no batch of {batch_size} with drop_last")
+            raise DataError(f"{self.num_items} utterance(s) make no batch of {batch_size} with drop_last")
         dropped = self.num_items - sum(len(b) for b in self.batches)
         if dropped:
             log.info("%d utterance(s) left out of batching (partial final bucket)", dropped)
@@ -120,7 +121,7 @@ class BucketBatchSampler(torch.utils.data.Sampler[list[int]]):
         mine = self.state_dict()
         for key in ("seed", "num_items", "num_batches", "world_size"):
             if state[key] != mine[key]:
-                raise ValueError(
+                raise DataError(
                     f"sampler state does not match this data: {key} was {state[key]}, now {mine[key]}"
                 )
         self.epoch = int(state["epoch"])

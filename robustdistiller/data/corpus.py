@@ -25,6 +25,7 @@ from scipy import signal
 from robustdistiller.atomic import atomic_dir, stale_temps
 from robustdistiller.data.audio import SAMPLE_RATE
 from robustdistiller.data.manifest import Manifest, ManifestEntry
+from robustdistiller.errors import ConfigError, DataError
 
 # Bump when the synthesiser changes, so cached builds are rebuilt.
 GENERATOR_VERSION = 1
@@ -216,16 +217,16 @@ def build_corpus(
     looks complete.
     """
     if utterances_per_word_per_speaker < 2:
-        raise ValueError("utterances_per_word_per_speaker must be >= 2 (train and test takes)")
+        raise ConfigError("utterances_per_word_per_speaker must be >= 2 (train and test takes)")
     if not 1 <= test_takes < utterances_per_word_per_speaker:
-        raise ValueError(f"test_takes must be in [1, {utterances_per_word_per_speaker - 1}], got {test_takes}")
+        raise ConfigError(f"test_takes must be in [1, {utterances_per_word_per_speaker - 1}], got {test_takes}")
     out_dir = Path(out_dir).resolve()
     key = asdict(_BuildKey(GENERATOR_VERSION, seed, utterances_per_word_per_speaker, test_takes, SAMPLE_RATE))
     corpus = Corpus(out_dir, out_dir / "train.tsv", out_dir / "test.tsv", list(WORDS), list(SPEAKERS))
     if _is_build(out_dir, key):
         return corpus
     if out_dir.exists() and any(out_dir.iterdir()) and not (out_dir / "corpus.json").is_file():
-        raise ValueError(f"{out_dir} exists and is not a corpus folder; choose an empty or new folder")
+        raise DataError(f"{out_dir} exists and is not a corpus folder; choose an empty or new folder")
 
     _remove_stale_builds(out_dir)
     if out_dir.exists():

@@ -16,6 +16,7 @@ from robustdistiller.data.audio import MAX_PEAK, SAMPLE_RATE, AudioError, load_a
 from robustdistiller.data.manifest import Manifest
 from robustdistiller.data.report import BadFileReport
 from robustdistiller.data.shared import SmallTensorsByValue, batch_zeros
+from robustdistiller.errors import ConfigError
 
 
 @dataclass
@@ -73,7 +74,7 @@ class AudioDataset(torch.utils.data.Dataset):
         seed: int = 0,
     ) -> None:
         if max_length <= 0:
-            raise ValueError(f"max_length must be positive, got {max_length}")
+            raise ConfigError(f"max_length must be positive, got {max_length}")
         self.manifest = manifest
         self.max_length = max_length
         self.sample_rate = sample_rate

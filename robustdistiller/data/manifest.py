@@ -29,6 +29,7 @@ from tqdm import tqdm
 from robustdistiller.atomic import atomic_write
 from robustdistiller.data.audio import MIN_SAMPLES, SAMPLE_RATE, AudioError, audio_info
 from robustdistiller.data.report import BadFileReport
+from robustdistiller.errors import DataError
 
 ROOT_PREFIX = "# root:"
 DEFAULT_EXTENSIONS: tuple[str, ...] = (".wav", ".flac", ".ogg", ".mp3")
@@ -72,12 +73,12 @@ class Manifest:
             raise FileNotFoundError(f"manifest not found: {path}")
         lines = path.read_text(encoding="utf-8").splitlines()
         if not lines:
-            raise ValueError(f"{path}: empty manifest (expected a '{ROOT_PREFIX} ...' first line)")
+            raise DataError(f"{path}: empty manifest (expected a '{ROOT_PREFIX} ...' first line)")
         first = lines[0]
         if first.startswith(ROOT_PREFIX):
             root_text, rows = first[len(ROOT_PREFIX):].strip(), lines[1:]
             if not rows or rows[0].split("\t")[:2] != ["path", "num_samples"]:
-                raise ValueError(f"{path}:2: expected the header 'path<TAB>num_samples[<TAB>labels...]'")
+                raise DataError(f"{path}:2: expected the header 'path<TAB>num_samples[<TAB>labels...]'")
             label_names, rows, first_row = rows[0].split("\t")[2:], rows[1:], 3
         else:  # fairseq / DPHuBERT: bare root line, no header, no labels
             root_text, rows, label_names, first_row = first.strip(), lines[1:], [], 2
@@ -91,11 +92,11 @@ class Manifest:
                 continue
             cols = row.split("\t")
             if len(cols) != width:
-                raise ValueError(f"{path}:{lineno}: expected {width} tab-separated columns, got {len(cols)}")
+                raise DataError(f"{path}:{lineno}: expected {width} tab-separated columns, got {len(cols)}")
             try:
                 num = int(cols[1])
             except ValueError:
-                raise ValueError(f"{path}:{lineno}: num_samples {cols[1]!r} is not an integer") from None
+                raise DataError(f"{path}:{lineno}: num_samples {cols[1]!r} is not an integer") from None
             entries.append(ManifestEntry(cols[0], num, dict(zip(label_names, cols[2:]))))
         return cls(root, entries, label_names)
 
@@ -111,7 +112,7 @@ class Manifest:
             cells = [e.path, str(e.num_samples), *(e.labels.get(n, "") for n in self.label_names)]
             bad = [c for c in cells if "\t" in c or "\n" in c]
             if bad:
-                raise ValueError(f"manifest cell {bad[0]!r} contains a tab or newline")
+                raise DataError(f"manifest cell {bad[0]!r} contains a tab or newline")
             out.append("\t".join(cells))
         data = ("\n".join(out) + "\n").encode("utf-8")
         return atomic_write(path, lambda fh: fh.write(data))
@@ -121,11 +122,11 @@ def validate_manifest(manifest: Manifest, report: BadFileReport | None = None) -
     """Refuse a manifest with no usable rows, before any training starts."""
     if len(manifest) == 0:
         if report is not None and len(report):
-            raise ValueError(f"all {len(report)} files under {manifest.root} were bad: {report.summary()}")
-        raise ValueError(f"manifest with root {manifest.root} has no rows")
+            raise DataError(f"all {len(report)} files under {manifest.root} were bad: {report.summary()}")
+        raise DataError(f"manifest with root {manifest.root} has no rows")
     short = [e.path for e in manifest.entries if e.num_samples < MIN_SAMPLES]
     if short:
-        raise ValueError(f"{len(short)} manifest rows are shorter than {MIN_SAMPLES} samples, e.g. {short[0]}")
+        raise DataError(f"{len(short)} manifest rows are shorter than {MIN_SAMPLES} samples, e.g. {short[0]}")
     return manifest
 
 
@@ -235,7 +236,7 @@ def manifest_from_folder(
     report = report if report is not None else BadFileReport()
     files = _find_audio(root, extensions, report)
     if not files:
-        raise ValueError(f"no audio files with extensions {', '.join(extensions)} under {root}"
+        raise DataError(f"no audio files with extensions {', '.join(extensions)} under {root}"
                          + (f" that can be used ({report.summary()})" if len(report) else ""))
     rows = []
     for f in files:
@@ -253,7 +254,7 @@ def manifest_from_librispeech(
     if not root.is_dir():
         raise FileNotFoundError(f"LibriSpeech root not found: {root}")
     if not splits:
-        raise ValueError("no LibriSpeech splits given (e.g. train-clean-100)")
+        raise DataError("no LibriSpeech splits given (e.g. train-clean-100)")
     found = sorted(p.name for p in root.iterdir() if p.is_dir())
     missing = [s for s in splits if s not in found]
     if missing:
@@ -266,7 +267,7 @@ def manifest_from_librispeech(
     for split in splits:
         files = _find_audio(root / split, (".flac",), report)
         if not files:
-            raise ValueError(f"no .flac files under {root / split}")
+            raise DataError(f"no .flac files under {root / split}")
         for f in files:
             rel = f.relative_to(root)
             # <split>/<speaker>/<chapter>/<file>: the speaker id is the second path part.
@@ -289,7 +290,7 @@ def is_held_out_speaker(speaker: str) -> bool:
     """True for the speakers kept out of training (numeric id divisible by
     :data:`HELD_OUT_SPEAKER_MODULUS`: 46 of the 251 in train-clean-100)."""
     if not speaker.isdigit():
-        raise ValueError(f"speaker id {speaker!r} is not numeric; held-out splits need LibriSpeech ids")
+        raise DataError(f"speaker id {speaker!r} is not numeric; held-out splits need LibriSpeech ids")
     return int(speaker) % HELD_OUT_SPEAKER_MODULUS == 0
 
 
@@ -329,12 +330,12 @@ def manifest_from_csv(
     if path_column is None:
         path_column = next((c for c in ("file_path", "path") if c in columns), None)
         if path_column is None:
-            raise ValueError(f"{csv_path}: no 'file_path' or 'path' column (columns: {', '.join(columns)})")
+            raise DataError(f"{csv_path}: no 'file_path' or 'path' column (columns: {', '.join(columns)})")
     absent = [c for c in (path_column, *label_columns) if c not in columns]
     if absent:
-        raise ValueError(f"{csv_path}: column(s) {', '.join(absent)} not found (columns: {', '.join(columns)})")
+        raise DataError(f"{csv_path}: column(s) {', '.join(absent)} not found (columns: {', '.join(columns)})")
     if not table:
-        raise ValueError(f"{csv_path}: no rows")
+        raise DataError(f"{csv_path}: no rows")
     base = Path(root).resolve() if root is not None else csv_path.parent.resolve()
     if not base.is_dir():
         raise FileNotFoundError(f"audio root not found: {base}")
@@ -350,3 +351,13 @@ def manifest_from_csv(
             continue
         rows.append((rel, {c: rec[c] for c in label_columns}))
     return scan_files(base, rows, list(label_columns), workers=workers, report=report)
+
+
+def read_inputs(source: str | Path) -> tuple[Manifest, BadFileReport]:
+    """A folder (scanned recursively for audio) or a manifest file (``Manifest.read`` formats)."""
+    source = Path(source)
+    if source.is_dir():
+        return manifest_from_folder(source)
+    if source.is_file():
+        return Manifest.read(source), BadFileReport()
+    raise FileNotFoundError(f"input is neither a folder nor a manifest file: {source}")

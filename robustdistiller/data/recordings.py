@@ -37,6 +37,7 @@ import soundfile as sf
 from robustdistiller.atomic import atomic_write
 from robustdistiller.data.audio import SAMPLE_RATE, load_audio
 from robustdistiller.data.manifest import is_held_out_speaker, speaker_from_name
+from robustdistiller.errors import DataError
 
 RECORDINGS_DIR = Path(__file__).resolve().parent.parent / "assets" / "recordings"
 INDEX_NAME = "index.tsv"
@@ -80,7 +81,7 @@ def read_speaker_sex(speakers_txt: str | Path) -> dict[str, str]:
             continue
         sexes[cells[0]] = cells[1]
     if not sexes:
-        raise ValueError(f"{speakers_txt}: no 'id | sex | ...' rows")
+        raise DataError(f"{speakers_txt}: no 'id | sex | ...' rows")
     return sexes
 
 

@@ -11,7 +11,7 @@ Noise *types* are groups of noise files:
 - a folder (``folder:PATH`` or just ``PATH``): each sub-folder is a type, or, when the audio sits
   directly in the folder, each file is its own type (named by its stem);
 - ``musan:PATH``: each ``<subset>/<source>`` folder of MUSAN (e.g. ``musan/noise/free-sound``);
-- ``urbansound:PATH``: each UrbanSound8K class (minus the reference's two excluded classes).
+- ``urbansound:PATH``: each UrbanSound8K class (minus the two classes RobustDistiller's code excludes).
 
 RIRs are grouped into RT60 bins: simulated shoebox rooms aimed at each bin's RT60 (cached on disk),
 or real RIR folders whose measured RT60 lies within ``rt60_tolerance`` of a bin.
@@ -47,6 +47,7 @@ from robustdistiller.augment.noise import (
 )
 from robustdistiller.augment.rir import RIR, RIRBank, SimulatedRIRConfig, index_rir_folder, load_or_simulate
 from robustdistiller.data.report import BadFileReport
+from robustdistiller.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
@@ -74,20 +75,20 @@ class ConditionConfig:
 
     def validate(self) -> None:
         if any(r <= 0 for r in self.rt60s):
-            raise ValueError(f"rt60s must be > 0, got {self.rt60s}")
+            raise ConfigError(f"rt60s must be > 0, got {self.rt60s}")
         if self.max_noise_types < 0:
-            raise ValueError(f"max_noise_types must be >= 0, got {self.max_noise_types}")
+            raise ConfigError(f"max_noise_types must be >= 0, got {self.max_noise_types}")
         if self.rirs_per_bin < 1:
-            raise ValueError(f"rirs_per_bin must be >= 1, got {self.rirs_per_bin}")
+            raise ConfigError(f"rirs_per_bin must be >= 1, got {self.rirs_per_bin}")
         if self.rt60_tolerance <= 0:
-            raise ValueError(f"rt60_tolerance must be > 0, got {self.rt60_tolerance}")
+            raise ConfigError(f"rt60_tolerance must be > 0, got {self.rt60_tolerance}")
         unknown = [r for r in self.mixed_rt60s if r not in self.rt60s]
         if unknown:
-            raise ValueError(f"mixed_rt60s {unknown} must be among rt60s {self.rt60s}")
+            raise ConfigError(f"mixed_rt60s {unknown} must be among rt60s {self.rt60s}")
         if (self.snrs or self.mixed_snrs) and not self.noises:
-            raise ValueError("snrs are given but noises is empty (set snrs: [] and mixed_snrs: [] for no noise)")
+            raise ConfigError("snrs are given but noises is empty (set snrs: [] and mixed_snrs: [] for no noise)")
         if self.rt60s and not self.rirs:
-            raise ValueError("rt60s are given but rirs is empty (set rt60s: [] for no reverberation)")
+            raise ConfigError("rt60s are given but rirs is empty (set rt60s: [] for no reverberation)")
 
 
 @dataclass(frozen=True)
@@ -168,7 +169,7 @@ def noise_types(sources: Sequence[str], cache_dir: Path, report: BadFileReport,
             groups = _folder_types(index_folder(folder, report=report), folder.name)
         clash = sorted(set(groups) & set(types))
         if clash:
-            raise ValueError(f"noise source {source!r} repeats type name(s) {clash}; give distinct sources")
+            raise ConfigError(f"noise source {source!r} repeats type name(s) {clash}; give distinct sources")
         types.update(groups)
     return types
 
@@ -216,7 +217,7 @@ def rirs_by_bin(cfg: ConditionConfig, cache_dir: Path, report: BadFileReport) ->
         log.info("%s: %d of %d RIRs fall in the RT60 bins %s", source, used, len(files), cfg.rt60s)
     empty = [b for b, rirs in bins.items() if not rirs]
     if empty:
-        raise ValueError(
+        raise DataError(
             f"no RIR with an RT60 within {cfg.rt60_tolerance} s of bin(s) {empty} in {cfg.rirs}; "
             "add 'simulated' to rirs or drop those bins"
         )
@@ -236,9 +237,9 @@ class ConditionSet:
             raise ValueError(f"duplicate conditions in {ids}")
         for c in conditions:
             if c.noise is not None and c.noise not in noises:
-                raise ValueError(f"condition {c.id}: no noise type {c.noise!r} (types: {sorted(noises)})")
+                raise DataError(f"condition {c.id}: no noise type {c.noise!r} (types: {sorted(noises)})")
             if c.rt60 is not None and not rirs.get(c.rt60):
-                raise ValueError(f"condition {c.id}: no RIRs in the {c.rt60} s bin")
+                raise DataError(f"condition {c.id}: no RIRs in the {c.rt60} s bin")
         self.conditions = list(conditions)
         self.noises = noises
         self.rirs = rirs
@@ -260,7 +261,7 @@ class ConditionSet:
         if cfg.noise_types:
             missing = [t for t in cfg.noise_types if t not in types]
             if missing:
-                raise ValueError(f"noise_types {missing} not found; available: {sorted(types)}")
+                raise ConfigError(f"noise_types {missing} not found; available: {sorted(types)}")
             types = {t: types[t] for t in cfg.noise_types}
         if cfg.max_noise_types:
             types = {t: types[t] for t in sorted(types)[: cfg.max_noise_types]}
@@ -334,6 +335,3 @@ class ConditionSet:
             h = torch.from_numpy(rirs[int(rng.integers(len(rirs)))].samples)[None]
             x = reverberate(x, lengths, h, torch.tensor([h.shape[1]]))
         return x[0].numpy().astype(np.float32, copy=False)
-
-    def corrupt_all(self, condition: Condition, wavs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return {uid: self.corrupt(condition, uid, wav) for uid, wav in wavs.items()}

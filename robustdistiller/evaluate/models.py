@@ -1,28 +1,29 @@
 """Models under evaluation: load any supported checkpoint / directory and describe its hidden states.
 
-Wraps ``robustdistiller.checkpoints.load.open_model`` (students, Hugging Face directories) and
-``models.teacher.load_teacher`` (teachers, including fairseq ``.pt`` files) with what the evaluation
-needs to know: a readable name per hidden-state index, which student heads predict which teacher
-layers, the teacher a student checkpoint records, and the enhancement head saved beside it.
+Wraps ``checkpoints.formats.detect_format`` + ``checkpoints.load.open_format`` (students in the
+s3prl and DPHuBERT formats; teachers from Hugging Face folders, hub ids and fairseq / unilm ``.pt``
+files) with what the evaluation needs to know: a readable name per hidden-state index, which student
+heads predict which teacher layers, the teacher a student checkpoint records, and the enhancement
+head saved beside it (``checkpoints.heads``, the same for every format).
 """
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 
-from robustdistiller.config import from_dict
+from robustdistiller.checkpoints.formats import detect_format
+from robustdistiller.checkpoints.heads import read_head
+from robustdistiller.checkpoints.load import open_format
+from robustdistiller.checkpoints.teachers import load_teacher
+from robustdistiller.errors import CheckpointFormatError, UsageError
 from robustdistiller.evaluate.probes import state_fingerprint
-from robustdistiller.checkpoints.load import open_model
-from robustdistiller.models.enhancement import EnhancementConfig, EnhancementHead
+from robustdistiller.models.enhancement import EnhancementHead
 from robustdistiller.models.student import DistillerModel
-from robustdistiller.models.teacher import Teacher, load_teacher
-
-log = logging.getLogger(__name__)
+from robustdistiller.models.teacher import Teacher
 
 
 @dataclass
@@ -58,83 +59,49 @@ def default_names(paths: list[str | Path]) -> list[str]:
         names = ["/".join(p[-depth:]).removesuffix(".ckpt").removesuffix(".pt") for p in parts]
         if len(set(names)) == len(names):
             return names
-    raise ValueError(f"the same model is given twice: {paths}")
-
-
-def _student_layer_names(model: DistillerModel) -> list[str]:
-    cfg = model.config
-    return (["proj"] + [f"L{i}" for i in range(1, cfg.encoder_layers + 1)]
-            + [f"head{k + 1}->T{t}" for k, t in enumerate(cfg.pred_layer_id)])
-
-
-def _enhancement_head(raw: dict[str, Any], fmt: str, source: str) -> tuple[EnhancementHead | None, str]:
-    """The head a training run saved with the checkpoint, in eval mode; None when there is none.
-
-    Args:
-        raw: the unpickled file. Distiller checkpoints keep the head as ``EnhancementHead`` +
-            ``Config["enhancement_head"]``; DPHuBERT-format files (``prune``'s ``pruned.pth`` /
-            ``final.pth``) as ``enhancement_head`` + ``enhancement_config``.
-        fmt: ``"s3prl"`` or ``"dphubert"``.
-        source: the path, for messages.
-    Returns:
-        The head (or None) and the features it reads (``"cnn"`` or ``"last"``).
-    """
-    if fmt == "s3prl":
-        state, section = raw.get("EnhancementHead"), raw.get("Config", {}).get("enhancement_head")
-        names = ("EnhancementHead", "Config['enhancement_head']")
-    else:
-        state, section = raw.get("enhancement_head"), raw.get("enhancement_config")
-        names = ("enhancement_head", "enhancement_config")
-    if state is None:
-        return None, "cnn"
-    if not isinstance(section, dict):
-        log.warning("%s: has %s weights but no %s (written before heads kept their config); head ignored",
-                    source, *names)
-        return None, "cnn"
-    cfg = from_dict(EnhancementConfig, section)
-    head = EnhancementHead(cfg)
-    try:
-        head.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        raise ValueError(f"{source}: enhancement head weights do not match its config: {exc}") from None
-    return head.eval(), cfg.input
+    raise UsageError(f"the same model is given twice: {paths}")
 
 
 def load_model_under_test(path: str | Path, name: str) -> ModelUnderTest:
-    """A student checkpoint or a teacher (HF directory / hub id / fairseq .pt), in eval mode."""
+    """A student checkpoint (s3prl or DPHuBERT format) or a teacher (HF directory / hub id /
+    fairseq or unilm .pt), in eval mode, with the enhancement head saved beside a student."""
+    loaded = open_format(detect_format(path, hub_ids=True))
     source = str(path)
-    local = Path(path)
-    if not local.exists() and local.suffix in (".ckpt", ".pt", ".pth"):
-        raise FileNotFoundError(f"no such checkpoint file: {path}")
-    if local.is_file() and local.suffix == ".pt" or not local.exists():
-        teacher = load_teacher(source)  # fairseq/unilm .pt or a hub id
-        return _teacher_entry(teacher, name, source, "fairseq" if local.is_file() else "hf-hub")
-    loaded = open_model(local)
-    head, head_input = _enhancement_head(loaded.raw, loaded.format, source) if loaded.raw else (None, "cnn")
-    if loaded.checkpoint is None:
-        entry = _teacher_entry(loaded.model, name, source, loaded.format)
-        entry.enhancement, entry.enhancement_input = head, head_input
-        return entry
-    student: DistillerModel = loaded.model  # type: ignore[assignment]
-    n = student.config.encoder_layers
-    pairs = [(1 + n + k, t) for k, t in enumerate(student.config.pred_layer_id)]
-    return ModelUnderTest(
-        name=name, path=source, kind="student", format=loaded.format, model=student,
-        model_id=state_fingerprint(student), layer_names=_student_layer_names(student),
-        teacher_source=loaded.checkpoint.teacher, head_pairs=pairs, enhancement=head, enhancement_input=head_input,
-    )
+    if not loaded.is_student:
+        return _teacher_entry(loaded.model, name, source, loaded.format)
+    entry = ModelUnderTest(name=name, path=source, kind="student", format=loaded.format, model=loaded.model,
+                           model_id=state_fingerprint(loaded.model), layer_names=_layer_names(loaded.model))
+    saved = read_head(loaded.raw, loaded.format, source)
+    if saved is not None:
+        entry.enhancement, entry.enhancement_input = saved.head, saved.input
+    if loaded.checkpoint is not None:  # s3prl: prediction heads and the recorded teacher
+        student: DistillerModel = loaded.model  # type: ignore[assignment]
+        n = student.config.encoder_layers
+        entry.head_pairs = [(1 + n + k, t) for k, t in enumerate(student.config.pred_layer_id)]
+        entry.teacher_source = loaded.checkpoint.teacher
+    return entry
+
+
+def _layer_names(model: nn.Module) -> list[str]:
+    """Students in s3prl order (projection, layers, prediction heads); other models (a pruned
+    DPHuBERT student, teachers) "index i = output of layer i"."""
+    if isinstance(model, DistillerModel):
+        cfg = model.config
+        return (["proj"] + [f"L{i}" for i in range(1, cfg.encoder_layers + 1)]
+                + [f"head{k + 1}->T{t}" for k, t in enumerate(cfg.pred_layer_id)])
+    layers = getattr(model, "num_layers", None)
+    if layers is None:
+        raise CheckpointFormatError(f"loaded a {type(model).__name__}, which is neither a student nor a teacher")
+    return ["L0 (input)"] + [f"L{i}" for i in range(1, layers + 1)]
 
 
 def _teacher_entry(model: nn.Module, name: str, source: str, fmt: str) -> ModelUnderTest:
-    layers = getattr(model, "num_layers", None)
-    if layers is None:
-        raise ValueError(f"{source}: loaded a {type(model).__name__}, which is neither a student nor a teacher")
-    names = ["L0 (input)"] + [f"L{i}" for i in range(1, layers + 1)]
     return ModelUnderTest(name=name, path=source, kind="teacher", format=fmt, model=model,
-                          model_id=state_fingerprint(model), layer_names=names)
+                          model_id=state_fingerprint(model), layer_names=_layer_names(model))
 
 
 def load_teacher_under_test(source: str | Path, name: str = "teacher") -> ModelUnderTest:
-    """The reference teacher (``load_teacher`` accepts HF folders, hub ids and fairseq files)."""
+    """The teacher the students are compared with (``load_teacher`` accepts HF folders, hub ids and
+    fairseq / unilm files)."""
     teacher: Teacher = load_teacher(source)
     return _teacher_entry(teacher, name, str(source), "teacher")

@@ -18,6 +18,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from robustdistiller.atomic import atomic_path  # noqa: E402
 from robustdistiller.evaluate.probe_tasks import probe_task_for_metric  # noqa: E402
 from robustdistiller.evaluate.results import Results  # noqa: E402
 from robustdistiller.evaluate.rows import DistortionRow  # noqa: E402
@@ -34,7 +35,8 @@ def _kinds(results: Results) -> dict[str, dict]:
 def _save(fig: plt.Figure, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    with atomic_path(path) as tmp:  # the temp name keeps ".png" for matplotlib's format choice
+        fig.savefig(tmp, dpi=110)
     plt.close(fig)
     return path
 

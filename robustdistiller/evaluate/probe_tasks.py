@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from robustdistiller.errors import ConfigError, DataError
 from robustdistiller.evaluate.heads import CTCProbe, UtteranceClassifier
 from robustdistiller.evaluate.metrics import accuracy, error_rate
 
@@ -101,7 +102,7 @@ class UtteranceTask(ProbeTask):
     def check_labels(self, labels: Labels, name: str) -> None:
         for i, lab in enumerate(labels):
             if not isinstance(lab, int) or lab < 0:
-                raise ValueError(f"{name}[{i}]: utterance labels must be ints >= 0, got {lab!r}")
+                raise DataError(f"{name}[{i}]: utterance labels must be ints >= 0, got {lab!r}")
 
     def largest_label(self, labels: Labels) -> int:
         return max(cast(Sequence[int], labels), default=0)
@@ -135,7 +136,7 @@ class CTCTask(ProbeTask):
     def check_labels(self, labels: Labels, name: str) -> None:
         for i, lab in enumerate(cast(Sequence[Any], labels)):  # checked here: anything may come in
             if isinstance(lab, (str, bytes)) or not all(isinstance(t, int) and t >= 1 for t in lab):
-                raise ValueError(f"{name}[{i}]: CTC labels must be sequences of ints >= 1 (0 is blank), got {lab!r}")
+                raise DataError(f"{name}[{i}]: CTC labels must be sequences of ints >= 1 (0 is blank), got {lab!r}")
 
     def largest_label(self, labels: Labels) -> int:
         return max((t for lab in cast(Sequence[Sequence[int]], labels) for t in lab), default=0)
@@ -147,7 +148,7 @@ class CTCTask(ProbeTask):
 
     def check_classes(self, classes: Sequence[str], task_name: str) -> None:
         if not classes or classes[0] != BLANK:
-            raise ValueError(f"task {task_name!r}: a CTC vocabulary must start with {BLANK!r}")
+            raise DataError(f"task {task_name!r}: a CTC vocabulary must start with {BLANK!r}")
 
     def head(self, num_layers: int, dim: int, num_classes: int, hidden: int, layer_norm: bool) -> nn.Module:
         return CTCProbe(num_layers, dim, num_classes, hidden, layer_norm)
@@ -177,7 +178,7 @@ def probe_task(kind: str) -> ProbeTask:
     try:
         return PROBE_TASKS[kind]
     except KeyError:
-        raise ValueError(f"unknown probe task kind {kind!r}; kinds: {sorted(PROBE_TASKS)}") from None
+        raise ConfigError(f"unknown probe task kind {kind!r}; kinds: {sorted(PROBE_TASKS)}") from None
 
 
 def probe_task_for_metric(metric: str) -> ProbeTask:
@@ -185,4 +186,4 @@ def probe_task_for_metric(metric: str) -> ProbeTask:
     for task in PROBE_TASKS.values():
         if task.metric == metric:
             return task
-    raise ValueError(f"unknown probe metric {metric!r}; metrics: {sorted(t.metric for t in PROBE_TASKS.values())}")
+    raise ConfigError(f"unknown probe metric {metric!r}; metrics: {sorted(t.metric for t in PROBE_TASKS.values())}")

@@ -28,6 +28,7 @@ from torch import Tensor, nn
 
 from robustdistiller.atomic import atomic_write
 from robustdistiller.config import from_dict
+from robustdistiller.errors import DataError
 from robustdistiller.evaluate.probe_tasks import Labels, ProbeTask, probe_task
 from robustdistiller.models.conv import DEFAULT_CONV_LAYERS, conv_output_lengths, parse_conv_layers
 
@@ -95,7 +96,7 @@ def extract_features(
     # Fail before any model time is spent (and before the model crashes on a too-short input).
     short = torch.nonzero(all_frames < 1).flatten().tolist()
     if short:
-        raise ValueError(
+        raise DataError(
             f"{len(short)} utterance(s) shorter than the model's receptive field, e.g. utterance "
             f"{short[0]} ({int(all_lengths[short[0]])} samples)"
         )

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from robustdistiller.atomic import atomic_write
 from robustdistiller.evaluate.plots import all_plots, caption
 from robustdistiller.evaluate.results import Results
 from robustdistiller.evaluate.rows import DistortionRow
@@ -314,6 +315,6 @@ def write_report(results: Results, out_dir: str | Path, *, title: str = "Robustn
     images = [p.relative_to(out_dir) for p in all_plots(results, out_dir / "plots")]
     blocks = build_blocks(results, images, title, intro)
     md, page = out_dir / "report.md", out_dir / "report.html"
-    md.write_text(render_markdown(blocks), encoding="utf-8")
-    page.write_text(render_html(blocks, out_dir), encoding="utf-8")
+    for path, text in ((md, render_markdown(blocks)), (page, render_html(blocks, out_dir))):
+        atomic_write(path, lambda fh, text=text: fh.write(text.encode("utf-8")))
     return md, page

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import csv
 import datetime as _dt
+import io
 import json
 import math
 from collections.abc import Sequence
@@ -43,6 +44,8 @@ from pathlib import Path
 from typing import Any
 
 from robustdistiller import __version__
+from robustdistiller.atomic import atomic_write
+from robustdistiller.errors import DataError
 from robustdistiller.evaluate.probe_tasks import probe_task_for_metric
 from robustdistiller.evaluate.rows import (
     DistortionRow,
@@ -123,12 +126,12 @@ class Results:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Results:
         if data.get("schema") != SCHEMA_NAME:
-            raise ValueError(f"not an evaluation results document (schema {data.get('schema')!r})")
+            raise DataError(f"not an evaluation results document (schema {data.get('schema')!r})")
         if data.get("version") != SCHEMA_VERSION:
-            raise ValueError(f"results schema version {data.get('version')} is not the supported {SCHEMA_VERSION}")
+            raise DataError(f"results schema version {data.get('version')} is not the supported {SCHEMA_VERSION}")
         missing = [k for k in (*TABLES, "seed", "train_on", "quick") if k not in data]
         if missing:
-            raise ValueError(f"results document lacks {missing}")
+            raise DataError(f"results document lacks {missing}")
         return cls(
             seed=data["seed"], train_on=data["train_on"], quick=data["quick"],
             condition_fingerprint=data.get("condition_set", {}).get("fingerprint", ""),
@@ -148,7 +151,8 @@ class Results:
         out_dir = Path(out_dir)
         (out_dir / "tables").mkdir(parents=True, exist_ok=True)
         paths = {"json": out_dir / "results.json"}
-        paths["json"].write_text(json.dumps(_finite(self.to_dict()), indent=1) + "\n")
+        text = json.dumps(_finite(self.to_dict()), indent=1) + "\n"
+        atomic_write(paths["json"], lambda fh: fh.write(text.encode()))
         for name in TABLES:
             rows = self.records(name)
             if rows:
@@ -172,12 +176,12 @@ def write_csv(path: Path, rows: list[Row]) -> Path:
     columns: list[str] = []
     for row in rows:
         columns += [k for k in row if k not in columns]
-    with path.open("w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, columns)
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in _finite(row).items()})
-    return path
+    buffer = io.StringIO(newline="")
+    writer = csv.DictWriter(buffer, columns)
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in _finite(row).items()})
+    return atomic_write(path, lambda fh: fh.write(buffer.getvalue().encode("utf-8")))
 
 
 def mean_of(values: list[float | None]) -> float | None:

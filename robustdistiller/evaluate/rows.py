@@ -10,7 +10,12 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any
+
+from robustdistiller.errors import DataError
+
+if TYPE_CHECKING:
+    from typing_extensions import Self  # typing.Self is 3.11+; the package supports 3.10
 
 
 class ResultRow:
@@ -30,12 +35,12 @@ class ResultRow:
         """A row from a results record; unknown columns and missing required ones are refused by name."""
         unknown = sorted(set(record) - set(cls.columns()))
         if unknown:
-            raise ValueError(f"{cls.__name__}: unknown column(s) {unknown}; columns are {list(cls.columns())}")
+            raise DataError(f"{cls.__name__}: unknown column(s) {unknown}; columns are {list(cls.columns())}")
         required = [f.name for f in dataclasses.fields(cls)  # type: ignore[arg-type]
                     if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
         missing = [name for name in required if name not in record]
         if missing:
-            raise ValueError(f"{cls.__name__}: record lacks column(s) {missing} (got {sorted(record)})")
+            raise DataError(f"{cls.__name__}: record lacks column(s) {missing} (got {sorted(record)})")
         return cls(**record)
 
     def _check(self, key: str) -> None:

@@ -25,6 +25,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from robustdistiller.config import from_dict
+from robustdistiller.errors import ConfigError, UsageError
 from robustdistiller.evaluate.conditions import ConditionConfig, ConditionSet
 from robustdistiller.evaluate.models import (
     ModelUnderTest,
@@ -66,14 +67,14 @@ class EvaluateOptions:
     rtf_repeats: int = 3
     measure_memory: bool = True
     voicebank: Path | None = None  # folder with clean/ and noisy/ (same file names)
-    evaluate_teacher: bool = True  # also probe the teacher (the upper reference)
+    evaluate_teacher: bool = True  # also probe the teacher (the upper bound)
     cache_dir: Path | None = None  # feature cache (default: <out_dir>/cache)
 
     def validate(self) -> None:
         if min(self.max_train, self.max_val, self.max_test, self.max_distortion) < 0:
-            raise ValueError("max_* limits must be >= 0")
+            raise ConfigError("max_* limits must be >= 0")
         if self.batch_size < 1 or self.max_enhancement < 0 or self.rtf_seconds <= 0 or self.rtf_repeats < 1:
-            raise ValueError("batch_size and rtf_repeats must be >= 1, max_enhancement >= 0, rtf_seconds > 0")
+            raise ConfigError("batch_size and rtf_repeats must be >= 1, max_enhancement >= 0, rtf_seconds > 0")
 
 
 def quick_options(**overrides: object) -> EvaluateOptions:
@@ -172,17 +173,17 @@ def evaluate(
     building them from the results).
     """
     if not models:
-        raise ValueError("no models to evaluate")
+        raise UsageError("no models to evaluate")
     if not tasks:
-        raise ValueError("no tasks to evaluate on (e.g. builtin_tasks(...), fsdd_tasks(path))")
+        raise UsageError("no tasks to evaluate on (e.g. builtin_tasks(...), fsdd_tasks(path))")
     if train_on not in ("clean", "corrupted"):
-        raise ValueError(f"train_on must be 'clean' or 'corrupted', got {train_on!r}")
+        raise ConfigError(f"train_on must be 'clean' or 'corrupted', got {train_on!r}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     options = options or (quick_options() if quick else EvaluateOptions())
     names = list(names) if names is not None else default_names(list(models))
     if len(names) != len(models):
-        raise ValueError(f"{len(names)} names for {len(models)} models")
+        raise UsageError(f"{len(names)} names for {len(models)} models")
     clock = _Clock()
 
     # Models first: a wrong path fails before any noise is indexed or room simulated.

@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-
 import soundfile as sf
 
 from robustdistiller.atomic import atomic_write
@@ -37,6 +36,7 @@ from robustdistiller.data.audio import SAMPLE_RATE, AudioError, load_audio
 from robustdistiller.data.corpus import Corpus
 from robustdistiller.data.manifest import Manifest, manifest_from_folder
 from robustdistiller.data.report import BadFileReport
+from robustdistiller.errors import ConfigError, DataError, UsageError
 from robustdistiller.evaluate.probe_tasks import BLANK, ProbeTask, probe_task
 
 log = logging.getLogger(__name__)
@@ -73,7 +73,7 @@ class TaskPack:
     def __post_init__(self) -> None:
         for split, items in self.splits().items():
             if not items:
-                raise ValueError(f"task {self.name!r}: the {split} split is empty")
+                raise DataError(f"task {self.name!r}: the {split} split is empty")
         self.probe_task.check_classes(self.classes, self.name)
 
     @property
@@ -153,7 +153,7 @@ def seeded_take(items: Sequence[TaskItem], limit: int, seed: int) -> list[TaskIt
 def carve_validation(items: Sequence[TaskItem], fraction: float, seed: int) -> tuple[list[TaskItem], list[TaskItem]]:
     """Split ``items`` into (train, val): ``fraction`` of each label (at least one when it has two or more)."""
     if not 0.0 < fraction < 1.0:
-        raise ValueError(f"validation fraction must be in (0, 1), got {fraction}")
+        raise ConfigError(f"validation fraction must be in (0, 1), got {fraction}")
     rng = np.random.default_rng(seed)
     groups: dict[Label, list[int]] = defaultdict(list)
     for index, item in enumerate(items):
@@ -223,7 +223,7 @@ def fsdd_tasks(root: str | Path, *, seed: int = 0, val_fraction: float = 0.1,
         else:
             entries.append(e)
     if not entries:
-        raise ValueError(f"no FSDD files named {{digit}}_{{speaker}}_{{take}}.wav under {root}")
+        raise DataError(f"no FSDD files named {{digit}}_{{speaker}}_{{take}}.wav under {root}")
     packs = []
     for column, what in (("digit", "spoken digit recognition"), ("speaker", "speaker identification")):
         classes = _class_index(e.labels[column] for e in entries)
@@ -283,10 +283,10 @@ def speaker_tasks(recordings: Sequence[SpeakerRecording], work_dir: str | Path, 
         ``[speaker identification pack, speaker sex pack]`` over the same segments.
     """
     if not recordings:
-        raise ValueError("speaker_tasks: no recordings given")
+        raise DataError("speaker_tasks: no recordings given")
     bad_sex = sorted({r.sex for r in recordings} - {"F", "M"})
     if bad_sex:
-        raise ValueError(f"speaker_tasks: sex must be 'F' or 'M', got {bad_sex} (read from SPEAKERS.TXT?)")
+        raise DataError(f"speaker_tasks: sex must be 'F' or 'M', got {bad_sex} (read from SPEAKERS.TXT?)")
     report = report if report is not None else BadFileReport()
     seg_dir = Path(work_dir).resolve() / f"{prefix}-segments"
     by_speaker: dict[str, list[str]] = defaultdict(list)
@@ -297,7 +297,7 @@ def speaker_tasks(recordings: Sequence[SpeakerRecording], work_dir: str | Path, 
     dropped = sorted(s for s, names in by_speaker.items() if len(names) < 2)
     speakers = sorted(s for s in by_speaker if s not in dropped)
     if len(speakers) < 2:
-        raise ValueError(f"speaker_tasks: {len(speakers)} speakers have two or more {segment_seconds:g} s segments; "
+        raise DataError(f"speaker_tasks: {len(speakers)} speakers have two or more {segment_seconds:g} s segments; "
                          "give longer recordings or a shorter segment_seconds")
     packs = []
     for column, classes, label_of in (("speaker", speakers, lambda s: s), ("sex", ["F", "M"], lambda s: sex[s])):
@@ -345,7 +345,7 @@ def librispeech_speaker_tasks(folder: str | Path, work_dir: str | Path, *, seed:
     recs = [SpeakerRecording(p, speaker_from_name(p), sexes.get(speaker_from_name(p), ""))
             for p in sorted(folder.rglob("*.flac")) if is_held_out_speaker(speaker_from_name(p))]
     if not recs:
-        raise ValueError(f"no held-out speakers' .flac files under {folder}")
+        raise DataError(f"no held-out speakers' .flac files under {folder}")
     return speaker_tasks(recs, work_dir, seed=seed, prefix="librispeech", **kwargs)  # type: ignore[arg-type]
 
 
@@ -363,7 +363,7 @@ def _manifest_splits(
             continue
         raw = e.labels.get(split_column, "").strip().lower()
         if raw not in SPLIT_NAMES:
-            raise ValueError(f"row {e.path}: split {raw!r} is not one of {sorted(set(SPLIT_NAMES))}")
+            raise DataError(f"row {e.path}: split {raw!r} is not one of {sorted(set(SPLIT_NAMES))}")
         buckets[SPLIT_NAMES[raw]].append(item)
     train, val, test = buckets["train"], buckets["val"], buckets["test"]
     if not test:
@@ -377,9 +377,9 @@ def _read_manifest(path: str | Path, needed: Sequence[str]) -> Manifest:
     manifest = Manifest.read(path)
     missing = [c for c in needed if c not in manifest.label_names]
     if missing:
-        raise ValueError(f"{path}: column(s) {missing} not found; label columns: {manifest.label_names}")
+        raise DataError(f"{path}: column(s) {missing} not found; label columns: {manifest.label_names}")
     if not manifest.entries:
-        raise ValueError(f"{path}: the manifest has no rows")
+        raise DataError(f"{path}: the manifest has no rows")
     return manifest
 
 
@@ -438,7 +438,7 @@ def ctc_task(
 
     chars = sorted({c for e in manifest.entries for c in text(e.labels)})
     if not chars:
-        raise ValueError(f"{path}: every {transcript_column!r} cell is empty")
+        raise DataError(f"{path}: every {transcript_column!r} cell is empty")
     vocab = [BLANK, *chars]
     token = {c: i for i, c in enumerate(vocab)}
 
@@ -495,12 +495,12 @@ def tasks_from_spec(spec: str, *, work_dir: str | Path, seed: int = 0,
     if kind in ("manifest", "ctc") and rest:
         path, *cols = rest.split(":")
         if len(cols) > 2:
-            raise ValueError(f"task {spec!r}: expected {kind}:PATH[:COLUMN[:SPLIT_COLUMN]]")
+            raise UsageError(f"task {spec!r}: expected {kind}:PATH[:COLUMN[:SPLIT_COLUMN]]")
         column = cols[0] if cols and cols[0] else ("label" if kind == "manifest" else "transcript")
         split = cols[1] if len(cols) > 1 and cols[1] else None
         build = manifest_task if kind == "manifest" else ctc_task
         return [build(path, column, split_column=split, seed=seed)]
-    raise ValueError(
+    raise UsageError(
         f"unknown task {spec!r}; use builtin, heldout, librispeech:PATH, fsdd:PATH, "
         "manifest:PATH[:LABEL[:SPLIT]] or ctc:PATH[:TEXT[:SPLIT]]"
     )

@@ -12,12 +12,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from robustdistiller.errors import UsageError
+
 Exporter = Callable[..., Path]
 
 
 def _to_hf(source: Path, out: Path) -> Path:
-    from robustdistiller.export.hf import export_hf
     from robustdistiller.checkpoints.load import check_finite_weights, load_student
+    from robustdistiller.export.hf import export_hf
 
     model, _ = load_student(source)
     check_finite_weights(model, source)
@@ -63,9 +65,9 @@ def export(source: str | Path, fmt: str, out: str | Path, **options: Any) -> Pat
     ``options`` set to None are ignored; others must be accepted by that format's exporter.
     """
     if fmt not in EXPORTERS:
-        raise ValueError(f"unknown export format {fmt!r}; choose from {', '.join(EXPORTERS)}")
+        raise UsageError(f"unknown export format {fmt!r}; choose from {', '.join(EXPORTERS)}")
     given = {k: v for k, v in options.items() if v is not None}
     unknown = [k for k in given if k not in inspect.signature(EXPORTERS[fmt]).parameters]
     if unknown:
-        raise ValueError(f"option(s) {', '.join(unknown)} do not apply to format {fmt!r}")
+        raise UsageError(f"option(s) {', '.join(unknown)} do not apply to format {fmt!r}")
     return EXPORTERS[fmt](Path(source), Path(out), **given)

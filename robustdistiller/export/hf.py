@@ -17,7 +17,7 @@ from safetensors import SafetensorError
 from transformers import HubertConfig, HubertModel
 
 from robustdistiller.atomic import atomic_dir, commit
-
+from robustdistiller.errors import UnsupportedTeacherError
 from robustdistiller.models.convert import ours_to_hf
 from robustdistiller.models.student import DistillerConfig, DistillerModel
 
@@ -25,7 +25,7 @@ from robustdistiller.models.student import DistillerConfig, DistillerModel
 def hubert_config(config: DistillerConfig) -> HubertConfig:
     """The ``HubertConfig`` describing the student's encoder (heads excluded)."""
     if len(set(config.layer_heads)) != 1 or len(set(config.layer_ffn_dims)) != 1:
-        raise ValueError(
+        raise UnsupportedTeacherError(
             "Hugging Face HubertModel needs the same head count and FFN size in every layer; "
             f"got heads {config.layer_heads}, FFN sizes {config.layer_ffn_dims}"
         )

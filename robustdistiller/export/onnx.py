@@ -31,6 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from robustdistiller.atomic import atomic_path
+from robustdistiller.errors import CheckpointFormatError, UsageError
 from robustdistiller.runtime import (
     FRAME_LENGTHS_OUTPUT,
     META_GEOMETRY,
@@ -100,10 +101,10 @@ def resolve_layers(available: int, layers: Sequence[int] | None) -> list[int]:
     resolved = []
     for index in layers:
         if not -available <= index < available:
-            raise ValueError(f"layer {index} out of range: the model has {available} hidden states (0..{available - 1})")
+            raise UsageError(f"layer {index} out of range: the model has {available} hidden states (0..{available - 1})")
         resolved.append(index % available)
     if len(set(resolved)) != len(resolved) or not resolved:
-        raise ValueError(f"layers must be a non-empty list without repeats, got {list(layers)}")
+        raise UsageError(f"layers must be a non-empty list without repeats, got {list(layers)}")
     return resolved
 
 
@@ -200,7 +201,7 @@ def verify_onnx(model: nn.Module, path: Path, seed: int = 0) -> tuple[float, lis
             ev, gv = valid_frames(e, frames), valid_frames(g, frames)
             # max() ignores NaN (every comparison with it is False): a NaN model would pass as verified.
             if not (np.isfinite(ev).all() and np.isfinite(gv).all()):
-                raise ValueError(f"{path}: the model outputs NaN/inf values (damaged or diverged weights?); "
+                raise CheckpointFormatError(f"{path}: the model outputs NaN/inf values (damaged or diverged weights?); "
                                  "check it with `robustdistiller info`")
             worst = max(worst, float(np.abs(ev - gv).max()))
             scale = max(scale, float(np.abs(ev).max()))
@@ -227,17 +228,16 @@ def export_onnx_file(
     built-in synthetic speech) are described in ``robustdistiller.export.quantize``; the calibration
     set is read before anything is exported, so a bad one fails fast.
     """
-    from robustdistiller import load
-    from robustdistiller.checkpoints.load import check_finite_weights
+    from robustdistiller.checkpoints.load import check_finite_weights, load
     from robustdistiller.export.quantize import INT8_SCHEMES, QUANTIZE_MODES, quantize_int8
 
     if quantize is not None and quantize not in QUANTIZE_MODES:
-        raise ValueError(f"unknown quantization {quantize!r}; choose from {', '.join(QUANTIZE_MODES)}")
+        raise UsageError(f"unknown quantization {quantize!r}; choose from {', '.join(QUANTIZE_MODES)}")
     if quantize is None and (int8_scheme is not None or calibration is not None):
-        raise ValueError("--int8-scheme and --calibration apply to int8 exports; add --int8")
+        raise UsageError("--int8-scheme and --calibration apply to int8 exports; add --int8")
     scheme = int8_scheme or "auto"
     if scheme not in INT8_SCHEMES:
-        raise ValueError(f"unknown int8 scheme {scheme!r}; choose from {', '.join(INT8_SCHEMES)}")
+        raise UsageError(f"unknown int8 scheme {scheme!r}; choose from {', '.join(INT8_SCHEMES)}")
     utterances = calibration_audio(calibration) if quantize is not None and scheme != "dynamic" else None
     model = load(source)
     check_finite_weights(model, source)

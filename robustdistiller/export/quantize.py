@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from robustdistiller.atomic import atomic_path
+from robustdistiller.errors import DataError, UsageError
 from robustdistiller.runtime import OnnxModel
 
 log = logging.getLogger(__name__)
@@ -89,11 +90,11 @@ def quantize_int8(
         below ``MIN_COSINE`` (``auto`` then falls back to ``dynamic``).
     """
     if scheme not in INT8_SCHEMES:
-        raise ValueError(f"unknown int8 scheme {scheme!r}; choose from {', '.join(INT8_SCHEMES)}")
+        raise UsageError(f"unknown int8 scheme {scheme!r}; choose from {', '.join(INT8_SCHEMES)}")
     source, out = Path(source), Path(out)
     chosen = _auto_scheme() if scheme == "auto" else scheme
     if chosen == "static-conv" and not calibration:
-        raise ValueError("int8 scheme static-conv needs calibration audio (a non-empty list of utterances)")
+        raise UsageError("int8 scheme static-conv needs calibration audio (a non-empty list of utterances)")
     out.parent.mkdir(parents=True, exist_ok=True)
     report = _quantize(source, out, chosen, calibration)
     if scheme == "auto" and chosen == "static-conv" and report.min_cosine < MIN_COSINE:
@@ -115,12 +116,12 @@ def load_calibration(source: str | Path, max_utterances: int = 32, max_seconds: 
         ValueError: no utterance in ``source`` could be read (the reasons are listed).
     """
     from robustdistiller.data.audio import AudioError, load_audio
-    from robustdistiller.inference.batched import read_inputs
+    from robustdistiller.data.manifest import read_inputs
 
     try:
         manifest, bad = read_inputs(source)
     except ValueError as exc:  # e.g. a folder without audio files
-        raise ValueError(f"calibration set {source}: {exc}") from None
+        raise DataError(f"calibration set {source}: {exc}") from None
     utterances: list[np.ndarray] = []
     reasons = [f"{b.path}: {b.reason}" for b in bad]
     for index in range(len(manifest)):
@@ -132,7 +133,7 @@ def load_calibration(source: str | Path, max_utterances: int = 32, max_seconds: 
             reasons.append(str(exc))
     if not utterances:
         detail = f" ({'; '.join(reasons[:3])})" if reasons else ""
-        raise ValueError(f"calibration set {source} holds no readable audio{detail}; pass a folder or manifest "
+        raise DataError(f"calibration set {source} holds no readable audio{detail}; pass a folder or manifest "
                          "of speech recordings with --calibration")
     return utterances
 

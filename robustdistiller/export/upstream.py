@@ -2,7 +2,7 @@
 
 s3prl's ``run_downstream.py -u NAME -k CKPT`` calls ``getattr(s3prl.hub, NAME)(ckpt=..., model_config=...,
 refresh=...)`` and then feeds the returned ``nn.Module`` lists of unpadded 1-D 16 kHz waves
-(reference D). ``robust_distiller_local`` is such an entry; ``docs/interop.md`` shows how to register it.
+(reference-formats.md D). ``robust_distiller_local`` is such an entry; ``docs/interop.md`` shows how to register it.
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ from typing import Protocol
 
 import numpy as np
 
+from robustdistiller.errors import UsageError
 from robustdistiller.runtime import FrameGeometry, OnnxModel, load_onnx
 
 BACKENDS: tuple[str, ...] = ("torch", "onnx")
@@ -65,7 +66,7 @@ class OnnxBackend:
         wanted = list(model.layers if layers is None else layers)
         missing = [i for i in wanted if i not in model.layers]
         if missing:
-            raise ValueError(f"{model.path} holds layers {model.layers}; layers {missing} were not exported")
+            raise UsageError(f"{model.path} holds layers {model.layers}; layers {missing} were not exported")
         self.layers = wanted
         self._positions = [model.layers.index(i) for i in wanted]
 
@@ -86,13 +87,13 @@ def open_backend(
     which runs in the precision it was exported in (``precision`` must then be fp32 or auto)."""
     if backend == "onnx":
         if precision == "bf16":
-            raise ValueError("precision bf16 applies to the torch backend; an ONNX file runs as exported "
+            raise UsageError("precision bf16 applies to the torch backend; an ONNX file runs as exported "
                              "(export it with --quantize int8 for a faster file)")
         return OnnxBackend(load_onnx(path, threads), layers)
     if backend == "torch":
         import torch
 
-        from robustdistiller import load
+        from robustdistiller.checkpoints.load import load
 
         previous = torch.get_num_threads()
         if threads is not None:
@@ -101,4 +102,4 @@ def open_backend(
             return TorchBackend(load(path, precision), layers, threads)
         finally:
             torch.set_num_threads(previous)
-    raise ValueError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
+    raise UsageError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")

@@ -25,8 +25,9 @@ from tqdm import tqdm
 
 from robustdistiller.atomic import atomic_write, stale_temps
 from robustdistiller.data.audio import MAX_PEAK, SAMPLE_RATE, AudioError, load_audio
-from robustdistiller.data.manifest import Manifest, ManifestEntry, manifest_from_folder
+from robustdistiller.data.manifest import Manifest, ManifestEntry, read_inputs
 from robustdistiller.data.report import BadFileReport
+from robustdistiller.errors import UsageError
 from robustdistiller.inference.backends import Backend
 from robustdistiller.inference.chunked import ChunkConfig, extract_long
 from robustdistiller.inference.writer import FORMATS, save_features
@@ -46,16 +47,6 @@ class ExtractSummary:
     """Files already present from an earlier run."""
     bad: BadFileReport = field(default_factory=BadFileReport)
     """Unusable inputs (from scanning and from decoding)."""
-
-
-def read_inputs(source: str | Path) -> tuple[Manifest, BadFileReport]:
-    """A folder (scanned recursively for audio) or a manifest file (``Manifest.read`` formats)."""
-    source = Path(source)
-    if source.is_dir():
-        return manifest_from_folder(source)
-    if source.is_file():
-        return Manifest.read(source), BadFileReport()
-    raise FileNotFoundError(f"input is neither a folder nor a manifest file: {source}")
 
 
 def safe_relative(path: str) -> Path:
@@ -101,7 +92,7 @@ def _exclusive(out_dir: Path) -> Iterator[None]:
         try:
             fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise ValueError(
+            raise UsageError(
                 f"another extract is writing into {out_dir} (it holds {out_dir / LOCK_FILE}); wait for it "
                 "to finish or use another --out folder"
             ) from None
@@ -121,7 +112,7 @@ def _check_settings(out_dir: Path, settings: dict[str, Any]) -> None:
     if path.is_file():
         previous = json.loads(path.read_text())
         if previous != settings:
-            raise ValueError(
+            raise UsageError(
                 f"{out_dir} holds features made with {previous}; this run asks for {settings}. "
                 "Use another --out folder (or delete the old one)."
             )
@@ -157,7 +148,7 @@ def extract_files(
     ``settings`` (model, backend...) are stored with the features; ``layers`` and ``fmt`` are added.
     """
     if fmt not in FORMATS:
-        raise ValueError(f"unknown feature format {fmt!r}; choose from {', '.join(FORMATS)}")
+        raise UsageError(f"unknown feature format {fmt!r}; choose from {', '.join(FORMATS)}")
     chunk = chunk or ChunkConfig()
     chunk.validate()
     out_dir = Path(out_dir)
@@ -180,7 +171,7 @@ def _extract_all(backend: Backend, manifest: Manifest, out_dir: Path, fmt: str, 
     short = [e for e in todo if e.num_samples <= long_limit]
     long = [e for e in todo if e.num_samples > long_limit]
     if long and fmt != "npy":
-        raise ValueError(f"{len(long)} recordings are longer than {chunk.full_context_seconds} s: use --format npy")
+        raise UsageError(f"{len(long)} recordings are longer than {chunk.full_context_seconds} s: use --format npy")
     with tqdm(total=sum(e.num_samples for e in todo) / SAMPLE_RATE, unit="s", desc="extracting", disable=None) as bar:
         for batch in _batches(short, batch_seconds):
             summary.done += _run_batch(backend, manifest.root, batch, outputs, fmt, report)

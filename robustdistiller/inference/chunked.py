@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from robustdistiller.data.audio import SAMPLE_RATE, AudioError, audio_info
+from robustdistiller.errors import UsageError
 from robustdistiller.inference.backends import Backend
 from robustdistiller.inference.stream import stream_audio
 from robustdistiller.inference.writer import NpyLayersWriter
@@ -40,19 +41,19 @@ class ChunkConfig:
 
     def validate(self) -> None:
         if self.overlap_seconds < 0 or self.chunk_seconds <= 2 * self.overlap_seconds:
-            raise ValueError(
+            raise UsageError(
                 f"need 0 <= overlap_seconds and chunk_seconds > 2 * overlap_seconds, got "
                 f"chunk {self.chunk_seconds}, overlap {self.overlap_seconds}"
             )
         if self.full_context_seconds < 0:
-            raise ValueError(f"full_context_seconds must be >= 0, got {self.full_context_seconds}")
+            raise UsageError(f"full_context_seconds must be >= 0, got {self.full_context_seconds}")
 
     def frames(self, geometry: FrameGeometry) -> tuple[int, int]:
         """(chunk_frames, overlap_frames) for this geometry."""
         chunk = int(geometry.frames(int(self.chunk_seconds * SAMPLE_RATE)))
         overlap = math.ceil(self.overlap_seconds * SAMPLE_RATE / geometry.stride)
         if chunk <= 2 * overlap:
-            raise ValueError(f"chunk of {chunk} frames leaves nothing between two overlaps of {overlap} frames")
+            raise UsageError(f"chunk of {chunk} frames leaves nothing between two overlaps of {overlap} frames")
         return chunk, overlap
 
 

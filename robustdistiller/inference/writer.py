@@ -15,6 +15,7 @@ from types import TracebackType
 import numpy as np
 
 from robustdistiller.atomic import atomic_write, commit, temp_path
+from robustdistiller.errors import UsageError
 
 FORMATS: tuple[str, ...] = ("npy", "pt")
 _HEADER_BYTES = 128  # npy v1.0 header, padded with spaces to a multiple of 64
@@ -23,7 +24,7 @@ _HEADER_BYTES = 128  # npy v1.0 header, padded with spaces to a multiple of 64
 def save_features(path: Path, layers: Sequence[np.ndarray], fmt: str) -> Path:
     """Write one utterance's ``[T, D]`` arrays atomically; npy stacks them to ``[L, T, D]``."""
     if fmt not in FORMATS:
-        raise ValueError(f"unknown feature format {fmt!r}; choose from {', '.join(FORMATS)}")
+        raise UsageError(f"unknown feature format {fmt!r}; choose from {', '.join(FORMATS)}")
     if fmt == "npy":
         atomic_write(path, lambda fh: np.save(fh, stack_layers(layers)))
     else:
@@ -36,7 +37,7 @@ def save_features(path: Path, layers: Sequence[np.ndarray], fmt: str) -> Path:
 def stack_layers(layers: Sequence[np.ndarray]) -> np.ndarray:
     dims = {a.shape[-1] for a in layers}
     if len(dims) != 1:
-        raise ValueError(f"layers have different widths {sorted(dims)}: choose --layers of one width or --format pt")
+        raise UsageError(f"layers have different widths {sorted(dims)}: choose --layers of one width or --format pt")
     return np.stack(layers).astype(np.float32, copy=False)
 
 

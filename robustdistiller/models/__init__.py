@@ -30,7 +30,6 @@ from .teacher import (
     TeacherModel,
     TeacherOutput,
     UnsupportedTeacherError,
-    load_teacher,
 )
 from .transformer import EncoderLayer, TransformerEncoder
 
@@ -62,7 +61,6 @@ __all__ = [
     "hf_to_ours",
     "init_student_from_teacher",
     "lengths_to_mask",
-    "load_teacher",
     "ours_to_hf",
     "parse_conv_layers",
     "receptive_field",

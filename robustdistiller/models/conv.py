@@ -179,7 +179,7 @@ class Fp32GroupNorm(nn.GroupNorm):
     """Per-channel GroupNorm (``groups == channels``) over time, computed in fp32.
 
     With a frame mask the statistics use valid frames only, so an utterance gives the same features
-    whether it is alone or zero-padded in a batch (the reference normalises over the padded length,
+    whether it is alone or zero-padded in a batch (fairseq normalises over the padded length,
     which makes features depend on batch composition; unpadded input gives identical results).
     """
 

@@ -1,12 +1,12 @@
 """Speech-enhancement head (RobustDistiller's "reconstruction head") and the STFT helpers it uses.
 
-The head reads student features at 50 Hz (the CNN output, as the reference code does, or the last
-transformer layer, as the reference README describes), repeats them to the 100 Hz STFT frame rate,
+The head reads student features at 50 Hz (the CNN output, as RobustDistiller's code does, or the last
+transformer layer, as its README describes), repeats them to the 100 Hz STFT frame rate,
 runs a bidirectional LSTM and predicts a sigmoid magnitude mask for the noisy STFT. The estimate
 is ``mask * |STFT(noisy)|``; resynthesis reuses the noisy phase.
 
-Differences from the reference, on purpose:
-- the Hann window is built on the input's device (the reference hard-codes ``"cuda"``);
+Differences from RobustDistiller's code, on purpose:
+- the Hann window is built on the input's device (the original hard-codes ``"cuda"``);
 - each utterance's LSTM only runs over its own frames (packed sequences), so the backward
   direction of a short utterance never reads the padding of a longer one in the same batch;
 - samples beyond ``lengths`` are zeroed before the STFT, so whatever sits in the padding
@@ -28,20 +28,20 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 # Samples per student frame (the wav2vec2-family CNN stride): features run at 16000 / 320 = 50 Hz.
 FEATURE_STRIDE = 320
 # The repeated features and the STFT frames may differ by a few frames at the edges (CNN receptive
-# field vs centred STFT frames); the reference asserts |difference| < 5. A larger gap means the
+# field vs centred STFT frames); the original asserts |difference| < 5. A larger gap means the
 # features do not belong to this audio.
 _MAX_FRAME_DIFF = 4
 
 
 @dataclass
 class EnhancementConfig:
-    """Enhancement head and its loss (reference YAML block ``enhancement_head`` + ``enhancement_loss``).
+    """Enhancement head and its loss (RobustDistiller's YAML block ``enhancement_head`` + ``enhancement_loss``).
 
-    ``weight`` is the reference's ``enhancement_head.lambda`` (a Python keyword, hence the rename):
+    ``weight`` is RobustDistiller's ``enhancement_head.lambda`` (a Python keyword, hence the rename):
     the training objective is ``distillation + weight * enhancement_loss``. ``loss`` is the
-    reference's ``robust_env.enhancement_loss``. ``input`` picks the features fed to the head:
-    ``"cnn"`` (conv features, 512-dim: what the reference code does) or ``"last"`` (the last
-    transformer layer, 768-dim for DistilHuBERT: what the reference README says); ``input_dim``
+    original ``robust_env.enhancement_loss``. ``input`` picks the features fed to the head:
+    ``"cnn"`` (conv features, 512-dim: what RobustDistiller's code does) or ``"last"`` (the last
+    transformer layer, 768-dim for DistilHuBERT: what its README says); ``input_dim``
     must match. Off by default so that plain DistilHuBERT recipes need not mention it.
     """
 
@@ -89,7 +89,7 @@ def stft(wavs: Tensor, n_fft: int, hop: int, win: int) -> Tensor:
     """Complex STFT ``[B, n_fft // 2 + 1, L // hop + 1]`` of ``wavs [B, L]``.
 
     Hann window built on the input's device, centred frames with reflect padding (torch's
-    defaults, as the reference), always computed in fp32 (half-precision FFTs are restricted and
+    defaults, as the original), always computed in fp32 (half-precision FFTs are restricted and
     imprecise), even under autocast.
     """
     if wavs.dim() != 2:
@@ -143,7 +143,7 @@ class EnhancementOutput:
 class EnhancementHead(nn.Module):
     """BiLSTM magnitude-mask estimator on student features (see the module docstring).
 
-    Default size (input 512): LSTM 4,730,880 + Linear 131,841 parameters, as the reference.
+    Default size (input 512): LSTM 4,730,880 + Linear 131,841 parameters, as the original.
     """
 
     def __init__(self, config: EnhancementConfig) -> None:
@@ -194,7 +194,7 @@ class EnhancementHead(nn.Module):
 
     @staticmethod
     def _match_frames(x: Tensor, num_frames: int) -> Tensor:
-        """Truncate or zero-pad ``x [B, T, C]`` along time to ``num_frames`` (as the reference)."""
+        """Truncate or zero-pad ``x [B, T, C]`` along time to ``num_frames`` (as the original)."""
         diff = num_frames - x.shape[1]
         if abs(diff) > _MAX_FRAME_DIFF:
             raise ValueError(

@@ -7,10 +7,11 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..errors import UnsupportedTeacherError
 from .student import DistillerModel
 from .teacher import Teacher
 
-# WavLM-only tensors of a teacher layer; the student's attention is vanilla (reference B.2).
+# WavLM-only tensors of a teacher layer; the student's attention is vanilla (reference-formats.md B.2).
 _WAVLM_ONLY = re.compile(r"self_attn\.(relative_attention_bias\.weight|grep_linear\.(weight|bias)|grep_a)$")
 
 
@@ -51,7 +52,7 @@ def init_student_from_teacher(
     enc = cfg.init_teacher_encoder_layers if encoder_layers is None else encoder_layers
     layers = cfg.encoder_layers
     if enc and layers > teacher.num_layers:
-        raise ValueError(f"the student has {layers} layers but the teacher only {teacher.num_layers}")
+        raise UnsupportedTeacherError(f"the student has {layers} layers but the teacher only {teacher.num_layers}")
     source = teacher.model.state_dict()
     target = student.state_dict()
     report = InitReport()
@@ -61,16 +62,16 @@ def init_student_from_teacher(
             report.skipped.append(key)
             continue
         if key not in target:
-            raise ValueError(f"teacher tensor {key} {tuple(value.shape)} has no counterpart in the student")
+            raise UnsupportedTeacherError(f"teacher tensor {key} {tuple(value.shape)} has no counterpart in the student")
         if target[key].shape != value.shape:
-            raise ValueError(
+            raise UnsupportedTeacherError(
                 f"shape mismatch for {key}: student {tuple(target[key].shape)} vs teacher {tuple(value.shape)}"
             )
         updates[key] = value
     needed = [k for k in target if _copy_scope(k, layers, conv, enc)]
     missing = [k for k in needed if k not in updates]
     if missing:
-        raise ValueError(f"the teacher lacks student tensors {missing[:8]} (different architecture?)")
+        raise UnsupportedTeacherError(f"the teacher lacks student tensors {missing[:8]} (different architecture?)")
     with torch.no_grad():
         for key, value in updates.items():
             target[key].copy_(value)

@@ -3,7 +3,7 @@ pre-training uses (mask embedding, final projection, cluster embeddings), and sp
 
 Prediction follows HuBERT: the last layer is projected to ``final_dim``; the logit of cluster
 ``c`` at frame ``t`` is ``cos(proj(x_t), e_c) / logit_temp``. Only the ``encoder`` (a
-:class:`TeacherModel`) is exported as the teacher (``models.teacher.save_teacher``); the mask
+:class:`TeacherModel`) is exported as the teacher (``checkpoints.teachers.save_teacher``); the mask
 embedding goes along as Hugging Face's ``masked_spec_embed``.
 """
 

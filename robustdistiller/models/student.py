@@ -1,6 +1,6 @@
 """The DistilHuBERT student (s3prl's "distiller"): CNN, projection, a few Transformer layers, prediction heads.
 
-``DistillerModel.state_dict()`` equals s3prl's key for key (reference A.4), so checkpoints move both ways.
+``DistillerModel.state_dict()`` equals s3prl's key for key (reference-formats.md A.4), so checkpoints move both ways.
 """
 
 from __future__ import annotations

@@ -1,13 +1,12 @@
 """Teachers: HuBERT / wav2vec 2.0 / WavLM encoders built from the shared blocks, frozen and in eval.
 
-``load_teacher(source)`` reads a Hugging Face directory or hub id, or an official fairseq / unilm
-``.pt`` checkpoint (HuBERT, Robust HuBERT, wav2vec 2.0, WavLM) without fairseq installed.
+The architecture is read from a Hugging Face or fairseq / unilm configuration here; the files
+themselves are read and written by ``checkpoints.teachers`` (``load_teacher``, ``save_teacher``).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -16,8 +15,8 @@ import torch
 from torch import Tensor, nn
 
 from ..config import from_dict
+from ..errors import UnsupportedTeacherError
 from .conv import DEFAULT_CONV_LAYERS, format_conv_layers, parse_conv_layers
-from .convert import fairseq_to_ours, hf_to_ours, ours_to_hf
 from .encoder import Encoder, EncoderOutput, normalize_waveforms
 from .precision import as_fp32, autocast
 from .spec import FAMILIES, spec_from_teacher
@@ -140,29 +139,6 @@ class Teacher(nn.Module):
         return self.forward(wavs, lengths).hidden_states
 
 
-class UnsupportedTeacherError(ValueError):
-    """The source is not a HuBERT / wav2vec 2.0 / WavLM model this code can rebuild."""
-
-
-def load_teacher(source: str | Path) -> Teacher:
-    """A frozen teacher from a Hugging Face directory / hub id or a fairseq / unilm ``.pt`` file."""
-    path = Path(source)
-    if path.is_dir():
-        model = _from_hf(str(path), path)
-    elif path.is_file():
-        model = _from_fairseq(path)
-    elif _looks_like_hub_id(str(source)):
-        model = _from_hf(str(source), None)
-    else:
-        raise FileNotFoundError(f"teacher source not found: {source} (expected a directory, a .pt file or a hub id)")
-    return Teacher(model, str(source))
-
-
-def _looks_like_hub_id(source: str) -> bool:
-    parts = source.split("/")
-    return len(parts) == 2 and all(parts) and not source.endswith((".pt", ".ckpt", ".pth"))
-
-
 # ---------------------------------------------------------------- Hugging Face
 
 
@@ -208,43 +184,6 @@ def teacher_config_from_hf(hf: Any) -> TeacherConfig:
     return from_dict(TeacherConfig, data)
 
 
-def _hf_weights(name: str, local: Path | None) -> dict[str, Tensor]:
-    candidates = ("model.safetensors", "pytorch_model.bin")
-    if local is not None:
-        files = [local / c for c in candidates if (local / c).is_file()]
-    else:
-        from huggingface_hub import hf_hub_download
-        from huggingface_hub.errors import EntryNotFoundError
-
-        files = []
-        for c in candidates:
-            try:
-                files.append(Path(hf_hub_download(name, c)))
-                break
-            except EntryNotFoundError:
-                continue
-    if not files:
-        raise FileNotFoundError(f"{name}: no model.safetensors or pytorch_model.bin found")
-    weights = files[0]
-    if weights.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(weights))
-    return torch.load(weights, map_location="cpu", weights_only=True)
-
-
-def _from_hf(name: str, local: Path | None) -> TeacherModel:
-    from transformers import AutoConfig
-
-    config = teacher_config_from_hf(AutoConfig.from_pretrained(name))
-    model = TeacherModel(config)
-    # The tensors are read and mapped here rather than through from_pretrained so that a missing
-    # tensor (e.g. a pos-conv stored under the other weight-norm naming) is an error, never random.
-    state = hf_to_ours(_hf_weights(name, local), group_norm=config.extractor_mode == "default")
-    load_strict(model, state, name)
-    return model
-
-
 def hubert_config_from_teacher(config: TeacherConfig) -> Any:
     """The transformers ``HubertConfig`` of a HuBERT-family ``config`` (inverse of
     :func:`teacher_config_from_hf`): uniform layers only, as ``HubertModel`` has no per-layer sizes."""
@@ -278,45 +217,6 @@ def hubert_config_from_teacher(config: TeacherConfig) -> Any:
     )
 
 
-def save_teacher(model: TeacherModel, out_dir: str | Path, *, mask_emb: Tensor | None = None,
-                 dtype: torch.dtype = torch.float32, add_files: Callable[[Path], None] | None = None) -> Path:
-    """Write ``model`` as a Hugging Face ``HubertModel`` folder (``save_pretrained``) at ``out_dir``,
-    which must not exist yet (written in a temp folder, then renamed).
-
-    Args:
-        model: a HuBERT-family encoder.
-        out_dir: the folder to create.
-        mask_emb: (D,) learned mask embedding, kept as HF's ``masked_spec_embed`` (SpecAugment in
-            fine-tuning); a random one is written when None. :func:`load_teacher` ignores it.
-        dtype: weight dtype on disk; ``torch.float16`` halves the size, and :func:`load_teacher`
-            upcasts to fp32 on load.
-        add_files: writes further files (model card, cluster model) into the folder before it
-            appears under its final name.
-
-    Returns:
-        ``out_dir``, after checking that ``load_teacher`` reads it back without missing keys.
-    """
-    from transformers import HubertModel
-
-    from ..atomic import atomic_dir
-
-    hf_model = HubertModel(hubert_config_from_teacher(model.config))
-    state = ours_to_hf(model.state_dict(), skip_prefixes=())
-    if model.post_extract_proj is None:  # HF always has the projection: identity when channels == dim
-        dim = model.config.embed_dim
-        state["feature_projection.projection.weight"] = torch.eye(dim)
-        state["feature_projection.projection.bias"] = torch.zeros(dim)
-    state["masked_spec_embed"] = mask_emb.detach().cpu() if mask_emb is not None else hf_model.masked_spec_embed
-    hf_model.load_state_dict(state, strict=True)
-    out_dir = Path(out_dir)
-    with atomic_dir(out_dir) as tmp:
-        hf_model.to(dtype).save_pretrained(tmp)
-        load_teacher(tmp)  # fails here, before the rename, if the folder does not read back
-        if add_files is not None:
-            add_files(tmp)
-    return out_dir
-
-
 BUNDLED_DIR = Path(__file__).resolve().parents[1] / "assets" / "teachers"
 
 
@@ -331,53 +231,8 @@ def bundled_teacher(name: str = "hubert_mini") -> Path:
     return path
 
 
-def load_strict(
-    model: nn.Module, state: dict[str, Tensor], source: str, display: Callable[[str], str] | None = None
-) -> None:
-    """``load_state_dict(strict=True)`` with an error that names the source, the keys and the shapes.
-
-    Args:
-        model: the model built from the file's config (may live on the meta device: then only
-            names and shapes are checked).
-        state: the file's weights under the model's key names.
-        source: the file or hub id, for the message.
-        display: maps a model key to the name the file uses (DPHuBERT's torchaudio names), so the
-            message names what the user will find in the file; identity by default.
-    Raises:
-        UnsupportedTeacherError: a key is missing, unexpected, or has another shape.
-    """
-    show = display or (lambda key: key)
-    expected = model.state_dict()
-    missing = sorted(show(k) for k in set(expected) - set(state))
-    unexpected = sorted(show(k) for k in set(state) - set(expected))
-    shapes = sorted(
-        f"{show(k)}: file {tuple(v.shape)}, config {tuple(expected[k].shape)}"
-        for k, v in state.items() if k in expected and v.shape != expected[k].shape
-    )
-    if missing or unexpected or shapes:
-        raise UnsupportedTeacherError(
-            f"{source}: weights do not match the architecture read from its config "
-            f"(missing: {_first(missing)}; unexpected: {_first(unexpected)}; wrong shape: {_first(shapes)})"
-        )
-    model.load_state_dict(state, strict=True)
-
-
-def _first(items: list[str], n: int = 8) -> str:
-    return f"{items[:n]}{'...' if len(items) > n else ''}"
-
-
 # ---------------------------------------------------------------- fairseq / unilm
 
-# Objects that fairseq checkpoints pickle beside the weights (task dictionaries, numpy scalars and
-# arrays in training metadata such as ``extra_state``). They are rebuilt as inert stand-ins that
-# keep their pickled data (an array's shape, dtype and bytes) and are never used; numpy is pickled
-# as ``numpy.core`` (1.x) or ``numpy._core`` (2.x).
-_FAIRSEQ_OPAQUE_GLOBALS = (
-    "fairseq.data.dictionary.Dictionary",
-    *(f"numpy.{core}.multiarray.{name}" for core in ("core", "_core") for name in ("scalar", "_reconstruct")),
-    "numpy.ndarray",
-    "numpy.dtype",
-)
 
 # fairseq's model-config defaults (Wav2Vec2Config / HubertConfig / unilm WavLMConfig) for absent fields.
 _FAIRSEQ_DEFAULTS: dict[str, Any] = {
@@ -395,29 +250,6 @@ _FAIRSEQ_DEFAULTS: dict[str, Any] = {
 }
 # unilm's WavLMConfig defaults; released files state these, incomplete ones fall back to them.
 _UNILM_WAVLM_DEFAULTS: dict[str, Any] = {"num_buckets": 320, "max_distance": 1280}
-
-
-def read_fairseq_checkpoint(path: Path) -> tuple[dict[str, Any], dict[str, Any], dict[str, Tensor]]:
-    """(model cfg, task cfg, state dict) of a fairseq (``cfg.model`` / legacy ``args``) or unilm
-    (flat ``cfg``) checkpoint, loaded without executing arbitrary pickles."""
-    from ..checkpoints.safe_pickle import safe_load, stand_in
-
-    ckpt = safe_load(path, extra_allowed={name: stand_in(name) for name in _FAIRSEQ_OPAQUE_GLOBALS})
-    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("model"), dict):
-        raise UnsupportedTeacherError(f"{path}: not a fairseq/unilm checkpoint (no 'model' state dict)")
-    cfg, task = None, {}
-    raw = ckpt.get("cfg")
-    if isinstance(raw, dict) and isinstance(raw.get("model"), dict):  # fairseq (hydra)
-        cfg, task = raw["model"], raw.get("task") or {}
-    elif isinstance(raw, dict) and "encoder_layers" in raw:  # unilm WavLM
-        cfg = raw
-        task = {"normalize": raw.get("normalize", False)}
-    elif ckpt.get("args") is not None:  # fairseq (argparse era)
-        cfg = dict(vars(ckpt["args"]))
-        task = cfg
-    if cfg is None:
-        raise UnsupportedTeacherError(f"{path}: no model configuration found under 'cfg' or 'args'")
-    return dict(cfg), dict(task), ckpt["model"]
 
 
 def teacher_config_from_fairseq(cfg: dict[str, Any], task: dict[str, Any], state: dict[str, Tensor]) -> TeacherConfig:
@@ -467,14 +299,6 @@ def teacher_config_from_fairseq(cfg: dict[str, Any], task: dict[str, Any], state
     return from_dict(TeacherConfig, data)
 
 
-def _from_fairseq(path: Path) -> TeacherModel:
-    cfg, task, state = read_fairseq_checkpoint(path)
-    config = teacher_config_from_fairseq(cfg, task, state)
-    model = TeacherModel(config)
-    load_strict(model, fairseq_to_ours(state), str(path))
-    return model
-
-
 __all__ = [
     "Teacher",
     "TeacherConfig",
@@ -483,9 +307,7 @@ __all__ = [
     "UnsupportedTeacherError",
     "bundled_teacher",
     "hubert_config_from_teacher",
-    "load_teacher",
     "normalize_waveforms",
-    "save_teacher",
     "teacher_config_from_fairseq",
     "teacher_config_from_hf",
 ]

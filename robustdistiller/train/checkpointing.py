@@ -17,6 +17,7 @@ from typing import Any
 
 from robustdistiller.atomic import stale_temps
 from robustdistiller.checkpoints.safe_pickle import safe_load
+from robustdistiller.errors import UsageError
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +26,7 @@ _NAME = re.compile(r"^states-(\d+)\.ckpt$")
 _RUN_FILES = ("recipe.yaml", "log.jsonl", "bad_files.tsv")
 
 
-class RunFolderInUseError(ValueError):
+class RunFolderInUseError(UsageError):
     """A new run was asked for in a folder that holds another run's checkpoints."""
 
 

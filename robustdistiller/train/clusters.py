@@ -23,6 +23,7 @@ from robustdistiller.atomic import atomic_write
 from robustdistiller.data import AudioError, BadFileReport, Manifest
 from robustdistiller.data.audio import load_audio
 from robustdistiller.data.features import mfcc_frames
+from robustdistiller.errors import ConfigError, DataError
 from robustdistiller.models.teacher import Teacher
 
 log = logging.getLogger(__name__)
@@ -89,7 +90,7 @@ def fit_clusters(frames: np.ndarray, num_clusters: int, *, feature: str, seed: i
     from sklearn.cluster import MiniBatchKMeans
 
     if frames.ndim != 2 or frames.shape[0] < num_clusters:
-        raise ValueError(
+        raise DataError(
             f"k-means needs at least targets.num_clusters={num_clusters} frames, got {frames.shape[0]} "
             f"(feature {feature!r}): add audio to the manifest or lower targets.num_clusters"
         )
@@ -123,7 +124,7 @@ class FrameLabeller:
 
     def __init__(self, clusters: ClusterModel | None, teacher: Teacher | None = None, layer: int = 0) -> None:
         if teacher is not None and not 0 <= layer <= teacher.num_layers:
-            raise ValueError(f"targets.layer={layer} outside the label model's hidden states 0..{teacher.num_layers}")
+            raise ConfigError(f"targets.layer={layer} outside the label model's hidden states 0..{teacher.num_layers}")
         self.clusters = clusters
         self.teacher = teacher
         self.layer = layer
@@ -159,7 +160,7 @@ class FrameLabeller:
         (unreadable / too-short files are skipped into ``report``), for :func:`fit_clusters`."""
         chunks = list(self._file_features(manifest, frame_lengths, report))
         if not chunks:
-            raise ValueError(f"no readable audio in the training manifest ({report.summary()})")
+            raise DataError(f"no readable audio in the training manifest ({report.summary()})")
         frames = np.concatenate(chunks, axis=0)
         if len(frames) > max_frames:
             rng = np.random.default_rng(seed)

@@ -14,6 +14,8 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
+from robustdistiller.errors import ConfigError
+
 
 @dataclass(frozen=True)
 class DistContext:
@@ -40,7 +42,7 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     device = torch.device(name)
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError(f"train.device={name!r} but CUDA is not available")
+            raise ConfigError(f"train.device={name!r} but CUDA is not available")
         if device.index is None:
             device = torch.device("cuda", local_rank)
     return device

@@ -23,9 +23,9 @@ from torch.utils.data import DataLoader
 from robustdistiller.augment.policy import CorruptionPlan, CorruptionPolicy
 from robustdistiller.data import (
     AudioDataset,
+    BadFileReport,
     Batch,
     BucketBatchSampler,
-    BadFileReport,
     Manifest,
     ManifestEntry,
     build_corpus,
@@ -34,6 +34,7 @@ from robustdistiller.data import (
     validate_manifest,
 )
 from robustdistiller.data.manifest import is_held_out_speaker, speaker_from_name
+from robustdistiller.errors import DataError
 from robustdistiller.train.distributed import DistContext, barrier
 from robustdistiller.train.recipe import DataSection
 
@@ -88,9 +89,9 @@ def without_held_out_speakers(manifest: Manifest) -> Manifest:
     try:
         kept = [e for e in manifest.entries if not is_held_out_speaker(speaker(e))]
     except ValueError as exc:
-        raise ValueError(f"data.exclude_held_out=true: {exc} (file names must start with a numeric speaker id)") from None
+        raise DataError(f"data.exclude_held_out=true: {exc} (file names must start with a numeric speaker id)") from None
     if not kept:
-        raise ValueError("data.exclude_held_out=true removed every file: all speakers are held-out ones")
+        raise DataError("data.exclude_held_out=true removed every file: all speakers are held-out ones")
     log.info("data.exclude_held_out: %d of %d files kept (held-out speakers removed)", len(kept), len(manifest))
     return Manifest(manifest.root, kept, list(manifest.label_names))
 

@@ -1,7 +1,7 @@
 """Training losses: layer-wise distillation (DistilHuBERT), feature penalty, enhancement losses.
 
 All losses are computed in fp32 with autocast disabled, whatever the inputs' dtype, and average
-over valid frames/samples only (the reference averages over padding too; ``masked=False`` in
+over valid frames/samples only (the original s3prl code averages over padding too; ``masked=False`` in
 ``distillation_loss`` and ``frame_mask=None`` in ``feature_penalty`` reproduce it).
 """
 
@@ -28,7 +28,7 @@ from robustdistiller.models.enhancement import (
 class DistillationLoss:
     """``total``: scalar with grad. ``per_layer``: detached scalars for logging, per teacher layer id:
     ``rec_l{id}`` (L1/L2), ``sim_l{id}`` (mean cosine similarity), ``cos_l{id}`` (the
-    ``-log sigmoid(cos)`` term). Note: the reference logs the ``-log sigmoid`` term as ``sim_l``.
+    ``-log sigmoid(cos)`` term). Note: s3prl logs the ``-log sigmoid`` term as ``sim_l``.
     """
 
     total: Tensor
@@ -50,11 +50,11 @@ def distillation_loss(
 
     Per predicted layer: ``rec = mean |pred - target|`` (or squared for ``"l2"``) over valid frames
     and D, ``cos = mean(-log sigmoid(cos_sim(pred_t, target_t)))`` over valid frames; ``total`` is the
-    mean over layers of ``rec + cosine_weight * cos`` (equal to the reference's mean over all
+    mean over layers of ``rec + cosine_weight * cos`` (equal to s3prl's mean over all
     elements, since every layer has the same number of frames).
 
     ``frame_mask [B, T]`` (True = valid) comes from the student. With ``masked=False`` or no mask,
-    every frame counts, padding included (the reference behaviour). Padded frames are dropped
+    every frame counts, padding included (s3prl's behaviour). Padded frames are dropped
     before any arithmetic, so garbage (even NaN) there neither changes the loss nor gets a gradient.
 
     The student runs on the padded batch while the teacher may run on unpadded audio, so their
@@ -115,9 +115,9 @@ def distillation_loss(
 
 
 def feature_penalty(features: Tensor, frame_mask: Tensor | None = None) -> Tensor:
-    """Mean of squared features ``[B, T, C]`` over valid frames (reference ``feat_pen_loss`` term).
+    """Mean of squared features ``[B, T, C]`` over valid frames (s3prl's ``feat_pen_loss`` term).
 
-    ``frame_mask=None`` averages over every frame, as the reference does.
+    ``frame_mask=None`` averages over every frame, as s3prl does.
     """
     with torch.autocast(device_type=features.device.type, enabled=False):
         x = features.float()

@@ -16,6 +16,8 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from robustdistiller.atomic import atomic_write
+
 # Step phases in the order they run; "data" is time spent waiting for the DataLoader.
 PHASES: tuple[str, ...] = ("data", "corruption", "teacher", "student", "enhancement", "backward", "optimizer")
 
@@ -99,7 +101,8 @@ def _drop_rows_after(path: Path, step: int) -> None:
     if not path.is_file():
         return
     keep = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
-    path.write_text("".join(line + "\n" for line in keep))
+    text = "".join(line + "\n" for line in keep)
+    atomic_write(path, lambda fh: fh.write(text.encode()))
 
 
 def read_log(out_dir: str | Path) -> list[dict[str, float]]:

@@ -1,11 +1,11 @@
 """Optimizer, learning-rate schedule and gradient clipping for distillation.
 
-The reference ("AdamW_with_schedule" in s3prl) is a LAMB class run in Adam mode with a built-in
+s3prl's implementation ("AdamW_with_schedule") is a LAMB class run in Adam mode with a built-in
 ``warmup_linear`` schedule. Here it is ``torch.optim.AdamW`` plus a ``LambdaLR`` with the same
 multiplier. Two small, documented differences remain: AdamW's decoupled decay is not scaled by the
-bias-correction factor (the reference multiplies ``wd * p`` by ``sqrt(1 - b2^t) / (1 - b1^t)``,
+bias-correction factor (s3prl multiplies ``wd * p`` by ``sqrt(1 - b2^t) / (1 - b1^t)``,
 which only matters in the first few hundred steps), and the schedule advances when the trainer
-calls ``scheduler.step()`` — call it only after a step that was taken, as the reference's
+calls ``scheduler.step()`` — call it only after a step that was taken, as s3prl's
 per-parameter step counter does.
 """
 

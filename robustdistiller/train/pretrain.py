@@ -25,9 +25,11 @@ import torch
 from torch import nn
 
 from robustdistiller.atomic import atomic_write
+from robustdistiller.checkpoints.teachers import save_teacher
+from robustdistiller.errors import CheckpointFormatError
 from robustdistiller.models.conv import conv_output_lengths, format_conv_layers, parse_conv_layers
 from robustdistiller.models.pretraining import HubertPretrainModel
-from robustdistiller.models.teacher import Teacher, save_teacher
+from robustdistiller.models.teacher import Teacher
 from robustdistiller.train.clusters import CLUSTERS_FILE, ClusterModel, FrameLabeller, fit_clusters
 from robustdistiller.train.distributed import barrier, init_distributed, shutdown
 from robustdistiller.train.masked_prediction import MaskedPrediction
@@ -108,7 +110,7 @@ class PretrainTrainer(DistillTrainer):
 
     def load_student_state(self, state: dict[str, Any]) -> None:
         if "Model" not in state:
-            raise ValueError("checkpoint has no pre-training 'Model' state: train.out_dir holds another kind of run")
+            raise CheckpointFormatError("checkpoint has no pre-training 'Model' state: train.out_dir holds another kind of run")
         self.student.load_state_dict(state["Model"])
         self.elapsed_before = float(state["Config"]["pretrain"]["elapsed_seconds"])
         self.threads = int(state["Config"]["pretrain"].get("threads", self.threads))
@@ -130,7 +132,7 @@ class PretrainTrainer(DistillTrainer):
         barrier(self.ctx)
         clusters = ClusterModel.load(path)
         if clusters.feature != labeller.feature or clusters.num_clusters != targets.num_clusters:
-            raise ValueError(
+            raise CheckpointFormatError(
                 f"{path} holds {clusters.num_clusters} {clusters.feature} clusters but the recipe asks for "
                 f"{targets.num_clusters} {labeller.feature} clusters: use a new train.out_dir or delete {path}"
             )

@@ -28,8 +28,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from robustdistiller.config import to_dict
 from robustdistiller.checkpoints.dphubert import atomic_torch_save, read_dphubert_checkpoint, save_dphubert_checkpoint
+from robustdistiller.checkpoints.heads import head_weights, store_head
+from robustdistiller.config import to_dict
+from robustdistiller.errors import CheckpointFormatError, ConfigError
 from robustdistiller.models.pruning import (
     PrunableConfig,
     PrunableModel,
@@ -101,7 +103,7 @@ class PruningStudent(nn.Module):
         super().__init__()
         bad = [i for i in layer_ids if i > model.config.num_layers]
         if bad:
-            raise ValueError(f"distill_layers {bad} beyond the model's {model.config.num_layers} layers")
+            raise ConfigError(f"distill_layers {bad} beyond the model's {model.config.num_layers} layers")
         self.model = model
         self.projections = projections
         self.constraint = constraint
@@ -140,7 +142,7 @@ class _PruningStageTrainer(DistillTrainer):
             return
         expected = model.config.conv_spec[-1][0] if enh.input == "cnn" else model.config.embed_dim
         if enh.input_dim != expected:
-            raise ValueError(f"enhancement.input_dim={enh.input_dim} but the student's {enh.input!r} "
+            raise ConfigError(f"enhancement.input_dim={enh.input_dim} but the student's {enh.input!r} "
                              f"features have {expected} dims")
 
     def _teacher_targets(self, wavs: Tensor, lengths: Tensor) -> Tensor:
@@ -173,11 +175,13 @@ class _PruningStageTrainer(DistillTrainer):
         state = {k: v.detach().cpu().clone() for k, v in self.student.state_dict().items()}
         payload = {"Student": state, "config": to_dict(self.student.model.config), "Config": extra_config,
                    "Stage": self.stage, "Step": int(self.step), **extra}
+        if self.head is not None:
+            store_head(payload, "s3prl", self.head)
         atomic_torch_save(path, payload)
 
     def load_student_state(self, state: dict[str, Any]) -> None:
         if state.get("Stage") != self.stage:
-            raise ValueError(f"checkpoint is from stage {state.get('Stage')!r}, not {self.stage!r}")
+            raise CheckpointFormatError(f"checkpoint is from stage {state.get('Stage')!r}, not {self.stage!r}")
         self.student.load_state_dict(state["Student"])
 
 
@@ -243,8 +247,7 @@ class FinalDistillTrainer(_PruningStageTrainer):
         self._check_head_input(model)
         projections = DistillProjections(config.embed_dim, cfg.distill_layers)
         projections.load_state_dict(checkpoint.distill_linear_projs, strict=True)
-        head_state = checkpoint.raw.get("enhancement_head")
-        self._head_state = head_state if isinstance(head_state, dict) else None
+        self._head_state = head_weights(checkpoint.raw, "dphubert")
         self.init_message = f"stage 2: pruned student from {self.pruned_path} ({model.num_params():,} parameters)"
         return PruningStudent(model, projections, cfg.layer_ids)
 
@@ -288,17 +291,9 @@ def write_pruned(trainer: DistillPruneTrainer, path: Path) -> Path:
     log.info("%s", report.summary())
     extra: dict[str, Any] = {"prune_report": {
         "params_before": report.params_before, "params_after": report.params_after, "notes": report.notes,
-    }, **head_extra(trainer)}
-    return save_dphubert_checkpoint(path, pruned, distill_linear_projs=student.projections.state_dict(), extra=extra)
-
-
-def head_extra(trainer: DistillTrainer) -> dict[str, Any]:
-    """The enhancement head's weights and its config (``evaluate`` rebuilds the head from both), as
-    extra top-level keys of a DPHuBERT-format file; empty without a head."""
-    if trainer.head is None:
-        return {}
-    return {"enhancement_head": {k: v.detach().cpu() for k, v in trainer.head.state_dict().items()},
-            "enhancement_config": to_dict(trainer.recipe.enhancement)}
+    }}
+    return save_dphubert_checkpoint(path, pruned, distill_linear_projs=student.projections.state_dict(), extra=extra,
+                                    head=trainer.head)
 
 
 def _stage_done(result: DistillResult, total_steps: int) -> bool:
@@ -347,7 +342,7 @@ def _run(recipe: PruneRecipe, resume: bool, overwrite: bool, ctx: DistContext) -
         student: PruningStudent = trainer2.student  # type: ignore[assignment]
         model = copy.deepcopy(student.model).cpu()
         save_dphubert_checkpoint(final, model, distill_linear_projs=student.projections.state_dict(),
-                                 extra=head_extra(trainer2))
+                                 head=trainer2.head)
         log.info("final pruned model: %s (%s parameters)", final, f"{model.num_params():,}")
     barrier(ctx)
     return PruneResult("final_distill", result.step, pruned, final)

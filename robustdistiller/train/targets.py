@@ -15,6 +15,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from robustdistiller.errors import ConfigError
 from robustdistiller.models.teacher import Teacher
 
 
@@ -32,7 +33,7 @@ def teacher_targets(
     """
     bad = [i for i in layer_ids if not 0 <= i <= teacher.num_layers]
     if bad:
-        raise ValueError(f"pred_layer_id {bad} outside the teacher's layers 0..{teacher.num_layers}")
+        raise ConfigError(f"pred_layer_id {bad} outside the teacher's layers 0..{teacher.num_layers}")
     out = teacher(wavs, lengths)
     stacked = torch.stack([out.hidden_states[i] for i in layer_ids], dim=1)  # [B, N, T', D]
     frames = min(stacked.shape[2], num_frames)

@@ -32,14 +32,17 @@ from torch.nn.parallel import DistributedDataParallel
 
 from robustdistiller.atomic import atomic_write
 from robustdistiller.augment import CorruptionPolicy, CorruptionResult, build_policy, summarize
+from robustdistiller.checkpoints.heads import head_weights
+from robustdistiller.checkpoints.s3prl import save_s3prl_checkpoint
+from robustdistiller.checkpoints.teachers import load_teacher
 from robustdistiller.config import config_changes, flatten, to_dict
 from robustdistiller.data import SAMPLE_RATE, BadFileReport
-from robustdistiller.checkpoints.s3prl import save_s3prl_checkpoint
+from robustdistiller.errors import CheckpointFormatError, ConfigError, DataError
 from robustdistiller.models.enhancement import EnhancementHead
 from robustdistiller.models.init import InitReport, init_student_from_teacher
 from robustdistiller.models.precision import use_precision
 from robustdistiller.models.student import DistillerModel, DistillerOutput
-from robustdistiller.models.teacher import Teacher, load_teacher
+from robustdistiller.models.teacher import Teacher
 from robustdistiller.train.checkpointing import (
     checkpoint_path,
     claim_run_folder,
@@ -108,7 +111,7 @@ class TrainingDivergedError(RuntimeError):
     """Too many non-finite steps in a row (``train.max_bad_steps``)."""
 
 
-class NoUsableAudioError(ValueError):
+class NoUsableAudioError(DataError):
     """Every file of a whole epoch failed to load: nothing to train on (a data error, not a bug)."""
 
 
@@ -257,18 +260,15 @@ class DistillTrainer:
 
     def checkpoint_config(self) -> dict[str, Any]:
         """Top-level ``Config`` entries of a checkpoint beside the student's own."""
-        enh = self.recipe.enhancement
         extra_config: dict[str, Any] = {
             "teacher": {"model": self.recipe.teacher.source, "n_layers": self.teacher.num_layers},
             "task": {"sequence_length": self.recipe.data.max_length},
         }
-        if enh.use_enhancement:
-            extra_config["enhancement_head"] = to_dict(enh)
         return extra_config
 
     def write_checkpoint(self, path: Path, extra_config: dict[str, Any], extra: dict[str, Any]) -> None:
         """Write the student plus the trainer state ``extra`` (top-level keys) to ``path``."""
-        save_s3prl_checkpoint(path, self.student, step=self.step, extra_config=extra_config, extra=extra)
+        save_s3prl_checkpoint(path, self.student, step=self.step, extra_config=extra_config, extra=extra, head=self.head)
 
     def load_student_state(self, state: dict[str, Any]) -> None:
         """Restore the student from a checkpoint written by :meth:`write_checkpoint`."""
@@ -287,7 +287,7 @@ class DistillTrainer:
     def _check_precision(self) -> None:
         precision = self.recipe.train.precision
         if precision == "fp16" and self.device.type != "cuda":
-            raise ValueError("train.precision=fp16 needs a GPU; use bf16 or fp32 on CPU")
+            raise ConfigError("train.precision=fp16 needs a GPU; use bf16 or fp32 on CPU")
 
     def _build_policy(self) -> CorruptionPolicy | None:
         cfg = self.recipe.corruption
@@ -490,8 +490,6 @@ class DistillTrainer:
                     "recipe": to_dict(self.recipe),
                 },
             }
-            if self.head is not None:
-                extra["EnhancementHead"] = self.head.state_dict()
             self.write_checkpoint(path, extra_config, extra)
             prune_checkpoints(self.out_dir, self.recipe.train.keep_last)
         barrier(self.ctx)
@@ -507,9 +505,10 @@ class DistillTrainer:
         self._check_resume_changes(resume.get("recipe") or {}, path, int(state["Step"]))
         self.load_student_state(state)
         if self.head is not None:
-            if "EnhancementHead" not in state:
-                raise ValueError(f"{path} has no enhancement head but the recipe enables one")
-            self.head.load_state_dict(state["EnhancementHead"])
+            head_state = head_weights(state, "s3prl")
+            if head_state is None:
+                raise CheckpointFormatError(f"{path} has no enhancement head but the recipe enables one")
+            self.head.load_state_dict(head_state)
         recipe_lrs = list(self.scheduler.base_lrs)  # this recipe's peak rates (group["lr"] is warm-up scaled)
         self.optimizer.load_state_dict(state["Optimizer"])
         self.scheduler.load_state_dict(state["Scheduler"])
@@ -583,7 +582,7 @@ RESUMABLE_CHANGES = frozenset({
 })
 
 
-class ResumeMismatchError(ValueError):
+class ResumeMismatchError(ConfigError):
     """``--resume`` with recipe changes a resume cannot apply."""
 
 

@@ -28,7 +28,7 @@ def test_mix_hits_requested_snr_on_unpadded_region_and_keeps_padding_zero():
         assert torch.all(noisy[b, n:] == 0)
 
 
-def test_mix_matches_reference_arithmetic_on_the_unpadded_signal():
+def test_mix_matches_the_original_arithmetic_on_the_unpadded_signal():
     rng = np.random.default_rng(1)
     lengths = [8000, 3000]
     clean = _padded(rng, lengths)

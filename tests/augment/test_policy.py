@@ -84,7 +84,7 @@ def test_operation_frequencies_match_probabilities(banks):
 def test_snr_is_integer_uniform_and_white_noise_share(banks):
     policy = _policy(banks, p_clean=0, p_noise=1, p_reverb=0, p_noise_reverb=0, snr_low=2, snr_high=6)
     wavs, lengths = _batch([800] * 400)
-    result = policy.corrupt(wavs, lengths, np.random.default_rng(0))
+    result = policy.apply(wavs, lengths, policy.plan(lengths, wavs.shape[1], np.random.default_rng(0)), step=0)
     assert set(result.snr_db.tolist()) == {2.0, 3.0, 4.0, 5.0, 6.0}
     counts = np.bincount(result.snr_db.int().numpy())[2:]
     assert stats.chisquare(counts).pvalue > 0.001
@@ -94,7 +94,7 @@ def test_snr_is_integer_uniform_and_white_noise_share(banks):
 
 
 def test_curriculum_schedule_values():
-    # Reference: round(linspace(20, 0, 11))[step] and linspace(0, 1, 11)[step], last value after.
+    # The original: round(linspace(20, 0, 11))[step] and linspace(0, 1, 11)[step], last value after.
     assert curriculum(0, 11, 0, 20) == (20, 0.0)
     assert curriculum(5, 11, 0, 20) == (10, 0.5)
     assert curriculum(3, 11, 0, 20)[0] == 14
@@ -172,31 +172,6 @@ def test_state_round_trip_gives_same_corruption(banks, caplog):
     assert "fingerprint differs" in caplog.text
 
 
-def test_apply_condition_forces_op_snr_noise_and_rir(banks):
-    policy = _policy(banks, inc_steps=1000)  # the curriculum must not affect conditions
-    wavs, lens = _batch([3000, 2000])
-    res = policy.apply_condition(wavs, lens, "noise+reverb", snr_db=5.0, noise="pink", rir="rir1",
-                                 generator=np.random.default_rng(0))
-    assert res.ops == ["noise+reverb"] * 2 and res.snr_db.tolist() == [5.0, 5.0]
-    assert res.noise_names == ["pink", "pink"] and res.rir_names == ["rir1", "rir1"]
-    assert res.rt60.tolist() == pytest.approx([0.2, 0.2])
-    name = banks[0].names[2]
-    res = policy.apply_condition(wavs, lens, "noise", snr_db=-3.0, noise=name)
-    added = res.noisy[1, :2000] - wavs[1, :2000]
-    assert float(10 * torch.log10(wavs[1, :2000].square().sum() / added.square().sum())) == pytest.approx(-3, abs=0.1)
-    again = policy.apply_condition(wavs, lens, "noise", snr_db=-3.0, noise=name)
-    assert torch.equal(res.noisy, again.noisy)  # default generator is fixed
-    res = policy.apply_condition(wavs, lens, "reverb", rir=np.array([0.0, 1.0], np.float32))
-    torch.testing.assert_close(res.noisy[0, 1:3000], wavs[0, :2999])
-    assert policy.apply_condition(wavs, lens, "clean").ops == ["clean", "clean"]
-    with pytest.raises(ValueError, match="adds no noise"):
-        policy.apply_condition(wavs, lens, "reverb", snr_db=3.0)
-    with pytest.raises(ValueError, match="op must be one of"):
-        policy.apply_condition(wavs, lens, "echo")
-    with pytest.raises(KeyError, match="no RIR named"):
-        policy.apply_condition(wavs, lens, "reverb", rir="missing")
-
-
 def test_plan_survives_dataloader_pinning_and_device_moves(banks):
     policy = _policy(banks)
     plan = policy.plan([1000, 500], 1000, plan_rng(0, 0, 0))
@@ -209,7 +184,8 @@ def test_plan_survives_dataloader_pinning_and_device_moves(banks):
 def test_summarize_counts_ops_snr_and_rt60(banks):
     policy = _policy(banks)
     wavs, lens = _batch([800] * 64)
-    results = [policy.corrupt(wavs, lens, np.random.default_rng(i)) for i in range(3)]
+    results = [policy.apply(wavs, lens, policy.plan(lens, wavs.shape[1], np.random.default_rng(i)), step=0)
+               for i in range(3)]
     summary = summarize(results)
     assert summary["utterances"] == 192
     assert sum(summary[f"ops/{op}"] for op in OPS) == 192
@@ -228,7 +204,7 @@ def test_build_policy_from_config_section(tmp_path):
     policy = build_policy(cfg)
     assert len(policy.noise_bank) == 7 and len(policy.rir_bank) == 2
     wavs, lens = _batch([4000, 4000, 3000, 2000])
-    result = policy.corrupt(wavs, lens, np.random.default_rng(0))
+    result = policy.apply(wavs, lens, policy.plan(lens, wavs.shape[1], np.random.default_rng(0)), step=0)
     assert result.noisy.shape == wavs.shape and torch.isfinite(result.noisy).all()
 
 

@@ -78,7 +78,7 @@ def test_rir_folder_skips_noises_picks_channels_and_resamples(tmp_path):
     mono = bank.get(1, np.random.default_rng(0))
     assert mono.name.endswith("air_type1_rir_0.wav") and mono.rt60 == pytest.approx(0.4, rel=0.1)
     raw = sf.read(root / "RIRS_NOISES/real_rirs_isotropic_noises/air_type1_rir_0.wav", dtype="float32")[0]
-    np.testing.assert_array_equal(mono.samples, raw)  # reference default: untouched
+    np.testing.assert_array_equal(mono.samples, raw)  # the original's default: untouched
 
 
 def test_rir_post_processing_options(tmp_path):

@@ -18,16 +18,10 @@ from golden_keys import DPHUBERT_RELEASES, FAIRSEQ_RELEASES, TRAINING_ONLY, Shap
 
 import robustdistiller
 from robustdistiller.checkpoints.dphubert import ours_to_dphubert
+from robustdistiller.checkpoints.teachers import load_strict, load_teacher, read_fairseq_checkpoint
 from robustdistiller.models.convert import fairseq_to_ours
 from robustdistiller.models.pruning import PrunableModel
-from robustdistiller.models.teacher import (
-    TeacherModel,
-    UnsupportedTeacherError,
-    load_strict,
-    load_teacher,
-    read_fairseq_checkpoint,
-    teacher_config_from_fairseq,
-)
+from robustdistiller.models.teacher import TeacherModel, UnsupportedTeacherError, teacher_config_from_fairseq
 
 # Loading into a meta model copies nothing (names and shapes are checked before that).
 pytestmark = pytest.mark.filterwarnings("ignore:for .*copying from a non-meta parameter:UserWarning")

@@ -12,13 +12,13 @@ import pytest
 import soundfile as sf
 from fixtures_tiny import hf_model, perturb, speechlike, tiny_prunable_config
 
+from robustdistiller.checkpoints.s3prl import save_s3prl_checkpoint
+from robustdistiller.checkpoints.teachers import load_teacher
 from robustdistiller.cli import main
 from robustdistiller.export.onnx import export_onnx
 from robustdistiller.export.quantize import MIN_COSINE, load_calibration, quantize_int8
-from robustdistiller.checkpoints.s3prl import save_s3prl_checkpoint
 from robustdistiller.models import precision
 from robustdistiller.models.pruning import PrunableModel
-from robustdistiller.models.teacher import load_teacher
 from robustdistiller.runtime import OnnxModel
 
 

@@ -1,4 +1,4 @@
-"""The s3prl upstream adapter honours the expert contract (reference D)."""
+"""The s3prl upstream adapter honours the expert contract (reference-formats.md D)."""
 
 from __future__ import annotations
 

@@ -7,7 +7,8 @@ import re
 import pytest
 import torch
 
-from robustdistiller.models.teacher import bundled_teacher, load_teacher
+from robustdistiller.checkpoints.teachers import load_teacher
+from robustdistiller.models.teacher import bundled_teacher
 from robustdistiller.train.clusters import ClusterModel
 from robustdistiller.train.pretrain_recipe import load_pretrain_recipe
 

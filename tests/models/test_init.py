@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from robustdistiller.models import DistillerModel, init_student_from_teacher, load_teacher
+from robustdistiller.checkpoints.teachers import load_teacher
+from robustdistiller.models import DistillerModel, init_student_from_teacher
 
 
 def test_copies_cnn_projection_posconv_and_first_layers(hf_dir, tiny_student):

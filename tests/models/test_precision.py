@@ -13,10 +13,9 @@ import torch
 import torch.nn.functional as F
 from fixtures_tiny import hf_model, perturb, tiny_prunable_config, tiny_student
 
+from robustdistiller.checkpoints.teachers import load_teacher
 from robustdistiller.models import precision
 from robustdistiller.models.conv import ConvFeatureExtractor, conv_as_matmul, conv_windows
-from robustdistiller.models.pruning import PrunableModel
-from robustdistiller.models.teacher import load_teacher
 from robustdistiller.models.precision import (
     MIN_COSINE,
     accuracy_batch,
@@ -24,6 +23,7 @@ from robustdistiller.models.precision import (
     layer_cosines,
     use_precision,
 )
+from robustdistiller.models.pruning import PrunableModel
 
 # per-block channels, as pruning leaves them
 PRUNED_CONV = [[24, 10, 5], [20, 3, 2], [28, 3, 2], [16, 3, 2], [32, 3, 2], [12, 2, 2], [32, 2, 2]]
@@ -181,8 +181,8 @@ def test_precision_names_are_checked():
 def test_extract_cli_logs_its_precision_and_falls_back(no_bf16_units, tmp_path, caplog, capsys):
     import soundfile as sf
 
-    from robustdistiller.cli import main
     from robustdistiller.checkpoints.s3prl import save_s3prl_checkpoint
+    from robustdistiller.cli import main
 
     ckpt = save_s3prl_checkpoint(tmp_path / "states-1.ckpt", tiny_student(), step=1)
     wavs, lengths = accuracy_batch()

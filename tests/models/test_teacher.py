@@ -8,7 +8,8 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from robustdistiller.models import Teacher, UnsupportedTeacherError, load_teacher
+from robustdistiller.checkpoints.teachers import load_teacher
+from robustdistiller.models import Teacher, UnsupportedTeacherError
 from robustdistiller.models.conv import lengths_to_mask
 
 FAMILIES = ["hubert", "wav2vec2", "wavlm"]

@@ -1,4 +1,4 @@
-"""DPHuBERT / DPWavLM checkpoint format: files written by hand in the reference layout load and run."""
+"""DPHuBERT / DPWavLM checkpoint format: files written by hand in DPHuBERT's layout load and run."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ CONV = [(20, 10, 5), (24, 3, 2), (17, 3, 2), (32, 3, 2), (9, 3, 2), (30, 2, 2), 
 
 
 def _wavlm_config_dict() -> dict:
-    """What DPHuBERT's prune.py writes for a WavLM student (reference C.7), at toy size."""
+    """What DPHuBERT's prune.py writes for a WavLM student (reference-formats.md C.7), at toy size."""
     return {
         "extractor_mode": "group_norm", "extractor_conv_layer_config": CONV, "extractor_conv_bias": False,
         "encoder_embed_dim": 64, "encoder_projection_dropout": 0.1, "encoder_pos_conv_kernel": 16,
@@ -36,7 +36,7 @@ def _wavlm_config_dict() -> dict:
     }
 
 
-def _reference_model() -> PrunableModel:
+def _dphubert_model() -> PrunableModel:
     config = tiny_config("wavlm", conv_layers=[list(c) for c in CONV], layer_heads=[[0, 2, 3], [1]],
                          layer_ffn_dims=[50, 0])
     model = PrunableModel(config)
@@ -47,7 +47,7 @@ def _reference_model() -> PrunableModel:
 
 
 def test_hand_written_wavlm_form_file_loads_strictly_and_runs(tmp_path, wave_batch) -> None:
-    model = _reference_model()
+    model = _dphubert_model()
     state = ours_to_dphubert(model.state_dict())
     assert "feature_extractor.dummy_weight" in state
     assert "encoder.transformer.layers.0.attention.rel_attn_embed.weight" in state
@@ -76,11 +76,11 @@ def test_hand_written_wavlm_form_file_loads_strictly_and_runs(tmp_path, wave_bat
 
 
 def test_write_read_round_trip_and_weights_only(tmp_path) -> None:
-    model = _reference_model()
+    model = _dphubert_model()
     path = save_dphubert_checkpoint(tmp_path / "out.pth", model, extra={"note": "toy"})
     raw = torch.load(path, weights_only=True)
     assert raw["config"] == config_to_dphubert(model.config)
-    assert set(raw["config"]) == set(_wavlm_config_dict())  # exactly the reference's kwargs
+    assert set(raw["config"]) == set(_wavlm_config_dict())  # exactly DPHuBERT's kwargs
     again = config_from_dphubert(raw["config"])
     assert again.layer_heads == model.config.layer_heads and again.layer_ffn_dims == [50, 0]
     hubert = tiny_config("hubert", layer_heads=[[0, 1], []], layer_ffn_dims=[7, 128])
@@ -92,7 +92,7 @@ def test_write_read_round_trip_and_weights_only(tmp_path) -> None:
 
 
 def test_bad_files_fail_clearly(tmp_path) -> None:
-    model = _reference_model()
+    model = _dphubert_model()
     state = ours_to_dphubert(model.state_dict())
     cases = {
         "missing": ({k: v for k, v in state.items() if "pos_conv" not in k}, _wavlm_config_dict(),
@@ -142,7 +142,7 @@ def test_evaluate_rebuilds_a_saved_head_that_reads_the_last_layer(tmp_path, capl
     from robustdistiller.evaluate.scorers import enhancement_row
     from robustdistiller.models.enhancement import EnhancementConfig, EnhancementHead
 
-    model = _reference_model()
+    model = _dphubert_model()
     cfg = from_dict(EnhancementConfig, {"use_enhancement": True, "input": "last", "input_dim": 64,
                                         "num_layers": 1, "hidden_size": 8, "dropout": 0.0})
     torch.manual_seed(0)

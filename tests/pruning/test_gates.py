@@ -10,7 +10,7 @@ import torch
 from robustdistiller.models.pruning import STRETCH, TEMPERATURE, HardConcrete, SparsityConstraint
 
 
-def test_expected_l0_is_the_reference_formula_and_the_sampled_rate() -> None:
+def test_expected_l0_is_dphuberts_formula_and_the_sampled_rate() -> None:
     gate = HardConcrete(5)
     with torch.no_grad():
         gate.log_alpha.copy_(torch.tensor([-4.0, -1.0, 0.0, 1.5, 4.6]))

@@ -57,7 +57,7 @@ def test_masked_vs_unmasked_with_garbage_padding():
     masked = distillation_loss(pred, target, mask)
     assert masked.total.item() == pytest.approx(REC_L1 + COS, abs=1e-6)
 
-    # Unmasked (reference): the padded frame counts as a third frame.
+    # Unmasked (s3prl's behaviour): the padded frame counts as a third frame.
     g_rec = (abs(3.0 - 0.0) + abs(-1.0 - 2.0)) / 2
     g_cos_sim = (3.0 * 0.0 + -1.0 * 2.0) / (math.sqrt(10.0) * 2.0)
     expected_rec = (2 * REC_L1 + g_rec) / 3

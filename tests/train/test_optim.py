@@ -20,7 +20,7 @@ def _ids(params) -> set[int]:
     return {id(p) for p in params}
 
 
-def test_weight_decay_groups_default_and_reference():
+def test_weight_decay_groups_default_and_s3prl():
     model = Tiny()
     opt = build_optimizer(model)
     decay, no_decay = opt.param_groups

@@ -11,12 +11,13 @@ import soundfile as sf
 import torch
 from fixtures_tiny import SR, TINY_CONV
 
+from robustdistiller.checkpoints.teachers import load_teacher
 from robustdistiller.config import ConfigError, apply_overrides, from_dict
 from robustdistiller.data import Manifest, ManifestEntry
 from robustdistiller.data.features import MFCC_DIM, fit_frames, mfcc_frames
 from robustdistiller.models.conv import conv_output_lengths, parse_conv_layers
 from robustdistiller.models.pretraining import HubertPretrainModel, span_mask
-from robustdistiller.models.teacher import TeacherConfig, load_teacher
+from robustdistiller.models.teacher import TeacherConfig
 from robustdistiller.train.clusters import ClusterModel, FrameLabeller, fit_clusters
 from robustdistiller.train.masked_prediction import masked_prediction_loss
 from robustdistiller.train.pretrain import pretrain

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from robustdistiller.checkpoints.s3prl import read_s3prl_checkpoint
-from robustdistiller.models.teacher import load_teacher
+from robustdistiller.checkpoints.teachers import load_teacher
 from robustdistiller.train import trainer as trainer_module
 from robustdistiller.train.checkpointing import list_checkpoints
 from robustdistiller.train.monitor import read_log

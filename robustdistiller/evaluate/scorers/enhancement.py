@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from robustdistiller.errors import DataError
 from robustdistiller.data.audio import SAMPLE_RATE, AudioError, load_audio
 from robustdistiller.data.report import BadFileReport
 from robustdistiller.evaluate.metrics import pesq_wb, si_snr, stoi
@@ -70,7 +71,7 @@ def voicebank_pairs(folder: str | Path, report: BadFileReport) -> list[Pair]:
             continue
         pairs.append((clean, noisy))
     if not pairs:
-        raise ValueError(f"no usable clean/noisy pairs under {folder}")
+        raise DataError(f"no usable clean/noisy pairs under {folder}")
     return pairs
 
 

@@ -11,6 +11,7 @@ from typing import Literal
 import numpy as np
 from torch import Tensor
 
+from robustdistiller.errors import ConfigError
 from robustdistiller.config import from_dict
 from robustdistiller.evaluate.conditions import CLEAN, ConditionSet
 from robustdistiller.evaluate.models import ModelUnderTest
@@ -38,7 +39,7 @@ def training_mix(cset: ConditionSet, uids: Sequence[str], wavs: dict[str, np.nda
     """
     corrupted = [c for c in cset if c.kind != "clean"]
     if not corrupted:
-        raise ValueError("train_on='corrupted' needs at least one corrupted condition")
+        raise ConfigError("train_on='corrupted' needs at least one corrupted condition")
     out = {}
     for u in uids:
         pick = corrupted[int(cset.rng_for(f"train-mix/{seed}", u).integers(len(corrupted)))]

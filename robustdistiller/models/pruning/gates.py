@@ -2,7 +2,7 @@
 
 A :class:`HardConcrete` gate owns one ``log_alpha`` per structured unit (CNN channel, attention head,
 FFN unit, or a whole sub-block). In training it draws one stretched, clamped concrete sample per
-forward (shared by the batch); in eval it returns the reference's deterministic mask: the
+forward (shared by the batch); in eval it returns DPHuBERT's deterministic mask: the
 ``round(n - E[L0])`` units with the smallest ``sigmoid(0.8 * log_alpha / beta)`` are zeroed and the
 others keep that soft value (not 1), which pruning later folds into the next weights.
 """
@@ -50,7 +50,7 @@ class HardConcrete(nn.Module):
     def eval_mask(self) -> Tensor:
         """The deterministic mask (no gradient): soft values, the expected number of units zeroed."""
         with torch.no_grad():
-            num_zeros = round(self.n - float(self.l0_norm()))  # Python round, as the reference
+            num_zeros = round(self.n - float(self.l0_norm()))  # Python round, as DPHuBERT
             mask = torch.sigmoid(self.log_alpha / TEMPERATURE * 0.8)
             if num_zeros > 0:
                 mask[torch.topk(mask, k=num_zeros, largest=False).indices] = 0.0

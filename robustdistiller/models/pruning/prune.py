@@ -10,7 +10,7 @@ exactly what the gated model computes in eval mode (up to float rounding):
 - a sub-block left with no unit (or a zero layer gate) is removed, as the gated model already
   gives it no contribution.
 
-WavLM edge case (reference C.8): only layer 0 owns the relative-position bias used by *every* layer.
+WavLM edge case (reference-formats.md C.8): only layer 0 owns the relative-position bias used by *every* layer.
 If layer 0's attention is gated off entirely, removing it would silently remove the bias from all
 layers. Instead one head (the highest-scoring) is kept with ``out_proj`` zeroed: the attention still
 contributes exactly 0 and the bias survives. The report says when this happened.
