@@ -78,7 +78,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
-def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> Path:
+def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> Path:
     """Call ``write(fh)`` on a temp file's binary handle, then move the file onto ``path`` durably.
 
     Example: ``atomic_write(p, lambda fh: torch.save(obj, fh))``.

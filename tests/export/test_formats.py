@@ -19,7 +19,7 @@ from robustdistiller.checkpoints.s3prl import save_s3prl_checkpoint
 from robustdistiller.config import from_dict
 from robustdistiller.errors import CheckpointFormatError, RobustDistillerError
 from robustdistiller.evaluate.models import load_model_under_test
-from robustdistiller.evaluate.runner import enhancement_row
+from robustdistiller.evaluate.scorers.enhancement import enhancement_row
 from robustdistiller.models.enhancement import EnhancementConfig, EnhancementHead
 from robustdistiller.models.pruning import PrunableModel
 
