@@ -42,7 +42,7 @@ from robustdistiller.evaluate.results import Results, mean_of
 from robustdistiller.evaluate.runner import EvaluateOptions, evaluate, quick_options
 from robustdistiller.evaluate.tasks import shipped_speaker_tasks
 from robustdistiller.train.recipe import DistillRecipe, resolve_recipe
-from robustdistiller.train.trainer import distill
+from robustdistiller.train.distillation import distill
 
 log = logging.getLogger(__name__)
 

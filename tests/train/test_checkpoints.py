@@ -16,7 +16,7 @@ import torch
 from robustdistiller import atomic
 from robustdistiller.checkpoints.s3prl import read_s3prl_checkpoint
 from robustdistiller.train.checkpointing import list_checkpoints, load_latest_checkpoint
-from robustdistiller.train.trainer import DistillTrainer, distill
+from robustdistiller.train.distillation import DistillTrainer, distill
 
 
 def _trainer_with_checkpoints(make_recipe, steps: list[int]) -> DistillTrainer:
@@ -26,7 +26,7 @@ def _trainer_with_checkpoints(make_recipe, steps: list[int]) -> DistillTrainer:
     for step in steps:
         trainer.step = step
         with torch.no_grad():
-            trainer.student.post_extract_proj.bias.fill_(float(step))
+            trainer.objective.student.post_extract_proj.bias.fill_(float(step))
         trainer.save()
     return trainer
 
