@@ -13,7 +13,8 @@ enhancement term when enabled, and in stage 1 the Lagrangian sparsity term.
 - Pruning: gated-off units removed, eval-mask values folded (``models.pruning.prune_model``); the
   result is written in DPHuBERT's format to ``out_dir/pruned.pth``.
 - Stage 2 (:meth:`PruningDistillation.stage2`): the pruned model (no gates), the Linears and the
-  head from ``pruned.pth``, same loss, no regulariser, ``final`` optimiser settings; the result is
+  head from ``pruned.pth``, same loss, no regulariser, ``final`` optimiser settings in
+  distillation's decayed / non-decayed groups; the result is
   ``out_dir/final.pth`` (DPHuBERT format).
 
 The teacher is loaded once per stage and kept only as the frozen, ungated ``PrunableModel`` copy
@@ -46,6 +47,7 @@ from robustdistiller.train.enhancement import HEAD_NAME, EnhancementTerm
 from robustdistiller.train.losses import layer_to_layer_loss
 from robustdistiller.train.objective import LoopTools, MicroBatch, Objective, StepLoss, named_parameters
 from robustdistiller.train.prune_recipe import PruneRecipe
+from robustdistiller.train.optim import decay_groups
 from robustdistiller.train.recipe import OptimSection
 from robustdistiller.train.targets import load_frozen_teacher
 from robustdistiller.train.trainer import DistillResult, Trainer
@@ -194,8 +196,12 @@ class PruningDistillation(Objective):
         return modules
 
     def param_groups(self, optim: OptimSection) -> list[dict[str, Any]]:
-        """Weights at ``optim.lr``; stage 1 adds the gates at ``pruning.reg_lr`` and the Lagrange
-        multipliers at ``-pruning.reg_lr`` (DPHuBERT's groups)."""
+        """Stage 1 (DPHuBERT's groups): weights at ``optim.lr``, gates at ``pruning.reg_lr``, the
+        Lagrange multipliers at ``-pruning.reg_lr``. Stage 2 (no gates, no multipliers): the
+        decayed and non-decayed groups of distillation (:func:`decay_groups`)."""
+        if self.stage == STAGE2:
+            return decay_groups(named_parameters(self.modules()), optim.weight_decay,
+                                match_reference=optim.match_reference)
         reg_lr = self.recipe.pruning.reg_lr
         gates, lambdas, weights = [], [], []
         for name, param in named_parameters(self.modules()):
