@@ -43,7 +43,7 @@ def test_resume_takes_the_newest_valid_checkpoint(make_recipe) -> None:
 
     resumed = DistillTrainer(make_recipe("train.keep_last=10"), resume=True)
     assert resumed.step == 15 and resumed.last_checkpoint == out / "states-15.ckpt"
-    assert torch.equal(resumed.student.post_extract_proj.bias, torch.full((64,), 15.0))
+    assert torch.equal(resumed.objective.student.post_extract_proj.bias, torch.full((64,), 15.0))
 
 
 def test_a_write_that_fails_midway_keeps_the_previous_checkpoint_and_no_temp(
