@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from fixtures_tiny import ContractRecorder
 
-from robustdistiller.train import trainer as trainer_module
+from robustdistiller.train import enhancement as trainer_module
 from robustdistiller.train.distillation import DistillTrainer
 
 # Every utterance corrupted (white noise: no files needed), enhancement head on.
