@@ -32,7 +32,7 @@ def _assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor])
 
 
 def test_bf16_autocast_trains_the_student_in_fp32_against_fp32_targets(make_recipe, monkeypatch) -> None:
-    from robustdistiller.train import trainer as trainer_module
+    from robustdistiller.train import distillation as trainer_module
 
     seen: dict[str, torch.dtype] = {}
     real_loss = trainer_module.distillation_loss
