@@ -53,7 +53,7 @@ from robustdistiller.evaluate.results import Results
 from robustdistiller.evaluate.runner import evaluate
 from robustdistiller.evaluate.tasks import TaskPack, fsdd_tasks, librispeech_speaker_tasks, shipped_speaker_tasks
 from robustdistiller.train.checkpointing import checkpoint_path, load_latest_checkpoint
-from robustdistiller.train.trainer import distill
+from robustdistiller.train.distillation import distill
 
 log = logging.getLogger("bench.miniature")
 ROOT = Path(__file__).resolve().parent.parent

@@ -28,7 +28,7 @@ from robustdistiller.config import from_dict
 from robustdistiller.data import Manifest, ManifestEntry
 from robustdistiller.train.monitor import PHASES
 from robustdistiller.train.recipe import DistillRecipe
-from robustdistiller.train.trainer import DistillTrainer
+from robustdistiller.train.distillation import DistillTrainer
 
 SR = 16000
 

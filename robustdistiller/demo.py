@@ -44,7 +44,7 @@ from robustdistiller.evaluate.rows import HeadlineRow
 from robustdistiller.evaluate.runner import EvaluateOptions, evaluate, quick_options
 from robustdistiller.evaluate.tasks import shipped_speaker_tasks
 from robustdistiller.train.recipe import DistillRecipe, resolve_recipe
-from robustdistiller.train.trainer import distill
+from robustdistiller.train.distillation import distill
 
 log = logging.getLogger(__name__)
 

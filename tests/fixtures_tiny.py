@@ -191,10 +191,10 @@ class ContractRecorder:
 
         trainer.next_batch, trainer.policy.apply = next_batch, apply
         teacher.register_forward_pre_hook(lambda _m, args: self.log["teacher"].append(args[0].clone()))
-        trainer.student.register_forward_pre_hook(lambda _m, args: self.log["student"].append(args[0].clone()))
-        trainer.student.register_forward_hook(lambda _m, _a, out: self.log["student_out"].append(out))
-        if trainer.head is not None:
-            trainer.head.register_forward_pre_hook(lambda _m, args: self.log["head"].append(args))
+        trainer.modules["student"].register_forward_pre_hook(lambda _m, args: self.log["student"].append(args[0].clone()))
+        trainer.modules["student"].register_forward_hook(lambda _m, _a, out: self.log["student_out"].append(out))
+        if "head" in trainer.modules:
+            trainer.modules["head"].register_forward_pre_hook(lambda _m, args: self.log["head"].append(args))
 
     def check_inputs(self, steps: int) -> None:
         """The teacher got the clean batch, the student the corrupted one, which differs in every row."""

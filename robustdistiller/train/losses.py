@@ -63,43 +63,13 @@ def distillation_loss(
     ``layer_ids`` (the teacher layer of each of the N predictions) only name the logged values;
     default ``0..N-1``.
     """
-    if pred.dim() != 4 or target.dim() != 4:
-        raise ValueError(
-            f"expected pred/target [B, N, T, D], got {tuple(pred.shape)} and {tuple(target.shape)}"
-        )
-    B, N, _, D = pred.shape
-    if (target.shape[0], target.shape[1], target.shape[3]) != (B, N, D):
-        raise ValueError(f"pred {tuple(pred.shape)} and target {tuple(target.shape)} differ beyond T")
     if loss_type not in ("l1", "l2"):
         raise ValueError(f"loss_type must be 'l1' or 'l2', got {loss_type!r}")
-    layer_ids = list(range(N)) if layer_ids is None else list(layer_ids)
-    if len(layer_ids) != N:
-        raise ValueError(f"{len(layer_ids)} layer_ids for {N} predicted layers")
-
-    lengths = [pred.shape[2], target.shape[2]]
-    if frame_mask is not None:
-        if frame_mask.dim() != 2 or frame_mask.shape[0] != B:
-            raise ValueError(f"expected frame_mask [{B}, T], got {tuple(frame_mask.shape)}")
-        lengths.append(frame_mask.shape[1])
-    T = min(lengths)
-    if max(lengths) - T > max_frame_diff:
-        raise ValueError(
-            f"frame counts differ by more than {max_frame_diff}: pred {pred.shape[2]}, "
-            f"target {target.shape[2]}, mask {frame_mask.shape[1] if frame_mask is not None else '-'}"
-        )
-
     with torch.autocast(device_type=pred.device.type, enabled=False):
-        # [N, B, T, D] -> [N, frames, D]: the selected frames are the only ones the loss sees.
-        p = pred[:, :, :T].float().transpose(0, 1)
-        t = target[:, :, :T].float().transpose(0, 1)
-        if masked and frame_mask is not None:
-            valid = frame_mask[:, :T].to(torch.bool)
-            if not bool(valid.any()):
-                raise ValueError("frame_mask has no valid frame")
-            p, t = p[:, valid], t[:, valid]
-        else:
-            p, t = p.reshape(N, B * T, D), t.reshape(N, B * T, D)
-
+        p, t = valid_frames(pred, target, frame_mask, masked=masked, max_frame_diff=max_frame_diff)
+        layer_ids = list(range(p.shape[0])) if layer_ids is None else list(layer_ids)
+        if len(layer_ids) != p.shape[0]:
+            raise ValueError(f"{len(layer_ids)} layer_ids for {p.shape[0]} predicted layers")
         diff = p - t
         rec = (diff.abs() if loss_type == "l1" else diff.pow(2)).mean(dim=(1, 2))
         cos_sim = F.cosine_similarity(p, t, dim=-1)
@@ -112,6 +82,88 @@ def distillation_loss(
         per_layer[f"sim_l{layer}"] = cos_sim[i].mean().detach()
         per_layer[f"cos_l{layer}"] = cos[i].detach()
     return DistillationLoss(total=total, per_layer=per_layer)
+
+
+def valid_frames(pred: Tensor, target: Tensor, frame_mask: Tensor | None, *, masked: bool = True,
+                 max_frame_diff: int = 2) -> tuple[Tensor, Tensor]:
+    """The frames a distillation loss sees: predictions and targets ``[B, N, T, D]`` as fp32
+    ``[N, frames, D]`` each, padded frames left out (every frame, padding included, with
+    ``masked=False`` or no mask: the reference behaviour).
+
+    Padded frames are dropped before any arithmetic, so garbage (even NaN) there neither changes a
+    loss nor gets a gradient. The student runs on the padded batch while the teacher may run on
+    unpadded audio, so their frame counts can differ by a frame or two: all three tensors are
+    trimmed to the shortest.
+
+    Args:
+        pred, target: ``[B, N, T, D]`` student predictions and teacher targets (T may differ).
+        frame_mask: ``[B, T]`` bool, True = valid frame (from the student), or None.
+        masked: leave the padded frames out (else the mask only bounds T).
+        max_frame_diff: the largest frame-count difference accepted.
+
+    Raises:
+        ValueError: shapes differ beyond T, T differs by more than ``max_frame_diff`` (features
+            from mismatched audio), or the mask has no valid frame.
+    """
+    if pred.dim() != 4 or target.dim() != 4:
+        raise ValueError(
+            f"expected pred/target [B, N, T, D], got {tuple(pred.shape)} and {tuple(target.shape)}"
+        )
+    B, N, _, D = pred.shape
+    if (target.shape[0], target.shape[1], target.shape[3]) != (B, N, D):
+        raise ValueError(f"pred {tuple(pred.shape)} and target {tuple(target.shape)} differ beyond T")
+    lengths = [pred.shape[2], target.shape[2]]
+    if frame_mask is not None:
+        if frame_mask.dim() != 2 or frame_mask.shape[0] != B:
+            raise ValueError(f"expected frame_mask [{B}, T], got {tuple(frame_mask.shape)}")
+        lengths.append(frame_mask.shape[1])
+    T = min(lengths)
+    if max(lengths) - T > max_frame_diff:
+        raise ValueError(
+            f"frame counts differ by more than {max_frame_diff}: pred {pred.shape[2]}, "
+            f"target {target.shape[2]}, mask {frame_mask.shape[1] if frame_mask is not None else '-'}"
+        )
+    # [N, B, T, D] -> [N, frames, D]: the selected frames are the only ones the loss sees.
+    p = pred[:, :, :T].float().transpose(0, 1)
+    t = target[:, :, :T].float().transpose(0, 1)
+    if not masked or frame_mask is None:
+        return p.reshape(N, B * T, D), t.reshape(N, B * T, D)
+    valid = frame_mask[:, :T].to(torch.bool)
+    if not bool(valid.any()):
+        raise ValueError("frame_mask has no valid frame")
+    return p[:, valid], t[:, valid]
+
+
+def layer_to_layer_loss(
+    pred: Tensor, target: Tensor, frame_mask: Tensor, *, l1_weight: float, l2_weight: float,
+    cos_weight: float, cos_type: Literal["raw", "log_sig"], layer_ids: Sequence[int],
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """DPHuBERT's ``DistillLoss`` over valid frames only.
+
+    Args:
+        pred, target: ``[B, N, T, D]`` projected student layers and teacher layers.
+        frame_mask: ``[B, T]`` bool, True = valid frame.
+        l1_weight, l2_weight, cos_weight: weights of mean |diff|, mean diff^2 and the cosine term.
+        cos_type: ``raw`` = ``-cos`` (DPHuBERT), ``log_sig`` = ``-log sigmoid(cos)`` (DistilHuBERT).
+        layer_ids: the teacher layer of each of the N predictions (names the logged scalars).
+
+    Returns:
+        ``(loss, scalars)``: the mean over layers of the weighted terms (with grad), and detached
+        ``loss/l1_l{id}`` / ``loss/cos_l{id}`` (mean cosine similarity) per layer.
+    """
+    with torch.autocast(device_type=pred.device.type, enabled=False):
+        p, t = valid_frames(pred, target, frame_mask)
+        diff = p - t
+        l1 = diff.abs().mean(dim=(1, 2))
+        l2 = diff.pow(2).mean(dim=(1, 2))
+        cos = F.cosine_similarity(p, t, dim=-1)
+        cos_term = (-cos if cos_type == "raw" else -F.logsigmoid(cos)).mean(dim=1)
+        per_layer = l1_weight * l1 + l2_weight * l2 + cos_weight * cos_term
+    scalars = {}
+    for i, layer in enumerate(layer_ids):
+        scalars[f"loss/l1_l{layer}"] = l1[i].detach()
+        scalars[f"loss/cos_l{layer}"] = cos[i].mean().detach()
+    return per_layer.mean(), scalars
 
 
 def feature_penalty(features: Tensor, frame_mask: Tensor | None = None) -> Tensor:

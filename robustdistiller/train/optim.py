@@ -20,6 +20,46 @@ import torch
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 
+from robustdistiller.errors import ConfigError
+
+
+def decay_groups(
+    named_params: Iterable[tuple[str, nn.Parameter]], weight_decay: float, *, match_reference: bool = False
+) -> list[dict[str, Any]]:
+    """The trainable parameters in a decayed and a non-decayed AdamW group (empty groups left out).
+
+    Default: no weight decay for biases and other 1-D parameters (LayerNorm/GroupNorm scales and
+    shifts), the usual practice. ``match_reference=True`` reproduces s3prl exactly: only
+    parameters whose name contains ``"bias"`` skip decay (its ``LayerNorm.weight`` exclusion never
+    matches fairseq-style names, so norm scales are decayed there). Frozen parameters
+    (``requires_grad=False``, e.g. a teacher) are left out.
+    """
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
+    for name, param in named_params:
+        if not param.requires_grad:
+            continue
+        skip = "bias" in name if match_reference else (param.ndim <= 1 or name.endswith("bias"))
+        (no_decay if skip else decay).append(param)
+    groups: list[dict[str, Any]] = [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    return [g for g in groups if g["params"]]
+
+
+def adamw(groups: Sequence[dict[str, Any]], *, lr: float, weight_decay: float, betas: tuple[float, float],
+          eps: float) -> torch.optim.AdamW:
+    """``torch.optim.AdamW`` over ``groups``; ``lr`` / ``weight_decay`` are the defaults of groups
+    that set none.
+
+    Raises:
+        ValueError: no group has a parameter.
+    """
+    if not any(g["params"] for g in groups):
+        raise ConfigError("no trainable parameters to optimise")
+    return torch.optim.AdamW(list(groups), lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
+
 
 def build_optimizer(
     model_or_named_params: nn.Module | Iterable[tuple[str, nn.Parameter]],
@@ -31,37 +71,16 @@ def build_optimizer(
     match_reference: bool = False,
     extra_groups: Sequence[dict[str, Any]] = (),
 ) -> torch.optim.AdamW:
-    """AdamW over the trainable parameters, in a decayed and a non-decayed group.
-
-    Default: no weight decay for biases and other 1-D parameters (LayerNorm/GroupNorm scales and
-    shifts), the usual practice. ``match_reference=True`` reproduces s3prl exactly: only
-    parameters whose name contains ``"bias"`` skip decay (its ``LayerNorm.weight`` exclusion never
-    matches fairseq-style names, so norm scales are decayed there).
-
-    Frozen parameters (``requires_grad=False``, e.g. a teacher) are left out. ``extra_groups`` are
-    appended as given (each a dict with ``"params"`` and optional overrides such as ``"lr"``), e.g.
-    for a separately tuned enhancement head; they must not repeat a parameter.
-    """
+    """AdamW over the trainable parameters in :func:`decay_groups`, plus ``extra_groups`` appended
+    as given (each a dict with ``"params"`` and optional overrides such as ``"lr"``; they must not
+    repeat a parameter)."""
     named = (
         model_or_named_params.named_parameters()
         if isinstance(model_or_named_params, nn.Module)
         else model_or_named_params
     )
-    decay: list[nn.Parameter] = []
-    no_decay: list[nn.Parameter] = []
-    for name, param in named:
-        if not param.requires_grad:
-            continue
-        skip = "bias" in name if match_reference else (param.ndim <= 1 or name.endswith("bias"))
-        (no_decay if skip else decay).append(param)
-    groups: list[dict[str, Any]] = [
-        {"params": decay, "weight_decay": weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
-    groups = [g for g in groups if g["params"]] + [dict(g) for g in extra_groups]
-    if not groups:
-        raise ValueError("no trainable parameters to optimise")
-    return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
+    groups = decay_groups(named, weight_decay, match_reference=match_reference) + [dict(g) for g in extra_groups]
+    return adamw(groups, lr=lr, weight_decay=weight_decay, betas=betas, eps=eps)
 
 
 @dataclass
@@ -87,9 +106,9 @@ def warmup_linear_schedule(
     linear decay to 0 at ``total_steps``. Resume with ``load_state_dict`` (the step counter and
     the multiplier's settings are in ``state_dict()``)."""
     if total_steps <= 0:
-        raise ValueError(f"total_steps must be positive, got {total_steps}")
+        raise ConfigError(f"total_steps must be positive, got {total_steps}")
     if not 0.0 <= warmup_proportion < 1.0:
-        raise ValueError(f"warmup_proportion must be in [0, 1), got {warmup_proportion}")
+        raise ConfigError(f"warmup_proportion must be in [0, 1), got {warmup_proportion}")
     return LambdaLR(optimizer, WarmupLinear(total_steps, warmup_proportion))
 
 

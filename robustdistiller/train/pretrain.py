@@ -1,9 +1,9 @@
 """HuBERT-style pre-training of a small teacher: ``robustdistiller pretrain``.
 
-:class:`PretrainTrainer` is a :class:`DistillTrainer` whose "student" is a
-:class:`HubertPretrainModel` trained by the :class:`MaskedPrediction` objective, so data, bad-file
-skips, corruption (the robust variant), DDP, SIGINT/SIGTERM, non-finite skips, TensorBoard /
-``log.jsonl`` / progress bar, checkpoints and exact resume are the distillation trainer's.
+:class:`PretrainTrainer` is the shared training loop (:class:`Trainer`) driving the
+:class:`MaskedPrediction` objective over a :class:`HubertPretrainModel`, so data, bad-file skips,
+corruption (the robust variant), DDP, SIGINT/SIGTERM, non-finite skips, TensorBoard /
+``log.jsonl`` / progress bar, checkpoints and exact resume are the loop's.
 
 Before the first step the k-means is fitted on the training audio (MFCC frames, or a layer of the
 model at ``targets.source``) and saved as ``train.out_dir/clusters.npz``; a resumed run reuses it.
@@ -17,24 +17,23 @@ import logging
 import os
 import platform
 import shutil
-import time
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 from robustdistiller.atomic import atomic_write
 from robustdistiller.checkpoints.teachers import save_teacher
 from robustdistiller.errors import CheckpointFormatError
 from robustdistiller.models.conv import conv_output_lengths, format_conv_layers, parse_conv_layers
 from robustdistiller.models.pretraining import HubertPretrainModel
-from robustdistiller.models.teacher import Teacher
 from robustdistiller.train.clusters import CLUSTERS_FILE, ClusterModel, FrameLabeller, fit_clusters
 from robustdistiller.train.distributed import barrier, init_distributed, shutdown
-from robustdistiller.train.masked_prediction import MaskedPrediction
+from robustdistiller.train.masked_prediction import MaskedPrediction, TrainingClock
+from robustdistiller.train.objective import RunSetup
 from robustdistiller.train.pretrain_recipe import PretrainRecipe
-from robustdistiller.train.trainer import DistillResult, DistillTrainer, StudentPass, _load_teacher
+from robustdistiller.train.targets import load_frozen_teacher, set_teacher_precision
+from robustdistiller.train.trainer import DistillResult, Trainer
 
 log = logging.getLogger(__name__)
 
@@ -44,116 +43,29 @@ CARD_FILE = "README.md"
 PROBES_START, PROBES_END = "<!-- probes -->", "<!-- /probes -->"
 
 
-class PretrainTrainer(DistillTrainer):
-    """Masked-prediction pre-training inside the distillation trainer's loop."""
+class PretrainTrainer(Trainer):
+    """The training loop over the :class:`MaskedPrediction` objective of ``recipe`` (keyword
+    arguments: :class:`Trainer`'s). ``command`` is shown in the model card."""
 
-    recipe: PretrainRecipe  # type: ignore[assignment]
-    progress_label = "pretrain"
+    objective: MaskedPrediction
 
-    def __init__(self, recipe: PretrainRecipe, *, resume: bool = False, command: str = "", **kwargs: Any) -> None:
+    def __init__(self, recipe: PretrainRecipe, *, command: str = "", **kwargs: Any) -> None:
         self.command = command
-        self.elapsed_before = 0.0  # training seconds of earlier runs (resume)
-        self.threads = torch.get_num_threads()  # of the training run, for the card (not of an --export)
-        self.started = time.perf_counter()
-        super().__init__(recipe, resume=resume, **kwargs)  # type: ignore[arg-type]
-
-    # ------------------------------------------------------------------ extension points
-    def build_teacher(self) -> Teacher | None:
-        """Iteration 2: the earlier model whose layer is clustered; iteration 1 (MFCC) needs none."""
-        targets = self.recipe.targets
-        return _load_teacher(targets.source).to(self.device) if targets.kind == "layer" else None
-
-    def build_head(self) -> None:
-        return None
-
-    def build_student(self) -> nn.Module:
-        recipe = self.recipe
-        labeller = FrameLabeller(None, self.teacher, recipe.targets.layer)
-        labeller.clusters = self.cluster_model(labeller)
-        obj = recipe.objective
-        model = HubertPretrainModel(recipe.model, labeller.clusters.num_clusters, final_dim=obj.final_dim,
-                                    logit_temp=obj.logit_temp, dropout=obj.dropout)
-        self.objective = MaskedPrediction(model, labeller, mask_prob=obj.mask_prob, mask_length=obj.mask_length,
-                                          unmasked_weight=obj.unmasked_weight, seed=obj.seed)
-        self._mask_step, self._micro = -1, 0
-        params = sum(p.numel() for p in model.encoder.parameters())
-        self.init_message = (f"pre-training a {params / 1e6:.2f} M-parameter HuBERT on {labeller.feature} "
-                             f"k-means targets ({labeller.clusters.num_clusters} clusters)")
-        return model
-
-    def build_optimizer(self, modules: nn.ModuleDict) -> torch.optim.Optimizer:
-        opt = self.recipe.optim
-        return self.objective.optimizer(lr=opt.lr, weight_decay=opt.weight_decay, betas=opt.betas, eps=opt.eps,
-                                        match_reference=opt.match_reference)
-
-    def student_loss(self, noisy: torch.Tensor, wavs: torch.Tensor, lengths: torch.Tensor,
-                     sums: dict[str, torch.Tensor]) -> StudentPass:
-        if self._mask_step != self.step:  # micro-batch index within this optimizer step seeds the mask
-            self._mask_step, self._micro = self.step, 0
-        with self.timer.phase("student"), self._autocast():
-            loss, scalars = self.objective.loss(self.student_ddp, noisy, wavs, lengths, step=self.step,
-                                                micro=self._micro)
-        self._micro += 1
-        for name, value in scalars.items():
-            sums[name] += value
-        empty = loss.new_zeros(0)  # no enhancement head reads the features in pre-training
-        return StudentPass(loss, empty, empty)
-
-    def checkpoint_config(self) -> dict[str, Any]:
-        return {"pretrain": {"elapsed_seconds": self.elapsed_seconds, "threads": self.threads,
-                             "clusters": CLUSTERS_FILE}}
-
-    def write_checkpoint(self, path: Path, extra_config: dict[str, Any], extra: dict[str, Any]) -> None:
-        state = {k: v.detach().cpu().clone() for k, v in self.student.state_dict().items()}
-        payload = {"Model": state, "Config": extra_config, "Step": int(self.step), **extra}
-        atomic_write(path, lambda fh: torch.save(payload, fh))
-
-    def load_student_state(self, state: dict[str, Any]) -> None:
-        if "Model" not in state:
-            raise CheckpointFormatError("checkpoint has no pre-training 'Model' state: train.out_dir holds another kind of run")
-        self.student.load_state_dict(state["Model"])
-        self.elapsed_before = float(state["Config"]["pretrain"]["elapsed_seconds"])
-        self.threads = int(state["Config"]["pretrain"].get("threads", self.threads))
-        self.started = time.perf_counter()
-
-    # ------------------------------------------------------------------ targets
-    def cluster_model(self, labeller: FrameLabeller) -> ClusterModel:
-        """``out_dir/clusters.npz`` if present (a resumed or repeated run), else fitted on rank 0."""
-        path = self.out_dir / CLUSTERS_FILE
-        targets = self.recipe.targets
-        if self.ctx.is_main and not path.is_file():
-            conv = parse_conv_layers(self.recipe.model.conv_layers)
-            frames = labeller.sample_frames(
-                self.stream.dataset.manifest, lambda lengths: conv_output_lengths(lengths, conv),
-                max_frames=targets.max_frames, seed=targets.seed, report=self.bad_files,
-            )
-            fit_clusters(frames, targets.num_clusters, feature=labeller.feature, seed=targets.seed,
-                         batch_size=targets.kmeans_batch_size, max_iter=targets.kmeans_max_iter).save(path)
-        barrier(self.ctx)
-        clusters = ClusterModel.load(path)
-        if clusters.feature != labeller.feature or clusters.num_clusters != targets.num_clusters:
-            raise CheckpointFormatError(
-                f"{path} holds {clusters.num_clusters} {clusters.feature} clusters but the recipe asks for "
-                f"{targets.num_clusters} {labeller.feature} clusters: use a new train.out_dir or delete {path}"
-            )
-        return clusters
+        clock = TrainingClock()  # started before the data and k-means set-up: the card reports all of it
+        super().__init__(recipe, lambda setup: pretraining_objective(recipe, setup, clock), **kwargs)
 
     # ------------------------------------------------------------------ result
-    @property
-    def elapsed_seconds(self) -> float:
-        """Training wall time over every run of this job (resumes included)."""
-        return self.elapsed_before + time.perf_counter() - self.started
-
     def export_teacher(self) -> Path:
         """Write ``out_dir/teacher``: HF folder + ``clusters.npz`` + model card (replaces an older one)."""
         out = self.out_dir / TEACHER_DIR
         if out.exists():
             shutil.rmtree(out)
-        model: HubertPretrainModel = self.student  # type: ignore[assignment]
+        model = self.objective.model
         clusters = self.objective.labeller.clusters
         assert clusters is not None
-        card = model_card(self.recipe, model, clusters, step=self.step, seconds=self.elapsed_seconds,
-                          threads=self.threads,
+        clock = self.objective.clock
+        card = model_card(self.recipe, model, clusters, step=self.step, seconds=clock.elapsed_seconds,
+                          threads=clock.threads,
                           command=self.command, files=len(self.stream.dataset.manifest),
                           audio_hours=self.stream.dataset.manifest.total_seconds / 3600,
                           data_root=str(self.stream.dataset.manifest.root))
@@ -166,6 +78,53 @@ class PretrainTrainer(DistillTrainer):
         save_teacher(model.encoder, out, mask_emb=model.mask_emb, dtype=dtype, add_files=add_files)
         log.info("teacher written to %s", out)
         return out
+
+
+def pretraining_objective(recipe: PretrainRecipe, setup: RunSetup, clock: TrainingClock) -> MaskedPrediction:
+    """The :class:`MaskedPrediction` objective of ``recipe``: the earlier model whose layer is
+    clustered (iteration 2; iteration 1 clusters MFCC and needs none), the cluster model
+    (:func:`cluster_model`) and the model to pre-train, on the device."""
+    targets, obj = recipe.targets, recipe.objective
+    teacher = None
+    if targets.kind == "layer":
+        teacher = load_frozen_teacher(targets.source, setup.device)
+        set_teacher_precision(teacher, recipe.train.teacher_precision, setup.device)
+    labeller = FrameLabeller(None, teacher, targets.layer)
+    labeller.clusters = cluster_model(recipe, labeller, setup)
+    model = HubertPretrainModel(recipe.model, labeller.clusters.num_clusters, final_dim=obj.final_dim,
+                                logit_temp=obj.logit_temp, dropout=obj.dropout)
+    params = sum(p.numel() for p in model.encoder.parameters())
+    description = (f"pre-training a {params / 1e6:.2f} M-parameter HuBERT on {labeller.feature} "
+                   f"k-means targets ({labeller.clusters.num_clusters} clusters)")
+    return MaskedPrediction(model.to(setup.device), labeller, mask_prob=obj.mask_prob, mask_length=obj.mask_length,
+                            unmasked_weight=obj.unmasked_weight, seed=obj.seed, clock=clock, description=description)
+
+
+def cluster_model(recipe: PretrainRecipe, labeller: FrameLabeller, setup: RunSetup) -> ClusterModel:
+    """``out_dir/clusters.npz`` if present (a resumed or repeated run), else fitted on rank 0 on
+    frames sampled from the training audio.
+
+    Raises:
+        ValueError: the file holds another feature or cluster count than the recipe asks for.
+    """
+    path = setup.out_dir / CLUSTERS_FILE
+    targets = recipe.targets
+    if setup.ctx.is_main and not path.is_file():
+        conv = parse_conv_layers(recipe.model.conv_layers)
+        frames = labeller.sample_frames(
+            setup.manifest, lambda lengths: conv_output_lengths(lengths, conv),
+            max_frames=targets.max_frames, seed=targets.seed, report=setup.bad_files,
+        )
+        fit_clusters(frames, targets.num_clusters, feature=labeller.feature, seed=targets.seed,
+                     batch_size=targets.kmeans_batch_size, max_iter=targets.kmeans_max_iter).save(path)
+    barrier(setup.ctx)
+    clusters = ClusterModel.load(path)
+    if clusters.feature != labeller.feature or clusters.num_clusters != targets.num_clusters:
+        raise CheckpointFormatError(
+            f"{path} holds {clusters.num_clusters} {clusters.feature} clusters but the recipe asks for "
+            f"{targets.num_clusters} {labeller.feature} clusters: use a new train.out_dir or delete {path}"
+        )
+    return clusters
 
 
 def model_card(recipe: PretrainRecipe, model: HubertPretrainModel, clusters: ClusterModel, *, step: int,
@@ -249,4 +208,4 @@ def pretrain(recipe: PretrainRecipe, *, resume: bool = False, command: str = "",
         shutdown(ctx)
 
 
-__all__ = ["PretrainTrainer", "model_card", "pretrain"]
+__all__ = ["PretrainTrainer", "cluster_model", "model_card", "pretrain", "pretraining_objective"]

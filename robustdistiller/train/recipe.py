@@ -55,22 +55,22 @@ class DataSection:
 
     def validate(self) -> None:
         if self.corpus == "builtin" and (self.manifests or self.root):
-            raise ValueError("data.corpus=builtin cannot be combined with data.manifests or data.root")
+            raise ConfigError("data.corpus=builtin cannot be combined with data.manifests or data.root")
         if self.corpus != "builtin" and not self.manifests and not self.root:
-            raise ValueError(
+            raise ConfigError(
                 "no training data: set data.manifests=[train.tsv,...] (see `robustdistiller prepare`), "
                 "data.root=/path/to/LibriSpeech, or data.corpus=builtin"
             )
         if self.max_length < 400:
-            raise ValueError(f"max_length must be >= 400 samples (one CNN frame), got {self.max_length}")
+            raise ConfigError(f"max_length must be >= 400 samples (one CNN frame), got {self.max_length}")
         if self.batch_size is None and self.max_seconds is None:
-            raise ValueError("set data.batch_size or data.max_seconds")
+            raise ConfigError("set data.batch_size or data.max_seconds")
         if self.batch_size is not None and self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.max_seconds is not None and self.max_seconds <= 0:
-            raise ValueError(f"max_seconds must be positive, got {self.max_seconds}")
+            raise ConfigError(f"max_seconds must be positive, got {self.max_seconds}")
         if self.num_workers < 0:
-            raise ValueError(f"num_workers must be >= 0, got {self.num_workers}")
+            raise ConfigError(f"num_workers must be >= 0, got {self.num_workers}")
 
 
 @dataclass
@@ -81,7 +81,7 @@ class TeacherSection:
 
     def validate(self) -> None:
         if not self.source:
-            raise ValueError("teacher.source is empty: set teacher.source=<hub id | local folder | fairseq .pt path>")
+            raise ConfigError("teacher.source is empty: set teacher.source=<hub id | local folder | fairseq .pt path>")
 
 
 @dataclass
@@ -100,19 +100,19 @@ class OptimSection:
     def validate(self) -> None:
         for name in ("lr", "weight_decay", "eps", "grad_clip", "warmup_proportion"):
             if not math.isfinite(getattr(self, name)):
-                raise ValueError(f"{name} must be a finite number, got {getattr(self, name)}")
+                raise ConfigError(f"{name} must be a finite number, got {getattr(self, name)}")
         if self.lr <= 0:
-            raise ValueError(f"lr must be positive, got {self.lr}")
+            raise ConfigError(f"lr must be positive, got {self.lr}")
         if self.total_steps < 1:
-            raise ValueError(f"total_steps must be >= 1, got {self.total_steps}")
+            raise ConfigError(f"total_steps must be >= 1, got {self.total_steps}")
         if not 0.0 <= self.warmup_proportion < 1.0:
-            raise ValueError(f"warmup_proportion must be in [0, 1), got {self.warmup_proportion}")
+            raise ConfigError(f"warmup_proportion must be in [0, 1), got {self.warmup_proportion}")
         if self.grad_clip <= 0:
-            raise ValueError(f"grad_clip must be positive, got {self.grad_clip}")
+            raise ConfigError(f"grad_clip must be positive, got {self.grad_clip}")
         if self.grad_accum < 1:
-            raise ValueError(f"grad_accum must be >= 1, got {self.grad_accum}")
+            raise ConfigError(f"grad_accum must be >= 1, got {self.grad_accum}")
         if not all(0.0 <= b < 1.0 for b in self.betas):
-            raise ValueError(f"betas must be in [0, 1), got {self.betas}")
+            raise ConfigError(f"betas must be in [0, 1), got {self.betas}")
 
 
 @dataclass
@@ -139,14 +139,14 @@ class TrainSection:
 
     def validate(self) -> None:
         if not _DEVICE.match(self.device):
-            raise ValueError(f"device {self.device!r} is not one of auto, cpu, cuda, cuda:<index>, mps")
+            raise ConfigError(f"device {self.device!r} is not one of auto, cpu, cuda, cuda:<index>, mps")
         if not self.out_dir.strip():
-            raise ValueError("out_dir is empty: set train.out_dir=<folder for this run's checkpoints>")
+            raise ConfigError("out_dir is empty: set train.out_dir=<folder for this run's checkpoints>")
         for name in ("log_every", "save_every", "keep_last", "max_bad_steps"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.stop_at_step is not None and self.stop_at_step < 1:
-            raise ValueError(f"stop_at_step must be >= 1, got {self.stop_at_step}")
+            raise ConfigError(f"stop_at_step must be >= 1, got {self.stop_at_step}")
 
 
 @dataclass
@@ -174,12 +174,12 @@ class DistillRecipe(RecipeInputs):
                 else self.student.encoder_embed_dim
             )
             if self.enhancement.input_dim != expected:
-                raise ValueError(
+                raise ConfigError(
                     f"enhancement.input_dim={self.enhancement.input_dim} but the student's "
                     f"{self.enhancement.input!r} features have {expected} dims"
                 )
         if self.train.stop_at_step is not None and self.train.stop_at_step > self.optim.total_steps:
-            raise ValueError(
+            raise ConfigError(
                 f"train.stop_at_step={self.train.stop_at_step} is beyond optim.total_steps={self.optim.total_steps}"
             )
 

@@ -10,13 +10,48 @@ So the whole batch runs at once, however varied its lengths.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
 
+from robustdistiller.checkpoints.teachers import load_teacher
 from robustdistiller.errors import ConfigError
+from robustdistiller.models.precision import use_precision
 from robustdistiller.models.teacher import Teacher
+
+log = logging.getLogger(__name__)
+
+
+def load_frozen_teacher(source: str, device: Any) -> Teacher:
+    """``load_teacher(source)`` on ``device``, with the usual failure (offline, not in the cache)
+    explained.
+
+    Raises:
+        FileNotFoundError: ``source`` is neither a readable local file / folder nor a cached hub id.
+    """
+    try:
+        return load_teacher(source).to(device)
+    except OSError as exc:
+        if isinstance(exc, FileNotFoundError) and Path(source).suffix in (".pt", ".ckpt", ".pth"):
+            raise
+        raise FileNotFoundError(
+            f"cannot load teacher {source!r}: {exc}\nIf this is a hub id, the machine needs network access "
+            "once (or HF_HUB_OFFLINE unset) to download it into the Hugging Face cache; or set "
+            "teacher.source to a local folder / fairseq .pt file."
+        ) from None
+
+
+def set_teacher_precision(teacher: Teacher, requested: str, device: Any) -> None:
+    """``train.teacher_precision`` on a CPU run; a GPU teacher stays fp32 (logged if asked otherwise)."""
+    if torch.device(device).type == "cpu":
+        use_precision(teacher, requested)
+    elif requested != "fp32":
+        log.info("train.teacher_precision=%s applies to CPU runs; the %s teacher runs in fp32",
+                 requested, torch.device(device).type)
 
 
 def teacher_targets(

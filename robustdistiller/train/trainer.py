@@ -1,9 +1,9 @@
-"""The distillation loop: teacher(clean) -> targets, student(corrupted) -> predictions, one optimizer.
+"""The training loop, driven by an objective (:mod:`robustdistiller.train.objective`).
 
 Per optimizer step (``grad_accum`` micro-batches): the corruption plan drawn in a DataLoader worker
-is applied on the device; the frozen fp32 teacher sees the clean, unpadded audio; the student (and
-the enhancement head, when enabled) see the corrupted padded batch under autocast; the loss is the
-masked distillation loss plus ``enhancement.weight`` x the enhancement loss. Non-finite steps are
+is applied on the device; the objective gets the corrupted and the clean batch and returns its
+loss (it runs its modules under ``train.precision`` autocast where it chooses); the gradients are
+clipped and, unless non-finite, AdamW and the warm-up/linear schedule step. Non-finite steps are
 skipped and counted; ``train.max_bad_steps`` of them in a row abort the run.
 
 Under ``torchrun`` each rank trains on its shard; DDP averages the gradients. Only rank 0 logs and
@@ -19,11 +19,11 @@ import math
 import signal
 import time
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 import yaml
@@ -31,18 +31,11 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
 from robustdistiller.atomic import atomic_write
-from robustdistiller.augment import CorruptionPolicy, CorruptionResult, build_policy, summarize
-from robustdistiller.checkpoints.heads import head_weights
-from robustdistiller.checkpoints.s3prl import save_s3prl_checkpoint
-from robustdistiller.checkpoints.teachers import load_teacher
+from robustdistiller.augment import CorruptionConfig, CorruptionPolicy, CorruptionResult, build_policy, summarize
 from robustdistiller.config import config_changes, flatten, to_dict
 from robustdistiller.data import SAMPLE_RATE, BadFileReport
-from robustdistiller.errors import CheckpointFormatError, ConfigError, DataError
-from robustdistiller.models.enhancement import EnhancementHead
-from robustdistiller.models.init import InitReport, init_student_from_teacher
-from robustdistiller.models.precision import use_precision
-from robustdistiller.models.student import DistillerModel, DistillerOutput
-from robustdistiller.models.teacher import Teacher
+from robustdistiller.errors import ConfigError, DataError
+from robustdistiller.models.student import DistillerModel
 from robustdistiller.train.checkpointing import (
     checkpoint_path,
     claim_run_folder,
@@ -55,15 +48,13 @@ from robustdistiller.train.distributed import (
     all_reduce_mean,
     barrier,
     init_distributed,
-    shutdown,
 )
 from robustdistiller.train.loader import PlannedBatch, TrainingStream, load_training_manifest
-from robustdistiller.train.losses import distillation_loss, enhancement_loss, feature_penalty
 from robustdistiller.train.monitor import PhaseTimer, TrainMonitor
-from robustdistiller.train.optim import WarmupLinear, build_optimizer, clip_and_check, warmup_linear_schedule
-from robustdistiller.train.recipe import DistillRecipe
+from robustdistiller.train.objective import LoopTools, MicroBatch, Objective, RunSetup
+from robustdistiller.train.optim import WarmupLinear, adamw, clip_and_check, warmup_linear_schedule
+from robustdistiller.train.recipe import DataSection, OptimSection, TrainSection
 from robustdistiller.train.rng import capture_rng_state, restore_rng_state
-from robustdistiller.train.targets import teacher_targets
 
 log = logging.getLogger(__name__)
 
@@ -95,16 +86,6 @@ class StepStats:
     audio_seconds: float
     scalars: dict[str, Tensor]
     corruption: list[CorruptionResult]
-
-
-@dataclass
-class StudentPass:
-    loss: Tensor
-    """Distillation loss (with grad) of one micro-batch."""
-    cnn_features: Tensor
-    """(B, T, C) CNN features, the enhancement head's input when ``enhancement.input == "cnn"``."""
-    last_hidden: Tensor
-    """(B, T, D) last layer output, the head's input otherwise."""
 
 
 class TrainingDivergedError(RuntimeError):
@@ -143,19 +124,36 @@ class _StopRequest:
                 signal.signal(sig, handler)
 
 
-def format_init_report(report: InitReport) -> str:
-    kept = ", ".join(sorted({k.rsplit(".", 1)[0] for k in report.not_initialised})[:6])
-    return (f"student initialised from the teacher: {len(report.copied)} tensors copied, "
-            f"{len(report.not_initialised)} keep their own init ({kept}{', ...' if kept else ''})")
+class LoopRecipe(Protocol):
+    """The recipe sections the loop reads (every training recipe has them)."""
+
+    data: DataSection
+    corruption: CorruptionConfig
+    optim: OptimSection
+    train: TrainSection
 
 
-class DistillTrainer:
-    """Builds everything a recipe names, then :meth:`fit` runs (or resumes) the loop."""
+class Trainer:
+    """One training loop driven by an :class:`~robustdistiller.train.objective.Objective`.
 
-    progress_label = "distill"
+    The constructor claims ``train.out_dir``, builds the data stream (cheap checks first: data and
+    corruption sources fail before any model is loaded), then calls ``build_objective`` once with
+    the :class:`RunSetup`, wraps the objective's modules for DDP, builds one AdamW over its
+    parameter groups and the warm-up/linear schedule, and resumes if asked. :meth:`fit` runs the loop.
 
-    def __init__(self, recipe: DistillRecipe, *, resume: bool = False, overwrite: bool = False,
-                 ctx: DistContext | None = None, sync_timing: bool = False) -> None:
+    Args:
+        recipe: the loop settings (``data``, ``corruption``, ``optim``, ``train``); saved as
+            ``recipe.yaml`` and compared on resume.
+        build_objective: the objective's factory.
+        resume: continue from the newest checkpoint in ``train.out_dir``.
+        overwrite: replace another run in ``train.out_dir``.
+        ctx: the process group (default: from the environment).
+        sync_timing: synchronise the device around timed phases (exact phase times, slower).
+    """
+
+    def __init__(self, recipe: LoopRecipe, build_objective: Callable[[RunSetup], Objective], *,
+                 resume: bool = False, overwrite: bool = False, ctx: DistContext | None = None,
+                 sync_timing: bool = False) -> None:
         self.recipe = recipe
         self.ctx = ctx or init_distributed(recipe.train.device)
         self.device = self.ctx.device
@@ -167,7 +165,6 @@ class DistillTrainer:
         self._check_precision()
         torch.manual_seed(recipe.train.seed)
 
-        # Cheap checks first: data and corruption sources fail before a teacher is loaded.
         self.bad_files = BadFileReport()
         data = recipe.data
         manifest = load_training_manifest(data, self.out_dir, self.ctx, self.bad_files)
@@ -177,23 +174,19 @@ class DistillTrainer:
             max_seconds=data.max_seconds, num_workers=data.num_workers, seed=data.seed, ctx=self.ctx,
             finish_corruption=recipe.corruption.finish_in_workers(self.device),
         )
-        self.teacher = self.build_teacher()
-        if self.teacher is not None:
-            self._set_teacher_precision()
-        self.init_message = ""
-        self.student = self.build_student().to(self.device)
-        self.head = self.build_head()
-        self.student_ddp = self._wrap(self.student)
-        self.head_ddp = self._wrap(self.head) if self.head is not None else None
+        self.objective = build_objective(RunSetup(self.device, self.ctx, self.out_dir, manifest, self.bad_files))
+        self.modules = self.objective.modules()
+        self.nets = {name: self._wrap(module) for name, module in self.modules.items()}
 
         opt = recipe.optim
-        modules = nn.ModuleDict({"student": self.student, **({"head": self.head} if self.head else {})})
-        self.optimizer = self.build_optimizer(modules)
+        self.optimizer = adamw(self.objective.param_groups(opt), lr=opt.lr, weight_decay=opt.weight_decay,
+                               betas=opt.betas, eps=opt.eps)
         self.params = [p for group in self.optimizer.param_groups for p in group["params"]]
         self.scheduler = warmup_linear_schedule(self.optimizer, opt.total_steps, opt.warmup_proportion)
         fp16 = recipe.train.precision == "fp16"
         self.scaler = torch.amp.GradScaler(self.device.type) if fp16 else None
         self.timer = PhaseTimer(self.device, sync=sync_timing)
+        self.tools = LoopTools(self.nets, self.timer.phase, self._autocast)
 
         self.step = 0
         self.bad_steps = 0
@@ -205,85 +198,11 @@ class DistillTrainer:
             # Per-rank dropout streams; initial weights are equal anyway (DDP broadcasts rank 0's).
             torch.manual_seed(recipe.train.seed + self.ctx.rank)
             if self.ctx.is_main:
-                log.info(self.init_message)
+                log.info(self.objective.description)
                 text = yaml.safe_dump(to_dict(recipe), sort_keys=False).encode()
                 atomic_write(self.out_dir / "recipe.yaml", lambda fh: fh.write(text))
 
-    # ------------------------------------------------------------------ extension points
-    # Subclasses (the pruning stages, train/pruning.py; pre-training, train/pretrain.py) replace
-    # the teacher, the student, its loss, its optimizer groups and its checkpoint format; data,
-    # corruption, DDP, signals, resume and logging stay here.
-    def build_teacher(self) -> Teacher | None:
-        """The frozen model whose outputs are targets, on the device (None: the objective needs none)."""
-        return _load_teacher(self.recipe.teacher.source).to(self.device)
-
-    def build_head(self) -> EnhancementHead | None:
-        """The enhancement head on the device, when the recipe enables one."""
-        enh = self.recipe.enhancement
-        return EnhancementHead(enh).to(self.device) if enh.use_enhancement else None
-
-    def build_student(self) -> nn.Module:
-        """The model to train (on CPU; moved to the device by the caller). Sets ``init_message``."""
-        student = DistillerModel(self.recipe.student)
-        self.init_message = format_init_report(init_student_from_teacher(student, self.teacher))
-        return student
-
-    def build_optimizer(self, modules: nn.ModuleDict) -> torch.optim.Optimizer:
-        """The optimizer over ``modules`` (``student`` and, if enabled, ``head``)."""
-        opt = self.recipe.optim
-        return build_optimizer(
-            modules, lr=opt.lr, weight_decay=opt.weight_decay, betas=opt.betas, eps=opt.eps,
-            match_reference=opt.match_reference,
-        )
-
-    def student_loss(self, noisy: Tensor, wavs: Tensor, lengths: Tensor, sums: dict[str, Tensor]) -> StudentPass:
-        """Student forward on ``noisy``, teacher targets from clean ``wavs``, the distillation loss;
-        detached scalars to log are added to ``sums``."""
-        cfg = self.recipe.student
-        with self.timer.phase("student"), self._autocast():
-            out: DistillerOutput = self.student_ddp(noisy, lengths)
-        with self.timer.phase("teacher"):
-            targets = teacher_targets(self.teacher, wavs, lengths, cfg.pred_layer_id, out.predictions.shape[2])
-        with self.timer.phase("student"):
-            dist = distillation_loss(
-                out.predictions, targets, out.frame_mask, loss_type=cfg.loss_type,  # type: ignore[arg-type]
-                cosine_weight=cfg.cosine_loss, masked=self.recipe.train.masked_loss,
-                layer_ids=cfg.pred_layer_id,
-            )
-            loss = dist.total
-            if cfg.feat_pen_loss > 0:
-                loss = loss + cfg.feat_pen_loss * feature_penalty(out.cnn_features, out.frame_mask)
-        for name, value in dist.per_layer.items():
-            sums[f"loss/{name}"] += value.detach()
-        sums["loss/distill"] += dist.total.detach()
-        return StudentPass(loss, out.cnn_features, out.hiddens[-1])
-
-    def checkpoint_config(self) -> dict[str, Any]:
-        """Top-level ``Config`` entries of a checkpoint beside the student's own."""
-        extra_config: dict[str, Any] = {
-            "teacher": {"model": self.recipe.teacher.source, "n_layers": self.teacher.num_layers},
-            "task": {"sequence_length": self.recipe.data.max_length},
-        }
-        return extra_config
-
-    def write_checkpoint(self, path: Path, extra_config: dict[str, Any], extra: dict[str, Any]) -> None:
-        """Write the student plus the trainer state ``extra`` (top-level keys) to ``path``."""
-        save_s3prl_checkpoint(path, self.student, step=self.step, extra_config=extra_config, extra=extra, head=self.head)
-
-    def load_student_state(self, state: dict[str, Any]) -> None:
-        """Restore the student from a checkpoint written by :meth:`write_checkpoint`."""
-        self.student.load_state_dict(state["Distiller"])
-
     # ------------------------------------------------------------------ set-up helpers
-    def _set_teacher_precision(self) -> None:
-        """``train.teacher_precision`` on a CPU run; a GPU teacher stays fp32 (logged if asked otherwise)."""
-        requested = self.recipe.train.teacher_precision
-        if self.device.type == "cpu":
-            use_precision(self.teacher, requested)
-        elif requested != "fp32":
-            log.info("train.teacher_precision=%s applies to CPU runs; the %s teacher runs in fp32",
-                     requested, self.device.type)
-
     def _check_precision(self) -> None:
         precision = self.recipe.train.precision
         if precision == "fp16" and self.device.type != "cuda":
@@ -301,8 +220,8 @@ class DistillTrainer:
                 bank.preload()
         return policy
 
-    def _wrap(self, module: nn.Module | None) -> nn.Module | None:
-        if module is None or not self.ctx.enabled:
+    def _wrap(self, module: nn.Module) -> nn.Module:
+        if not self.ctx.enabled:
             return module
         ids = [self.device.index] if self.device.type == "cuda" else None
         # A zero feature_grad_mult freezes the CNN: DDP must then expect parameters without grads.
@@ -318,14 +237,12 @@ class DistillTrainer:
     # ------------------------------------------------------------------ one optimizer step
     def train_step(self, batches: list[PlannedBatch]) -> StepStats:
         """Forward/backward over the micro-batches, then clip and (unless non-finite) step."""
-        self.student.train()
-        if self.head is not None:
-            self.head.train()
+        for module in self.modules.values():
+            module.train()
         sums: dict[str, Tensor] = defaultdict(lambda: torch.zeros((), device=self.device))
         results: list[CorruptionResult] = []
         audio_seconds, total = 0.0, 0.0
         for i, item in enumerate(batches):
-            last = i == len(batches) - 1
             with self.timer.phase("corruption"):
                 wavs = item.batch.wavs.to(self.device, non_blocking=True)
                 lengths = item.batch.lengths.to(self.device, non_blocking=True)
@@ -336,22 +253,14 @@ class DistillTrainer:
                     results.append(result)
             audio_seconds += float(item.batch.lengths.sum()) / SAMPLE_RATE
             with ExitStack() as sync_guard:
-                if not last:  # gradients are all-reduced once, on the last micro-batch
-                    for wrapped in (self.student_ddp, self.head_ddp):
-                        if isinstance(wrapped, DistributedDataParallel):
-                            sync_guard.enter_context(wrapped.no_sync())
-                student = self.student_loss(noisy, wavs, lengths, sums)
-                loss = student.loss
-                if self.head is not None:
-                    enh = self.recipe.enhancement
-                    with self.timer.phase("enhancement"), self._autocast():
-                        feats = student.cnn_features if enh.input == "cnn" else student.last_hidden
-                        assert self.head_ddp is not None
-                        enh_out = self.head_ddp(feats, noisy, lengths)
-                        enh_loss = enhancement_loss(self.head, enh_out, wavs, lengths, enh.loss)
-                    sums["loss/enhancement"] += enh_loss.detach()
-                    loss = loss + enh.weight * enh_loss
-                loss = loss / len(batches)
+                if i < len(batches) - 1:  # gradients are all-reduced once, on the last micro-batch
+                    for net in self.nets.values():
+                        if isinstance(net, DistributedDataParallel):
+                            sync_guard.enter_context(net.no_sync())
+                step_loss = self.objective.loss(MicroBatch(noisy, wavs, lengths, self.step, i), self.tools)
+                for name, value in step_loss.scalars.items():
+                    sums[name] += value
+                loss = step_loss.loss / len(batches)
                 with self.timer.phase("backward"):
                     (self.scaler.scale(loss) if self.scaler else loss).backward()
             total += float(loss.detach())
@@ -397,7 +306,7 @@ class DistillTrainer:
         last_step = min(train.stop_at_step or opt.total_steps, opt.total_steps)
         result = DistillResult(checkpoint=self.last_checkpoint, step=self.step, bad_files=self.bad_files)
         monitor = TrainMonitor(self.out_dir, enabled=self.ctx.is_main, total_steps=opt.total_steps,
-                               start_step=self.step, label=self.progress_label)
+                               start_step=self.step, label=self.objective.label)
         window = _Window()
         data = iter(self.stream)
         try:
@@ -475,8 +384,7 @@ class DistillTrainer:
         barrier(self.ctx)
         path = checkpoint_path(self.out_dir, self.step)
         if self.ctx.is_main:
-            extra_config = self.checkpoint_config()
-            extra: dict[str, Any] = {
+            loop_state: dict[str, Any] = {
                 "Optimizer": self.optimizer.state_dict(),
                 "Scheduler": self.scheduler.state_dict(),
                 "Resume": {
@@ -490,7 +398,7 @@ class DistillTrainer:
                     "recipe": to_dict(self.recipe),
                 },
             }
-            self.write_checkpoint(path, extra_config, extra)
+            self.objective.save_checkpoint(path, self.step, loop_state)
             prune_checkpoints(self.out_dir, self.recipe.train.keep_last)
         barrier(self.ctx)
         self.last_checkpoint = path
@@ -503,12 +411,7 @@ class DistillTrainer:
         path, state = found
         resume = state["Resume"]
         self._check_resume_changes(resume.get("recipe") or {}, path, int(state["Step"]))
-        self.load_student_state(state)
-        if self.head is not None:
-            head_state = head_weights(state, "s3prl")
-            if head_state is None:
-                raise CheckpointFormatError(f"{path} has no enhancement head but the recipe enables one")
-            self.head.load_state_dict(head_state)
+        self.objective.load_checkpoint(state, path)
         recipe_lrs = list(self.scheduler.base_lrs)  # this recipe's peak rates (group["lr"] is warm-up scaled)
         self.optimizer.load_state_dict(state["Optimizer"])
         self.scheduler.load_state_dict(state["Scheduler"])
@@ -634,27 +537,3 @@ def _gather(ctx: DistContext, obj: Any) -> list[Any]:
     out: list[Any] = [None] * ctx.world_size
     torch.distributed.all_gather_object(out, obj)
     return out
-
-
-def _load_teacher(source: str) -> Teacher:
-    """``load_teacher`` with the usual failure (offline, not in the cache) explained."""
-    try:
-        return load_teacher(source)
-    except OSError as exc:
-        if isinstance(exc, FileNotFoundError) and Path(source).suffix in (".pt", ".ckpt", ".pth"):
-            raise
-        raise FileNotFoundError(
-            f"cannot load teacher {source!r}: {exc}\nIf this is a hub id, the machine needs network access "
-            "once (or HF_HUB_OFFLINE unset) to download it into the Hugging Face cache; or set "
-            "teacher.source to a local folder / fairseq .pt file."
-        ) from None
-
-
-def distill(recipe: DistillRecipe, *, resume: bool = False, overwrite: bool = False) -> DistillResult:
-    """Train a student as ``recipe`` says (resuming from ``train.out_dir`` if asked, or replacing the
-    run there with ``overwrite``) and return the result."""
-    ctx = init_distributed(recipe.train.device)
-    try:
-        return DistillTrainer(recipe, resume=resume, overwrite=overwrite, ctx=ctx).fit()
-    finally:
-        shutdown(ctx)

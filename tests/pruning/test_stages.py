@@ -140,9 +140,9 @@ def test_both_stages_give_the_teacher_clean_audio_and_the_student_corrupted(tiny
         trainer = DistillPruneTrainer(stage_recipe(recipe, stage))
     else:
         first = DistillPruneTrainer(stage_recipe(recipe, "distill_prune"))
-        pruned = write_pruned(first, tmp_path / "pruned.pth")
+        pruned = write_pruned(first.objective, tmp_path / "pruned.pth")
         trainer = FinalDistillTrainer(stage_recipe(recipe, stage), pruned)
-    recorder = ContractRecorder(trainer, trainer.teacher_net)
+    recorder = ContractRecorder(trainer, trainer.objective.teacher)
     trainer.fit()
     recorder.check_inputs(steps=2)
     for (feats, head_audio, _), noisy, out in zip(recorder.log["head"], recorder.log["noisy"],

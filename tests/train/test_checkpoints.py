@@ -16,7 +16,7 @@ import torch
 from robustdistiller import atomic
 from robustdistiller.checkpoints.s3prl import read_s3prl_checkpoint
 from robustdistiller.train.checkpointing import list_checkpoints, load_latest_checkpoint
-from robustdistiller.train.trainer import DistillTrainer, distill
+from robustdistiller.train.distillation import DistillTrainer, distill
 
 
 def _trainer_with_checkpoints(make_recipe, steps: list[int]) -> DistillTrainer:
@@ -26,7 +26,7 @@ def _trainer_with_checkpoints(make_recipe, steps: list[int]) -> DistillTrainer:
     for step in steps:
         trainer.step = step
         with torch.no_grad():
-            trainer.student.post_extract_proj.bias.fill_(float(step))
+            trainer.objective.student.post_extract_proj.bias.fill_(float(step))
         trainer.save()
     return trainer
 
@@ -43,7 +43,7 @@ def test_resume_takes_the_newest_valid_checkpoint(make_recipe) -> None:
 
     resumed = DistillTrainer(make_recipe("train.keep_last=10"), resume=True)
     assert resumed.step == 15 and resumed.last_checkpoint == out / "states-15.ckpt"
-    assert torch.equal(resumed.student.post_extract_proj.bias, torch.full((64,), 15.0))
+    assert torch.equal(resumed.objective.student.post_extract_proj.bias, torch.full((64,), 15.0))
 
 
 def test_a_write_that_fails_midway_keeps_the_previous_checkpoint_and_no_temp(

@@ -9,7 +9,7 @@ import torch
 import yaml
 
 from robustdistiller.config import to_dict
-from robustdistiller.train.trainer import DistillTrainer
+from robustdistiller.train.distillation import DistillTrainer
 
 # Each rank trains with its gradients recorded as the optimizer step sees them (after DDP's
 # all-reduce, before clipping), then saves them and its weights (checkpoints come from rank 0 only).
@@ -19,14 +19,14 @@ sys.path.insert(0, sys.argv[2])
 from test_ddp import record_gradients
 from robustdistiller.train.recipe import load_recipe
 from robustdistiller.train.distributed import init_distributed, shutdown
-from robustdistiller.train.trainer import DistillTrainer
+from robustdistiller.train.distillation import DistillTrainer
 
 recipe = load_recipe(sys.argv[1])
 ctx = init_distributed("cpu")
 grads = record_gradients(DistillTrainer)
 trainer = DistillTrainer(recipe, ctx=ctx)
 result = trainer.fit()
-torch.save({"student": trainer.student.state_dict(), "losses": result.losses, "grads": grads},
+torch.save({"student": trainer.objective.student.state_dict(), "losses": result.losses, "grads": grads},
            f"{recipe.train.out_dir}/rank{ctx.rank}.pt")
 shutdown(ctx)
 """
@@ -47,9 +47,9 @@ def record_gradients(trainer_class: type[DistillTrainer]) -> list[dict[str, torc
     real = trainer_class._optimizer_step
 
     def recording(self, loss):
-        named = [("s." + n, p) for n, p in self.student.named_parameters()]
-        if self.head is not None:
-            named += [("h." + n, p) for n, p in self.head.named_parameters()]
+        named = [("s." + n, p) for n, p in self.modules["student"].named_parameters()]
+        if "head" in self.modules:
+            named += [("h." + n, p) for n, p in self.modules["head"].named_parameters()]
         grads.append({n: p.grad.detach().clone() for n, p in named if p.grad is not None})
         return real(self, loss)
 

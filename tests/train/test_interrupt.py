@@ -12,7 +12,7 @@ import yaml
 from robustdistiller.config import to_dict
 from robustdistiller.checkpoints.s3prl import read_s3prl_checkpoint
 from robustdistiller.train.checkpointing import load_latest_checkpoint
-from robustdistiller.train.trainer import DistillTrainer
+from robustdistiller.train.distillation import DistillTrainer
 
 
 def test_sigterm_saves_a_resumable_checkpoint(make_recipe, tmp_path: Path) -> None:

@@ -10,8 +10,8 @@ from __future__ import annotations
 import torch
 from fixtures_tiny import ContractRecorder
 
-from robustdistiller.train import trainer as trainer_module
-from robustdistiller.train.trainer import DistillTrainer
+from robustdistiller.train import enhancement as trainer_module
+from robustdistiller.train.distillation import DistillTrainer
 
 # Every utterance corrupted (white noise: no files needed), enhancement head on.
 ALWAYS_CORRUPT = (
@@ -24,7 +24,7 @@ ALWAYS_CORRUPT = (
 
 def test_teacher_hears_clean_audio_and_student_the_corrupted(make_recipe) -> None:
     trainer = DistillTrainer(make_recipe(*ALWAYS_CORRUPT))
-    recorder = ContractRecorder(trainer, trainer.teacher.model)
+    recorder = ContractRecorder(trainer, trainer.objective.teacher.model)
     trainer.fit()
     recorder.check_inputs(steps=2)  # every row corrupted at <= 5 dB: none equals its clean row
 
@@ -39,7 +39,7 @@ def test_enhancement_head_maps_student_features_of_noisy_audio_to_the_clean_sign
 
     monkeypatch.setattr(trainer_module, "enhancement_loss", recording_loss)
     trainer = DistillTrainer(make_recipe(*ALWAYS_CORRUPT))
-    seen = ContractRecorder(trainer, trainer.teacher.model).log
+    seen = ContractRecorder(trainer, trainer.objective.teacher.model).log
     trainer.fit()
 
     assert len(targets) == len(seen["head"]) == 2

@@ -7,7 +7,7 @@ import pytest
 from robustdistiller.config import ConfigError
 from robustdistiller.data import Manifest
 from robustdistiller.train.recipe import available_recipes, load_recipe
-from robustdistiller.train.trainer import DistillTrainer
+from robustdistiller.train.distillation import DistillTrainer
 
 
 def test_bundled_recipes_load_with_overrides(tmp_path: Path) -> None:

@@ -19,7 +19,8 @@ from robustdistiller.config import to_dict
 from robustdistiller.checkpoints.s3prl import read_s3prl_checkpoint
 from robustdistiller.train.checkpointing import RunFolderInUseError
 from robustdistiller.train.recipe import DistillRecipe
-from robustdistiller.train.trainer import DistillTrainer, ResumeMismatchError, distill
+from robustdistiller.train.distillation import DistillTrainer, distill
+from robustdistiller.train.trainer import ResumeMismatchError
 
 TIMEOUT = 90
 

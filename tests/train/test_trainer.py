@@ -12,7 +12,8 @@ from robustdistiller.train import trainer as trainer_module
 from robustdistiller.train.checkpointing import list_checkpoints
 from robustdistiller.train.monitor import read_log
 from robustdistiller.train.targets import teacher_targets
-from robustdistiller.train.trainer import DistillTrainer, TrainingDivergedError, distill
+from robustdistiller.train.distillation import DistillTrainer, distill
+from robustdistiller.train.trainer import TrainingDivergedError
 
 ROBUST = (
     "corruption.p_clean=0.25", "corruption.p_noise=0.25", "corruption.p_reverb=0.25",
@@ -32,11 +33,11 @@ def test_robust_run_trains_the_head_and_writes_s3prl_checkpoints(make_recipe, tm
     recipe = make_recipe(*ROBUST, "optim.total_steps=6", "train.save_every=3", "train.keep_last=1",
                          f"corruption.noise.builtin_dir={tmp_path / 'noises'}")
     trainer = DistillTrainer(recipe)
-    head_before = {k: v.clone() for k, v in trainer.head.state_dict().items()}
+    head_before = {k: v.clone() for k, v in trainer.modules["head"].state_dict().items()}
     result = trainer.fit()
 
     assert result.step == 6 and all(math.isfinite(x) for x in result.losses)
-    changed = [k for k, v in trainer.head.state_dict().items() if not torch.equal(v, head_before[k])]
+    changed = [k for k, v in trainer.modules["head"].state_dict().items() if not torch.equal(v, head_before[k])]
     assert any(k.startswith("lstm.") for k in changed) and any(k.startswith("linear.") for k in changed)
 
     # keep_last=1: only the final checkpoint is left, in s3prl format with the run's provenance.
@@ -45,7 +46,7 @@ def test_robust_run_trains_the_head_and_writes_s3prl_checkpoints(make_recipe, tm
     assert ckpt.step == 6 and ckpt.teacher == recipe.teacher.source
     assert ckpt.raw["Config"]["enhancement_head"]["input_dim"] == 32
     assert set(ckpt.raw) >= {"Optimizer", "Scheduler", "EnhancementHead", "Resume"}
-    for key, value in trainer.student.state_dict().items():
+    for key, value in trainer.objective.student.state_dict().items():
         assert torch.equal(ckpt.state_dict[key], value), key
 
     rows = read_log(recipe.train.out_dir)
@@ -116,7 +117,7 @@ def test_non_finite_steps_are_skipped_then_abort(make_recipe, monkeypatch: pytes
     # (the 7th step) aborted the run before it counted as done.
     assert trainer.step == 6 and trainer.bad_steps == 5
     assert trainer.scheduler.last_epoch == 2
-    assert all(torch.isfinite(p).all() for p in trainer.student.parameters())
+    assert all(torch.isfinite(p).all() for p in trainer.objective.student.parameters())
 
 
 def test_teacher_targets_match_unpadded_forward(tiny_teacher: Path) -> None:

@@ -15,7 +15,7 @@ from fixtures_tiny import write_harmonic_manifest
 
 from robustdistiller.checkpoints.s3prl import read_s3prl_checkpoint
 from robustdistiller.train.checkpointing import load_latest_checkpoint
-from robustdistiller.train.trainer import DistillTrainer, distill
+from robustdistiller.train.distillation import DistillTrainer, distill
 
 # Dropout on, so a resume must restore every RNG to match.
 DROPOUT = ("student.dropout=0.1", "train.save_every=100")
@@ -32,7 +32,7 @@ def _assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor])
 
 
 def test_bf16_autocast_trains_the_student_in_fp32_against_fp32_targets(make_recipe, monkeypatch) -> None:
-    from robustdistiller.train import trainer as trainer_module
+    from robustdistiller.train import distillation as trainer_module
 
     seen: dict[str, torch.dtype] = {}
     real_loss = trainer_module.distillation_loss
@@ -44,7 +44,7 @@ def test_bf16_autocast_trains_the_student_in_fp32_against_fp32_targets(make_reci
     monkeypatch.setattr(trainer_module, "distillation_loss", recording)
     trainer = DistillTrainer(make_recipe("train.precision=bf16", "optim.total_steps=4", "train.save_every=100",
                                          out="bf16"))
-    trainer.student.register_forward_hook(lambda _m, _a, out: seen.update(hidden=out.hiddens[-1].dtype))
+    trainer.objective.student.register_forward_hook(lambda _m, _a, out: seen.update(hidden=out.hiddens[-1].dtype))
     bf16 = trainer.fit()
     monkeypatch.undo()
     fp32 = distill(make_recipe("optim.total_steps=4", "train.save_every=100", out="fp32"))
@@ -71,7 +71,7 @@ def test_fp16_grad_scaler_skips_overflow_steps_backs_off_and_resumes(make_recipe
     trainer.scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)
 
     # Step 1 finite; step 2 gets an inf gradient (fp16 overflow); step 3 finite again.
-    param = trainer.student.post_extract_proj.weight
+    param = trainer.objective.student.post_extract_proj.weight
     param.register_hook(lambda grad: grad * math.inf if trainer.step == 1 else grad)
     norms: list[float] = []
     real_step = DistillTrainer._optimizer_step

@@ -1,0 +1,145 @@
+"""DistilHuBERT distillation (RobustDistiller when the student hears corrupted audio and the
+enhancement term is on) as a training objective.
+
+Per micro-batch: the frozen teacher sees the clean, unpadded audio and gives the targets; the
+student sees ``noisy`` (under autocast) and predicts them through its heads; the loss is the masked
+distillation loss (+ ``feat_pen_loss`` x the feature penalty) + ``enhancement.weight`` x the
+enhancement loss when the recipe enables the head.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from robustdistiller.errors import CheckpointFormatError
+from robustdistiller.checkpoints.s3prl import save_s3prl_checkpoint
+from robustdistiller.models.init import InitReport, init_student_from_teacher
+from robustdistiller.models.student import DistillerModel, DistillerOutput
+from robustdistiller.models.teacher import Teacher
+from robustdistiller.train.distributed import init_distributed, shutdown
+from robustdistiller.train.enhancement import HEAD_NAME, EnhancementTerm
+from robustdistiller.train.losses import distillation_loss, feature_penalty
+from robustdistiller.train.objective import LoopTools, MicroBatch, Objective, StepLoss, named_parameters
+from robustdistiller.train.optim import decay_groups
+from robustdistiller.train.recipe import DistillRecipe, OptimSection
+from robustdistiller.train.targets import load_frozen_teacher, set_teacher_precision, teacher_targets
+from robustdistiller.train.trainer import DistillResult, Trainer
+
+
+def format_init_report(report: InitReport) -> str:
+    kept = ", ".join(sorted({k.rsplit(".", 1)[0] for k in report.not_initialised})[:6])
+    return (f"student initialised from the teacher: {len(report.copied)} tensors copied, "
+            f"{len(report.not_initialised)} keep their own init ({kept}{', ...' if kept else ''})")
+
+
+class DistillationObjective(Objective):
+    """A :class:`DistillerModel` student learning a frozen teacher's layers, plus the optional
+    enhancement term.
+
+    Args:
+        recipe: the distillation recipe (``student``, ``train.masked_loss``, ``data.max_length``,
+            ``teacher.source`` are read).
+        teacher: the frozen teacher, on the device.
+        student: the student, on the device.
+        enhancement: the enhancement term, or None.
+        description: the log line of a new run.
+    """
+
+    label = "distill"
+
+    def __init__(self, recipe: DistillRecipe, teacher: Teacher, student: DistillerModel,
+                 enhancement: EnhancementTerm | None, description: str = "") -> None:
+        self.recipe = recipe
+        self.teacher = teacher
+        self.student = student
+        self.enhancement = enhancement
+        self.description = description
+
+    @classmethod
+    def from_recipe(cls, recipe: DistillRecipe, device: Any) -> DistillationObjective:
+        """Load the teacher, build the student initialised from it and (if enabled) the head, on
+        ``device``; ``train.teacher_precision`` applies to the teacher of a CPU run."""
+        teacher = load_frozen_teacher(recipe.teacher.source, device)
+        set_teacher_precision(teacher, recipe.train.teacher_precision, device)
+        student = DistillerModel(recipe.student)
+        description = format_init_report(init_student_from_teacher(student, teacher))
+        student = student.to(device)
+        enhancement = EnhancementTerm.from_config(recipe.enhancement, device)
+        return cls(recipe, teacher, student, enhancement, description)
+
+    def modules(self) -> dict[str, Any]:
+        modules: dict[str, Any] = {"student": self.student}
+        if self.enhancement is not None:
+            modules[HEAD_NAME] = self.enhancement.head
+        return modules
+
+    def param_groups(self, optim: OptimSection) -> list[dict[str, Any]]:
+        """Student and head in a decayed and a non-decayed group (see :func:`decay_groups`)."""
+        return decay_groups(named_parameters(self.modules()), optim.weight_decay,
+                            match_reference=optim.match_reference)
+
+    def loss(self, batch: MicroBatch, tools: LoopTools) -> StepLoss:
+        cfg = self.recipe.student
+        with tools.phase("student"), tools.autocast():
+            out: DistillerOutput = tools.nets["student"](batch.noisy, batch.lengths)
+        with tools.phase("teacher"):
+            targets = teacher_targets(self.teacher, batch.clean, batch.lengths, cfg.pred_layer_id,
+                                      out.predictions.shape[2])
+        with tools.phase("student"):
+            dist = distillation_loss(
+                out.predictions, targets, out.frame_mask, loss_type=cfg.loss_type,  # type: ignore[arg-type]
+                cosine_weight=cfg.cosine_loss, masked=self.recipe.train.masked_loss, layer_ids=cfg.pred_layer_id,
+            )
+            loss = dist.total
+            if cfg.feat_pen_loss > 0:
+                loss = loss + cfg.feat_pen_loss * feature_penalty(out.cnn_features, out.frame_mask)
+        scalars = {f"loss/{name}": value for name, value in dist.per_layer.items()}
+        scalars["loss/distill"] = dist.total.detach()
+        if self.enhancement is not None:
+            features = self.enhancement.features(out.cnn_features, out.hiddens[-1])
+            enhancement, enhancement_scalars = self.enhancement.loss(features, batch, tools)
+            loss = loss + enhancement
+            scalars.update(enhancement_scalars)
+        return StepLoss(loss, scalars)
+
+    def checkpoint_config(self) -> dict[str, Any]:
+        """``Config`` entries beside the student's own: the teacher, the crop length, the head."""
+        config: dict[str, Any] = {
+            "teacher": {"model": self.recipe.teacher.source, "n_layers": self.teacher.num_layers},
+            "task": {"sequence_length": self.recipe.data.max_length},
+        }
+        return config
+
+    def save_checkpoint(self, path: Path, step: int, loop_state: dict[str, Any]) -> None:
+        """The s3prl distiller format (``Distiller`` = the student) plus the head and ``loop_state``."""
+        head = self.enhancement.head if self.enhancement is not None else None
+        save_s3prl_checkpoint(path, self.student, step=step, extra_config=self.checkpoint_config(), extra=loop_state,
+                              head=head)
+
+    def load_checkpoint(self, state: dict[str, Any], path: Path) -> None:
+        if "Distiller" not in state:
+            raise CheckpointFormatError(f"{path} has no 'Distiller' student: train.out_dir holds another kind of run")
+        self.student.load_state_dict(state["Distiller"])
+        if self.enhancement is not None:
+            self.enhancement.load(state, path)
+
+
+class DistillTrainer(Trainer):
+    """The training loop over the :class:`DistillationObjective` of ``recipe`` (keyword arguments:
+    :class:`Trainer`'s)."""
+
+    objective: DistillationObjective
+
+    def __init__(self, recipe: DistillRecipe, **kwargs: Any) -> None:
+        super().__init__(recipe, lambda setup: DistillationObjective.from_recipe(recipe, setup.device), **kwargs)
+
+
+def distill(recipe: DistillRecipe, *, resume: bool = False, overwrite: bool = False) -> DistillResult:
+    """Train a student as ``recipe`` says (resuming from ``train.out_dir`` if asked, or replacing the
+    run there with ``overwrite``) and return the result."""
+    ctx = init_distributed(recipe.train.device)
+    try:
+        return DistillTrainer(recipe, resume=resume, overwrite=overwrite, ctx=ctx).fit()
+    finally:
+        shutdown(ctx)
