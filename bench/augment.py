@@ -103,8 +103,9 @@ def _original_read(path: Path, rng: np.random.Generator, pick_channel: bool) -> 
     return mono.astype(np.float32, copy=False)
 
 
-def original_row(x: np.ndarray, op: str, noise_files: list[Path], rir_files: list[Path],
-                  rng: np.random.Generator) -> np.ndarray:
+def original_row(
+    x: np.ndarray, op: str, noise_files: list[Path], rir_files: list[Path], rng: np.random.Generator
+) -> np.ndarray:
     """One utterance as robustness.py corrupts it (padded row = whole row here)."""
     n = x.shape[0]
     if op in ("noise", "noise+reverb"):
@@ -115,7 +116,7 @@ def original_row(x: np.ndarray, op: str, noise_files: list[Path], rir_files: lis
                 noise = np.tile(noise, -(-n // noise.shape[0]))[:n]
             else:
                 start = int(rng.integers(0, noise.shape[0] - n + 1))
-                noise = noise[start:start + n]
+                noise = noise[start : start + n]
         else:
             noise = rng.standard_normal(n, dtype=np.float32)
         k = (x.dot(x) / n) / (noise.dot(noise) / n + 1e-8) * 10 ** (-snr / 10)
@@ -126,8 +127,9 @@ def original_row(x: np.ndarray, op: str, noise_files: list[Path], rir_files: lis
     return x
 
 
-def original_batch(wavs: np.ndarray, ops: list[str], noise_files: list[Path], rir_files: list[Path],
-                    rng: np.random.Generator) -> np.ndarray:
+def original_batch(
+    wavs: np.ndarray, ops: list[str], noise_files: list[Path], rir_files: list[Path], rng: np.random.Generator
+) -> np.ndarray:
     return np.stack([original_row(x, op, noise_files, rir_files, rng) for x, op in zip(wavs, ops)])
 
 
@@ -158,16 +160,27 @@ def _proc_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def run_loader(collate_fn: Callable[[list[Utterance]], object], corrupt: Callable[[object], object],
-               wavs: torch.Tensor, batches: int, workers: int, step_s: float) -> tuple[float, float, float]:
+def run_loader(
+    collate_fn: Callable[[list[Utterance]], object],
+    corrupt: Callable[[object], object],
+    wavs: torch.Tensor,
+    batches: int,
+    workers: int,
+    step_s: float,
+) -> tuple[float, float, float]:
     """(median trainer wait per batch, wall seconds per batch of the whole loop, CPU seconds per batch
     of the trainer and its workers) over ``batches`` batches after a warm-up batch. ``corrupt`` is what the trainer does with a received
     batch before its step; what it returns is released after the step. CPU is counted in the steady state (worker start-up excluded), from the
     workers' /proc entries, which they report through a queue when they start."""
     pids: mp.SimpleQueue = mp.get_context("fork").SimpleQueue()
-    loader = DataLoader(_Utterances(wavs, BATCH * (batches + 1)), batch_size=BATCH, collate_fn=collate_fn,
-                        num_workers=workers, multiprocessing_context="fork",
-                        worker_init_fn=lambda _: pids.put(os.getpid()))
+    loader = DataLoader(
+        _Utterances(wavs, BATCH * (batches + 1)),
+        batch_size=BATCH,
+        collate_fn=collate_fn,
+        num_workers=workers,
+        multiprocessing_context="fork",
+        worker_init_fn=lambda _: pids.put(os.getpid()),
+    )
     it = iter(loader)
     noisy = corrupt(next(it))  # warm-up: workers started, first batches in flight
     workers_pids = [pids.get() for _ in range(workers)]
@@ -229,11 +242,13 @@ def main() -> None:
                 for key, value in samples.items():
                     timings[key].append(value)
         med = {k: (statistics.median(w for w, _ in v), statistics.median(c for _, c in v)) for k, v in timings.items()}
-        rows += [("1 process, original: per utterance", *med["ref"]),
-                 ("1 process, ours, cold noise cache: plan + apply", *med["cold"]),
-                 ("1 process, ours, warm cache: plan + apply", *med["warm"]),
-                 ("  of which plan (noise slices, RIR picks)", *med["plan"]),
-                 ("  of which apply (batched FFT conv + exact mix)", *med["apply"])]
+        rows += [
+            ("1 process, original: per utterance", *med["ref"]),
+            ("1 process, ours, cold noise cache: plan + apply", *med["cold"]),
+            ("1 process, ours, warm cache: plan + apply", *med["warm"]),
+            ("  of which plan (noise slices, RIR picks)", *med["plan"]),
+            ("  of which apply (batched FFT conv + exact mix)", *med["apply"]),
+        ]
 
         # ---- part 2: as training runs, clean batches from DataLoader workers
         planner = PlanningCollate(warm, seed=0)
@@ -260,25 +275,35 @@ def main() -> None:
             _, period, _ = run_loader(collate_fn, trainer, wavs, args.batches, args.workers, 0.0)
             loader[label] = (wait_step, period, cpu)
 
-    print(f"machine: {cpu_model()}, {os.cpu_count()} cores (load average {os.getloadavg()[0]:.1f}), "
-          f"torch {torch.__version__}, threads {args.threads}, loader workers {args.workers}")
-    print(f"batch: {BATCH} x {LENGTH / RATE:.1f} s, ops 1/4 each, 70 % file noise; pool {len(noise_files)} noise "
-          f"files, {len(rir_files)} RIR files (warm cache holds {cached[0]} noise + {cached[1]} RIR files); "
-          f"median of {args.batches} batches")
+    print(
+        f"machine: {cpu_model()}, {os.cpu_count()} cores (load average {os.getloadavg()[0]:.1f}), "
+        f"torch {torch.__version__}, threads {args.threads}, loader workers {args.workers}"
+    )
+    print(
+        f"batch: {BATCH} x {LENGTH / RATE:.1f} s, ops 1/4 each, 70 % file noise; pool {len(noise_files)} noise "
+        f"files, {len(rir_files)} RIR files (warm cache holds {cached[0]} noise + {cached[1]} RIR files); "
+        f"median of {args.batches} batches"
+    )
     print("\n1. the work itself, one process (utt/s from wall time)")
     ref_wall, ref_cpu = med["ref"]
     print(f"{'pipeline':<50} {'wall s':>7} {'CPU s':>7} {'utt/s':>7} {'vs ref':>7} {'CPU vs ref':>10}")
     for name, wall, cpu in rows:
         print(f"{name:<50} {wall:7.3f} {cpu:7.3f} {BATCH / wall:7.1f} {ref_wall / wall:6.1f}x {ref_cpu / cpu:9.1f}x")
 
-    print(f"\n2. as training runs: {args.workers} DataLoader workers collate clean batches; the step is a "
-          f"{args.step_ms:.0f} ms sleep")
-    print(f"{'pipeline':<30} {'trainer wait':>12} {'utt/s':>8} {'vs ref':>7} {'no-step period':>14} {'utt/s':>7} "
-          f"{'vs ref':>7} {'CPU s, all':>10} {'vs ref':>7}")
+    print(
+        f"\n2. as training runs: {args.workers} DataLoader workers collate clean batches; the step is a "
+        f"{args.step_ms:.0f} ms sleep"
+    )
+    print(
+        f"{'pipeline':<30} {'trainer wait':>12} {'utt/s':>8} {'vs ref':>7} {'no-step period':>14} {'utt/s':>7} "
+        f"{'vs ref':>7} {'CPU s, all':>10} {'vs ref':>7}"
+    )
     base = loader["original (trainer corrupts)"]
     for label, (wait, period, cpu) in loader.items():
-        print(f"{label:<30} {wait * 1e3:9.1f} ms {BATCH / wait:8.0f} {base[0] / wait:6.1f}x {period * 1e3:11.1f} ms "
-              f"{BATCH / period:7.0f} {base[1] / period:6.1f}x {cpu:10.3f} {base[2] / cpu:6.1f}x")
+        print(
+            f"{label:<30} {wait * 1e3:9.1f} ms {BATCH / wait:8.0f} {base[0] / wait:6.1f}x {period * 1e3:11.1f} ms "
+            f"{BATCH / period:7.0f} {base[1] / period:6.1f}x {cpu:10.3f} {base[2] / cpu:6.1f}x"
+        )
     print("notes:")
     print("  trainer wait: median time from asking the DataLoader for a batch to the noisy batch being ready,")
     print("    while the step runs; utt/s = utterances per second of waiting, as the trainer sees it.")

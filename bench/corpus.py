@@ -15,11 +15,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from robustdistiller.data.corpus import build_corpus
-from robustdistiller.data.manifest import Manifest
-
 # bench/ is on sys.path when this script runs.
 from inference import machine_info  # noqa: E402
+
+from robustdistiller.data.corpus import build_corpus
+from robustdistiller.data.manifest import Manifest
 
 
 def build_once() -> tuple[float, int, float]:

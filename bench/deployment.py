@@ -31,6 +31,11 @@ import numpy as np
 import soundfile as sf
 import torch
 
+# bench/ is on sys.path when this script runs: reuse the sp0.75 pruned shapes of bench/inference.py
+# and the CPU / peak measurements of bench/hardware.py.
+from hardware import GEMM_GFLOP, GEMM_SIZE, cpu_line, forward_gflop, gemm_runners, median_seconds  # noqa: E402
+from inference import pruned_model  # noqa: E402
+
 from robustdistiller.evaluate.efficiency import peak_memory_mb
 from robustdistiller.export.onnx import calibration_audio, export_onnx
 from robustdistiller.export.quantize import quantize_int8
@@ -39,11 +44,6 @@ from robustdistiller.models import DistillerConfig, DistillerModel, TeacherConfi
 from robustdistiller.models.precision import accuracy_batch, layer_cosines
 from robustdistiller.models.teacher import Teacher
 from robustdistiller.runtime import OnnxModel
-
-# bench/ is on sys.path when this script runs: reuse the sp0.75 pruned shapes of bench/inference.py
-# and the CPU / peak measurements of bench/hardware.py.
-from hardware import GEMM_GFLOP, GEMM_SIZE, cpu_line, forward_gflop, gemm_runners, median_seconds  # noqa: E402
-from inference import pruned_model  # noqa: E402
 
 RATE = 16000
 
@@ -82,8 +82,9 @@ def onnx_files(workdir: Path, name: str) -> dict[str, tuple[Path, float | None]]
     fp32 = export_onnx(SMALL_MODELS[name](), workdir / f"{name}.onnx").path
     files: dict[str, tuple[Path, float | None]] = {"fp32": (fp32, None)}
     for scheme in ("dynamic", "static-conv"):
-        report = quantize_int8(fp32, workdir / f"{name}-int8-{scheme}.onnx", scheme=scheme,
-                               calibration=calibration_audio(None))
+        report = quantize_int8(
+            fp32, workdir / f"{name}-int8-{scheme}.onnx", scheme=scheme, calibration=calibration_audio(None)
+        )
         files[scheme] = (report.path, report.min_cosine)
     return files
 
@@ -96,16 +97,19 @@ def speed_rows(workdir: Path, seconds: float, threads: int, repeats: int) -> tup
     lengths = np.array([wav.shape[1]])
     wt, lt = torch.from_numpy(wav), torch.from_numpy(lengths)
     check = accuracy_batch()
-    models = {**{name: build() for name, build in SMALL_MODELS.items()},
-              "teacher": Teacher(TeacherModel(TeacherConfig()).eval(), "random weights")}
+    models = {
+        **{name: build() for name, build in SMALL_MODELS.items()},
+        "teacher": Teacher(TeacherModel(TeacherConfig()).eval(), "random weights"),
+    }
     rows: dict[str, Row] = {}
     for name, model in models.items():
         gflop = forward_gflop(model.extract, seconds)
         bf16 = copy.deepcopy(model)
         bf16.precision = "bf16"
         rows[f"{name} torch fp32"] = Row(partial(model.extract, wt, lt), gflop, "fp32")
-        rows[f"{name} torch bf16"] = Row(partial(bf16.extract, wt, lt), gflop, "bf16",
-                                         min(layer_cosines(model, *check, "bf16")))
+        rows[f"{name} torch bf16"] = Row(
+            partial(bf16.extract, wt, lt), gflop, "bf16", min(layer_cosines(model, *check, "bf16"))
+        )
         if name == "teacher":
             continue  # deployment targets the small models
         # int8 dynamic leaves the CNN, most of the work, in fp32: it is held to the fp32 peak
@@ -157,7 +161,9 @@ def memory_row(workdir: Path, seconds: float, threads: int, backend: str) -> tup
     return peak, elapsed
 
 
-def chunk_accuracy(seconds: float = 60.0, chunk_s: float = 10.0, overlaps: tuple[float, ...] = (0.0, 1.0, 2.0, 4.0)) -> list[str]:
+def chunk_accuracy(
+    seconds: float = 60.0, chunk_s: float = 10.0, overlaps: tuple[float, ...] = (0.0, 1.0, 2.0, 4.0)
+) -> list[str]:
     backend = TorchBackend(student(), threads=2)
     wav = speechlike(seconds, seed=7)
     full = [h[0] for h in backend.extract(wav[None], np.array([len(wav)]))]
@@ -178,8 +184,9 @@ def chunk_accuracy(seconds: float = 60.0, chunk_s: float = 10.0, overlaps: tuple
 def machine() -> str:
     import onnxruntime
 
-    return (f"{cpu_line()}; {os.cpu_count()} logical CPUs, torch {torch.__version__}, "
-            f"onnxruntime {onnxruntime.__version__}")
+    return (
+        f"{cpu_line()}; {os.cpu_count()} logical CPUs, torch {torch.__version__}, onnxruntime {onnxruntime.__version__}"
+    )
 
 
 def speed_table(rows: dict[str, Row], threads: int, seconds: float, peaks: dict[str, float]) -> list[str]:
@@ -206,16 +213,21 @@ def main() -> None:
     print(f"Machine: {machine()}\nInput: 1 x {args.seconds:g} s, median of {args.repeats} (interleaved)\n")
     print("GFLOP/s: the fp32 forward's FLOPs (FlopCounterMode) over the time; cosine: min over layers of the mean")
     print("frame cosine against fp32 (bf16: padded synthetic speech; int8: the export's verification batches).\n")
-    print("| model | threads | ms / forward | RTF | GFLOP/s | of peak | cosine vs fp32 | torch fp32 student / this "
-          "| teacher fp32 / this |")
+    print(
+        "| model | threads | ms / forward | RTF | GFLOP/s | of peak | cosine vs fp32 | torch fp32 student / this "
+        "| teacher fp32 / this |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         for threads in args.threads:
             rows, peaks = speed_rows(workdir, args.seconds, threads, args.repeats)
             print("\n".join(speed_table(rows, threads, args.seconds, peaks)))
-            print(f"| GEMM peaks {GEMM_SIZE}^3, {threads} thread(s), same rounds | "
-                  + ", ".join(f"{k} {v:.0f}" for k, v in peaks.items()) + " GFLOP/s |||||||")
+            print(
+                f"| GEMM peaks {GEMM_SIZE}^3, {threads} thread(s), same rounds | "
+                + ", ".join(f"{k} {v:.0f}" for k, v in peaks.items())
+                + " GFLOP/s |||||||"
+            )
         print("\nChunked extraction (chunk 20 s, overlap 4 s, 2 threads), written to .npy:")
         print("| input | student | peak RSS growth (MB) | wall (s) |\n|---|---|---|---|")
         for seconds in (60.0,) + (() if args.no_hour else (3600.0,)):

@@ -43,8 +43,15 @@ OUTCOMES = ("ok", "clear error", "wrong refusal", "traceback", "hang", "silent w
 SR = 16000
 STUDENT = {
     "extractor_conv_feature_layers": "[(32,10,5)] + [(32,3,2)] * 4 + [(32,2,2)] * 2",
-    "encoder_layers": 2, "encoder_embed_dim": 64, "encoder_ffn_embed_dim": 128, "encoder_attention_heads": 4,
-    "final_dim": 64, "conv_pos": 16, "conv_pos_groups": 4, "n_tasks": 2, "pred_layer_id": [2, 3],
+    "encoder_layers": 2,
+    "encoder_embed_dim": 64,
+    "encoder_ffn_embed_dim": 128,
+    "encoder_attention_heads": 4,
+    "final_dim": 64,
+    "conv_pos": 16,
+    "conv_pos_groups": 4,
+    "n_tasks": 2,
+    "pred_layer_id": [2, 3],
 }
 
 
@@ -72,8 +79,14 @@ class Env:
         self.repo, self.work, self.timeout = repo, work, timeout
         self.assets = work / "assets"
 
-    def cli(self, *args: str, fsize: int | None = None, timeout: float | None = None,
-            signal_after: tuple[Path, int] | None = None, cwd: Path | None = None) -> Result:
+    def cli(
+        self,
+        *args: str,
+        fsize: int | None = None,
+        timeout: float | None = None,
+        signal_after: tuple[Path, int] | None = None,
+        cwd: Path | None = None,
+    ) -> Result:
         """Run the CLI; ``fsize`` caps file sizes (full disk); ``signal_after=(file, sig)`` sends ``sig``
         once ``file`` exists."""
         env = {**os.environ, "PYTHONPATH": str(self.repo), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
@@ -85,8 +98,15 @@ class Env:
                 resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
 
         start = time.monotonic()
-        proc = subprocess.Popen([sys.executable, "-m", "robustdistiller.cli", *args], env=env, cwd=cwd or self.work,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=limit)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "robustdistiller.cli", *args],
+            env=env,
+            cwd=cwd or self.work,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            preexec_fn=limit,
+        )
         deadline = start + (timeout or self.timeout)
         if signal_after is not None:
             path, sig = signal_after
@@ -106,8 +126,13 @@ class Env:
     # ------------------------------------------------------------------ recipe helpers
     def recipe(self, folder: Path, **sections: dict) -> Path:
         data = {
-            "data": {"manifests": [str(self.assets / "audio" / "train.tsv")], "max_length": 12000, "batch_size": 4,
-                     "num_workers": 1, "seed": 3},
+            "data": {
+                "manifests": [str(self.assets / "audio" / "train.tsv")],
+                "max_length": 12000,
+                "batch_size": 4,
+                "num_workers": 1,
+                "seed": 3,
+            },
             "corruption": {"p_clean": 1.0, "p_noise": 0.0, "p_reverb": 0.0, "p_noise_reverb": 0.0},
             "teacher": {"source": str(self.assets / "teacher")},
             "student": dict(STUDENT),
@@ -164,6 +189,7 @@ def nan_checkpoint(env: Env, dest: Path) -> Path:
         for key, value in raw["Distiller"].items():
             if value.is_floating_point() and "encoder.layers.0" in key:
                 value.fill_(float("nan"))
+
     return edited_checkpoint(env, dest, poison)
 
 
@@ -187,8 +213,9 @@ def manifest(folder: Path, rows: list[tuple[str, int]], root: Path) -> Path:
 
 
 # ------------------------------------------------------------------ judging
-def judge(res: Result, *, refuse: bool, wrong: str | None = None, lost: str | None = None,
-          rc_ok: int = 0) -> tuple[str, str]:
+def judge(
+    res: Result, *, refuse: bool, wrong: str | None = None, lost: str | None = None, rc_ok: int = 0
+) -> tuple[str, str]:
     """Outcome and a note. ``refuse``: the right answer is a clear error. ``wrong`` / ``lost``: what the
     case found wrong with the result (None when the result is right). ``rc_ok``: the right exit status
     when the case should succeed."""
@@ -221,6 +248,7 @@ def case(item: int, name: str) -> Callable:
     def register(fn: Callable[[Env, Path], tuple[str, str]]) -> Callable:
         CASES.append((item, name, fn))
         return fn
+
     return register
 
 
@@ -327,8 +355,13 @@ def _resume_batch(env: Env, tmp: Path) -> tuple[str, str]:
     _finished_run(env, tmp, 4)
     res = env.distill(tmp, "optim.total_steps=6", "data.batch_size=2", resume=True)
     named = "batch_size" in res.err
-    return judge(res, refuse=True, wrong=None if named or res.rc == 0 and False else
-                 (None if res.rc else "resumed silently with another batch size"))
+    return judge(
+        res,
+        refuse=True,
+        wrong=None
+        if named or res.rc == 0 and False
+        else (None if res.rc else "resumed silently with another batch size"),
+    )
 
 
 @case(3, "distill --resume with a changed learning rate")
@@ -341,7 +374,9 @@ def _resume_lr(env: Env, tmp: Path) -> tuple[str, str]:
         return judge(res, refuse=True, wrong=None if "lr" in res.err else "refusal does not name optim.lr")
     sched = torch.load(tmp / "run" / "states-6.ckpt", weights_only=True)["Optimizer"]["param_groups"][0]
     applied = abs(sched.get("initial_lr", 0) - 5e-3) < 1e-12
-    return judge(res, refuse=False, wrong=None if applied else f"lr override ignored (initial_lr {sched.get('initial_lr')})")
+    return judge(
+        res, refuse=False, wrong=None if applied else f"lr override ignored (initial_lr {sched.get('initial_lr')})"
+    )
 
 
 @case(3, "distill --resume on a finished run with nothing changed")
@@ -391,7 +426,9 @@ def _extract_nan(env: Env, tmp: Path) -> tuple[str, str]:
     ckpt = nan_checkpoint(env, tmp / "nan.ckpt")
     res = env.cli("extract", "--model", str(ckpt), "--input", str(env.assets / "audio"), "--out", str(tmp / "f"))
     written = list((tmp / "f").glob("*.npy")) if (tmp / "f").is_dir() else []
-    return judge(res, refuse=True, wrong=f"{len(written)} NaN feature files, exit 0" if written and res.rc == 0 else None)
+    return judge(
+        res, refuse=True, wrong=f"{len(written)} NaN feature files, exit 0" if written and res.rc == 0 else None
+    )
 
 
 # ------------------------------------------------------------------ 5/6/7: extract outputs
@@ -406,7 +443,9 @@ def _escape(env: Env, tmp: Path) -> tuple[str, str]:
     res = env.cli("extract", "--model", str(env.ckpt), "--input", str(m), "--out", str(out))
     strays = [str(p) for p in tmp.rglob("*.npy") if out not in p.parents]
     inside = list(out.rglob("*.npy")) if out.is_dir() else []
-    wrong = f"written outside --out: {strays}" if strays else (None if len(inside) == 3 else f"{len(inside)} of 3 written")
+    wrong = (
+        f"written outside --out: {strays}" if strays else (None if len(inside) == 3 else f"{len(inside)} of 3 written")
+    )
     return judge(res, refuse=False, wrong=wrong)
 
 
@@ -420,8 +459,13 @@ def _csv_escape(env: Env, tmp: Path) -> tuple[str, str]:
     res = env.cli("prepare", "csv", str(csv), "--root", str(root), "--out", str(tmp / "m.tsv"))
     rows = (tmp / "m.tsv").read_text() if (tmp / "m.tsv").is_file() else ""
     listed = "up.wav" in res.out + res.err
-    return judge(res, refuse=False, wrong="../ row kept in the manifest" if "../up.wav" in rows else
-                 (None if listed or res.rc else "row dropped without a line"))
+    return judge(
+        res,
+        refuse=False,
+        wrong="../ row kept in the manifest"
+        if "../up.wav" in rows
+        else (None if listed or res.rc else "row dropped without a line"),
+    )
 
 
 @case(6, "extract: x.wav and x.flac in one folder")
@@ -442,11 +486,24 @@ def _concurrent(env: Env, tmp: Path) -> tuple[str, str]:
     for i in range(6):
         wav(src / f"u{i}.wav", tone(2.0, seed=i))
     out = tmp / "out"
-    cmd = [sys.executable, "-m", "robustdistiller.cli", "extract", "--model", str(env.ckpt), "--input", str(src),
-           "--out", str(out), "--layers"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "robustdistiller.cli",
+        "extract",
+        "--model",
+        str(env.ckpt),
+        "--input",
+        str(src),
+        "--out",
+        str(out),
+        "--layers",
+    ]
     e = {**os.environ, "PYTHONPATH": str(env.repo), "OMP_NUM_THREADS": "1"}
-    procs = [subprocess.Popen(cmd + [layer], env=e, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for layer in ("0", "2")]
+    procs = [
+        subprocess.Popen(cmd + [layer], env=e, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for layer in ("0", "2")
+    ]
     outs = [p.communicate(timeout=env.timeout) for p in procs]
     codes = [p.returncode for p in procs]
     tb = any("Traceback" in o + e_ for o, e_ in outs)
@@ -464,8 +521,10 @@ def _sequential(env: Env, tmp: Path) -> tuple[str, str]:
     src = env.assets / "audio"
     out = tmp / "out"
     env.cli("extract", "--model", str(env.ckpt), "--input", str(src), "--out", str(out), "--layers", "0")
-    return judge(env.cli("extract", "--model", str(env.ckpt), "--input", str(src), "--out", str(out),
-                         "--layers", "2"), refuse=True)
+    return judge(
+        env.cli("extract", "--model", str(env.ckpt), "--input", str(src), "--out", str(out), "--layers", "2"),
+        refuse=True,
+    )
 
 
 # ------------------------------------------------------------------ 8: crafted checkpoints
@@ -492,10 +551,14 @@ def _huge_layers(env: Env, tmp: Path) -> tuple[str, str]:
 
 @case(8, "export onnx: conv channels 10^7")
 def _huge_channels(env: Env, tmp: Path) -> tuple[str, str]:
-    ckpt = edited_checkpoint(env, tmp / "c.ckpt", lambda raw: raw["Config"]["distiller"].update(
-        extractor_conv_feature_layers="[(10000000,10,5)]"))
-    return judge(env.cli("export", str(ckpt), "--format", "onnx", "--out", str(tmp / "m.onnx"), timeout=30),
-                 refuse=True)
+    ckpt = edited_checkpoint(
+        env,
+        tmp / "c.ckpt",
+        lambda raw: raw["Config"]["distiller"].update(extractor_conv_feature_layers="[(10000000,10,5)]"),
+    )
+    return judge(
+        env.cli("export", str(ckpt), "--format", "onnx", "--out", str(tmp / "m.onnx"), timeout=30), refuse=True
+    )
 
 
 # ------------------------------------------------------------------ 9: sample values
@@ -572,6 +635,7 @@ def _verb_out(verb: str, env: Env, tmp: Path, out: Path) -> Result:
 
 for _verb in ("distill", "extract", "export-onnx", "export-hf", "prepare"):
     for _label, _make in _out_cases():
+
         def _os_case(env: Env, tmp: Path, verb: str = _verb, make: Callable = _make) -> tuple[str, str]:
             try:
                 return judge(_verb_out(verb, env, tmp, make(tmp)), refuse=True)
@@ -579,6 +643,7 @@ for _verb in ("distill", "extract", "export-onnx", "export-hf", "prepare"):
                 for p in tmp.rglob("*"):
                     if p.is_dir():
                         os.chmod(p, 0o755)
+
         case(10, f"{_verb}: output {_label}")(_os_case)
 
 
@@ -595,8 +660,20 @@ def _gpu(env: Env, tmp: Path) -> tuple[str, str]:
 
 @case(10, "extract: --threads 0")
 def _threads0(env: Env, tmp: Path) -> tuple[str, str]:
-    return judge(env.cli("extract", "--model", str(env.ckpt), "--input", str(env.assets / "audio"),
-                         "--out", str(tmp / "o"), "--threads", "0"), refuse=True)
+    return judge(
+        env.cli(
+            "extract",
+            "--model",
+            str(env.ckpt),
+            "--input",
+            str(env.assets / "audio"),
+            "--out",
+            str(tmp / "o"),
+            "--threads",
+            "0",
+        ),
+        refuse=True,
+    )
 
 
 @case(10, "extract: disk full")
@@ -693,8 +770,11 @@ def _links(env: Env, tmp: Path) -> tuple[str, str]:
     (src / "loop.wav").symlink_to(src / "loop.wav")
     res = env.cli("prepare", "folder", str(src), "--out", str(tmp / "m.tsv"))
     text = res.out + res.err
-    return judge(res, refuse=False, wrong=None if "dangling.wav" in text and "loop.wav" in text else
-                 "links left out without a line")
+    return judge(
+        res,
+        refuse=False,
+        wrong=None if "dangling.wav" in text and "loop.wav" in text else "links left out without a line",
+    )
 
 
 @case(13, "extract: symlink loop and dangling link")
@@ -706,8 +786,11 @@ def _links_extract(env: Env, tmp: Path) -> tuple[str, str]:
     res = env.cli("extract", "--model", str(env.ckpt), "--input", str(src), "--out", str(tmp / "o"))
     bad = tmp / "o" / "bad_files.tsv"
     text = res.out + res.err + (bad.read_text() if bad.is_file() else "")
-    return judge(res, refuse=False, wrong=None if "dangling.wav" in text and "loop.wav" in text else
-                 "links left out without a line")
+    return judge(
+        res,
+        refuse=False,
+        wrong=None if "dangling.wav" in text and "loop.wav" in text else "links left out without a line",
+    )
 
 
 @case(13, "prepare folder: phase-inverted stereo")
@@ -749,7 +832,9 @@ def _non_utf8(env: Env, tmp: Path) -> tuple[str, str]:
     files = list((tmp / "o").glob("*.npy")) if (tmp / "o").is_dir() else []
     bad = tmp / "o" / "bad_files.tsv"
     listed = bad.is_file() and "bad" in bad.read_text(errors="replace") and "bad_name" in bad.read_text()
-    return judge(res, refuse=False, wrong=None if len(files) == 2 or listed else f"{len(files)} of 2 files, none listed")
+    return judge(
+        res, refuse=False, wrong=None if len(files) == 2 or listed else f"{len(files)} of 2 files, none listed"
+    )
 
 
 @case(13, "distill: bad_files.tsv has reasons, warnings once")
@@ -810,8 +895,19 @@ def _bad_audio(kind: str, path: Path) -> None:
         raise ValueError(kind)
 
 
-BAD_AUDIO = ("empty file", "random bytes", "truncated header", "zero frames", "too short", "all zeros",
-             "NaN samples", "inf samples", "int16-scale float", "folder named .wav", "unreadable (mode 000)")
+BAD_AUDIO = (
+    "empty file",
+    "random bytes",
+    "truncated header",
+    "zero frames",
+    "too short",
+    "all zeros",
+    "NaN samples",
+    "inf samples",
+    "int16-scale float",
+    "folder named .wav",
+    "unreadable (mode 000)",
+)
 
 
 def _bad_audio_case(verb: str, kind: str) -> Callable[[Env, Path], tuple[str, str]]:
@@ -835,14 +931,20 @@ def _bad_audio_case(verb: str, kind: str) -> Callable[[Env, Path], tuple[str, st
             res = env.cli("extract", "--model", str(env.ckpt), "--input", str(src), "--out", str(out))
             listed = (out / "bad_files.tsv").is_file() and "bad.wav" in (out / "bad_files.tsv").read_text()
             wrote = (out / "bad.npy").is_file()
-            return judge(res, refuse=False, wrong=f"wrote bad.npy={wrote}, listed={listed}" if wrote or not listed else None)
+            return judge(
+                res, refuse=False, wrong=f"wrote bad.npy={wrote}, listed={listed}" if wrote or not listed else None
+            )
         rows = [("good.wav", int(0.6 * SR)), ("good2.wav", int(0.6 * SR)), ("bad.wav", int(0.6 * SR))]
-        env.recipe(tmp, data={"manifests": [str(manifest(src, rows, src))], "batch_size": 3, "num_workers": 1},
-                   optim={"total_steps": 2})
+        env.recipe(
+            tmp,
+            data={"manifests": [str(manifest(src, rows, src))], "batch_size": 3, "num_workers": 1},
+            optim={"total_steps": 2},
+        )
         res = env.distill(tmp)
         tsv = tmp / "run" / "bad_files.tsv"
         listed = tsv.is_file() and "bad.wav" in tsv.read_text()
         return judge(res, refuse=False, wrong=None if listed else "bad file not listed in bad_files.tsv")
+
     return run
 
 
@@ -889,20 +991,30 @@ def _bad_checkpoint(kind: str, env: Env, path: Path) -> Path:
     return path
 
 
-BAD_CHECKPOINTS = ("empty file", "random bytes", "truncated", "pickle payload", "torch.save payload",
-                   "missing Config", "wrong tensor shapes", "a folder")
+BAD_CHECKPOINTS = (
+    "empty file",
+    "random bytes",
+    "truncated",
+    "pickle payload",
+    "torch.save payload",
+    "missing Config",
+    "wrong tensor shapes",
+    "a folder",
+)
 
 
 def _bad_checkpoint_case(verb: str, kind: str) -> Callable[[Env, Path], tuple[str, str]]:
     def run(env: Env, tmp: Path) -> tuple[str, str]:
         ckpt = _bad_checkpoint(kind, env, tmp / "bad.ckpt")
-        args = {"info": ["info", str(ckpt)],
-                "export": ["export", str(ckpt), "--format", "onnx", "--out", str(tmp / "m.onnx")],
-                "extract": ["extract", "--model", str(ckpt), "--input", str(env.assets / "audio"), "--out",
-                            str(tmp / "o")]}[verb]
+        args = {
+            "info": ["info", str(ckpt)],
+            "export": ["export", str(ckpt), "--format", "onnx", "--out", str(tmp / "m.onnx")],
+            "extract": ["extract", "--model", str(ckpt), "--input", str(env.assets / "audio"), "--out", str(tmp / "o")],
+        }[verb]
         res = env.cli(*args)
         ran = ckpt.with_suffix(".pwned").exists()
         return judge(res, refuse=True, wrong="the pickle payload ran" if ran else None)
+
     return run
 
 
@@ -937,8 +1049,15 @@ def run_cases(env: Env, only: list[str] | None) -> list[dict]:
             outcome, note = fn(env, tmp)
         except Exception as exc:  # the harness itself must go on; such a row is marked
             outcome, note = "harness error", f"{type(exc).__name__}: {exc}"
-        rows.append({"item": item, "case": name, "outcome": outcome, "note": note,
-                     "seconds": round(time.monotonic() - start, 1)})
+        rows.append(
+            {
+                "item": item,
+                "case": name,
+                "outcome": outcome,
+                "note": note,
+                "seconds": round(time.monotonic() - start, 1),
+            }
+        )
         print(f"[{item:2d}] {outcome:13s} {name}  {note[:100]}", flush=True)
     return rows
 

@@ -21,7 +21,16 @@ import torch
 
 from robustdistiller.models.precision import bf16_units, cpu_flags, cpu_model
 
-REDUCED_PRECISION_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "avx_vnni", "amx_tile", "amx_bf16", "amx_int8")
+REDUCED_PRECISION_FLAGS = (
+    "avx2",
+    "avx512f",
+    "avx512_bf16",
+    "avx512_vnni",
+    "avx_vnni",
+    "amx_tile",
+    "amx_bf16",
+    "amx_int8",
+)
 GEMM_SIZE = 2048  # square: big enough to run near peak, small enough to time in well under a second
 
 
@@ -29,8 +38,10 @@ def cpu_line() -> str:
     """``model; flags: ...`` with the reduced-precision flags this CPU has (and lacks)."""
     have = [f for f in REDUCED_PRECISION_FLAGS if f in cpu_flags()]
     lack = [f for f in REDUCED_PRECISION_FLAGS if f not in cpu_flags()]
-    return (f"{cpu_model()}; flags: {' '.join(have) or '-'}"
-            f"{'; lacks: ' + ' '.join(lack) if lack else ''}; bf16 units for torch: {bf16_units() or 'none'}")
+    return (
+        f"{cpu_model()}; flags: {' '.join(have) or '-'}"
+        f"{'; lacks: ' + ' '.join(lack) if lack else ''}; bf16 units for torch: {bf16_units() or 'none'}"
+    )
 
 
 def median_seconds(run: Callable[[], object], repeats: int = 5) -> float:
@@ -64,8 +75,10 @@ def ort_int8_gemm(threads: int, n: int = GEMM_SIZE) -> Callable[[], object]:
     graph = helper.make_graph(
         [helper.make_node("MatMulInteger", ["a", "b"], ["c"])],
         "int8_gemm",
-        [helper.make_tensor_value_info("a", TensorProto.UINT8, [n, n]),
-         helper.make_tensor_value_info("b", TensorProto.INT8, [n, n])],
+        [
+            helper.make_tensor_value_info("a", TensorProto.UINT8, [n, n]),
+            helper.make_tensor_value_info("b", TensorProto.INT8, [n, n]),
+        ],
         [helper.make_tensor_value_info("c", TensorProto.INT32, [n, n])],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])

@@ -31,22 +31,20 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-
-import robustdistiller
+from hardware import GEMM_GFLOP, GEMM_SIZE, cpu_line, forward_gflop, gemm_runners, median_seconds  # noqa: E402 - bench/ is on sys.path
 
 # imported up front so that its import-time memory is not charged to the transformers row
 from transformers import HubertConfig, HubertModel
 
-from hardware import GEMM_GFLOP, GEMM_SIZE, cpu_line, forward_gflop, gemm_runners, median_seconds  # noqa: E402 - bench/ is on sys.path
-
+import robustdistiller
 from robustdistiller.data.report import BadFileReport
 from robustdistiller.evaluate.efficiency import peak_memory_mb
 from robustdistiller.evaluate.probes import evaluate_probe, extract_features, train_probe
 from robustdistiller.evaluate.tasks import fsdd_tasks, load_waveforms
 from robustdistiller.models import DistillerConfig, DistillerModel, TeacherConfig, TeacherModel
 from robustdistiller.models.precision import accuracy_batch, autocast, layer_cosines
-from robustdistiller.models.teacher import Teacher, bundled_teacher
 from robustdistiller.models.pruning import PrunableConfig, PrunableModel
+from robustdistiller.models.teacher import Teacher, bundled_teacher
 
 Forward = Callable[[torch.Tensor, torch.Tensor], object]
 
@@ -113,8 +111,12 @@ PRUNED_FFN = [484, 459, 435, 411, 387, 363, 338, 314, 290, 266, 242, 193]
 
 def pruned_model() -> PrunableModel:
     """A WavLM with DPWavLM-sp0.75-like per-layer shapes (random weights; bench/deployment.py too)."""
-    config = PrunableConfig(family="wavlm", conv_layers=PRUNED_CONV, layer_ffn_dims=PRUNED_FFN,
-                            layer_heads=[list(range(h)) for h in PRUNED_HEADS])
+    config = PrunableConfig(
+        family="wavlm",
+        conv_layers=PRUNED_CONV,
+        layer_ffn_dims=PRUNED_FFN,
+        layer_heads=[list(range(h)) for h in PRUNED_HEADS],
+    )
     return PrunableModel(config).eval()
 
 
@@ -198,7 +200,9 @@ def measure(
             for name, run in gemms.items():  # the peaks, under the same load as the rows
                 gemm_times[name].append(median_seconds(run, repeats=1))
     results = [
-        Result(c.name, c.precision, threads, sum(p.numel() for p in model.parameters()), gflop, statistics.median(t), peak)
+        Result(
+            c.name, c.precision, threads, sum(p.numel() for p in model.parameters()), gflop, statistics.median(t), peak
+        )
         for c, (model, _), gflop, t, peak in zip(candidates, built, flops, times, memory)
     ]
     del built
@@ -207,8 +211,7 @@ def measure(
 
 
 def machine_info() -> str:
-    return (f"{cpu_line()}; {os.cpu_count()} logical CPUs, torch {torch.__version__}, "
-            f"Python {platform.python_version()}")
+    return f"{cpu_line()}; {os.cpu_count()} logical CPUs, torch {torch.__version__}, Python {platform.python_version()}"
 
 
 def table(results: list[Result], seconds: float, repeats: int, peaks: dict[int, dict[str, float]]) -> str:
@@ -269,18 +272,23 @@ def fsdd_probe_rows(root: Path, threads: int, max_train: int = 1000) -> list[str
     audio = load_waveforms(pack.items(), report)
     labels = {split: [i.label for i in items] for split, items in pack.splits().items()}
     torch.manual_seed(0)
-    models = {"student (random weights)": DistillerModel(DistillerConfig()).eval(),
-              "shipped hubert_mini teacher (pre-trained)": robustdistiller.load(bundled_teacher())}
+    models = {
+        "student (random weights)": DistillerModel(DistillerConfig()).eval(),
+        "shipped hubert_mini teacher (pre-trained)": robustdistiller.load(bundled_teacher()),
+    }
     lines = ["| model | precision | test accuracy | test utterances | extraction (s) |", "|---|---|---|---|---|"]
     for name, model in models.items():
         for precision in ("fp32", "bf16"):
             model.precision = precision
             start = time.perf_counter()
-            feats = {split: extract_features(model, [torch.from_numpy(audio[i.uid]) for i in items])
-                     for split, items in pack.splits().items()}
+            feats = {
+                split: extract_features(model, [torch.from_numpy(audio[i.uid]) for i in items])
+                for split, items in pack.splits().items()
+            }
             spent = time.perf_counter() - start
-            probe = train_probe(feats["train"], labels["train"], feats["val"], labels["val"],
-                                num_classes=len(pack.classes), seed=0)
+            probe = train_probe(
+                feats["train"], labels["train"], feats["val"], labels["val"], num_classes=len(pack.classes), seed=0
+            )
             result = evaluate_probe(probe, feats["test"], labels["test"])
             lines.append(f"| {name} | {precision} | {result['accuracy']:.4f} | {result['n']} | {spent:.0f} |")
     return lines
@@ -293,10 +301,15 @@ def main() -> None:
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--only", nargs="*", help="substrings of the row names to run")
     parser.add_argument("--no-probe", action="store_true", help="skip the FSDD probe accuracy (minutes)")
-    parser.add_argument("--probe-train", type=int, default=1000,
-                        help="FSDD training utterances (validation = 1/6, test = 1/2 of it)")
-    parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[1].parent / "shared" / "data",
-                        help="the shared real-audio folder (default ../shared/data)")
+    parser.add_argument(
+        "--probe-train", type=int, default=1000, help="FSDD training utterances (validation = 1/6, test = 1/2 of it)"
+    )
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=Path(__file__).resolve().parents[1].parent / "shared" / "data",
+        help="the shared real-audio folder (default ../shared/data)",
+    )
     args = parser.parse_args()
     if args.repeats < 5:
         parser.error("--repeats must be >= 5 (medians of fewer runs are noise)")
@@ -306,9 +319,13 @@ def main() -> None:
     for threads in args.threads:
         rows, peaks[threads] = measure(chosen, args.seconds, threads, args.repeats)
         results.extend(rows)
-    print(f"GEMM peaks ({GEMM_SIZE}^3, timed interleaved with the rows; fp32 / bf16 torch, int8 onnxruntime): "
-          + "; ".join(f"{t} thread(s): " + ", ".join(f"{k} {v:.0f}" for k, v in p.items()) + " GFLOP/s"
-                      for t, p in peaks.items()) + "\n")
+    print(
+        f"GEMM peaks ({GEMM_SIZE}^3, timed interleaved with the rows; fp32 / bf16 torch, int8 onnxruntime): "
+        + "; ".join(
+            f"{t} thread(s): " + ", ".join(f"{k} {v:.0f}" for k, v in p.items()) + " GFLOP/s" for t, p in peaks.items()
+        )
+        + "\n"
+    )
     print(table(results, args.seconds, args.repeats, peaks))
     print("\nbf16 vs fp32, per-layer mean frame cosine (3 padded synthetic-speech utterances, 4 / 2.5 / 1 s):")
     print("\n".join(cosine_rows()))

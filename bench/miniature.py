@@ -59,8 +59,10 @@ log = logging.getLogger("bench.miniature")
 ROOT = Path(__file__).resolve().parent.parent
 # The shipped teacher, and the robust one as `robustdistiller pretrain --config robust_hubert_mini
 # train.out_dir=exp/robust_hubert_mini` writes it.
-DEFAULT_TEACHERS = (f"hubert_mini={ROOT / 'robustdistiller' / 'assets' / 'teachers' / 'hubert_mini'}",
-                    f"robust_hubert_mini={ROOT / 'exp' / 'robust_hubert_mini' / 'teacher'}")
+DEFAULT_TEACHERS = (
+    f"hubert_mini={ROOT / 'robustdistiller' / 'assets' / 'teachers' / 'hubert_mini'}",
+    f"robust_hubert_mini={ROOT / 'exp' / 'robust_hubert_mini' / 'teacher'}",
+)
 MARK = "miniature"  # docs/benchmarks.md and README.md hold the generated text between <!-- MARK:begin/end -->
 FSDD_LIMITS = {"max_train": 500, "max_val": 150}  # per task; the held-out speaker tasks are smaller than this
 
@@ -80,23 +82,39 @@ def parse_teachers(specs: Sequence[str]) -> dict[str, Path]:
 
 def training_manifest(shared: Path, out: Path) -> Path:
     """Every utterance of the training speakers (not :func:`is_held_out_speaker`) of the LibriSpeech subset."""
-    manifest, _ = manifest_from_folder(shared / "librispeech_subset", (".flac",),
-                                       label_fn=lambda rel: {"speaker": speaker_from_name(rel)}, label_names=["speaker"])
+    manifest, _ = manifest_from_folder(
+        shared / "librispeech_subset",
+        (".flac",),
+        label_fn=lambda rel: {"speaker": speaker_from_name(rel)},
+        label_names=["speaker"],
+    )
     train, held_out = split_held_out(manifest)
-    log.info("training speech: %d speakers, %.1f min (held out: %d speakers)", len(train), train.total_seconds / 60,
-             len(held_out))
+    log.info(
+        "training speech: %d speakers, %.1f min (held out: %d speakers)",
+        len(train),
+        train.total_seconds / 60,
+        len(held_out),
+    )
     return train.write(out / "material" / "train.tsv")
 
 
 def tasks_for(shared: Path, out: Path, eval_audio: str, seed: int) -> list[TaskPack]:
     """The held-out speaker tasks (original FLAC or the shipped Ogg/Vorbis copies) and FSDD, subset."""
-    speakers = (librispeech_speaker_tasks(shared / "librispeech_subset", out / "material", seed=seed)
-                if eval_audio == "flac" else shipped_speaker_tasks(out / "material", seed=seed))
-    fsdd = [t.subset(FSDD_LIMITS["max_train"], FSDD_LIMITS["max_val"], 0, seed) for t in fsdd_tasks(shared / "fsdd", seed=seed)]
+    speakers = (
+        librispeech_speaker_tasks(shared / "librispeech_subset", out / "material", seed=seed)
+        if eval_audio == "flac"
+        else shipped_speaker_tasks(out / "material", seed=seed)
+    )
+    fsdd = [
+        t.subset(FSDD_LIMITS["max_train"], FSDD_LIMITS["max_val"], 0, seed)
+        for t in fsdd_tasks(shared / "fsdd", seed=seed)
+    ]
     return [*speakers, *fsdd]
 
 
-def train_students(out: Path, teacher: str, source: Path, manifest: Path, seeds: list[int], steps: int) -> dict[str, Path]:
+def train_students(
+    out: Path, teacher: str, source: Path, manifest: Path, seeds: list[int], steps: int
+) -> dict[str, Path]:
     """{student name -> final checkpoint} for one teacher; a finished student is reused, a partial one resumed."""
     done: dict[str, Path] = {}
     for seed in seeds:
@@ -114,17 +132,26 @@ def train_students(out: Path, teacher: str, source: Path, manifest: Path, seeds:
     return done
 
 
-def evaluate_teacher(out: Path, teacher: str, source: Path, students: dict[str, Path], tasks: list[TaskPack],
-                     seed: int, eval_audio: str) -> Results:
+def evaluate_teacher(
+    out: Path, teacher: str, source: Path, students: dict[str, Path], tasks: list[TaskPack], seed: int, eval_audio: str
+) -> Results:
     """One evaluation per teacher (its students and itself); reused when its results exist."""
     folder = out / teacher / f"eval-{eval_audio}"
     if (folder / "results.json").is_file():
         return Results.read(folder / "results.json")
     options = evaluation_options(quick=False)
     options.cache_dir = out / "cache"
-    return evaluate(list(students.values()), teacher=source, tasks=tasks,
-                    conditions=demo_conditions(False, seed, out), out_dir=folder, seed=seed,
-                    names=list(students), options=options, title=f"miniature comparison: teacher {teacher}")
+    return evaluate(
+        list(students.values()),
+        teacher=source,
+        tasks=tasks,
+        conditions=demo_conditions(False, seed, out),
+        out_dir=folder,
+        seed=seed,
+        names=list(students),
+        options=options,
+        title=f"miniature comparison: teacher {teacher}",
+    )
 
 
 def table_rows(per_teacher: dict[str, Results]) -> list[dict]:
@@ -136,11 +163,20 @@ def table_rows(per_teacher: dict[str, Results]) -> list[dict]:
                 m = comp[kind]
                 if m is None:
                     continue
-                rows.append({"teacher": teacher, "task": comp["task"], "model": label, "chance": m["chance"],
-                             "clean": m["clean"], **{k: m[k] for k in DROP_KEYS},
-                             "ratio": comp["ratio"]["drop_above_chance"] if kind == "robust" else None,
-                             "clean_gap": comp["clean_gap"] if kind == "robust" else None,
-                             "met": comp["met"] if kind == "robust" else None, "seeds": comp["seeds"]})
+                rows.append(
+                    {
+                        "teacher": teacher,
+                        "task": comp["task"],
+                        "model": label,
+                        "chance": m["chance"],
+                        "clean": m["clean"],
+                        **{k: m[k] for k in DROP_KEYS},
+                        "ratio": comp["ratio"]["drop_above_chance"] if kind == "robust" else None,
+                        "clean_gap": comp["clean_gap"] if kind == "robust" else None,
+                        "met": comp["met"] if kind == "robust" else None,
+                        "seeds": comp["seeds"],
+                    }
+                )
     return rows
 
 
@@ -149,14 +185,19 @@ def _f(value: float | None, pattern: str = "{:.3f}") -> str:
 
 
 def markdown_table(rows: list[dict]) -> str:
-    lines = ["| teacher | task | chance | model | clean acc. | drop: all | drop: noise | drop: reverb "
-             "| RD / baseline drop | clean gap | target met |", "|" + "---|" * 11]
+    lines = [
+        "| teacher | task | chance | model | clean acc. | drop: all | drop: noise | drop: reverb "
+        "| RD / baseline drop | clean gap | target met |",
+        "|" + "---|" * 11,
+    ]
     for r in rows:
         lines.append(
             f"| {r['teacher']} | {r['task']} | {_f(r['chance'], '{:.2f}')} | {r['model']} | {_f(r['clean'])} | "
             + " | ".join(_f(r[k], "{:.2f}") for k in DROP_KEYS)
             + f" | {_f(r['ratio'], '{:.2f}')} | {_f(r['clean_gap'], '{:+.3f}')} | "
-            + ("-" if r["met"] is None else ("yes" if r["met"] else "no")) + " |")
+            + ("-" if r["met"] is None else ("yes" if r["met"] else "no"))
+            + " |"
+        )
     return "\n".join(lines)
 
 
@@ -167,8 +208,10 @@ def headline(rows: list[dict]) -> str:
         robust = [r for r in rows if r["teacher"] == teacher and r["model"] == "RobustDistiller"]
         met = sum(bool(r["met"]) for r in robust)
         ratios = ", ".join(f"{r['task']} {_f(r['ratio'], '{:.2f}')}" for r in robust)
-        parts.append(f"teacher `{teacher}`: target met on **{met} of {len(robust)}** real-speech tasks "
-                     f"(RobustDistiller / DistilHuBERT drop above chance: {ratios})")
+        parts.append(
+            f"teacher `{teacher}`: target met on **{met} of {len(robust)}** real-speech tasks "
+            f"(RobustDistiller / DistilHuBERT drop above chance: {ratios})"
+        )
     return "; ".join(parts) + "."
 
 
@@ -201,14 +244,23 @@ def docs_text(rows: list[dict], args: argparse.Namespace, teachers: dict[str, Pa
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--teacher", action="append", default=None, metavar="NAME=HF_DIR",
-                        help=f"teacher folder (repeatable; default: {' '.join(DEFAULT_TEACHERS)})")
+    parser.add_argument(
+        "--teacher",
+        action="append",
+        default=None,
+        metavar="NAME=HF_DIR",
+        help=f"teacher folder (repeatable; default: {' '.join(DEFAULT_TEACHERS)})",
+    )
     parser.add_argument("--shared", default=str(ROOT.parent / "shared" / "data"))
     parser.add_argument("--out", default=str(ROOT / "runs" / "miniature"))
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--steps", type=int, default=2000, help="distillation steps per student")
-    parser.add_argument("--eval-audio", choices=["flac", "shipped"], default="flac",
-                        help="held-out speakers from the original FLAC files or the shipped Ogg/Vorbis copies")
+    parser.add_argument(
+        "--eval-audio",
+        choices=["flac", "shipped"],
+        default="flac",
+        help="held-out speakers from the original FLAC files or the shipped Ogg/Vorbis copies",
+    )
     parser.add_argument("--docs", action="store_true", help="write the table to docs/benchmarks.md and README.md")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -233,11 +285,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(markdown_table(rows))
     print("\n" + headline(rows))
     if args.docs:
-        replace_marked(ROOT / "docs" / "benchmarks.md", docs_text(rows, args, teachers, minutes),
-                       "## The paper's comparison in miniature — `python bench/miniature.py`")
-        replace_marked(ROOT / "README.md", "**Miniature paper comparison** (`bench/miniature.py`, real held-out "
-                       "speech, recorded noises, unseen rooms): " + headline(rows),
-                       "### Robustness in miniature")
+        replace_marked(
+            ROOT / "docs" / "benchmarks.md",
+            docs_text(rows, args, teachers, minutes),
+            "## The paper's comparison in miniature — `python bench/miniature.py`",
+        )
+        replace_marked(
+            ROOT / "README.md",
+            "**Miniature paper comparison** (`bench/miniature.py`, real held-out "
+            "speech, recorded noises, unseen rooms): " + headline(rows),
+            "### Robustness in miniature",
+        )
     return 0
 
 

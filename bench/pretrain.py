@@ -37,10 +37,16 @@ def measure(recipe_name: str, data: Path, steps: int, threads: int, work: Path) 
     manifest, _ = manifest_from_folder(data, (".flac", ".wav"))
     manifest.write(work / "train.tsv")
     out_dir = work / f"run{threads}"
-    recipe = load_pretrain_recipe(recipe_name, [
-        f"data.manifests=[{work / 'train.tsv'}]", f"train.out_dir={out_dir}",
-        f"train.stop_at_step={steps + 1}", "train.save_every=100000", "train.log_every=1",
-    ])
+    recipe = load_pretrain_recipe(
+        recipe_name,
+        [
+            f"data.manifests=[{work / 'train.tsv'}]",
+            f"train.out_dir={out_dir}",
+            f"train.stop_at_step={steps + 1}",
+            "train.save_every=100000",
+            "train.log_every=1",
+        ],
+    )
     start = time.perf_counter()
     trainer = PretrainTrainer(recipe)
     setup = time.perf_counter() - start
@@ -50,7 +56,9 @@ def measure(recipe_name: str, data: Path, steps: int, threads: int, work: Path) 
     # one row per step; audio hours per wall-clock hour = audio seconds per second
     speeds = [row["throughput/audio_hours_per_hour"] for row in read_log(out_dir)[1:]]
     return {
-        "threads": threads, "setup_s": setup, "audio_s_per_s": statistics.median(speeds),
+        "threads": threads,
+        "setup_s": setup,
+        "audio_s_per_s": statistics.median(speeds),
         "s_per_step": wall / (steps + 1),
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "worker_peak_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
@@ -71,13 +79,19 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for threads in args.threads:
             rows.append(measure(args.recipe, args.data, args.steps, threads, Path(tmp)))
-    print(f"{args.recipe}, {args.steps} timed steps, {platform.processor() or platform.machine()}, "
-          f"load average {load_start:.1f} at start, {os.getloadavg()[0]:.1f} at end")
-    print("| threads | set-up incl. k-means (s) | s / step (mean) | audio s / s (median) | peak RSS main (MB) | peak RSS worker (MB) |")
+    print(
+        f"{args.recipe}, {args.steps} timed steps, {platform.processor() or platform.machine()}, "
+        f"load average {load_start:.1f} at start, {os.getloadavg()[0]:.1f} at end"
+    )
+    print(
+        "| threads | set-up incl. k-means (s) | s / step (mean) | audio s / s (median) | peak RSS main (MB) | peak RSS worker (MB) |"
+    )
     print("|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['threads']} | {r['setup_s']:.0f} | {r['s_per_step']:.2f} | {r['audio_s_per_s']:.1f} | "
-              f"{r['peak_rss_mb']:.0f} | {r['worker_peak_rss_mb']:.0f} |")
+        print(
+            f"| {r['threads']} | {r['setup_s']:.0f} | {r['s_per_step']:.2f} | {r['audio_s_per_s']:.1f} | "
+            f"{r['peak_rss_mb']:.0f} | {r['worker_peak_rss_mb']:.0f} |"
+        )
 
 
 if __name__ == "__main__":

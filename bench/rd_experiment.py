@@ -34,8 +34,9 @@ from robustdistiller.train.trainer import distill
 log = logging.getLogger("bench.rd_experiment")
 
 
-def trained(out: Path, teacher: Path, manifest: Path, *, robust: bool, seed: int, steps: int, name: str,
-            overrides: list[str]) -> Path:
+def trained(
+    out: Path, teacher: Path, manifest: Path, *, robust: bool, seed: int, steps: int, name: str, overrides: list[str]
+) -> Path:
     """Final checkpoint of one student, distilled unless it exists already.
 
     Args:
@@ -44,8 +45,7 @@ def trained(out: Path, teacher: Path, manifest: Path, *, robust: bool, seed: int
     Returns:
         The path of its checkpoint after ``steps`` steps.
     """
-    recipe = demo_recipe(out, teacher, manifest, robust=robust, seed=seed, steps=steps, overrides=overrides,
-                         name=name)
+    recipe = demo_recipe(out, teacher, manifest, robust=robust, seed=seed, steps=steps, overrides=overrides, name=name)
     final = checkpoint_path(recipe.train.out_dir, steps)
     if not final.is_file():
         start = time.perf_counter()
@@ -73,32 +73,70 @@ def main() -> None:
     teacher = out / "teacher"
     if not (teacher / "config.json").is_file():
         prepare_teacher(out, args.seed, random_teacher=False)
-    baseline = trained(out, teacher, manifest, robust=False, seed=args.seed, steps=args.steps,
-                       name=f"baseline-s{args.seed}-{args.steps}", overrides=[])
-    robust = trained(out, teacher, manifest, robust=True, seed=args.seed, steps=args.steps,
-                     name=f"{args.name}-s{args.seed}", overrides=args.overrides)
+    baseline = trained(
+        out,
+        teacher,
+        manifest,
+        robust=False,
+        seed=args.seed,
+        steps=args.steps,
+        name=f"baseline-s{args.seed}-{args.steps}",
+        overrides=[],
+    )
+    robust = trained(
+        out,
+        teacher,
+        manifest,
+        robust=True,
+        seed=args.seed,
+        steps=args.steps,
+        name=f"{args.name}-s{args.seed}",
+        overrides=args.overrides,
+    )
     options = evaluation_options(quick=False)
     options.cache_dir = out / "cache"
     options.efficiency = options.evaluate_teacher = False
     options.max_distortion, options.max_enhancement = 1, 0
-    results = evaluate([baseline, robust], teacher=teacher, tasks=tasks,
-                       conditions=demo_conditions(False, args.seed, out), out_dir=out / f"eval-{args.name}-s{args.seed}",
-                       seed=args.seed, names=["distilhubert-baseline", "robustdistiller"], options=options,
-                       title=f"experiment {args.name}")
+    results = evaluate(
+        [baseline, robust],
+        teacher=teacher,
+        tasks=tasks,
+        conditions=demo_conditions(False, args.seed, out),
+        out_dir=out / f"eval-{args.name}-s{args.seed}",
+        seed=args.seed,
+        names=["distilhubert-baseline", "robustdistiller"],
+        options=options,
+        title=f"experiment {args.name}",
+    )
     rows = comparison_rows(results)
-    record = {"name": args.name, "seed": args.seed, "steps": args.steps, "overrides": args.overrides,
-              "minutes": round((time.perf_counter() - start) / 60, 1),
-              "tasks": {r["task"]: {"ratio": r["ratio"], "clean_gap": r["clean_gap"], "met": r["met"],
-                                    "baseline": r["baseline"], "robust": r["robust"]} for r in rows}}
+    record = {
+        "name": args.name,
+        "seed": args.seed,
+        "steps": args.steps,
+        "overrides": args.overrides,
+        "minutes": round((time.perf_counter() - start) / 60, 1),
+        "tasks": {
+            r["task"]: {
+                "ratio": r["ratio"],
+                "clean_gap": r["clean_gap"],
+                "met": r["met"],
+                "baseline": r["baseline"],
+                "robust": r["robust"],
+            }
+            for r in rows
+        },
+    }
     with open(out / "experiments.jsonl", "a", encoding="utf-8") as fh:
         fh.write(json.dumps(record) + "\n")
     for r in rows:
         b, ro = r["baseline"], r["robust"]
-        print(f"{args.name} s{args.seed} {r['task']}: clean {b['clean']:.3f}/{ro['clean']:.3f} "
-              f"drop all {b['drop_above_chance']:.2f}/{ro['drop_above_chance']:.2f} "
-              f"noise {b['noise_drop_above_chance']:.2f}/{ro['noise_drop_above_chance']:.2f} "
-              f"reverb {b['reverb_drop_above_chance']:.2f}/{ro['reverb_drop_above_chance']:.2f} "
-              f"ratio {r['ratio']['drop_above_chance']:.2f}")
+        print(
+            f"{args.name} s{args.seed} {r['task']}: clean {b['clean']:.3f}/{ro['clean']:.3f} "
+            f"drop all {b['drop_above_chance']:.2f}/{ro['drop_above_chance']:.2f} "
+            f"noise {b['noise_drop_above_chance']:.2f}/{ro['noise_drop_above_chance']:.2f} "
+            f"reverb {b['reverb_drop_above_chance']:.2f}/{ro['reverb_drop_above_chance']:.2f} "
+            f"ratio {r['ratio']['drop_above_chance']:.2f}"
+        )
 
 
 if __name__ == "__main__":

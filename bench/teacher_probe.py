@@ -65,6 +65,7 @@ def pooled_mfcc(wavs: Sequence[Tensor]) -> list[Tensor]:
 
 def best_layer_probe(model: str, task: TaskPack, feats: dict[str, Tensor], seed: int) -> ProbeResult:
     """One linear probe per layer; the layer with the best validation accuracy, and its test accuracy."""
+
     def split(items: list) -> tuple[list[Tensor], list[int]]:
         kept = [i for i in items if i.uid in feats]
         return [feats[i.uid] for i in kept], [int(i.label) for i in kept]
@@ -78,11 +79,20 @@ def best_layer_probe(model: str, task: TaskPack, feats: dict[str, Tensor], seed:
     best: ProbeResult | None = None
 
     def pick(xs: list[Tensor], layer: int) -> list[Tensor]:
-        return [x[layer: layer + 1] for x in xs]
+        return [x[layer : layer + 1] for x in xs]
 
     for layer in range(train_x[0].shape[0]):
-        probe = train_probe(pick(train_x, layer), train_y, pick(val_x, layer), val_y, num_classes=len(task.classes),
-                            epochs=60, patience=10, lr=3e-3, seed=seed)
+        probe = train_probe(
+            pick(train_x, layer),
+            train_y,
+            pick(val_x, layer),
+            val_y,
+            num_classes=len(task.classes),
+            epochs=60,
+            patience=10,
+            lr=3e-3,
+            seed=seed,
+        )
         test = float(evaluate_probe(probe, pick(test_x, layer), test_y)["accuracy"])
         name = "mfcc" if model == "MFCC" else str(layer)
         if best is None or probe.val_metric > best.val_accuracy:
@@ -113,8 +123,10 @@ def run(teacher: Path, fsdd: Path, seed: int, names: Sequence[str]) -> tuple[lis
 
 
 def table(results: list[ProbeResult]) -> str:
-    lines = ["| features | task | best layer (by validation) | validation accuracy | test accuracy |",
-             "|---|---|---|---|---|"]
+    lines = [
+        "| features | task | best layer (by validation) | validation accuracy | test accuracy |",
+        "|---|---|---|---|---|",
+    ]
     for r in results:
         lines.append(f"| {r.model} | {r.task} | {r.best_layer} | {r.val_accuracy:.3f} | {r.test_accuracy:.3f} |")
     return "\n".join(lines)
@@ -142,11 +154,13 @@ def main() -> None:
     if not args.fsdd.is_dir():
         raise SystemExit(f"FSDD folder not found: {args.fsdd} (give --fsdd)")
     results, seconds = run(args.teacher, args.fsdd, args.seed, args.tasks)
-    text = (f"{table(results)}\n\nLinear probes on mean-pooled, standardised hidden states, FSDD (takes 0-4 = "
-            f"test), seed "
-            f"{args.seed}; layer i = hidden state i (0 = the input of layer 1, after the positional conv); "
-            f"`python bench/teacher_probe.py --teacher <folder> --tasks {' '.join(args.tasks)}` ({seconds / 60:.1f} min on "
-            f"{platform.machine()}, {torch.get_num_threads()} torch thread(s)).")
+    text = (
+        f"{table(results)}\n\nLinear probes on mean-pooled, standardised hidden states, FSDD (takes 0-4 = "
+        f"test), seed "
+        f"{args.seed}; layer i = hidden state i (0 = the input of layer 1, after the positional conv); "
+        f"`python bench/teacher_probe.py --teacher <folder> --tasks {' '.join(args.tasks)}` ({seconds / 60:.1f} min on "
+        f"{platform.machine()}, {torch.get_num_threads()} torch thread(s))."
+    )
     print(text)
     if args.card is not None:
         write_card(args.card, text)

@@ -26,9 +26,9 @@ import torch
 
 from robustdistiller.config import from_dict
 from robustdistiller.data import Manifest, ManifestEntry
+from robustdistiller.train.distillation import DistillTrainer
 from robustdistiller.train.monitor import PHASES
 from robustdistiller.train.recipe import DistillRecipe
-from robustdistiller.train.distillation import DistillTrainer
 
 SR = 16000
 
@@ -51,8 +51,12 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--seconds", type=float, default=4.0)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--apply-on", default="auto", choices=["auto", "workers", "device"],
-                        help="where corruption arithmetic runs (corruption.apply_on)")
+    parser.add_argument(
+        "--apply-on",
+        default="auto",
+        choices=["auto", "workers", "device"],
+        help="where corruption arithmetic runs (corruption.apply_on)",
+    )
     args = parser.parse_args()
 
     from transformers import HubertConfig, HubertModel
@@ -61,15 +65,21 @@ def main() -> None:
     torch.manual_seed(0)
     HubertModel(HubertConfig()).save_pretrained(tmp / "teacher")  # HuBERT Base shape, random weights
     manifest = write_audio(tmp, 4 * args.batch, args.seconds)
-    recipe = from_dict(DistillRecipe, {
-        "data": {"manifests": [str(manifest)], "batch_size": args.batch, "num_workers": 1},
-        "corruption": {"apply_on": args.apply_on, "noise": {"builtin": True, "builtin_dir": str(tmp / "noises")},
-                       "rir": {"simulate_rirs": {"count": 8}}},
-        "teacher": {"source": str(tmp / "teacher")},
-        "enhancement": {"use_enhancement": True},
-        "optim": {"total_steps": 1000},
-        "train": {"out_dir": str(tmp / "run"), "device": args.device},
-    })
+    recipe = from_dict(
+        DistillRecipe,
+        {
+            "data": {"manifests": [str(manifest)], "batch_size": args.batch, "num_workers": 1},
+            "corruption": {
+                "apply_on": args.apply_on,
+                "noise": {"builtin": True, "builtin_dir": str(tmp / "noises")},
+                "rir": {"simulate_rirs": {"count": 8}},
+            },
+            "teacher": {"source": str(tmp / "teacher")},
+            "enhancement": {"use_enhancement": True},
+            "optim": {"total_steps": 1000},
+            "train": {"out_dir": str(tmp / "run"), "device": args.device},
+        },
+    )
     trainer = DistillTrainer(recipe, sync_timing=True)
     data = iter(trainer.stream)
     per_step: list[dict[str, float]] = []
@@ -88,10 +98,14 @@ def main() -> None:
 
     step_s = statistics.median(walls)
     audio_s = args.batch * args.seconds
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-          f"torch threads {torch.get_num_threads()}, device {args.device}, torch {torch.__version__}")
-    print(f"batch {args.batch} x {args.seconds:g} s, {args.steps} timed steps (medians), "
-          f"corruption applied on: {'workers' if trainer.stream.collate.finish else args.device}\n")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"torch threads {torch.get_num_threads()}, device {args.device}, torch {torch.__version__}"
+    )
+    print(
+        f"batch {args.batch} x {args.seconds:g} s, {args.steps} timed steps (medians), "
+        f"corruption applied on: {'workers' if trainer.stream.collate.finish else args.device}\n"
+    )
     print(f"{'phase':<14}{'seconds':>10}{'share':>9}")
     for name in PHASES:
         seconds = statistics.median(p.get(name, 0.0) for p in per_step)
@@ -101,8 +115,9 @@ def main() -> None:
     print(f"{'step (wall)':<14}{step_s:>10.3f}")
     overhead = statistics.median(p.get("data", 0.0) + p.get("corruption", 0.0) for p in per_step)
     print(f"\ndata wait + corruption: {overhead / step_s:.1%} of the step (target < 5 %)")
-    print(f"audio processed: {audio_s / step_s:.2f} s of audio per second "
-          f"({audio_s / step_s:.2f} audio-hours per hour)")
+    print(
+        f"audio processed: {audio_s / step_s:.2f} s of audio per second ({audio_s / step_s:.2f} audio-hours per hour)"
+    )
 
 
 if __name__ == "__main__":

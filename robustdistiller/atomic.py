@@ -94,8 +94,11 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> Path:
                 # RuntimeError ("unexpected pos ..."); it is an OS failure, so say which and where.
                 if not _is_write_failure(exc):
                     raise
-                raise OSError(errno.EIO, f"could not write the file (disk full or file-size limit? "
-                              f"{_free_space(path.parent)} free)", str(path)) from exc
+                raise OSError(
+                    errno.EIO,
+                    f"could not write the file (disk full or file-size limit? {_free_space(path.parent)} free)",
+                    str(path),
+                ) from exc
     return path
 
 

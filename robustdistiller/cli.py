@@ -17,7 +17,15 @@ from robustdistiller.errors import RobustDistillerError
 
 # Order is the order shown in --help.
 COMMANDS: tuple[str, ...] = (
-    "prepare", "info", "export", "pretrain", "distill", "prune", "extract", "evaluate", "demo",
+    "prepare",
+    "info",
+    "export",
+    "pretrain",
+    "distill",
+    "prune",
+    "extract",
+    "evaluate",
+    "demo",
 )
 
 

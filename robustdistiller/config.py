@@ -104,9 +104,7 @@ def from_dict(cls: type[T], data: dict[str, Any], where: str = "") -> T:
         key = unknown[0]
         close = difflib.get_close_matches(key, list(fields), n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ConfigError(
-            f"unknown config key {_join(where, key)!r}{hint}; valid keys: {', '.join(sorted(fields))}"
-        )
+        raise ConfigError(f"unknown config key {_join(where, key)!r}{hint}; valid keys: {', '.join(sorted(fields))}")
     kwargs = {k: _coerce(v, hints[k], _join(where, k)) for k, v in data.items()}
     try:
         obj = cls(**kwargs)
@@ -191,8 +189,7 @@ class _StrictLoader(yaml.SafeLoader):
             key = self.construct_object(key_node, deep=deep)
             if key in seen:
                 raise ConfigError(
-                    f"key {key!r} appears twice in one section (line {key_node.start_mark.line + 1}); "
-                    "keep one of them"
+                    f"key {key!r} appears twice in one section (line {key_node.start_mark.line + 1}); keep one of them"
                 )
             seen.add(key)
         return super().construct_mapping(node, deep=deep)

@@ -43,8 +43,8 @@ from robustdistiller.evaluate.results import Results, mean_of
 from robustdistiller.evaluate.rows import HeadlineRow
 from robustdistiller.evaluate.runner import EvaluateOptions, evaluate, quick_options
 from robustdistiller.evaluate.tasks import shipped_speaker_tasks
-from robustdistiller.train.recipe import DistillRecipe, resolve_recipe
 from robustdistiller.train.distillation import distill
+from robustdistiller.train.recipe import DistillRecipe, resolve_recipe
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +53,12 @@ SHIPPED_TEACHER = Path(__file__).resolve().parent / "assets" / "teachers" / "hub
 # The shipped teacher's shape, which demo.yaml's student copies and --random-teacher reproduces:
 # CNN 64-64-128x5 channels, 4 layers of 192, 4 heads, FFN 512, pos-conv 32/8.
 TEACHER_SHAPE: dict[str, Any] = {
-    "conv_dim": (64, 64, 128, 128, 128, 128, 128), "hidden_size": 192, "num_hidden_layers": 4,
-    "num_attention_heads": 4, "intermediate_size": 512, "num_conv_pos_embeddings": 32,
+    "conv_dim": (64, 64, 128, 128, 128, 128, 128),
+    "hidden_size": 192,
+    "num_hidden_layers": 4,
+    "num_attention_heads": 4,
+    "intermediate_size": 512,
+    "num_conv_pos_embeddings": 32,
     "num_conv_pos_embedding_groups": 8,
 }
 QUICK_STEPS = 3
@@ -98,15 +102,18 @@ def make_random_teacher(out_dir: Path, seed: int) -> Path:
         model.save_pretrained(tmp)
         (tmp / "README.txt").write_text(
             "Randomly initialised HuBERT-shaped teacher written by `robustdistiller demo --random-teacher` (seed "
-            f"{seed}). Its layers carry no linguistic meaning; it shows what pre-training adds.\n")
+            f"{seed}). Its layers carry no linguistic meaning; it shows what pre-training adds.\n"
+        )
     return out_dir
 
 
 def copy_shipped_teacher(out_dir: Path, source: Path = SHIPPED_TEACHER) -> Path:
     """The shipped mini teacher copied into ``out_dir`` (the demo's output keeps the teacher it used)."""
     if not (source / "config.json").is_file():
-        raise FileNotFoundError(f"the shipped teacher is missing: {source}/config.json (a broken install?); "
-                                "run with --random-teacher to use a random one")
+        raise FileNotFoundError(
+            f"the shipped teacher is missing: {source}/config.json (a broken install?); "
+            "run with --random-teacher to use a random one"
+        )
     with atomic_dir(out_dir) as tmp:
         shutil.copytree(source, tmp, dirs_exist_ok=True)
     return out_dir
@@ -139,9 +146,18 @@ def student_name(robust: bool, seed: int, seeds: Sequence[int]) -> str:
     return name if seed == seeds[0] else f"{name}-seed{seed}"
 
 
-def demo_recipe(out_dir: Path, teacher: Path, train_manifest: Path, *, robust: bool, seed: int,
-                steps: int | None, quick: bool = False, overrides: Sequence[str] = (),
-                name: str | None = None) -> DistillRecipe:
+def demo_recipe(
+    out_dir: Path,
+    teacher: Path,
+    train_manifest: Path,
+    *,
+    robust: bool,
+    seed: int,
+    steps: int | None,
+    quick: bool = False,
+    overrides: Sequence[str] = (),
+    name: str | None = None,
+) -> DistillRecipe:
     """``configs/demo.yaml`` for one of the two students; everything but the robustness switches is shared.
 
     Args:
@@ -176,15 +192,33 @@ def demo_conditions(quick: bool, seed: int, out_dir: Path, recordings: Path = RE
     Quick: one noise at 0 and 20 dB, the clap room only (no room simulation)."""
     rir_dir = str(recordings / "rir")
     if quick:
-        plan = {"max_noise_types": 1, "snrs": [0.0, 20.0], "rt60s": [1.0], "rirs": [rir_dir],
-                "mixed_snrs": [], "mixed_rt60s": []}
+        plan = {
+            "max_noise_types": 1,
+            "snrs": [0.0, 20.0],
+            "rt60s": [1.0],
+            "rirs": [rir_dir],
+            "mixed_snrs": [],
+            "mixed_rt60s": [],
+        }
     else:
-        plan = {"snrs": [0.0, 5.0, 10.0, 20.0], "rt60s": [0.3, 0.6, 1.0], "rirs": ["simulated", rir_dir],
-                "rirs_per_bin": 2, "mixed_snrs": [10.0], "mixed_rt60s": [0.6]}
-    return from_dict(ConditionConfig, {
-        **plan, "noises": [str(recordings / "noise")], "rt60_tolerance": 0.1, "seed": EVAL_ROOM_SEED + seed,
-        "cache_dir": str(out_dir / "material"),
-    })
+        plan = {
+            "snrs": [0.0, 5.0, 10.0, 20.0],
+            "rt60s": [0.3, 0.6, 1.0],
+            "rirs": ["simulated", rir_dir],
+            "rirs_per_bin": 2,
+            "mixed_snrs": [10.0],
+            "mixed_rt60s": [0.6],
+        }
+    return from_dict(
+        ConditionConfig,
+        {
+            **plan,
+            "noises": [str(recordings / "noise")],
+            "rt60_tolerance": 0.1,
+            "seed": EVAL_ROOM_SEED + seed,
+            "cache_dir": str(out_dir / "material"),
+        },
+    )
 
 
 # ------------------------------------------------------------------------------------ findings
@@ -210,8 +244,9 @@ def seed_means(results: Results) -> dict[tuple[str, str], dict[str, Any]]:
         if kind is not None:
             grouped[(h.task, kind)].append(h)
     keys = ("clean", "mean_corrupted", "mean_noise", "mean_reverb", "chance", *DROP_KEYS)
-    return {k: {**{key: mean_of([r[key] for r in rows]) for key in keys}, "seeds": len(rows)}
-            for k, rows in grouped.items()}
+    return {
+        k: {**{key: mean_of([r[key] for r in rows]) for key in keys}, "seeds": len(rows)} for k, rows in grouped.items()
+    }
 
 
 def comparison_rows(results: Results) -> list[dict[str, Any]]:
@@ -223,13 +258,30 @@ def comparison_rows(results: Results) -> list[dict[str, Any]]:
         base, robust = means.get((task, BASELINE)), means.get((task, ROBUST))
         if base is None or robust is None:
             continue
-        ratios = {key: (robust[key] / base[key] if robust[key] is not None and base[key] else None)
-                  for key in DROP_KEYS}
-        clean_gap = (robust["clean"] - base["clean"]) if robust["clean"] is not None and base["clean"] is not None else None
-        met = (ratios["drop_above_chance"] is not None and ratios["drop_above_chance"] <= TARGET_RATIO
-               and clean_gap is not None and clean_gap >= -CLEAN_TOLERANCE)
-        rows.append({"task": task, "seeds": min(base["seeds"], robust["seeds"]), "baseline": base, "robust": robust,
-                     "teacher": means.get((task, "teacher")), "ratio": ratios, "clean_gap": clean_gap, "met": met})
+        ratios = {
+            key: (robust[key] / base[key] if robust[key] is not None and base[key] else None) for key in DROP_KEYS
+        }
+        clean_gap = (
+            (robust["clean"] - base["clean"]) if robust["clean"] is not None and base["clean"] is not None else None
+        )
+        met = (
+            ratios["drop_above_chance"] is not None
+            and ratios["drop_above_chance"] <= TARGET_RATIO
+            and clean_gap is not None
+            and clean_gap >= -CLEAN_TOLERANCE
+        )
+        rows.append(
+            {
+                "task": task,
+                "seeds": min(base["seeds"], robust["seeds"]),
+                "baseline": base,
+                "robust": robust,
+                "teacher": means.get((task, "teacher")),
+                "ratio": ratios,
+                "clean_gap": clean_gap,
+                "met": met,
+            }
+        )
     return rows
 
 
@@ -242,8 +294,11 @@ def _less(base: float | None, robust: float | None) -> str:
     if base is None or robust is None:
         return "cannot be compared (a model is at chance on clean audio)"
     if robust < base:
-        return f"**RobustDistiller loses less**: {_pct(robust)} vs {_pct(base)} ({_pct(1 - robust / base)} less)" \
-            if base > 0 else f"{_pct(robust)} vs {_pct(base)}"
+        return (
+            f"**RobustDistiller loses less**: {_pct(robust)} vs {_pct(base)} ({_pct(1 - robust / base)} less)"
+            if base > 0
+            else f"{_pct(robust)} vs {_pct(base)}"
+        )
     return f"**the baseline loses less**: {_pct(base)} vs {_pct(robust)} for RobustDistiller"
 
 
@@ -256,41 +311,61 @@ def answer_blocks(results: Results) -> list[Block]:
     bullets = []
     for r in rows:
         b, ro = r["baseline"], r["robust"]
-        bullets.append(f"**{r['task']}** (chance {b['chance']:.2f}; clean accuracy {b['clean']:.3f} baseline, "
-                       f"{ro['clean']:.3f} RobustDistiller): under noise {_less(b['noise_drop_above_chance'], ro['noise_drop_above_chance'])}; "
-                       f"under reverberation {_less(b['reverb_drop_above_chance'], ro['reverb_drop_above_chance'])}.")
+        bullets.append(
+            f"**{r['task']}** (chance {b['chance']:.2f}; clean accuracy {b['clean']:.3f} baseline, "
+            f"{ro['clean']:.3f} RobustDistiller): under noise {_less(b['noise_drop_above_chance'], ro['noise_drop_above_chance'])}; "
+            f"under reverberation {_less(b['reverb_drop_above_chance'], ro['reverb_drop_above_chance'])}."
+        )
     met = sum(r["met"] for r in rows)
     seeds = min(r["seeds"] for r in rows)
-    table = Table(("task", "model", "clean", "mean corrupted", "drop: all", "drop: noise", "drop: reverb"), tuple(
-        (r["task"], label, f"{m['clean']:.3f}", f"{m['mean_corrupted']:.3f}",
-         *(_pct(m[key]) for key in DROP_KEYS))
-        for r in rows for label, m in (("teacher", r["teacher"]), ("DistilHuBERT baseline", r["baseline"]),
-                                       ("RobustDistiller", r["robust"])) if m is not None))
-    verdict = (f"Target (RobustDistiller's drop above chance at most {TARGET_RATIO:g} x the baseline's, clean accuracy "
-               f"within {CLEAN_TOLERANCE:g}): met on **{met} of {len(rows)}** tasks ("
-               + "; ".join(f"{r['task']}: ratio {r['ratio']['drop_above_chance']:.2f}, clean gap {r['clean_gap']:+.3f}"
-                           if r["ratio"]["drop_above_chance"] is not None else f"{r['task']}: no ratio"
-                           for r in rows) + ").")
+    table = Table(
+        ("task", "model", "clean", "mean corrupted", "drop: all", "drop: noise", "drop: reverb"),
+        tuple(
+            (r["task"], label, f"{m['clean']:.3f}", f"{m['mean_corrupted']:.3f}", *(_pct(m[key]) for key in DROP_KEYS))
+            for r in rows
+            for label, m in (
+                ("teacher", r["teacher"]),
+                ("DistilHuBERT baseline", r["baseline"]),
+                ("RobustDistiller", r["robust"]),
+            )
+            if m is not None
+        ),
+    )
+    verdict = (
+        f"Target (RobustDistiller's drop above chance at most {TARGET_RATIO:g} x the baseline's, clean accuracy "
+        f"within {CLEAN_TOLERANCE:g}): met on **{met} of {len(rows)}** tasks ("
+        + "; ".join(
+            f"{r['task']}: ratio {r['ratio']['drop_above_chance']:.2f}, clean gap {r['clean_gap']:+.3f}"
+            if r["ratio"]["drop_above_chance"] is not None
+            else f"{r['task']}: no ratio"
+            for r in rows
+        )
+        + ")."
+    )
     return [
         Heading("The answer"),
         Bullets(tuple(bullets)),
         Paragraph(verdict),
-        Paragraph(f"Means over {seeds} seed{'s' if seeds > 1 else ''}. *Drop* = share of the above-chance accuracy "
-                  "that corruption takes away, 1 - (corrupted - chance) / (clean - chance), averaged over the "
-                  "corrupted conditions (all of them, the noise-only ones, the reverberation-only ones)."),
+        Paragraph(
+            f"Means over {seeds} seed{'s' if seeds > 1 else ''}. *Drop* = share of the above-chance accuracy "
+            "that corruption takes away, 1 - (corrupted - chance) / (clean - chance), averaged over the "
+            "corrupted conditions (all of them, the noise-only ones, the reverberation-only ones)."
+        ),
         table,
     ]
 
 
-def _intro(steps: int, quick: bool, seeds: Sequence[int], teacher: Path, random_teacher: bool,
-           commands: str) -> Callable[[Results], list[Block]]:
+def _intro(
+    steps: int, quick: bool, seeds: Sequence[int], teacher: Path, random_teacher: bool, commands: str
+) -> Callable[[Results], list[Block]]:
     def build(results: Results) -> list[Block]:
         teacher_text = (
             f"A **randomly initialised** teacher (`{teacher}`, `--random-teacher`): its layers carry no linguistic "
             "information, so probe accuracies mean little."
-            if random_teacher else
-            f"The shipped **mini HuBERT teacher** (`{teacher}`), pre-trained with HuBERT's masked prediction on the "
-            "205 training speakers of the LibriSpeech subset.")
+            if random_teacher
+            else f"The shipped **mini HuBERT teacher** (`{teacher}`), pre-trained with HuBERT's masked prediction on the "
+            "205 training speakers of the LibriSpeech subset."
+        )
         return [
             *answer_blocks(results),
             Heading("What was run"),
@@ -300,17 +375,20 @@ def _intro(steps: int, quick: bool, seeds: Sequence[int], teacher: Path, random_
                 "speakers (5 s each, shipped), with the same crops and seeds (`configs/demo.yaml`): a **DistilHuBERT "
                 "baseline** (clean input, no enhancement head) and a **RobustDistiller** student (input corrupted "
                 "with *generated* noises at 0-20 dB and *simulated* rooms; enhancement head)."
-                + (" Quick mode: a smoke test, too short for the numbers to mean anything." if quick else "")),
+                + (" Quick mode: a smoke test, too short for the numbers to mean anything." if quick else "")
+            ),
             Paragraph(
                 "Evaluation: probes trained on clean features of **46 held-out LibriSpeech speakers** (recordings "
                 "shipped in `robustdistiller/assets/recordings`, no model trained on them), tested under the "
                 "**recorded** Speech Commands noises (dishes, miaowing, exercise bike, running tap), rooms simulated "
-                "from another seed than the training rooms plus a **measured** clap RIR, and noise + rooms."),
+                "from another seed than the training rooms plus a **measured** clap RIR, and noise + rooms."
+            ),
             Paragraph("For full-size students, distil from a real teacher, e.g.:"),
             Code(REAL_TEACHER_COMMAND),
             Heading("Next steps"),
             Code(commands),
         ]
+
     return build
 
 
@@ -325,24 +403,55 @@ def next_commands(out_dir: Path, robust_ckpt: Path, baseline_ckpt: Path) -> str:
 def evaluation_options(quick: bool) -> EvaluateOptions:
     """Quick: a few utterances and epochs (a smoke test); otherwise every held-out segment."""
     if quick:
-        return quick_options(max_train=24, max_val=8, max_test=8, max_distortion=8, max_enhancement=1,
-                             rtf_seconds=0.5, probe={"epochs": 4, "patience": 2})
+        return quick_options(
+            max_train=24,
+            max_val=8,
+            max_test=8,
+            max_distortion=8,
+            max_enhancement=1,
+            rtf_seconds=0.5,
+            probe={"epochs": 4, "patience": 2},
+        )
     # Probe settings chosen on the clean *validation* accuracy of the shipped teacher's probes (lr 1e-3
     # left them under-trained after 60 epochs; 1e-2 beat 3e-2 and 1e-1), never on corrupted results.
-    return from_dict(EvaluateOptions, {"probe": {"epochs": 100, "patience": 15, "lr": 1e-2}, "rtf_seconds": 4.0,
-                                       "max_distortion": 32, "max_enhancement": 4})
+    return from_dict(
+        EvaluateOptions,
+        {
+            "probe": {"epochs": 100, "patience": 15, "lr": 1e-2},
+            "rtf_seconds": 4.0,
+            "max_distortion": 32,
+            "max_enhancement": 4,
+        },
+    )
 
 
-def train_students(out_dir: Path, teacher: Path, manifest: Path, seeds: Sequence[int], *, steps: int | None,
-                   quick: bool, overrides: Sequence[str]) -> tuple[dict[str, Path], int]:
+def train_students(
+    out_dir: Path,
+    teacher: Path,
+    manifest: Path,
+    seeds: Sequence[int],
+    *,
+    steps: int | None,
+    quick: bool,
+    overrides: Sequence[str],
+) -> tuple[dict[str, Path], int]:
     """Every (seed, baseline / robust) student; returns (name -> final checkpoint, steps per student)."""
     checkpoints: dict[str, Path] = {}
     total = 0
     for seed in seeds:
         for robust in (False, True):
             name = student_name(robust, seed, seeds)
-            recipe = demo_recipe(out_dir, teacher, manifest, robust=robust, seed=seed, steps=steps, quick=quick,
-                                 overrides=overrides, name=name)
+            recipe = demo_recipe(
+                out_dir,
+                teacher,
+                manifest,
+                robust=robust,
+                seed=seed,
+                steps=steps,
+                quick=quick,
+                overrides=overrides,
+                name=name,
+            )
             log.info("distilling %s (%d steps)", name, recipe.optim.total_steps)
             # The demo owns its output folder: a rerun replaces its students, as it replaces the teacher.
             result = distill(recipe, overwrite=True)
@@ -353,9 +462,17 @@ def train_students(out_dir: Path, teacher: Path, manifest: Path, seeds: Sequence
     return checkpoints, total
 
 
-def run_demo(out_dir: str | Path = "runs/demo", *, quick: bool = False, seed: int = 0, seeds: int | None = None,
-             steps: int | None = None, overrides: Sequence[str] = (), random_teacher: bool = False,
-             recordings: str | Path = RECORDINGS_DIR) -> DemoResult:
+def run_demo(
+    out_dir: str | Path = "runs/demo",
+    *,
+    quick: bool = False,
+    seed: int = 0,
+    seeds: int | None = None,
+    steps: int | None = None,
+    overrides: Sequence[str] = (),
+    random_teacher: bool = False,
+    recordings: str | Path = RECORDINGS_DIR,
+) -> DemoResult:
     """Run the whole demo into ``out_dir`` (see the module docstring) and return where everything is.
 
     Args:
@@ -378,21 +495,46 @@ def run_demo(out_dir: str | Path = "runs/demo", *, quick: bool = False, seed: in
     teacher = prepare_teacher(out_dir, seed, random_teacher)
 
     log.info("[2/3] distilling %d students", 2 * len(seed_list))
-    checkpoints, total_steps = train_students(out_dir, teacher, manifest, seed_list, steps=steps, quick=quick,
-                                              overrides=overrides)
+    checkpoints, total_steps = train_students(
+        out_dir, teacher, manifest, seed_list, steps=steps, quick=quick, overrides=overrides
+    )
     baseline, robust = checkpoints[BASELINE], checkpoints[ROBUST]
 
     log.info("[3/3] evaluating the students and the teacher on held-out real recordings")
     options = evaluation_options(quick)
     results = evaluate(
-        list(checkpoints.values()), teacher=teacher, tasks=tasks,
-        conditions=demo_conditions(quick, seed, out_dir, recordings), out_dir=out_dir, seed=seed, quick=quick,
-        names=list(checkpoints), options=options, title="robustdistiller demo",
-        intro=_intro(total_steps, quick, seed_list, teacher, random_teacher,
-                     next_commands(out_dir, robust, baseline)),
+        list(checkpoints.values()),
+        teacher=teacher,
+        tasks=tasks,
+        conditions=demo_conditions(quick, seed, out_dir, recordings),
+        out_dir=out_dir,
+        seed=seed,
+        quick=quick,
+        names=list(checkpoints),
+        options=options,
+        title="robustdistiller demo",
+        intro=_intro(total_steps, quick, seed_list, teacher, random_teacher, next_commands(out_dir, robust, baseline)),
     )
-    options_json = json.dumps({"seed": seed, "seeds": seed_list, "quick": quick, "steps": total_steps,
-                               "random_teacher": random_teacher, "evaluate": to_dict(options)}, indent=1)
+    options_json = json.dumps(
+        {
+            "seed": seed,
+            "seeds": seed_list,
+            "quick": quick,
+            "steps": total_steps,
+            "random_teacher": random_teacher,
+            "evaluate": to_dict(options),
+        },
+        indent=1,
+    )
     atomic_write(out_dir / "demo_options.json", lambda fh: fh.write(options_json.encode()))
-    return DemoResult(out_dir, teacher, baseline, robust, out_dir / "report.md", out_dir / "report.html", results,
-                      time.perf_counter() - start, checkpoints)
+    return DemoResult(
+        out_dir,
+        teacher,
+        baseline,
+        robust,
+        out_dir / "report.md",
+        out_dir / "report.html",
+        results,
+        time.perf_counter() - start,
+        checkpoints,
+    )

@@ -102,7 +102,9 @@ class OnnxModel:
         meta = self.session.get_modelmeta().custom_metadata_map
         missing = [k for k in (META_LAYERS, META_GEOMETRY) if k not in meta]
         if missing:
-            raise CheckpointFormatError(f"{path}: not exported by robustdistiller (metadata {', '.join(missing)} missing)")
+            raise CheckpointFormatError(
+                f"{path}: not exported by robustdistiller (metadata {', '.join(missing)} missing)"
+            )
         self.path = path
         self.layers: list[int] = json.loads(meta[META_LAYERS])
         self.geometry = FrameGeometry.from_json(meta[META_GEOMETRY])

@@ -69,9 +69,20 @@ def layer_norm_student() -> DistillerModel:
 def tiny_prunable_config(family: str = "hubert", **overrides: object) -> PrunableConfig:
     """CNN 32 channels, 2 layers of 64 dims, 4 heads of 16, FFN 128; no dropout."""
     base = dict(
-        family=family, conv_layers=TINY_CONV_LAYERS, embed_dim=64, head_dim=16, total_heads=4,
-        layer_heads=[[0, 1, 2, 3]] * 2, layer_ffn_dims=[128, 128], conv_pos=16, conv_pos_groups=4,
-        num_buckets=16, max_distance=40, dropout=0.0, attention_dropout=0.0, projection_dropout=0.0,
+        family=family,
+        conv_layers=TINY_CONV_LAYERS,
+        embed_dim=64,
+        head_dim=16,
+        total_heads=4,
+        layer_heads=[[0, 1, 2, 3]] * 2,
+        layer_ffn_dims=[128, 128],
+        conv_pos=16,
+        conv_pos_groups=4,
+        num_buckets=16,
+        max_distance=40,
+        dropout=0.0,
+        attention_dropout=0.0,
+        projection_dropout=0.0,
     )
     base.update(overrides)
     config = PrunableConfig(**base)  # type: ignore[arg-type]
@@ -91,9 +102,19 @@ def perturb(module: torch.nn.Module, seed: int, scale: float = 0.1) -> None:
 
 # ------------------------------------------------------------------ Hugging Face teachers
 HF_TINY = dict(
-    hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128, conv_dim=(32,) * 7,
-    num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4, layerdrop=0.0, hidden_dropout=0.0,
-    attention_dropout=0.0, activation_dropout=0.0, feat_proj_dropout=0.0, mask_time_prob=0.0,
+    hidden_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    intermediate_size=128,
+    conv_dim=(32,) * 7,
+    num_conv_pos_embeddings=16,
+    num_conv_pos_embedding_groups=4,
+    layerdrop=0.0,
+    hidden_dropout=0.0,
+    attention_dropout=0.0,
+    activation_dropout=0.0,
+    feat_proj_dropout=0.0,
+    mask_time_prob=0.0,
 )
 
 
@@ -102,8 +123,11 @@ def hf_model(family: str, pre_ln: bool = False, seed: int = 0, **config: object)
     ``pre_ln``: the Large layout (stable layer norm, layer-norm CNN with conv bias)."""
     from transformers import HubertConfig, HubertModel, Wav2Vec2Config, Wav2Vec2Model, WavLMConfig, WavLMModel
 
-    classes = {"hubert": (HubertConfig, HubertModel), "wav2vec2": (Wav2Vec2Config, Wav2Vec2Model),
-               "wavlm": (WavLMConfig, WavLMModel)}
+    classes = {
+        "hubert": (HubertConfig, HubertModel),
+        "wav2vec2": (Wav2Vec2Config, Wav2Vec2Model),
+        "wavlm": (WavLMConfig, WavLMModel),
+    }
     cfg_cls, model_cls = classes[family]
     kwargs = dict(HF_TINY)
     kwargs.update(do_stable_layer_norm=pre_ln, feat_extract_norm="layer" if pre_ln else "group", conv_bias=pre_ln)
@@ -176,7 +200,9 @@ class ContractRecorder:
     """
 
     def __init__(self, trainer: Any, teacher: torch.nn.Module) -> None:
-        self.log: dict[str, list[Any]] = {k: [] for k in ("clean", "noisy", "teacher", "student", "student_out", "head")}
+        self.log: dict[str, list[Any]] = {
+            k: [] for k in ("clean", "noisy", "teacher", "student", "student_out", "head")
+        }
         real_next, real_apply = trainer.next_batch, trainer.policy.apply
 
         def next_batch(data: Any) -> Any:
@@ -191,7 +217,9 @@ class ContractRecorder:
 
         trainer.next_batch, trainer.policy.apply = next_batch, apply
         teacher.register_forward_pre_hook(lambda _m, args: self.log["teacher"].append(args[0].clone()))
-        trainer.modules["student"].register_forward_pre_hook(lambda _m, args: self.log["student"].append(args[0].clone()))
+        trainer.modules["student"].register_forward_pre_hook(
+            lambda _m, args: self.log["student"].append(args[0].clone())
+        )
         trainer.modules["student"].register_forward_hook(lambda _m, _a, out: self.log["student_out"].append(out))
         if "head" in trainer.modules:
             trainer.modules["head"].register_forward_pre_hook(lambda _m, args: self.log["head"].append(args))

@@ -23,8 +23,9 @@ def test_overrides_may_follow_or_precede_the_options() -> None:
 
 def test_os_errors_name_the_path_and_the_fix(tmp_path: Path) -> None:
     line = os_error_line(OSError(errno.ENOSPC, "No space left on device", "/data/run/states-2.ckpt"))
-    assert line == ("/data/run/states-2.ckpt: No space left on device: the disk is full: free space or "
-                    "choose another output folder")
+    assert line == (
+        "/data/run/states-2.ckpt: No space left on device: the disk is full: free space or choose another output folder"
+    )
     (tmp_path / "f").write_text("x")
     assert "is a file" in os_error_line(FileExistsError(errno.EEXIST, "File exists", str(tmp_path / "f")))
 
@@ -38,24 +39,29 @@ def test_bad_yaml_is_one_line(tmp_path: Path, content: str, capsys: pytest.Captu
     assert "line 2" in err or "line 3" in err
 
 
-@pytest.mark.parametrize(("override", "message"), [
-    ("optim.lr=.inf", "lr must be a finite number"),
-    ("train.out_dir=", "out_dir is empty"),
-    ("train.device=gpu", "device 'gpu' is not one of"),
-])
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("optim.lr=.inf", "lr must be a finite number"),
+        ("train.out_dir=", "out_dir is empty"),
+        ("train.device=gpu", "device 'gpu' is not one of"),
+    ],
+)
 def test_bad_values_are_refused(override: str, message: str, capsys: pytest.CaptureFixture) -> None:
     assert main(["distill", "--config", "demo", override]) == 1
     assert message in capsys.readouterr().err
 
 
 def test_project_errors_are_one_line_and_other_exceptions_keep_their_traceback(
-        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
     """A user error (any RobustDistillerError) is one line and exit code 1; a bug, even a
     ValueError, is not dressed up as a user error: it propagates with its traceback."""
     import robustdistiller.commands.info as info
     from robustdistiller.errors import CheckpointFormatError, ConfigError, RobustDistillerError
 
     for error in (CheckpointFormatError("m.ckpt: weights do not match"), ConfigError("optim.lr: expected float")):
+
         def fail(args: object, error: RobustDistillerError = error) -> int:
             raise error
 

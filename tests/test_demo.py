@@ -11,18 +11,19 @@ import torch
 
 import robustdistiller
 import robustdistiller.demo as demo
+from robustdistiller.checkpoints.load import load_student
 from robustdistiller.cli import main
 from robustdistiller.data.recordings import RECORDED_NOISES, RECORDINGS_DIR, read_index
 from robustdistiller.evaluate.results import Results
-from robustdistiller.checkpoints.load import load_student
 
 
 def _no_synthetic(*args: object, **kwargs: object) -> None:
     raise AssertionError("the demo must not fall back to the synthetic corpus")
 
 
-def test_quick_demo_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_quick_demo_end_to_end(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     seen: dict[str, object] = {}
     real_evaluate = demo.evaluate
 
@@ -66,8 +67,10 @@ def test_quick_demo_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert all(h["chance"] is not None for h in results.headline)
 
     # Both final checkpoints load, record the demo's teacher, and only the robust one carries a head.
-    baseline, robust = sorted((out / "distilhubert-baseline").glob("states-*.ckpt")), sorted(
-        (out / "robustdistiller").glob("states-*.ckpt"))
+    baseline, robust = (
+        sorted((out / "distilhubert-baseline").glob("states-*.ckpt")),
+        sorted((out / "robustdistiller").glob("states-*.ckpt")),
+    )
     assert len(baseline) == 1 and len(robust) == 1
     for ckpt, has_head in ((baseline[0], False), (robust[0], True)):
         model, parsed = load_student(ckpt)

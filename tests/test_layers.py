@@ -85,16 +85,21 @@ def test_no_module_imports_a_higher_layer() -> None:
 
 
 def test_every_top_level_module_has_a_layer() -> None:
-    names = {p.stem for p in PACKAGE.glob("*.py")} | {p.name for p in PACKAGE.iterdir() if (p / "__init__.py").is_file()}
+    names = {p.stem for p in PACKAGE.glob("*.py")} | {
+        p.name for p in PACKAGE.iterdir() if (p / "__init__.py").is_file()
+    }
     assert sorted(names - set(RANK)) == []
 
 
-@pytest.mark.parametrize(("source", "expected"), [
-    ("from robustdistiller.train.trainer import DistillTrainer\n", "models imports robustdistiller.train.trainer"),
-    ("def f():\n    from ..evaluate import metrics\n", "models imports robustdistiller.evaluate"),
-    ("import robustdistiller.export.onnx\n", "models imports robustdistiller.export.onnx"),
-    ("from robustdistiller import load\n", "models imports robustdistiller"),
-])
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ("from robustdistiller.train.trainer import DistillTrainer\n", "models imports robustdistiller.train.trainer"),
+        ("def f():\n    from ..evaluate import metrics\n", "models imports robustdistiller.evaluate"),
+        ("import robustdistiller.export.onnx\n", "models imports robustdistiller.export.onnx"),
+        ("from robustdistiller import load\n", "models imports robustdistiller"),
+    ],
+)
 def test_a_planted_violation_is_reported_with_file_and_line(tmp_path: Path, source: str, expected: str) -> None:
     package = tmp_path / "robustdistiller"
     (package / "models").mkdir(parents=True)

@@ -53,8 +53,9 @@ def colored_noise(num_samples: int, color: str, rng: np.random.Generator) -> np.
     return _unit_rms(shaped)
 
 
-def hum(num_samples: int, rng: np.random.Generator, *, mains_hz: float = 50.0,
-        harmonics: int = 6, sample_rate: int = 16000) -> np.ndarray:
+def hum(
+    num_samples: int, rng: np.random.Generator, *, mains_hz: float = 50.0, harmonics: int = 6, sample_rate: int = 16000
+) -> np.ndarray:
     """Mains hum: ``mains_hz`` and its harmonics (amplitude 1/k, random phases) over faint white noise."""
     t = np.arange(num_samples) / sample_rate
     out = 0.01 * rng.standard_normal(num_samples)
@@ -65,8 +66,7 @@ def hum(num_samples: int, rng: np.random.Generator, *, mains_hz: float = 50.0,
     return _unit_rms(out)
 
 
-def clicks(num_samples: int, rng: np.random.Generator, *, rate_hz: float = 4.0,
-           sample_rate: int = 16000) -> np.ndarray:
+def clicks(num_samples: int, rng: np.random.Generator, *, rate_hz: float = 4.0, sample_rate: int = 16000) -> np.ndarray:
     """Sparse clicks: Poisson-timed short exponentially decaying bursts of random sign and level."""
     out = 1e-3 * rng.standard_normal(num_samples)
     count = rng.poisson(rate_hz * num_samples / sample_rate)
@@ -79,8 +79,7 @@ def clicks(num_samples: int, rng: np.random.Generator, *, rate_hz: float = 4.0,
     return _unit_rms(out)
 
 
-def babble(num_samples: int, speech: SpeechSource, rng: np.random.Generator, *,
-           talkers: int = 6) -> np.ndarray:
+def babble(num_samples: int, speech: SpeechSource, rng: np.random.Generator, *, talkers: int = 6) -> np.ndarray:
     """Babble: ``talkers`` utterances at equal level, each tiled from a random offset, summed.
 
     ``speech`` is a sequence of waveforms or a callable drawing one from ``rng`` (e.g. the in-memory
@@ -98,7 +97,7 @@ def babble(num_samples: int, speech: SpeechSource, rng: np.random.Generator, *,
             raise ValueError("babble received an empty or silent speech waveform")
         reps = -(-(num_samples + utt.size) // utt.size)
         start = int(rng.integers(utt.size))
-        out += _unit_rms(np.tile(utt, reps)[start:start + num_samples])
+        out += _unit_rms(np.tile(utt, reps)[start : start + num_samples])
     return _unit_rms(out)
 
 
@@ -109,8 +108,9 @@ def synthetic_speech(rng: np.random.Generator) -> np.ndarray:
     return synthesize_utterance(word, speaker, rng)
 
 
-def builtin_noises(sample_rate: int = 16000, seconds: float = 10.0, seed: int = 0,
-                   speech: SpeechSource | None = synthetic_speech) -> dict[str, np.ndarray]:
+def builtin_noises(
+    sample_rate: int = 16000, seconds: float = 10.0, seed: int = 0, speech: SpeechSource | None = synthetic_speech
+) -> dict[str, np.ndarray]:
     """All built-in noises by name (babble from ``speech``, none when it is None). Same seed, same arrays."""
     n = int(round(seconds * sample_rate))
     out: dict[str, np.ndarray] = {}
@@ -130,8 +130,14 @@ def builtin_noises(sample_rate: int = 16000, seconds: float = 10.0, seed: int = 
     return out
 
 
-def write_builtin_noises(folder: str | Path, *, sample_rate: int = 16000, seconds: float = 10.0,
-                         seed: int = 0, speech: SpeechSource | None = synthetic_speech) -> list[Path]:
+def write_builtin_noises(
+    folder: str | Path,
+    *,
+    sample_rate: int = 16000,
+    seconds: float = 10.0,
+    seed: int = 0,
+    speech: SpeechSource | None = synthetic_speech,
+) -> list[Path]:
     """Write the built-in noises as ``<folder>/builtin_<name>.wav`` (float, peak-safe) and return the paths."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

@@ -45,9 +45,7 @@ def _add_masked(clean: torch.Tensor, noise: torch.Tensor, lengths: torch.Tensor,
     return clean + scale[:, None] * torch.where(mask, noise, 0.0)
 
 
-def noise_scale(
-    clean: torch.Tensor, noise: torch.Tensor, lengths: torch.Tensor, snr_db: torch.Tensor
-) -> torch.Tensor:
+def noise_scale(clean: torch.Tensor, noise: torch.Tensor, lengths: torch.Tensor, snr_db: torch.Tensor) -> torch.Tensor:
     """Per-row factor ``sqrt(P_s / (P_n + 1e-8) · 10^(-snr/10))`` putting ``noise`` at ``snr_db`` below
     ``clean``; powers are ``x·x / n`` over the first ``lengths[b]`` samples only."""
     if clean.shape != noise.shape or clean.dim() != 2:
@@ -57,9 +55,7 @@ def noise_scale(
     return torch.sqrt(powers(clean, lengths) / (powers(noise, lengths) + POWER_EPS) * gain)
 
 
-def mix_at_snr(
-    clean: torch.Tensor, noise: torch.Tensor, lengths: torch.Tensor, snr_db: torch.Tensor
-) -> torch.Tensor:
+def mix_at_snr(clean: torch.Tensor, noise: torch.Tensor, lengths: torch.Tensor, snr_db: torch.Tensor) -> torch.Tensor:
     """Add ``noise`` to ``clean`` at ``snr_db`` (per row), measured on the unpadded region only.
 
     The noise is scaled by :func:`noise_scale` and added only to the valid region, so padding stays
@@ -94,11 +90,12 @@ def _zero_padded_rows(src: np.ndarray, lengths: list[int], dst: np.ndarray) -> n
     for i, n in enumerate(lengths):
         dst[i, :n] = src[i, :n]
         dst[i, n:] = 0.0
-    return dst[:len(lengths)]
+    return dst[: len(lengths)]
 
 
-def _fft_convolve_cpu(x: torch.Tensor, lengths: list[int], h: torch.Tensor, rir_lengths: list[int],
-                      n_fft: int) -> torch.Tensor:
+def _fft_convolve_cpu(
+    x: torch.Tensor, lengths: list[int], h: torch.Tensor, rir_lengths: list[int], n_fft: int
+) -> torch.Tensor:
     # scipy's pocketfft, not torch.fft: on CPU it is 1.3-2x faster for these sizes. Single-threaded
     # on purpose: pocketfft's thread pool joins its threads in a fork handler, which deadlocks when
     # a DataLoader forks workers after the trainer used the pool. Padding is zeroed row by row into
@@ -116,14 +113,15 @@ def _fft_convolve_cpu(x: torch.Tensor, lengths: list[int], h: torch.Tensor, rir_
     return torch.from_numpy(out)
 
 
-def _fft_convolve_torch(x: torch.Tensor, lengths: torch.Tensor, h: torch.Tensor, rir_lengths: torch.Tensor,
-                        n_fft: int) -> torch.Tensor:
+def _fft_convolve_torch(
+    x: torch.Tensor, lengths: torch.Tensor, h: torch.Tensor, rir_lengths: torch.Tensor, n_fft: int
+) -> torch.Tensor:
     mask = valid_mask(lengths, x.shape[1])
     x = torch.where(mask, x, 0.0)
     h = torch.where(valid_mask(rir_lengths, h.shape[1]), h, 0.0)
     # Padding explicitly is measurably faster than rfft(..., n=) with torch.fft.
     spec = torch.fft.rfft(F.pad(x, (0, n_fft - x.shape[1]))) * torch.fft.rfft(F.pad(h, (0, n_fft - h.shape[1])))
-    return torch.fft.irfft(spec, n=n_fft)[:, :x.shape[1]].masked_fill_(~mask, 0.0)
+    return torch.fft.irfft(spec, n=n_fft)[:, : x.shape[1]].masked_fill_(~mask, 0.0)
 
 
 def reverberate(

@@ -84,8 +84,9 @@ def _to_files(manifest: Manifest, source: str) -> list[NoiseFile]:
     return [NoiseFile(manifest.root / e.path, e.num_samples, f"{source}/{e.path}") for e in manifest.entries]
 
 
-def index_musan(root: str | Path, subsets: Sequence[str] = ("noise",), *, workers: int = 8,
-                report: BadFileReport | None = None) -> list[NoiseFile]:
+def index_musan(
+    root: str | Path, subsets: Sequence[str] = ("noise",), *, workers: int = 8, report: BadFileReport | None = None
+) -> list[NoiseFile]:
     """``<root>/<subset>/**`` audio files of MUSAN (the original code uses ``noise`` only)."""
     root = _require_dir(Path(root).resolve(), "MUSAN")
     rows = []
@@ -94,8 +95,13 @@ def index_musan(root: str | Path, subsets: Sequence[str] = ("noise",), *, worker
     return _scan(root, rows, "musan", workers, report)
 
 
-def index_urbansound(root: str | Path, exclude: Sequence[str] = URBANSOUND_DEFAULT_EXCLUDE, *,
-                     workers: int = 8, report: BadFileReport | None = None) -> list[NoiseFile]:
+def index_urbansound(
+    root: str | Path,
+    exclude: Sequence[str] = URBANSOUND_DEFAULT_EXCLUDE,
+    *,
+    workers: int = 8,
+    report: BadFileReport | None = None,
+) -> list[NoiseFile]:
     """UrbanSound8K clips listed in ``metadata/UrbanSound8K.csv`` (``audio/fold<fold>/<slice_file_name>``),
     minus the ``exclude`` classes. Rows whose file is missing are reported, not fatal."""
     root = _require_dir(Path(root).resolve(), "UrbanSound8K")
@@ -113,8 +119,9 @@ def index_urbansound(root: str | Path, exclude: Sequence[str] = URBANSOUND_DEFAU
     if absent:
         log.warning("UrbanSound8K exclude class(es) %s do not occur in %s", absent, csv_path)
     excluded = set(exclude)
-    rows: list[Row] = [(f"audio/fold{row['fold']}/{row['slice_file_name']}", {}) for row in table
-            if row["class"] not in excluded]
+    rows: list[Row] = [
+        (f"audio/fold{row['fold']}/{row['slice_file_name']}", {}) for row in table if row["class"] not in excluded
+    ]
     return _scan(root, rows, "urbansound", workers, report)
 
 
@@ -124,8 +131,9 @@ def index_folder(folder: str | Path, *, workers: int = 8, report: BadFileReport 
     return _scan(folder, _audio_rows(folder, folder), folder.name, workers, report)
 
 
-def _scan(root: Path, rows: list[tuple[str, dict[str, str]]], source: str, workers: int,
-          report: BadFileReport | None) -> list[NoiseFile]:
+def _scan(
+    root: Path, rows: list[tuple[str, dict[str, str]]], source: str, workers: int, report: BadFileReport | None
+) -> list[NoiseFile]:
     if not rows:
         raise DataError(f"no audio files ({', '.join(DEFAULT_EXTENSIONS)}) under {root}")
     manifest, bad = scan_files(root, rows, workers=workers, desc=f"indexing {source} noise", report=report)
@@ -137,8 +145,9 @@ def _scan(root: Path, rows: list[tuple[str, dict[str, str]]], source: str, worke
 class NoiseBank:
     """Random noise segments drawn from indexed files (see the module docstring)."""
 
-    def __init__(self, files: Sequence[NoiseFile], *, cache_mb: float = 0.0,
-                 report: BadFileReport | None = None) -> None:
+    def __init__(
+        self, files: Sequence[NoiseFile], *, cache_mb: float = 0.0, report: BadFileReport | None = None
+    ) -> None:
         self.files = list(files)
         self.report = report if report is not None else BadFileReport()
         self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
@@ -146,8 +155,9 @@ class NoiseBank:
         self._cache_bytes = 0
 
     @classmethod
-    def from_config(cls, cfg: NoiseBankConfig, report: BadFileReport | None = None,
-                    speech: SpeechSource = synthetic_speech) -> NoiseBank:
+    def from_config(
+        cls, cfg: NoiseBankConfig, report: BadFileReport | None = None, speech: SpeechSource = synthetic_speech
+    ) -> NoiseBank:
         """Index every configured source; ``speech`` (waveforms or a sampler) makes the built-in babble."""
         report = report if report is not None else BadFileReport()
         files: list[NoiseFile] = []
@@ -214,7 +224,7 @@ class NoiseBank:
             wav = self._decoded(index)
             if wav.shape[0] < start + num_samples:
                 raise AudioError(entry.path, "truncated", f"{wav.shape[0]} samples, header said {entry.num_samples}")
-            return wav[start:start + num_samples].copy()
+            return wav[start : start + num_samples].copy()
         wav = self._decoded(index)
         return tile(wav, num_samples)
 

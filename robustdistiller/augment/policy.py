@@ -84,8 +84,9 @@ class CorruptionConfig:
 
     def validate(self) -> None:
         if any(p < 0 for p in self.op_probs) or not math.isclose(sum(self.op_probs), 1.0, abs_tol=1e-6):
-            raise ValueError("p_clean + p_noise + p_reverb + p_noise_reverb must be 1 (each >= 0), "
-                             f"got {self.op_probs}")
+            raise ValueError(
+                f"p_clean + p_noise + p_reverb + p_noise_reverb must be 1 (each >= 0), got {self.op_probs}"
+            )
         if self.snr_low > self.snr_high:
             raise ValueError(f"snr_low ({self.snr_low}) must be <= snr_high ({self.snr_high})")
         synth = (self.white_noise_prob, self.colored_noise_prob)
@@ -94,8 +95,10 @@ class CorruptionConfig:
         if self.apply_on not in APPLY_ON:
             raise ValueError(f"apply_on must be one of {APPLY_ON}, got {self.apply_on!r}")
         if self.apply_on == "workers" and self.has_curriculum:
-            raise ValueError("apply_on=workers needs inc_steps <= 0: the curriculum depends on the optimizer "
-                             "step, which DataLoader workers do not know; use apply_on=device or auto")
+            raise ValueError(
+                "apply_on=workers needs inc_steps <= 0: the curriculum depends on the optimizer "
+                "step, which DataLoader workers do not know; use apply_on=device or auto"
+            )
         bad = [c for c in self.colors if c not in COLOR_EXPONENTS]
         if bad or (self.colored_noise_prob > 0 and not self.colors):
             raise ValueError(f"colors must be a non-empty subset of {sorted(COLOR_EXPONENTS)}, got {self.colors}")
@@ -151,8 +154,14 @@ class CorruptionPlan(SmallTensorsByValue):
         return int(rows.shape[1])
 
     def _map(self, fn: Any) -> CorruptionPlan:
-        return replace(self, **{f.name: fn(getattr(self, f.name)) for f in fields(self)
-                                if isinstance(getattr(self, f.name), torch.Tensor)})
+        return replace(
+            self,
+            **{
+                f.name: fn(getattr(self, f.name))
+                for f in fields(self)
+                if isinstance(getattr(self, f.name), torch.Tensor)
+            },
+        )
 
     def pin_memory(self) -> CorruptionPlan:
         """Called by ``DataLoader(pin_memory=True)`` on batches that contain a plan."""
@@ -172,13 +181,12 @@ class CorruptionResult:
     rt60: torch.Tensor  # float32 [B] on CPU, NaN where no reverb
 
 
-
-
 class CorruptionPolicy:
     """Draws per-row corruption plans and applies them (see the module docstring)."""
 
-    def __init__(self, cfg: CorruptionConfig, noise_bank: NoiseBank | None = None,
-                 rir_bank: RIRBank | None = None) -> None:
+    def __init__(
+        self, cfg: CorruptionConfig, noise_bank: NoiseBank | None = None, rir_bank: RIRBank | None = None
+    ) -> None:
         cfg.validate()
         self.cfg = cfg
         self.noise_bank = noise_bank
@@ -186,21 +194,31 @@ class CorruptionPolicy:
         self._op_cdf = np.cumsum(cfg.op_probs)
         file_noise = 1.0 - cfg.white_noise_prob - cfg.colored_noise_prob
         if cfg.p_noise + cfg.p_noise_reverb > 0 and file_noise > 1e-9 and not noise_bank:
-            raise ValueError("noise operations draw noise files but no noise source is configured "
-                             "(musan / urbansound / noise_dirs / builtin), or set white_noise_prob + "
-                             "colored_noise_prob to 1")
+            raise ValueError(
+                "noise operations draw noise files but no noise source is configured "
+                "(musan / urbansound / noise_dirs / builtin), or set white_noise_prob + "
+                "colored_noise_prob to 1"
+            )
         if cfg.p_reverb + cfg.p_noise_reverb > 0 and not rir_bank:
-            raise ValueError("reverb operations need RIRs: set rir_dirs or simulate_rirs.count, "
-                             "or set p_reverb and p_noise_reverb to 0")
+            raise ValueError(
+                "reverb operations need RIRs: set rir_dirs or simulate_rirs.count, "
+                "or set p_reverb and p_noise_reverb to 0"
+            )
 
     @classmethod
-    def from_config(cls, cfg: CorruptionConfig, noise_bank: NoiseBank | None,
-                    rir_bank: RIRBank | None) -> CorruptionPolicy:
+    def from_config(
+        cls, cfg: CorruptionConfig, noise_bank: NoiseBank | None, rir_bank: RIRBank | None
+    ) -> CorruptionPolicy:
         return cls(cfg, noise_bank, rir_bank)
 
     # ---------------------------------------------------------------- plan (workers)
-    def plan(self, lengths: torch.Tensor | Sequence[int], max_len: int, rng: np.random.Generator,
-             wavs: torch.Tensor | None = None) -> CorruptionPlan:
+    def plan(
+        self,
+        lengths: torch.Tensor | Sequence[int],
+        max_len: int,
+        rng: np.random.Generator,
+        wavs: torch.Tensor | None = None,
+    ) -> CorruptionPlan:
         """Draw the file-bound part of a batch's corruption (see :class:`CorruptionPlan`).
 
         With ``wavs`` (the batch itself) the plan is also applied here, in the worker, and carries the
@@ -210,8 +228,10 @@ class CorruptionPolicy:
         """
         lengths = [int(n) for n in lengths]
         if wavs is not None and self.cfg.has_curriculum:
-            raise ValueError("a plan can only be finished in advance without a curriculum (inc_steps <= 0): "
-                             "with one, the result depends on the optimizer step")
+            raise ValueError(
+                "a plan can only be finished in advance without a curriculum (inc_steps <= 0): "
+                "with one, the result depends on the optimizer step"
+            )
         if wavs is not None and tuple(wavs.shape) != (len(lengths), max_len):
             raise ValueError(f"wavs {tuple(wavs.shape)} do not match the plan's {(len(lengths), max_len)}")
         # The noise of a plan finished here never leaves the worker: ordinary memory.
@@ -227,8 +247,9 @@ class CorruptionPolicy:
         # min(): the cumulative sum may end a rounding error below 1.
         return [min(int(np.searchsorted(self._op_cdf, rng.random(), side="right")), 3) for _ in range(count)]
 
-    def _build_plan(self, lengths: list[int], max_len: int, ops: list[int], rng: np.random.Generator, *,
-                    shared: bool = True) -> CorruptionPlan:
+    def _build_plan(
+        self, lengths: list[int], max_len: int, ops: list[int], rng: np.random.Generator, *, shared: bool = True
+    ) -> CorruptionPlan:
         if any(n > max_len for n in lengths):
             raise ValueError(f"a length in {lengths} exceeds max_len {max_len}")
         batch = len(lengths)
@@ -251,12 +272,17 @@ class CorruptionPolicy:
         rir_len = max([r.size for _, r in rir_list], default=1)
         rirs, rir_lengths = np.zeros((batch, rir_len), dtype=np.float32), np.zeros(batch, dtype=np.int64)
         for b, samples in rir_list:
-            rirs[b, :samples.size], rir_lengths[b] = samples, samples.size
+            rirs[b, : samples.size], rir_lengths[b] = samples, samples.size
         return CorruptionPlan(
-            ops=torch.tensor(ops, dtype=torch.int64), noise=noise_batch,
-            rirs=torch.from_numpy(rirs), rir_lengths=torch.from_numpy(rir_lengths), rt60=torch.from_numpy(rt60),
-            u_snr=torch.from_numpy(u_snr), u_reverb=torch.from_numpy(u_reverb),
-            noise_names=noise_names, rir_names=rir_names,
+            ops=torch.tensor(ops, dtype=torch.int64),
+            noise=noise_batch,
+            rirs=torch.from_numpy(rirs),
+            rir_lengths=torch.from_numpy(rir_lengths),
+            rt60=torch.from_numpy(rt60),
+            u_snr=torch.from_numpy(u_snr),
+            u_reverb=torch.from_numpy(u_reverb),
+            noise_names=noise_names,
+            rir_names=rir_names,
         )
 
     def _noise(self, n: int, rng: np.random.Generator) -> tuple[np.ndarray, str]:
@@ -292,7 +318,8 @@ class CorruptionPolicy:
             out = self._corrupt_rows(wavs.clone(), lengths.to(wavs.device), plan, snr, has_noise, has_reverb)
         names = [OPS[int(n) + 2 * int(r)] for n, r in zip(has_noise, has_reverb)]
         return CorruptionResult(
-            noisy=out, ops=names,
+            noisy=out,
+            ops=names,
             snr_db=torch.where(has_noise, snr, torch.tensor(math.nan)),
             noise_names=[name if h else "" for name, h in zip(plan.noise_names, has_noise.tolist())],
             rir_names=[name if r else "" for name, r in zip(plan.rir_names, has_reverb.tolist())],
@@ -312,8 +339,14 @@ class CorruptionPolicy:
         return snr, has_noise, has_reverb
 
     @staticmethod
-    def _corrupt_rows(out: torch.Tensor, lengths: torch.Tensor, plan: CorruptionPlan, snr: torch.Tensor,
-                      has_noise: torch.Tensor, has_reverb: torch.Tensor) -> torch.Tensor:
+    def _corrupt_rows(
+        out: torch.Tensor,
+        lengths: torch.Tensor,
+        plan: CorruptionPlan,
+        snr: torch.Tensor,
+        has_noise: torch.Tensor,
+        has_reverb: torch.Tensor,
+    ) -> torch.Tensor:
         """Noise then reverb, in place on ``out`` (a copy of the clean batch), on the rows that need
         them, batched (row selection from CPU masks)."""
         device, dtype = out.device, out.dtype
@@ -327,7 +360,7 @@ class CorruptionPolicy:
         if rows.numel():
             idx = rows.to(device)
             rir_lengths = plan.rir_lengths.cpu()[rows]
-            rirs = plan.rirs.index_select(0, rows)[:, :int(rir_lengths.max())]
+            rirs = plan.rirs.index_select(0, rows)[:, : int(rir_lengths.max())]
             rirs = rirs.to(device, dtype, non_blocking=True)
             out[idx] = reverberate(out[idx], lengths[idx], rirs, rir_lengths.to(device))
         return out
@@ -335,34 +368,46 @@ class CorruptionPolicy:
     # ---------------------------------------------------------------- resume
     def fingerprint(self) -> dict[str, str]:
         """Hashes of the noise and RIR pools: plans are only reproducible over the same pools."""
+
         def digest(names: list[str]) -> str:
             return hashlib.sha1("\n".join(names).encode()).hexdigest()[:16]
 
-        return {"noise": digest(self.noise_bank.names if self.noise_bank else []),
-                "rir": digest(self.rir_bank.names if self.rir_bank else [])}
+        return {
+            "noise": digest(self.noise_bank.names if self.noise_bank else []),
+            "rir": digest(self.rir_bank.names if self.rir_bank else []),
+        }
 
     def state_dict(self) -> dict[str, Any]:
         """The policy keeps no mutable state (the step comes from the trainer); this records what a
         resumed run must match for its plans to be the same."""
-        return {"fingerprint": self.fingerprint(),
-                "config": {k: v for k, v in to_dict(self.cfg).items() if k not in ("noise", "rir")}}
+        return {
+            "fingerprint": self.fingerprint(),
+            "config": {k: v for k, v in to_dict(self.cfg).items() if k not in ("noise", "rir")},
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Warn (not fail) when the pools or probabilities changed: the run continues, differently."""
         mine = self.state_dict()
         for key in ("fingerprint", "config"):
             if state.get(key) != mine[key]:
-                log.warning("corruption %s differs from the checkpoint's (%s vs %s): "
-                            "corruption after resume will not match the original run", key, state.get(key), mine[key])
+                log.warning(
+                    "corruption %s differs from the checkpoint's (%s vs %s): "
+                    "corruption after resume will not match the original run",
+                    key,
+                    state.get(key),
+                    mine[key],
+                )
 
 
-def build_policy(cfg: CorruptionConfig, report: BadFileReport | None = None,
-                 speech: SpeechSource = synthetic_speech) -> CorruptionPolicy:
+def build_policy(
+    cfg: CorruptionConfig, report: BadFileReport | None = None, speech: SpeechSource = synthetic_speech
+) -> CorruptionPolicy:
     """Index the configured noise and RIR sources and build the policy. ``speech`` feeds the built-in
     babble noise when ``cfg.noise.builtin`` is on (default: the synthetic corpus)."""
     n = cfg.noise
-    noise_bank = (NoiseBank.from_config(n, report, speech)
-                  if n.musan or n.urbansound or n.noise_dirs or n.builtin else None)
+    noise_bank = (
+        NoiseBank.from_config(n, report, speech) if n.musan or n.urbansound or n.noise_dirs or n.builtin else None
+    )
     r = cfg.rir
     rir_bank = RIRBank.from_config(r, report) if r.rir_dirs or r.simulate_rirs.count > 0 else None
     return CorruptionPolicy.from_config(cfg, noise_bank, rir_bank)

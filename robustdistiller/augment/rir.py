@@ -104,18 +104,21 @@ def _is_noise_path(rel: Path) -> bool:
     return "noise" in rel.name.lower() or "pointsource_noises" in rel.parts[:-1]
 
 
-def index_rir_folder(folder: str | Path, *, workers: int = 8,
-                     report: BadFileReport | None = None) -> list[RIRFile]:
+def index_rir_folder(folder: str | Path, *, workers: int = 8, report: BadFileReport | None = None) -> list[RIRFile]:
     """Every RIR audio file under ``folder`` (recursive), noise recordings excluded (module docstring)."""
     root = Path(folder).resolve()
     if not root.is_dir():
         raise FileNotFoundError(f"RIR folder not found: {root}")
-    rows: list[Row] = [(p.relative_to(root).as_posix(), {}) for p in sorted(root.rglob("*"))
-            if p.suffix.lower() in DEFAULT_EXTENSIONS and p.is_file() and not _is_noise_path(p.relative_to(root))]
+    rows: list[Row] = [
+        (p.relative_to(root).as_posix(), {})
+        for p in sorted(root.rglob("*"))
+        if p.suffix.lower() in DEFAULT_EXTENSIONS and p.is_file() and not _is_noise_path(p.relative_to(root))
+    ]
     if not rows:
         raise DataError(f"no RIR audio files ({', '.join(DEFAULT_EXTENSIONS)}) under {root}")
-    manifest, bad = scan_files(root, rows, workers=workers, min_samples=1, desc=f"indexing RIRs in {root.name}",
-                               report=report)
+    manifest, bad = scan_files(
+        root, rows, workers=workers, min_samples=1, desc=f"indexing RIRs in {root.name}", report=report
+    )
     if not manifest.entries:
         raise DataError(f"all {len(rows)} RIR files under {root} are unusable: {bad.summary()}")
     return [RIRFile(root / e.path, f"{root.name}/{e.path}") for e in manifest.entries]
@@ -166,8 +169,9 @@ def _simulate_room(dims: np.ndarray, src: np.ndarray, mic: np.ndarray, rt60: flo
     return np.asarray(room.rir[0][0], dtype=np.float64)
 
 
-def simulate_rir(target_rt60: float, rng: np.random.Generator,
-                 sample_rate: int = SAMPLE_RATE) -> tuple[np.ndarray, float]:
+def simulate_rir(
+    target_rt60: float, rng: np.random.Generator, sample_rate: int = SAMPLE_RATE
+) -> tuple[np.ndarray, float]:
     """One shoebox RIR aiming at ``target_rt60``; returns (float32 RIR, measured RT60).
 
     Sabine's formula assumes a diffuse field, which a shoebox image-source model is not, so the first
@@ -179,14 +183,14 @@ def simulate_rir(target_rt60: float, rng: np.random.Generator,
     rir = _simulate_room(dims, src, mic, target_rt60, sample_rate)
     measured = measure_rt60(rir, sample_rate)
     if np.isfinite(measured) and abs(measured / target_rt60 - 1.0) > 0.05:
-        corrected = float(np.clip(target_rt60 ** 2 / measured, 0.5 * target_rt60, 2.0 * target_rt60))
+        corrected = float(np.clip(target_rt60**2 / measured, 0.5 * target_rt60, 2.0 * target_rt60))
         try:
             second = _simulate_room(dims, src, mic, corrected, sample_rate)
         except ValueError:  # the corrected RT60 needs absorption > 1 in this room: keep the first
             second = None
         if second is not None:
             rir, measured = second, measure_rt60(second, sample_rate)
-    rir = rir[:max(1, decay_length(rir, 60.0))]
+    rir = rir[: max(1, decay_length(rir, 60.0))]
     return rir.astype(np.float32), measured
 
 
@@ -203,8 +207,13 @@ def simulate_rirs(cfg: SimulatedRIRConfig, sample_rate: int = SAMPLE_RATE) -> li
 
 def simulation_cache_dir(cfg: SimulatedRIRConfig, sample_rate: int = SAMPLE_RATE) -> Path:
     """``<cache_dir>/pra-<hash>``: the hash covers every parameter that changes the RIRs."""
-    key = {"count": cfg.count, "rt60_range": list(cfg.rt60_range), "seed": cfg.seed,
-           "sample_rate": sample_rate, "version": SIMULATION_VERSION}
+    key = {
+        "count": cfg.count,
+        "rt60_range": list(cfg.rt60_range),
+        "seed": cfg.seed,
+        "sample_rate": sample_rate,
+        "version": SIMULATION_VERSION,
+    }
     digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
     base = cfg.cache_dir or Path(tempfile.gettempdir()) / "robustdistiller-rirs"
     return Path(base) / f"pra-{digest}"
@@ -217,8 +226,10 @@ def load_or_simulate(cfg: SimulatedRIRConfig, sample_rate: int = SAMPLE_RATE) ->
     if path.is_file():
         with np.load(path) as data:
             offsets, flat = data["offsets"], data["samples"]
-            rirs = [RIR(flat[offsets[i]:offsets[i + 1]].copy(), float(data["rt60"][i]), str(data["names"][i]))
-                    for i in range(len(offsets) - 1)]
+            rirs = [
+                RIR(flat[offsets[i] : offsets[i + 1]].copy(), float(data["rt60"][i]), str(data["names"][i]))
+                for i in range(len(offsets) - 1)
+            ]
         if len(rirs) == cfg.count:
             log.info("reusing %d simulated RIRs from %s", len(rirs), folder)
             return rirs
@@ -239,10 +250,17 @@ def load_or_simulate(cfg: SimulatedRIRConfig, sample_rate: int = SAMPLE_RATE) ->
 class RIRBank:
     """Random RIRs from files (lazy, cached) and/or in-memory (simulated) RIRs."""
 
-    def __init__(self, files: Sequence[RIRFile] = (), rirs: Sequence[RIR] = (), *,
-                 align_direct_path: bool = False, normalize: Normalize = "none",
-                 max_seconds: float | None = None, cache_mb: float = 64.0,
-                 report: BadFileReport | None = None) -> None:
+    def __init__(
+        self,
+        files: Sequence[RIRFile] = (),
+        rirs: Sequence[RIR] = (),
+        *,
+        align_direct_path: bool = False,
+        normalize: Normalize = "none",
+        max_seconds: float | None = None,
+        cache_mb: float = 64.0,
+        report: BadFileReport | None = None,
+    ) -> None:
         if normalize not in ("none", "energy", "peak"):
             raise ValueError(f"normalize must be none, energy or peak, got {normalize!r}")
         self.files = list(files)
@@ -263,8 +281,15 @@ class RIRBank:
             files += index_rir_folder(folder, workers=cfg.workers, report=report)
         simulated = load_or_simulate(cfg.simulate_rirs) if cfg.simulate_rirs.count > 0 else []
         log.info("RIR bank: %d files, %d simulated", len(files), len(simulated))
-        return cls(files, simulated, align_direct_path=cfg.align_direct_path, normalize=cfg.normalize,
-                   max_seconds=cfg.max_seconds, cache_mb=cfg.cache_mb, report=report)
+        return cls(
+            files,
+            simulated,
+            align_direct_path=cfg.align_direct_path,
+            normalize=cfg.normalize,
+            max_seconds=cfg.max_seconds,
+            cache_mb=cfg.cache_mb,
+            report=report,
+        )
 
     def __len__(self) -> int:
         return len(self.files) + len(self.rirs)
@@ -321,9 +346,9 @@ class RIRBank:
 
     def _finish(self, samples: np.ndarray, rt60: float, name: str) -> RIR:
         if self.align_direct_path:
-            samples = samples[int(np.argmax(np.abs(samples))):]
+            samples = samples[int(np.argmax(np.abs(samples))) :]
         if self.max_samples is not None:
-            samples = samples[:self.max_samples]
+            samples = samples[: self.max_samples]
         if self.normalize == "energy":
             samples = samples / max(float(np.linalg.norm(samples)), 1e-12)
         elif self.normalize == "peak":

@@ -29,7 +29,7 @@ def measure_rt60(rir: np.ndarray, sample_rate: int) -> float:
     rir = np.asarray(rir).reshape(-1)
     if rir.size < 2 or not np.any(rir):
         return float("nan")
-    edc_db = energy_decay_db(rir[int(np.argmax(np.abs(rir))):])
+    edc_db = energy_decay_db(rir[int(np.argmax(np.abs(rir))) :])
     for start_db, end_db in FIT_RANGES_DB:
         below_end = np.flatnonzero(edc_db <= end_db)
         if below_end.size == 0:
@@ -39,7 +39,7 @@ def measure_rt60(rir: np.ndarray, sample_rate: int) -> float:
         if i1 - i0 < 2:
             continue
         t = np.arange(i0, i1 + 1) / sample_rate
-        slope = np.polyfit(t, edc_db[i0:i1 + 1], 1)[0]  # dB per second, negative
+        slope = np.polyfit(t, edc_db[i0 : i1 + 1], 1)[0]  # dB per second, negative
         if slope < 0:
             return float(-60.0 / slope)
     return float("nan")

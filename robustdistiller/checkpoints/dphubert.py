@@ -39,40 +39,66 @@ _PRUNE_FLAGS = (
     "encoder_prune_feed_forward_intermediate",
     "encoder_prune_feed_forward_layer",
 )
-_COMMON_KEYS = frozenset({
-    "extractor_mode", "extractor_conv_layer_config", "extractor_conv_bias", "encoder_embed_dim",
-    "encoder_projection_dropout", "encoder_pos_conv_kernel", "encoder_pos_conv_groups", "encoder_num_layers",
-    "encoder_use_attention", "encoder_use_feed_forward", "encoder_attention_dropout",
-    "encoder_ff_interm_features", "encoder_ff_interm_dropout", "encoder_dropout", "encoder_layer_norm_first",
-    "encoder_layer_drop", "aux_num_out", "normalize_waveform", *_PRUNE_FLAGS,
-})
+_COMMON_KEYS = frozenset(
+    {
+        "extractor_mode",
+        "extractor_conv_layer_config",
+        "extractor_conv_bias",
+        "encoder_embed_dim",
+        "encoder_projection_dropout",
+        "encoder_pos_conv_kernel",
+        "encoder_pos_conv_groups",
+        "encoder_num_layers",
+        "encoder_use_attention",
+        "encoder_use_feed_forward",
+        "encoder_attention_dropout",
+        "encoder_ff_interm_features",
+        "encoder_ff_interm_dropout",
+        "encoder_dropout",
+        "encoder_layer_norm_first",
+        "encoder_layer_drop",
+        "aux_num_out",
+        "normalize_waveform",
+        *_PRUNE_FLAGS,
+    }
+)
 _HUBERT_KEYS = frozenset({"encoder_num_heads", "encoder_head_dim"})
-_WAVLM_KEYS = frozenset({"encoder_total_num_heads", "encoder_remaining_heads", "encoder_num_buckets",
-                         "encoder_max_distance"})
+_WAVLM_KEYS = frozenset(
+    {"encoder_total_num_heads", "encoder_remaining_heads", "encoder_num_buckets", "encoder_max_distance"}
+)
 
 # (our pattern, DPHuBERT replacement), for :func:`map_key`.
 _OURS_TO_DP: KeyTable = [
     (r"feature_extractor\.conv_layers\.(\d+)\.0\.(weight|bias)", r"feature_extractor.conv_layers.\1.conv.\2"),
-    (r"feature_extractor\.conv_layers\.(\d+)\.2(?:\.1)?\.(weight|bias)",
-     r"feature_extractor.conv_layers.\1.layer_norm.\2"),
+    (
+        r"feature_extractor\.conv_layers\.(\d+)\.2(?:\.1)?\.(weight|bias)",
+        r"feature_extractor.conv_layers.\1.layer_norm.\2",
+    ),
     (r"dummy_weight", r"feature_extractor.dummy_weight"),
     (r"layer_norm\.(weight|bias)", r"encoder.feature_projection.layer_norm.\1"),
     (r"post_extract_proj\.(weight|bias)", r"encoder.feature_projection.projection.\1"),
     (r"encoder\.pos_conv\.0\.(weight_g|weight_v|bias)", r"encoder.transformer.pos_conv_embed.conv.\1"),
     (r"encoder\.layer_norm\.(weight|bias)", r"encoder.transformer.layer_norm.\1"),
-    (r"encoder\.layers\.(\d+)\.self_attn\.(q|k|v|out)_proj\.(weight|bias)",
-     r"encoder.transformer.layers.\1.attention.\2_proj.\3"),
-    (r"encoder\.layers\.(\d+)\.self_attn\.grep_linear\.(weight|bias)",
-     r"encoder.transformer.layers.\1.attention.gru_rel_pos_linear.\2"),
+    (
+        r"encoder\.layers\.(\d+)\.self_attn\.(q|k|v|out)_proj\.(weight|bias)",
+        r"encoder.transformer.layers.\1.attention.\2_proj.\3",
+    ),
+    (
+        r"encoder\.layers\.(\d+)\.self_attn\.grep_linear\.(weight|bias)",
+        r"encoder.transformer.layers.\1.attention.gru_rel_pos_linear.\2",
+    ),
     (r"encoder\.layers\.(\d+)\.self_attn\.grep_a", r"encoder.transformer.layers.\1.attention.gru_rel_pos_const"),
-    (r"encoder\.layers\.(\d+)\.self_attn\.relative_attention_bias\.weight",
-     r"encoder.transformer.layers.\1.attention.rel_attn_embed.weight"),
+    (
+        r"encoder\.layers\.(\d+)\.self_attn\.relative_attention_bias\.weight",
+        r"encoder.transformer.layers.\1.attention.rel_attn_embed.weight",
+    ),
     (r"encoder\.layers\.(\d+)\.self_attn_layer_norm\.(weight|bias)", r"encoder.transformer.layers.\1.layer_norm.\2"),
-    (r"encoder\.layers\.(\d+)\.fc1\.(weight|bias)",
-     r"encoder.transformer.layers.\1.feed_forward.intermediate_dense.\2"),
+    (
+        r"encoder\.layers\.(\d+)\.fc1\.(weight|bias)",
+        r"encoder.transformer.layers.\1.feed_forward.intermediate_dense.\2",
+    ),
     (r"encoder\.layers\.(\d+)\.fc2\.(weight|bias)", r"encoder.transformer.layers.\1.feed_forward.output_dense.\2"),
-    (r"encoder\.layers\.(\d+)\.final_layer_norm\.(weight|bias)",
-     r"encoder.transformer.layers.\1.final_layer_norm.\2"),
+    (r"encoder\.layers\.(\d+)\.final_layer_norm\.(weight|bias)", r"encoder.transformer.layers.\1.final_layer_norm.\2"),
 ]
 _DP_TO_OURS: KeyTable = [
     (r"feature_extractor\.conv_layers\.(\d+)\.conv\.(weight|bias)", r"feature_extractor.conv_layers.\1.0.\2"),
@@ -81,24 +107,35 @@ _DP_TO_OURS: KeyTable = [
     (r"encoder\.feature_projection\.layer_norm\.(weight|bias)", r"layer_norm.\1"),
     (r"encoder\.feature_projection\.projection\.(weight|bias)", r"post_extract_proj.\1"),
     (r"encoder\.transformer\.pos_conv_embed\.conv\.(weight_g|weight_v|bias)", r"encoder.pos_conv.0.\1"),
-    (r"encoder\.transformer\.pos_conv_embed\.conv\.parametrizations\.weight\.original0",
-     r"encoder.pos_conv.0.weight_g"),
-    (r"encoder\.transformer\.pos_conv_embed\.conv\.parametrizations\.weight\.original1",
-     r"encoder.pos_conv.0.weight_v"),
+    (
+        r"encoder\.transformer\.pos_conv_embed\.conv\.parametrizations\.weight\.original0",
+        r"encoder.pos_conv.0.weight_g",
+    ),
+    (
+        r"encoder\.transformer\.pos_conv_embed\.conv\.parametrizations\.weight\.original1",
+        r"encoder.pos_conv.0.weight_v",
+    ),
     (r"encoder\.transformer\.layer_norm\.(weight|bias)", r"encoder.layer_norm.\1"),
-    (r"encoder\.transformer\.layers\.(\d+)\.attention\.(q|k|v|out)_proj\.(weight|bias)",
-     r"encoder.layers.\1.self_attn.\2_proj.\3"),
-    (r"encoder\.transformer\.layers\.(\d+)\.attention\.gru_rel_pos_linear\.(weight|bias)",
-     r"encoder.layers.\1.self_attn.grep_linear.\2"),
+    (
+        r"encoder\.transformer\.layers\.(\d+)\.attention\.(q|k|v|out)_proj\.(weight|bias)",
+        r"encoder.layers.\1.self_attn.\2_proj.\3",
+    ),
+    (
+        r"encoder\.transformer\.layers\.(\d+)\.attention\.gru_rel_pos_linear\.(weight|bias)",
+        r"encoder.layers.\1.self_attn.grep_linear.\2",
+    ),
     (r"encoder\.transformer\.layers\.(\d+)\.attention\.gru_rel_pos_const", r"encoder.layers.\1.self_attn.grep_a"),
-    (r"encoder\.transformer\.layers\.(\d+)\.attention\.rel_attn_embed\.weight",
-     r"encoder.layers.\1.self_attn.relative_attention_bias.weight"),
+    (
+        r"encoder\.transformer\.layers\.(\d+)\.attention\.rel_attn_embed\.weight",
+        r"encoder.layers.\1.self_attn.relative_attention_bias.weight",
+    ),
     (r"encoder\.transformer\.layers\.(\d+)\.layer_norm\.(weight|bias)", r"encoder.layers.\1.self_attn_layer_norm.\2"),
-    (r"encoder\.transformer\.layers\.(\d+)\.feed_forward\.intermediate_dense\.(weight|bias)",
-     r"encoder.layers.\1.fc1.\2"),
+    (
+        r"encoder\.transformer\.layers\.(\d+)\.feed_forward\.intermediate_dense\.(weight|bias)",
+        r"encoder.layers.\1.fc1.\2",
+    ),
     (r"encoder\.transformer\.layers\.(\d+)\.feed_forward\.output_dense\.(weight|bias)", r"encoder.layers.\1.fc2.\2"),
-    (r"encoder\.transformer\.layers\.(\d+)\.final_layer_norm\.(weight|bias)",
-     r"encoder.layers.\1.final_layer_norm.\2"),
+    (r"encoder\.transformer\.layers\.(\d+)\.final_layer_norm\.(weight|bias)", r"encoder.layers.\1.final_layer_norm.\2"),
 ]
 
 
@@ -267,8 +304,12 @@ def model_from_dphubert(checkpoint: DPHuBERTCheckpoint, source: str = "<checkpoi
     """Build the model and load its weights strictly (eval mode)."""
     model = PrunableModel(checkpoint.config)
     # Keys and shapes are checked before copying; the message uses the file's (torchaudio) names.
-    load_strict(model, checkpoint.state_dict, f"{source} (DPHuBERT)",
-                display=lambda key: map_key(key, _OURS_TO_DP, group_norm=True) or key)
+    load_strict(
+        model,
+        checkpoint.state_dict,
+        f"{source} (DPHuBERT)",
+        display=lambda key: map_key(key, _OURS_TO_DP, group_norm=True) or key,
+    )
     return model.eval()
 
 

@@ -56,7 +56,9 @@ class SavedHead:
 
 def _layout(fmt: str) -> HeadLayout:
     if fmt not in HEAD_LAYOUTS:
-        raise CheckpointFormatError(f"format {fmt!r} stores no enhancement head; formats with one: {sorted(HEAD_LAYOUTS)}")
+        raise CheckpointFormatError(
+            f"format {fmt!r} stores no enhancement head; formats with one: {sorted(HEAD_LAYOUTS)}"
+        )
     return HEAD_LAYOUTS[fmt]
 
 
@@ -77,8 +79,10 @@ def store_head(payload: dict[str, Any], fmt: str, head: EnhancementHead) -> None
         head: the trained head; its ``config`` is stored as a plain dict.
     """
     layout = _layout(fmt)
-    entries = ((layout.weights, {k: v.detach().float().cpu().clone() for k, v in head.state_dict().items()}),
-               (layout.config, to_dict(head.config)))
+    entries = (
+        (layout.weights, {k: v.detach().float().cpu().clone() for k, v in head.state_dict().items()}),
+        (layout.config, to_dict(head.config)),
+    )
     for path, value in entries:
         target = payload
         for key in path[:-1]:
@@ -112,8 +116,12 @@ def read_head(raw: Any, fmt: str, source: str) -> SavedHead | None:
     if state is None:
         return None
     if not isinstance(section, dict):
-        log.warning("%s: has %s weights but no %s (written before heads kept their config); head ignored",
-                    source, layout.describe(layout.weights), layout.describe(layout.config))
+        log.warning(
+            "%s: has %s weights but no %s (written before heads kept their config); head ignored",
+            source,
+            layout.describe(layout.weights),
+            layout.describe(layout.config),
+        )
         return None
     try:
         head = EnhancementHead(from_dict(EnhancementConfig, section, layout.describe(layout.config)))

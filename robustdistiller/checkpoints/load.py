@@ -30,8 +30,17 @@ from robustdistiller.errors import CheckpointFormatError
 from robustdistiller.models.precision import check_precision, use_precision
 from robustdistiller.models.student import DistillerModel
 
-__all__ = ["SUPPORTED_FORMATS", "LoadedModel", "check_finite_weights", "load", "load_student", "non_finite_weights",
-           "open_format", "open_model", "student_from_checkpoint"]
+__all__ = [
+    "SUPPORTED_FORMATS",
+    "LoadedModel",
+    "check_finite_weights",
+    "load",
+    "load_student",
+    "non_finite_weights",
+    "open_format",
+    "open_model",
+    "student_from_checkpoint",
+]
 
 # What ``load`` / ``open_model`` read; ``open_format`` reads every kind.
 LOADABLE = ("s3prl", "hf", "dphubert")

@@ -103,7 +103,9 @@ def parse_s3prl_checkpoint(raw: Any, source: str = "<checkpoint>") -> S3PRLCheck
     """Validate an already-unpickled checkpoint dict and build its ``DistillerConfig``."""
     if not is_s3prl_checkpoint(raw):
         keys = sorted(map(str, raw)) if isinstance(raw, dict) else type(raw).__name__
-        raise CheckpointFormatError(f"{source}: not an s3prl distiller checkpoint (needs 'Distiller' and 'Config'; has {keys})")
+        raise CheckpointFormatError(
+            f"{source}: not an s3prl distiller checkpoint (needs 'Distiller' and 'Config'; has {keys})"
+        )
     section = raw["Config"].get("distiller") if isinstance(raw["Config"], dict) else None
     if not isinstance(section, dict):
         raise CheckpointFormatError(f"{source}: Config['distiller'] is missing, cannot rebuild the student")
@@ -144,4 +146,6 @@ def _check_plain(value: Any, where: str) -> None:
         for i, item in enumerate(value):
             _check_plain(item, f"{where}[{i}]")
         return
-    raise CheckpointFormatError(f"{where}: {type(value).__name__} is not a plain value (tensor, number, str, list, dict)")
+    raise CheckpointFormatError(
+        f"{where}: {type(value).__name__} is not a plain value (tensor, number, str, list, dict)"
+    )

@@ -95,9 +95,7 @@ def default_allowed() -> dict[str, object]:
     return allowed
 
 
-def safe_load(
-    f: str | Path | BinaryIO, extra_allowed: dict[str, object] | None = None
-) -> Any:
+def safe_load(f: str | Path | BinaryIO, extra_allowed: dict[str, object] | None = None) -> Any:
     """``torch.load`` restricted to tensors, plain containers and the allow-listed globals.
 
     ``extra_allowed`` maps further ``module.Name`` globals to the object to use in their place

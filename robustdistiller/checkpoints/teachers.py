@@ -91,8 +91,14 @@ def _from_hf(name: str, local: Path | None) -> TeacherModel:
     return model
 
 
-def save_teacher(model: TeacherModel, out_dir: str | Path, *, mask_emb: Tensor | None = None,
-                 dtype: torch.dtype = torch.float32, add_files: Callable[[Path], None] | None = None) -> Path:
+def save_teacher(
+    model: TeacherModel,
+    out_dir: str | Path,
+    *,
+    mask_emb: Tensor | None = None,
+    dtype: torch.dtype = torch.float32,
+    add_files: Callable[[Path], None] | None = None,
+) -> Path:
     """Write ``model`` as a Hugging Face ``HubertModel`` folder (``save_pretrained``) at ``out_dir``,
     which must not exist yet (written in a temp folder, then renamed).
 
@@ -149,7 +155,8 @@ def load_strict(
     unexpected = sorted(show(k) for k in set(state) - set(expected))
     shapes = sorted(
         f"{show(k)}: file {tuple(v.shape)}, config {tuple(expected[k].shape)}"
-        for k, v in state.items() if k in expected and v.shape != expected[k].shape
+        for k, v in state.items()
+        if k in expected and v.shape != expected[k].shape
     )
     if missing or unexpected or shapes:
         raise UnsupportedTeacherError(
@@ -201,9 +208,7 @@ def read_fairseq_checkpoint(path: Path) -> tuple[dict[str, Any], dict[str, Any],
     return parse_fairseq_checkpoint(safe_load(path, extra_allowed=fairseq_allowed()), path)
 
 
-def parse_fairseq_checkpoint(
-    ckpt: Any, source: str | Path
-) -> tuple[dict[str, Any], dict[str, Any], dict[str, Tensor]]:
+def parse_fairseq_checkpoint(ckpt: Any, source: str | Path) -> tuple[dict[str, Any], dict[str, Any], dict[str, Tensor]]:
     """:func:`read_fairseq_checkpoint` on an already-unpickled file."""
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("model"), dict):
         raise UnsupportedTeacherError(f"{source}: not a fairseq/unilm checkpoint (no 'model' state dict)")

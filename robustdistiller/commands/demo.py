@@ -18,11 +18,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "demo",
         help="distil a baseline and a robust student from the shipped mini teacher, evaluate them on real "
-             "held-out recordings, write a report",
+        "held-out recordings, write a report",
         description="Offline end-to-end demo: the shipped mini HuBERT teacher; a DistilHuBERT baseline and a "
-                    "RobustDistiller student trained with identical budgets (configs/demo.yaml) on shipped real "
-                    "speech, the robust one with generated noises and simulated rooms; evaluation on shipped "
-                    "recordings of held-out speakers under recorded noises and unseen rooms; report.",
+        "RobustDistiller student trained with identical budgets (configs/demo.yaml) on shipped real "
+        "speech, the robust one with generated noises and simulated rooms; evaluation on shipped "
+        "recordings of held-out speakers under recorded noises and unseen rooms; report.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -30,10 +30,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--quick", action="store_true", help="a few steps and a tiny evaluation (smoke test)")
     parser.add_argument("--steps", type=int, help="training steps per student (default: 1000; --quick: 3)")
     parser.add_argument("--seed", type=int, default=0, help="first seed (default 0)")
-    parser.add_argument("--seeds", type=int, help="students of each kind, seeds --seed, --seed + 1, ... "
-                                                  "(default 2; 1 with --quick); the report averages over them")
-    parser.add_argument("--random-teacher", action="store_true",
-                        help="distil from a randomly initialised teacher of the same shape instead of the shipped one")
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        help="students of each kind, seeds --seed, --seed + 1, ... "
+        "(default 2; 1 with --quick); the report averages over them",
+    )
+    parser.add_argument(
+        "--random-teacher",
+        action="store_true",
+        help="distil from a randomly initialised teacher of the same shape instead of the shipped one",
+    )
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="demo recipe overrides for both students")
     parser.set_defaults(func=run)
 
@@ -45,8 +52,15 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--steps must be >= 1, got {args.steps}")
     if args.seeds is not None and args.seeds < 1:
         raise UsageError(f"--seeds must be >= 1, got {args.seeds}")
-    result = run_demo(args.out, quick=args.quick, seed=args.seed, seeds=args.seeds, steps=args.steps,
-                      overrides=args.overrides, random_teacher=args.random_teacher)
+    result = run_demo(
+        args.out,
+        quick=args.quick,
+        seed=args.seed,
+        seeds=args.seeds,
+        steps=args.steps,
+        overrides=args.overrides,
+        random_teacher=args.random_teacher,
+    )
     print(f"\ndemo finished in {result.seconds / 60:.1f} min")
     label = f"teacher ({'random' if args.random_teacher else 'shipped'}):"
     print(f"{label:<22}{result.teacher}")

@@ -39,8 +39,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from robustdistiller.train.recipe import load_recipe
     from robustdistiller.train.distillation import distill
+    from robustdistiller.train.recipe import load_recipe
 
     recipe = load_recipe(args.config, args.overrides)
     result = run_training(lambda: distill(recipe, resume=args.resume, overwrite=args.overwrite))

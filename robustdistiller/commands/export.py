@@ -27,9 +27,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("path", help="checkpoint file or model directory")
     parser.add_argument("--format", required=True, choices=list(EXPORTERS), dest="fmt", help="output format")
     parser.add_argument("--out", required=True, help="output file (s3prl, onnx) or directory (hf)")
-    parser.add_argument(
-        "--layers", type=int, nargs="+", help="onnx: hidden-state indices to output (default: all)"
-    )
+    parser.add_argument("--layers", type=int, nargs="+", help="onnx: hidden-state indices to output (default: all)")
     parser.add_argument("--quantize", choices=list(QUANTIZE_MODES), help="onnx: int8 quantisation (same as --int8)")
     parser.add_argument("--int8", action="store_const", const="int8", dest="quantize", help="onnx: int8 quantisation")
     parser.add_argument(
@@ -39,7 +37,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "dynamic: int8 matrix products only; static-conv: also the CNN convolutions, calibrated on speech",
     )
     parser.add_argument(
-        "--calibration", help="onnx int8: audio folder or manifest for static ranges (default: built-in synthetic speech)"
+        "--calibration",
+        help="onnx int8: audio folder or manifest for static ranges (default: built-in synthetic speech)",
     )
     parser.set_defaults(func=run)
 
@@ -47,7 +46,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from robustdistiller.export.exporters import export
 
-    written = export(args.path, args.fmt, args.out, layers=args.layers, quantize=args.quantize,
-                     int8_scheme=args.int8_scheme, calibration=args.calibration)
+    written = export(
+        args.path,
+        args.fmt,
+        args.out,
+        layers=args.layers,
+        quantize=args.quantize,
+        int8_scheme=args.int8_scheme,
+        calibration=args.calibration,
+    )
     print(f"wrote {args.fmt} model to {written}")
     return 0

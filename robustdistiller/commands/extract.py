@@ -49,7 +49,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--batch-seconds", type=float, default=120.0, help="padded audio per batch (default 120)")
     parser.add_argument(
-        "overrides", nargs="*", metavar="key=value", help="chunking: chunk_seconds, overlap_seconds, full_context_seconds"
+        "overrides",
+        nargs="*",
+        metavar="key=value",
+        help="chunking: chunk_seconds, overlap_seconds, full_context_seconds",
     )
     parser.set_defaults(func=run)
 

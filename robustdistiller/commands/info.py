@@ -32,7 +32,9 @@ def run(args: argparse.Namespace) -> int:
     print(json.dumps(info, indent=2) if args.json else format_text(info))
     if info["non_finite_weights"]:
         # Described, but not a usable model: scripts checking `info`'s status must see that.
-        print(f"error: {args.path}: {len(info['non_finite_weights'])} weight tensor(s) hold NaN/inf values",
-              file=sys.stderr)
+        print(
+            f"error: {args.path}: {len(info['non_finite_weights'])} weight tensor(s) hold NaN/inf values",
+            file=sys.stderr,
+        )
         return 1
     return 0

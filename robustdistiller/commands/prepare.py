@@ -47,8 +47,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     folder = kinds.add_parser("folder", help="every audio file under a folder (recursive)")
     folder.add_argument("root", type=Path)
-    folder.add_argument("--extensions", nargs="+", default=list(DEFAULT_EXTENSIONS),
-                        help=f"file extensions (default: {' '.join(DEFAULT_EXTENSIONS)})")
+    folder.add_argument(
+        "--extensions",
+        nargs="+",
+        default=list(DEFAULT_EXTENSIONS),
+        help=f"file extensions (default: {' '.join(DEFAULT_EXTENSIONS)})",
+    )
     common(folder)
 
     table = kinds.add_parser("csv", help="a CSV of files, e.g. s3prl's len_for_bucket/<split>.csv")
@@ -67,8 +71,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.source == "corpus":
         built = build_corpus(args.out_dir, seed=args.seed)
-        print(f"corpus in {built.root}: {built.train_manifest.name}, {built.test_manifest.name} "
-              f"({len(built.words)} words x {len(built.speakers)} speakers)")
+        print(
+            f"corpus in {built.root}: {built.train_manifest.name}, {built.test_manifest.name} "
+            f"({len(built.words)} words x {len(built.speakers)} speakers)"
+        )
         return 0
     if args.source == "librispeech":
         manifest, report = manifest_from_librispeech(args.root, args.splits, workers=args.workers)

@@ -38,8 +38,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         resume="continue from the newest complete checkpoint in train.out_dir",
         override="optim.total_steps=2000",
     )
-    parser.add_argument("--export", action="store_true",
-                        help="only write train.out_dir/teacher from the newest checkpoint (e.g. of a stopped run)")
+    parser.add_argument(
+        "--export",
+        action="store_true",
+        help="only write train.out_dir/teacher from the newest checkpoint (e.g. of a stopped run)",
+    )
     parser.set_defaults(func=run)
 
 

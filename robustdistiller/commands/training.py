@@ -16,7 +16,8 @@ def add_recipe_arguments(parser: argparse.ArgumentParser, *, recipes: str, resum
     parser.add_argument("--config", required=True, help=f"recipe name ({recipes}) or YAML path")
     parser.add_argument("--resume", action="store_true", help=resume)
     parser.add_argument(
-        "--overwrite", action="store_true",
+        "--overwrite",
+        action="store_true",
         help="start a new run in a train.out_dir that holds another run, deleting its checkpoints",
     )
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help=f"recipe overrides, e.g. {override}")

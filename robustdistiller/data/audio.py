@@ -84,8 +84,12 @@ def _check_finite(path: Path, wav: np.ndarray, max_peak: float | None = None) ->
         raise AudioError(path, "non_finite", f"{bad} NaN/inf samples")
     peak = float(np.abs(wav).max()) if wav.size else 0.0
     if max_peak is not None and peak > max_peak:
-        raise AudioError(path, "out_of_range", f"peak {peak:.6g} > {max_peak}: float samples must lie in [-1, 1] "
-                         "(an integer-scale float file? divide by 32768)")
+        raise AudioError(
+            path,
+            "out_of_range",
+            f"peak {peak:.6g} > {max_peak}: float samples must lie in [-1, 1] "
+            "(an integer-scale float file? divide by 32768)",
+        )
 
 
 def _decode(path: Path, max_peak: float | None = None) -> tuple[np.ndarray, int]:
@@ -133,8 +137,11 @@ def load_audio(
     if channel is None:
         mono = _to_mono(data)
         if data.shape[1] > 1 and not np.any(mono) and np.any(data):
-            raise AudioError(path, "channels_cancel", f"its {data.shape[1]} channels sum to zero (phase-inverted "
-                             "stereo?); read one channel instead")
+            raise AudioError(
+                path,
+                "channels_cancel",
+                f"its {data.shape[1]} channels sum to zero (phase-inverted stereo?); read one channel instead",
+            )
     elif 0 <= channel < data.shape[1]:
         mono = data[:, channel]
     else:

@@ -121,9 +121,7 @@ class BucketBatchSampler(torch.utils.data.Sampler[list[int]]):
         mine = self.state_dict()
         for key in ("seed", "num_items", "num_batches", "world_size"):
             if state[key] != mine[key]:
-                raise DataError(
-                    f"sampler state does not match this data: {key} was {state[key]}, now {mine[key]}"
-                )
+                raise DataError(f"sampler state does not match this data: {key} was {state[key]}, now {mine[key]}")
         self.epoch = int(state["epoch"])
         self.position = int(state["position"])
 
@@ -149,4 +147,3 @@ def _fill_budget(order: np.ndarray, cropped: np.ndarray, budget: int, cap: int |
     if current:
         batches.append(current)
     return batches
-

@@ -51,8 +51,9 @@ class Batch(SmallTensorsByValue):
 
     def pin_memory(self) -> Batch:
         # DataLoader(pin_memory=True) calls this on custom batch types.
-        return Batch(self.wavs.pin_memory(), self.lengths.pin_memory(), self.indices.pin_memory(),
-                     self.labels, self.skipped)
+        return Batch(
+            self.wavs.pin_memory(), self.lengths.pin_memory(), self.indices.pin_memory(), self.labels, self.skipped
+        )
 
 
 def crop_offset(seed: int, epoch: int, index: int, num_samples: int, max_length: int) -> int:
@@ -97,13 +98,15 @@ class AudioDataset(torch.utils.data.Dataset):
             if entry.num_samples > self.max_length:
                 start = crop_offset(self.seed, self.epoch, index, entry.num_samples, self.max_length)
                 # An all-zero crop is refused too: it would make SNR mixing undefined downstream.
-                wav = load_audio_segment(path, start, self.max_length, self.sample_rate, allow_silent=False,
-                                         max_peak=MAX_PEAK)
+                wav = load_audio_segment(
+                    path, start, self.max_length, self.sample_rate, allow_silent=False, max_peak=MAX_PEAK
+                )
             else:
                 wav = load_audio(path, self.sample_rate, max_peak=MAX_PEAK)
                 if len(wav) < entry.num_samples:  # cut short since the manifest was written
-                    raise AudioError(path, "truncated",
-                                     f"the manifest says {entry.num_samples} samples, the file now has {len(wav)}")
+                    raise AudioError(
+                        path, "truncated", f"the manifest says {entry.num_samples} samples, the file now has {len(wav)}"
+                    )
         except AudioError as exc:
             # A DataLoader worker's copy of the report dies with the worker (and is rebuilt each
             # epoch, which would repeat the warning): workers only return the skip, the main

@@ -39,8 +39,14 @@ def mfcc_frames(wav: np.ndarray, num_frames: int | None = None) -> np.ndarray:
     if wav.ndim != 1 or wav.shape[0] < WINDOW:
         raise ValueError(f"mfcc_frames needs a 1-D signal of at least {WINDOW} samples, got shape {wav.shape}")
     mfcc = librosa.feature.mfcc(
-        y=np.asarray(wav, dtype=np.float32), sr=SAMPLE_RATE, n_mfcc=MFCC_COEFFS, n_fft=WINDOW,
-        hop_length=HOP, win_length=WINDOW, center=False, n_mels=N_MELS,
+        y=np.asarray(wav, dtype=np.float32),
+        sr=SAMPLE_RATE,
+        n_mfcc=MFCC_COEFFS,
+        n_fft=WINDOW,
+        hop_length=HOP,
+        win_length=WINDOW,
+        center=False,
+        n_mels=N_MELS,
     )
     # mode="nearest": short utterances (fewer frames than the regression window) still get deltas
     delta = librosa.feature.delta(mfcc, width=DELTA_WIDTH, order=1, mode="nearest")

@@ -34,8 +34,13 @@ from robustdistiller.errors import DataError
 ROOT_PREFIX = "# root:"
 DEFAULT_EXTENSIONS: tuple[str, ...] = (".wav", ".flac", ".ogg", ".mp3")
 LIBRISPEECH_SPLITS: tuple[str, ...] = (
-    "train-clean-100", "train-clean-360", "train-other-500",
-    "dev-clean", "dev-other", "test-clean", "test-other",
+    "train-clean-100",
+    "train-clean-360",
+    "train-other-500",
+    "dev-clean",
+    "dev-other",
+    "test-clean",
+    "test-other",
 )
 
 
@@ -76,7 +81,7 @@ class Manifest:
             raise DataError(f"{path}: empty manifest (expected a '{ROOT_PREFIX} ...' first line)")
         first = lines[0]
         if first.startswith(ROOT_PREFIX):
-            root_text, rows = first[len(ROOT_PREFIX):].strip(), lines[1:]
+            root_text, rows = first[len(ROOT_PREFIX) :].strip(), lines[1:]
             if not rows or rows[0].split("\t")[:2] != ["path", "num_samples"]:
                 raise DataError(f"{path}:2: expected the header 'path<TAB>num_samples[<TAB>labels...]'")
             label_names, rows, first_row = rows[0].split("\t")[2:], rows[1:], 3
@@ -215,7 +220,10 @@ def _unusable_file(path: Path) -> tuple[str, str] | None:
     except RuntimeError:  # Python < 3.13 reports a symlink loop this way
         return "broken_link", "symbolic link loop"
     except OSError as exc:
-        return "broken_link", "symbolic link loop" if exc.errno == errno.ELOOP else f"link to missing {os.readlink(path)}"
+        return (
+            "broken_link",
+            "symbolic link loop" if exc.errno == errno.ELOOP else f"link to missing {os.readlink(path)}",
+        )
     return None
 
 
@@ -236,8 +244,10 @@ def manifest_from_folder(
     report = report if report is not None else BadFileReport()
     files = _find_audio(root, extensions, report)
     if not files:
-        raise DataError(f"no audio files with extensions {', '.join(extensions)} under {root}"
-                         + (f" that can be used ({report.summary()})" if len(report) else ""))
+        raise DataError(
+            f"no audio files with extensions {', '.join(extensions)} under {root}"
+            + (f" that can be used ({report.summary()})" if len(report) else "")
+        )
     rows = []
     for f in files:
         rel = f.relative_to(root)
@@ -347,7 +357,9 @@ def manifest_from_csv(
         if rel == ".." or rel.startswith(f"..{os.sep}"):
             # A manifest row is relative to its root; a row climbing out of it would also make
             # `extract` write features outside its output folder.
-            report.add(os.path.normpath(full), "outside_root", f"not under --root {base}; give a --root holding every file")
+            report.add(
+                os.path.normpath(full), "outside_root", f"not under --root {base}; give a --root holding every file"
+            )
             continue
         rows.append((rel, {c: rec[c] for c in label_columns}))
     return scan_files(base, rows, list(label_columns), workers=workers, report=report)

@@ -49,12 +49,16 @@ RECORDED_NOISES = ("doing_the_dishes", "dude_miaowing", "exercise_bike", "runnin
 CLAP_RIR = "rir_clap"
 ROLES = ("heldout", "train", "noise", "rir")
 
-LIBRISPEECH = ("LibriSpeech ASR corpus, train-clean-100 (Panayotov et al. 2015), via the librispeech_subset "
-               "copy in resemble-ai/Resemblyzer", "CC BY 4.0")
-SPEECH_COMMANDS = ("Google Speech Commands v0.02, _background_noise_ (Warden 2018), via chaeyoung-lee/wids_tutorial",
-                   "CC BY 4.0")
-CLAP = ("hand-clap room impulse response, spatialaudio/selected-topics-in-audio-signal-processing-exercises",
-        "CC0 1.0")
+LIBRISPEECH = (
+    "LibriSpeech ASR corpus, train-clean-100 (Panayotov et al. 2015), via the librispeech_subset "
+    "copy in resemble-ai/Resemblyzer",
+    "CC BY 4.0",
+)
+SPEECH_COMMANDS = (
+    "Google Speech Commands v0.02, _background_noise_ (Warden 2018), via chaeyoung-lee/wids_tutorial",
+    "CC BY 4.0",
+)
+CLAP = ("hand-clap room impulse response, spatialaudio/selected-topics-in-audio-signal-processing-exercises", "CC0 1.0")
 
 
 @dataclass(frozen=True)
@@ -90,8 +94,10 @@ def read_index(folder: str | Path = RECORDINGS_DIR) -> list[Recording]:
     folder = Path(folder)
     path = folder / INDEX_NAME
     if not path.is_file():
-        raise FileNotFoundError(f"recordings index not found: {path} (rebuild it: python -m "
-                                "robustdistiller.data.recordings --shared ../shared/data)")
+        raise FileNotFoundError(
+            f"recordings index not found: {path} (rebuild it: python -m "
+            "robustdistiller.data.recordings --shared ../shared/data)"
+        )
     with path.open(newline="", encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh, delimiter="\t"))
     out = [_recording(r) for r in rows]
@@ -137,8 +143,19 @@ def _speech_rows(librispeech: Path, out_dir: Path) -> list[Recording]:
             wav = wav[: int(TRAIN_SECONDS * SAMPLE_RATE)]
         rel = f"{'heldout' if held_out else 'train'}/{src.stem}.ogg"
         digest = _write(out_dir, rel, encode(wav, "OGG"))
-        rows.append(Recording(rel, "heldout" if held_out else "train", speaker, sexes.get(speaker, ""), src.name,
-                              0.0, round(len(wav) / SAMPLE_RATE, 3), LIBRISPEECH[1], digest))
+        rows.append(
+            Recording(
+                rel,
+                "heldout" if held_out else "train",
+                speaker,
+                sexes.get(speaker, ""),
+                src.name,
+                0.0,
+                round(len(wav) / SAMPLE_RATE, 3),
+                LIBRISPEECH[1],
+                digest,
+            )
+        )
     return rows
 
 
@@ -149,10 +166,21 @@ def _noise_rows(noise_dir: Path, out_dir: Path) -> list[Recording]:
         wav = load_audio(src)
         # From 5 s in: the clips' first seconds hold the recorder being started on some of them.
         start = min(int(5 * SAMPLE_RATE), max(0, len(wav) - int(NOISE_SECONDS * SAMPLE_RATE)))
-        cut = wav[start:start + int(NOISE_SECONDS * SAMPLE_RATE)]
+        cut = wav[start : start + int(NOISE_SECONDS * SAMPLE_RATE)]
         rel = f"noise/{name}.ogg"
-        rows.append(Recording(rel, "noise", "", "", src.name, start / SAMPLE_RATE,
-                              round(len(cut) / SAMPLE_RATE, 3), SPEECH_COMMANDS[1], _write(out_dir, rel, encode(cut, "OGG"))))
+        rows.append(
+            Recording(
+                rel,
+                "noise",
+                "",
+                "",
+                src.name,
+                start / SAMPLE_RATE,
+                round(len(cut) / SAMPLE_RATE, 3),
+                SPEECH_COMMANDS[1],
+                _write(out_dir, rel, encode(cut, "OGG")),
+            )
+        )
     return rows
 
 
@@ -160,8 +188,19 @@ def _rir_rows(rir_dir: Path, out_dir: Path) -> list[Recording]:
     src = rir_dir / f"{CLAP_RIR}.wav"
     wav, rate = sf.read(src, dtype="float32")  # kept at its own rate and lossless: the tail is the measurement
     rel = f"rir/{CLAP_RIR}.flac"
-    return [Recording(rel, "rir", "", "", src.name, 0.0, round(len(wav) / rate, 3), CLAP[1],
-                      _write(out_dir, rel, encode(wav, "FLAC", rate)))]
+    return [
+        Recording(
+            rel,
+            "rir",
+            "",
+            "",
+            src.name,
+            0.0,
+            round(len(wav) / rate, 3),
+            CLAP[1],
+            _write(out_dir, rel, encode(wav, "FLAC", rate)),
+        )
+    ]
 
 
 def attribution_text(rows: Sequence[Recording]) -> str:
@@ -197,8 +236,11 @@ def attribution_text(rows: Sequence[Recording]) -> str:
         "| file | speaker | sex | source | start (s) | duration (s) | licence |",
         "|---|---|---|---|---|---|---|",
     ]
-    lines += [f"| {r.path} | {r.speaker or '-'} | {r.sex or '-'} | {r.source} | {r.start_s:g} | {r.duration_s:g} "
-              f"| {r.licence} |" for r in rows]
+    lines += [
+        f"| {r.path} | {r.speaker or '-'} | {r.sex or '-'} | {r.source} | {r.start_s:g} | {r.duration_s:g} "
+        f"| {r.licence} |"
+        for r in rows
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -206,8 +248,11 @@ def build_recordings(shared: str | Path, out_dir: str | Path = RECORDINGS_DIR) -
     """Cut and encode the shipped recordings from ``shared`` (the ``../shared/data`` layout) into
     ``out_dir``, then write ``index.tsv`` and ``ATTRIBUTION.md``; returns the index rows."""
     shared, out_dir = Path(shared), Path(out_dir)
-    rows = [*_speech_rows(shared / "librispeech_subset", out_dir), *_noise_rows(shared / "noise", out_dir),
-            *_rir_rows(shared / "rir", out_dir)]
+    rows = [
+        *_speech_rows(shared / "librispeech_subset", out_dir),
+        *_noise_rows(shared / "noise", out_dir),
+        *_rir_rows(shared / "rir", out_dir),
+    ]
     names = [f.name for f in fields(Recording)]
 
     def write_index(fh: BinaryIO) -> None:

@@ -4,6 +4,7 @@ distortion and efficiency measures. Everything works on plain tensors and the up
 
 from robustdistiller.evaluate.distortion import DistortionMeter, layer_distortion
 from robustdistiller.evaluate.efficiency import count_macs, count_parameters, peak_memory_mb, real_time_factor
+from robustdistiller.evaluate.heads import CTCProbe, UtteranceClassifier, WeightedLayerSum
 from robustdistiller.evaluate.metrics import (
     accuracy,
     edit_distance,
@@ -14,7 +15,6 @@ from robustdistiller.evaluate.metrics import (
     snr_db,
     stoi,
 )
-from robustdistiller.evaluate.heads import CTCProbe, UtteranceClassifier, WeightedLayerSum
 from robustdistiller.evaluate.probe_tasks import CTCTask, ProbeTask, UtteranceTask, probe_task
 from robustdistiller.evaluate.probes import (
     ProbeConfig,

@@ -149,8 +149,9 @@ def _musan_types(files: Sequence[NoiseFile]) -> dict[str, list[NoiseFile]]:
     return groups
 
 
-def noise_types(sources: Sequence[str], cache_dir: Path, report: BadFileReport,
-                speech: Sequence[np.ndarray] | None = None) -> dict[str, list[NoiseFile]]:
+def noise_types(
+    sources: Sequence[str], cache_dir: Path, report: BadFileReport, speech: Sequence[np.ndarray] | None = None
+) -> dict[str, list[NoiseFile]]:
     """Group the noise files of every source into named types (see the module docstring)."""
     types: dict[str, list[NoiseFile]] = {}
     for source in sources:
@@ -158,8 +159,7 @@ def noise_types(sources: Sequence[str], cache_dir: Path, report: BadFileReport,
         if source == "builtin":
             folder = cache_dir / "builtin-noise"
             write_builtin_noises(folder, speech=speech)
-            groups = {Path(f.name).stem.removeprefix("builtin_"): [f]
-                      for f in index_folder(folder, report=report)}
+            groups = {Path(f.name).stem.removeprefix("builtin_"): [f] for f in index_folder(folder, report=report)}
         elif kind == "musan" and arg:
             groups = _musan_types(index_musan(arg, ("noise",), report=report))
         elif kind == "urbansound" and arg:
@@ -190,15 +190,23 @@ def rirs_by_bin(cfg: ConditionConfig, cache_dir: Path, report: BadFileReport) ->
     for source in cfg.rirs:
         if source == "simulated":
             for centre in cfg.rt60s:
-                sim = SimulatedRIRConfig(count=cfg.rirs_per_bin, seed=cfg.seed, cache_dir=cache_dir / "rirs",
-                                         rt60_range=(centre * (1 - _SIMULATION_SPREAD), centre * (1 + _SIMULATION_SPREAD)))
+                sim = SimulatedRIRConfig(
+                    count=cfg.rirs_per_bin,
+                    seed=cfg.seed,
+                    cache_dir=cache_dir / "rirs",
+                    rt60_range=(centre * (1 - _SIMULATION_SPREAD), centre * (1 + _SIMULATION_SPREAD)),
+                )
                 for rir in load_or_simulate(sim):
                     target = _nearest_bin(rir.rt60, cfg.rt60s, cfg.rt60_tolerance)
                     if target == centre:
                         bins[centre].append(rir)
                     else:
-                        log.warning("simulated RIR %s measured RT60 %.2f s, outside the %.2f s bin; unused",
-                                    rir.name, rir.rt60, centre)
+                        log.warning(
+                            "simulated RIR %s measured RT60 %.2f s, outside the %.2f s bin; unused",
+                            rir.name,
+                            rir.rt60,
+                            centre,
+                        )
             continue
         files = index_rir_folder(source, report=report)
         bank = RIRBank(files, report=report)
@@ -230,8 +238,14 @@ def rirs_by_bin(cfg: ConditionConfig, cache_dir: Path, report: BadFileReport) ->
 class ConditionSet:
     """Conditions plus the noise and RIR material they draw from; see the module docstring."""
 
-    def __init__(self, conditions: Sequence[Condition], noises: dict[str, list[NoiseFile]],
-                 rirs: dict[float, list[RIR]], seed: int, report: BadFileReport | None = None) -> None:
+    def __init__(
+        self,
+        conditions: Sequence[Condition],
+        noises: dict[str, list[NoiseFile]],
+        rirs: dict[float, list[RIR]],
+        seed: int,
+        report: BadFileReport | None = None,
+    ) -> None:
         ids = [c.id for c in conditions]
         if len(set(ids)) != len(ids):
             raise ValueError(f"duplicate conditions in {ids}")
@@ -248,8 +262,9 @@ class ConditionSet:
         self._banks = {name: NoiseBank(files, report=self.report) for name, files in noises.items()}
 
     @classmethod
-    def build(cls, cfg: ConditionConfig, *, speech: Sequence[np.ndarray] | None = None,
-              report: BadFileReport | None = None) -> ConditionSet:
+    def build(
+        cls, cfg: ConditionConfig, *, speech: Sequence[np.ndarray] | None = None, report: BadFileReport | None = None
+    ) -> ConditionSet:
         """Index / generate the material of ``cfg`` and list its conditions in a fixed order.
 
         ``speech`` (waveforms) adds a babble type to the built-in noises.
@@ -270,8 +285,12 @@ class ConditionSet:
         conditions = [CLEAN]
         conditions += [Condition("noise", t, float(s)) for t in sorted(types) for s in cfg.snrs]
         conditions += [Condition("reverb", rt60=float(r)) for r in cfg.rt60s]
-        conditions += [Condition("noise+reverb", t, float(s), float(r))
-                       for t in sorted(types) for s in cfg.mixed_snrs for r in cfg.mixed_rt60s]
+        conditions += [
+            Condition("noise+reverb", t, float(s), float(r))
+            for t in sorted(types)
+            for s in cfg.mixed_snrs
+            for r in cfg.mixed_rt60s
+        ]
         return cls(conditions, types, rirs, cfg.seed, report)
 
     def __iter__(self) -> Iterator[Condition]:
@@ -307,10 +326,15 @@ class ConditionSet:
         for c in self:
             rirs = self.rirs.get(c.rt60, []) if c.rt60 is not None else []
             measured = [r.rt60 for r in rirs if np.isfinite(r.rt60)]
-            out.append({**c.to_dict(), "hash": self.condition_hash(c),
-                        "num_noise_files": len(self.noises[c.noise]) if c.noise else 0,
-                        "num_rirs": len(rirs),
-                        "mean_measured_rt60": float(np.mean(measured)) if measured else None})
+            out.append(
+                {
+                    **c.to_dict(),
+                    "hash": self.condition_hash(c),
+                    "num_noise_files": len(self.noises[c.noise]) if c.noise else 0,
+                    "num_rirs": len(rirs),
+                    "mean_measured_rt60": float(np.mean(measured)) if measured else None,
+                }
+            )
         return out
 
     def rng_for(self, tag: str, uid: str) -> np.random.Generator:

@@ -46,9 +46,14 @@ class ModelUnderTest:
 
     def describe(self) -> dict[str, Any]:
         return {
-            "name": self.name, "path": self.path, "kind": self.kind, "format": self.format,
-            "teacher": self.teacher_source, "parameters": self.parameters,
-            "num_hidden_states": len(self.layer_names), "has_enhancement": self.enhancement is not None,
+            "name": self.name,
+            "path": self.path,
+            "kind": self.kind,
+            "format": self.format,
+            "teacher": self.teacher_source,
+            "parameters": self.parameters,
+            "num_hidden_states": len(self.layer_names),
+            "has_enhancement": self.enhancement is not None,
         }
 
 
@@ -69,8 +74,15 @@ def load_model_under_test(path: str | Path, name: str) -> ModelUnderTest:
     source = str(path)
     if not loaded.is_student:
         return _teacher_entry(loaded.model, name, source, loaded.format)
-    entry = ModelUnderTest(name=name, path=source, kind="student", format=loaded.format, model=loaded.model,
-                           model_id=state_fingerprint(loaded.model), layer_names=_layer_names(loaded.model))
+    entry = ModelUnderTest(
+        name=name,
+        path=source,
+        kind="student",
+        format=loaded.format,
+        model=loaded.model,
+        model_id=state_fingerprint(loaded.model),
+        layer_names=_layer_names(loaded.model),
+    )
     saved = read_head(loaded.raw, loaded.format, source)
     if saved is not None:
         entry.enhancement, entry.enhancement_input = saved.head, saved.input
@@ -87,8 +99,11 @@ def _layer_names(model: nn.Module) -> list[str]:
     DPHuBERT student, teachers) "index i = output of layer i"."""
     if isinstance(model, DistillerModel):
         cfg = model.config
-        return (["proj"] + [f"L{i}" for i in range(1, cfg.encoder_layers + 1)]
-                + [f"head{k + 1}->T{t}" for k, t in enumerate(cfg.pred_layer_id)])
+        return (
+            ["proj"]
+            + [f"L{i}" for i in range(1, cfg.encoder_layers + 1)]
+            + [f"head{k + 1}->T{t}" for k, t in enumerate(cfg.pred_layer_id)]
+        )
     layers = getattr(model, "num_layers", None)
     if layers is None:
         raise CheckpointFormatError(f"loaded a {type(model).__name__}, which is neither a student nor a teacher")
@@ -96,8 +111,15 @@ def _layer_names(model: nn.Module) -> list[str]:
 
 
 def _teacher_entry(model: nn.Module, name: str, source: str, fmt: str) -> ModelUnderTest:
-    return ModelUnderTest(name=name, path=source, kind="teacher", format=fmt, model=model,
-                          model_id=state_fingerprint(model), layer_names=_layer_names(model))
+    return ModelUnderTest(
+        name=name,
+        path=source,
+        kind="teacher",
+        format=fmt,
+        model=model,
+        model_id=state_fingerprint(model),
+        layer_names=_layer_names(model),
+    )
 
 
 def load_teacher_under_test(source: str | Path, name: str = "teacher") -> ModelUnderTest:

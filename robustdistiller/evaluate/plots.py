@@ -79,7 +79,7 @@ def _curve_plots(results: Results, out_dir: Path, kind: str, key: str, xlabel: s
     clean = _clean_scores(results)
     for task, models in _probe_curves(results, kind, key).items():
         fig, ax = plt.subplots(figsize=(5.5, 3.6))
-        for i, (model, points) in enumerate(models.items()):
+        for model, points in models.items():
             xs = sorted(points)
             line = ax.plot(xs, [float(np.mean(points[x])) for x in xs], marker="o", label=model)[0]
             if (model, task) in clean:
@@ -163,14 +163,14 @@ def plot_teacher_distortion(results: Results, out_dir: Path) -> list[Path]:
 
 CAPTIONS = {
     "snr": "Probe {metric} on {task} against the SNR of the added noise (mean over noise types and seeds); one "
-           "line per model, its dotted line at the same colour is its clean score.",
+    "line per model, its dotted line at the same colour is its clean score.",
     "reverb": "Probe {metric} on {task} against the reverberation time (RT60 bin) of the room (mean over rooms "
-              "and seeds); one line per model, dotted: its clean score.",
+    "and seeds); one line per model, dotted: its clean score.",
     "teacher_distortion_vs_snr": "Distance of each model's output on noisy audio from the teacher's target layers "
-                                 "on clean audio, against SNR (left L1, lower is better; right cosine, higher is "
-                                 "better).",
+    "on clean audio, against SNR (left L1, lower is better; right cosine, higher is "
+    "better).",
     "distortion": "{model}: cosine similarity of each hidden state on corrupted vs clean audio, per condition "
-                  "(brighter = less disturbed).",
+    "(brighter = less disturbed).",
 }
 
 

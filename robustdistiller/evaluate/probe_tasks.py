@@ -45,7 +45,7 @@ class ProbeTask(ABC):
     def largest_label(self, labels: Labels) -> int:
         """The largest class / token index among ``labels`` (0 when there is none)."""
 
-    def check_training_set(self, feats: Sequence[Tensor], labels: Labels) -> None:
+    def check_training_set(self, feats: Sequence[Tensor], labels: Labels) -> None:  # noqa: B027 - optional check, no-op by default
         """Warn about training utterances the loss cannot use (nothing to check by default).
 
         Args:
@@ -53,7 +53,7 @@ class ProbeTask(ABC):
             labels: one label per utterance.
         """
 
-    def check_classes(self, classes: Sequence[str], task_name: str) -> None:
+    def check_classes(self, classes: Sequence[str], task_name: str) -> None:  # noqa: B027 - optional check, no-op by default
         """Raise ``ValueError`` when a task pack's class list does not suit this task (any list does by default)."""
 
     @abstractmethod
@@ -141,12 +141,12 @@ class CTCTask(ProbeTask):
     def largest_label(self, labels: Labels) -> int:
         return max((t for lab in cast(Sequence[Sequence[int]], labels) for t in lab), default=0)
 
-    def check_training_set(self, feats: Sequence[Tensor], labels: Labels) -> None:
+    def check_training_set(self, feats: Sequence[Tensor], labels: Labels) -> None:  # noqa: B027 - optional check, no-op by default
         short = sum(f.shape[1] < len(lab) for f, lab in zip(feats, cast(Sequence[Sequence[int]], labels)))
         if short:
             log.warning("%d training utterances have fewer frames than labels; CTC ignores them", short)
 
-    def check_classes(self, classes: Sequence[str], task_name: str) -> None:
+    def check_classes(self, classes: Sequence[str], task_name: str) -> None:  # noqa: B027 - optional check, no-op by default
         if not classes or classes[0] != BLANK:
             raise DataError(f"task {task_name!r}: a CTC vocabulary must start with {BLANK!r}")
 

@@ -298,8 +298,13 @@ def _num_classes(task: ProbeTask, labels: Labels, num_classes: int | None) -> in
     return classes
 
 
-def _train_epoch(probe: TrainedProbe, optimizer: torch.optim.Optimizer, generator: torch.Generator,
-                 feats: Sequence[Tensor], labels: Labels) -> float:
+def _train_epoch(
+    probe: TrainedProbe,
+    optimizer: torch.optim.Optimizer,
+    generator: torch.Generator,
+    feats: Sequence[Tensor],
+    labels: Labels,
+) -> float:
     """One pass over the training set in a seeded order; returns the mean training loss."""
     model, cfg = probe.model, probe.config
     model.train()
@@ -375,8 +380,14 @@ def train_probe(
                 break
     model.load_state_dict(best_state)
     model.eval()
-    log.info("probe (%s) kept epoch %d of %d, validation %s %.4f",
-             cfg.task, probe.best_epoch, probe.epochs_run, task.metric_label, probe.val_metric)
+    log.info(
+        "probe (%s) kept epoch %d of %d, validation %s %.4f",
+        cfg.task,
+        probe.best_epoch,
+        probe.epochs_run,
+        task.metric_label,
+        probe.val_metric,
+    )
     return probe
 
 

@@ -111,19 +111,47 @@ def _headline_blocks(results: Results) -> list[Block]:
     if not results.headline:
         return []
     rows = [
-        (h.model, h.task, h.metric, h.chance, h.clean, h.mean_corrupted, h.mean_noise,
-         h.mean_reverb, None if h.relative_drop is None else f"{100 * h.relative_drop:.1f}",
-         h.drop_above_chance, h.parameters, h.rtf_1_thread)
+        (
+            h.model,
+            h.task,
+            h.metric,
+            h.chance,
+            h.clean,
+            h.mean_corrupted,
+            h.mean_noise,
+            h.mean_reverb,
+            None if h.relative_drop is None else f"{100 * h.relative_drop:.1f}",
+            h.drop_above_chance,
+            h.parameters,
+            h.rtf_1_thread,
+        )
         for h in results.headline
     ]
     return [
         Heading("Headline"),
-        Paragraph("Probe score on clean audio, its mean over every corrupted condition (and over the noise-only "
-                  "and reverberation-only ones), the relative drop from clean in %, the drop above chance "
-                  "(1 - (mean corrupted - chance) / (clean - chance): the share of the above-chance accuracy lost; "
-                  "chance = always answering the test split's most frequent class), size and 1-thread real-time factor."),
-        _table(("model", "task", "metric", "chance", "clean", "mean corrupted", "mean noise", "mean reverb", "drop %",
-                "drop above chance", "params", "RTF (1 thr)"), rows),
+        Paragraph(
+            "Probe score on clean audio, its mean over every corrupted condition (and over the noise-only "
+            "and reverberation-only ones), the relative drop from clean in %, the drop above chance "
+            "(1 - (mean corrupted - chance) / (clean - chance): the share of the above-chance accuracy lost; "
+            "chance = always answering the test split's most frequent class), size and 1-thread real-time factor."
+        ),
+        _table(
+            (
+                "model",
+                "task",
+                "metric",
+                "chance",
+                "clean",
+                "mean corrupted",
+                "mean noise",
+                "mean reverb",
+                "drop %",
+                "drop above chance",
+                "params",
+                "RTF (1 thr)",
+            ),
+            rows,
+        ),
     ]
 
 
@@ -137,13 +165,20 @@ def _probe_blocks(results: Results) -> list[Block]:
             cells: list[Any] = [c["id"]]
             for m in models:
                 p = value.get((m, c["id"]))
-                cells.append("-" if p is None else f"{fmt(p.value)} ({fmt(-p.degradation, 3)})"
-                             if c["id"] != "clean" else fmt(p.value))
+                cells.append(
+                    "-"
+                    if p is None
+                    else f"{fmt(p.value)} ({fmt(-p.degradation, 3)})"
+                    if c["id"] != "clean"
+                    else fmt(p.value)
+                )
             rows.append(cells)
         metric = next(p.metric for p in results.probes if p.task == task)
-        blocks += [Heading(f"Probe {metric}: {task}", 3),
-                   Paragraph("In brackets: difference from clean, signed so that negative is worse."),
-                   Table(("condition", *models), tuple(tuple(r) for r in rows))]
+        blocks += [
+            Heading(f"Probe {metric}: {task}", 3),
+            Paragraph("In brackets: difference from clean, signed so that negative is worse."),
+            Table(("condition", *models), tuple(tuple(r) for r in rows)),
+        ]
     return [Heading("Probes"), *blocks] if blocks else []
 
 
@@ -156,11 +191,13 @@ def _distortion_blocks(results: Results) -> list[Block]:
     models = list(dict.fromkeys(k[0] for k in rows_by))
     blocks: list[Block] = [
         Heading("Representation distortion"),
-        Paragraph("Mean over compared layers of the per-element L1 distance and the per-frame cosine similarity. "
-                  "*vs teacher(clean)*: each student's prediction heads on corrupted audio against the teacher "
-                  "layers they were trained to predict, on clean audio (for the teacher: its own layers). "
-                  "*vs own clean*: every hidden state on corrupted vs clean audio. Per-layer values are in "
-                  "`tables/distortion.csv`."),
+        Paragraph(
+            "Mean over compared layers of the per-element L1 distance and the per-frame cosine similarity. "
+            "*vs teacher(clean)*: each student's prediction heads on corrupted audio against the teacher "
+            "layers they were trained to predict, on clean audio (for the teacher: its own layers). "
+            "*vs own clean*: every hidden state on corrupted vs clean audio. Per-layer values are in "
+            "`tables/distortion.csv`."
+        ),
     ]
     for reference, title in (("teacher_clean", "vs teacher(clean)"), ("self_clean", "vs own clean")):
         rows = []
@@ -171,8 +208,9 @@ def _distortion_blocks(results: Results) -> list[Block]:
                 got = rows_by.get((m, reference, c["id"]))
                 if got:
                     present = True
-                    cells.append(f"{fmt(sum(r.l1 for r in got) / len(got))} / "
-                                 f"{fmt(sum(r.cosine for r in got) / len(got))}")
+                    cells.append(
+                        f"{fmt(sum(r.l1 for r in got) / len(got))} / {fmt(sum(r.cosine for r in got) / len(got))}"
+                    )
                 else:
                     cells.append("-")
             if present:
@@ -185,25 +223,56 @@ def _distortion_blocks(results: Results) -> list[Block]:
 def _enhancement_blocks(results: Results) -> list[Block]:
     if not results.enhancement:
         return []
-    rows = [(e.model, e.dataset, e.condition, e.n, e.noisy_pesq_wb, e.pesq_wb, e.noisy_stoi,
-             e.stoi, e.si_snr_improvement) for e in results.enhancement]
-    return [Heading("Speech enhancement"),
-            Paragraph("Enhancement heads applied to corrupted audio, scored against the clean signal "
-                      "(means over utterances; '-' where the metric could not be computed)."),
-            _table(("model", "data", "condition", "n", "PESQ-wb noisy", "PESQ-wb enh.", "STOI noisy", "STOI enh.",
-                    "SI-SNR impr. (dB)"), rows)]
+    rows = [
+        (e.model, e.dataset, e.condition, e.n, e.noisy_pesq_wb, e.pesq_wb, e.noisy_stoi, e.stoi, e.si_snr_improvement)
+        for e in results.enhancement
+    ]
+    return [
+        Heading("Speech enhancement"),
+        Paragraph(
+            "Enhancement heads applied to corrupted audio, scored against the clean signal "
+            "(means over utterances; '-' where the metric could not be computed)."
+        ),
+        _table(
+            (
+                "model",
+                "data",
+                "condition",
+                "n",
+                "PESQ-wb noisy",
+                "PESQ-wb enh.",
+                "STOI noisy",
+                "STOI enh.",
+                "SI-SNR impr. (dB)",
+            ),
+            rows,
+        ),
+    ]
 
 
 def _efficiency_blocks(results: Results) -> list[Block]:
     if not results.efficiency:
         return []
-    rows = [(e.model, e.parameters, None if e.macs_per_second is None else e.macs_per_second / 1e9,
-             e.rtf_1_thread, e.rtf_2_threads, e.peak_memory_mb) for e in results.efficiency]
-    return [Heading("Efficiency"),
-            Paragraph("CPU, one forward pass of the upstream. GMACs per second of audio; real-time factor = "
-                      "compute time / audio duration (median); peak memory = resident-set growth while loading the "
-                      "model and running one pass, in a fresh process."),
-            _table(("model", "params", "GMACs/s", "RTF 1 thr", "RTF 2 thr", "peak MiB"), rows)]
+    rows = [
+        (
+            e.model,
+            e.parameters,
+            None if e.macs_per_second is None else e.macs_per_second / 1e9,
+            e.rtf_1_thread,
+            e.rtf_2_threads,
+            e.peak_memory_mb,
+        )
+        for e in results.efficiency
+    ]
+    return [
+        Heading("Efficiency"),
+        Paragraph(
+            "CPU, one forward pass of the upstream. GMACs per second of audio; real-time factor = "
+            "compute time / audio duration (median); peak memory = resident-set growth while loading the "
+            "model and running one pass, in a fresh process."
+        ),
+        _table(("model", "params", "GMACs/s", "RTF 1 thr", "RTF 2 thr", "peak MiB"), rows),
+    ]
 
 
 def _skipped_blocks(results: Results) -> list[Block]:
@@ -212,10 +281,14 @@ def _skipped_blocks(results: Results) -> list[Block]:
     reasons: dict[str, int] = defaultdict(int)
     for s in results.skipped:
         reasons[s["reason"]] += 1
-    return [Heading("Skipped inputs"),
-            Paragraph(f"{len(results.skipped)} files could not be used ("
-                      + ", ".join(f"{n} {r}" for r, n in sorted(reasons.items()))
-                      + "); see `tables/skipped.csv`.")]
+    return [
+        Heading("Skipped inputs"),
+        Paragraph(
+            f"{len(results.skipped)} files could not be used ("
+            + ", ".join(f"{n} {r}" for r, n in sorted(reasons.items()))
+            + "); see `tables/skipped.csv`."
+        ),
+    ]
 
 
 def build_blocks(results: Results, images: Sequence[Path], title: str, intro: Sequence[Block] = ()) -> list[Block]:
@@ -274,19 +347,23 @@ def _inline_html(text: str) -> str:
     return "".join(italic)
 
 
-_STYLE = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;line-height:1.4}"
-          "table{border-collapse:collapse;font-size:0.85em;margin:0.5em 0}"
-          "td,th{border:1px solid #bbb;padding:2px 6px;text-align:right}td:first-child{text-align:left}"
-          "img{max-width:min(100%,720px)}code,pre{background:#f3f3f3}"
-          # Long commands and paths wrap instead of widening the page.
-          "pre{white-space:pre-wrap;overflow-wrap:anywhere;padding:0.5em}code{overflow-wrap:anywhere}"
-          "figure{margin:1em 0}figcaption{font-size:0.9em;color:#444}")
+_STYLE = (
+    "body{font-family:sans-serif;max-width:1100px;margin:2em auto;line-height:1.4}"
+    "table{border-collapse:collapse;font-size:0.85em;margin:0.5em 0}"
+    "td,th{border:1px solid #bbb;padding:2px 6px;text-align:right}td:first-child{text-align:left}"
+    "img{max-width:min(100%,720px)}code,pre{background:#f3f3f3}"
+    # Long commands and paths wrap instead of widening the page.
+    "pre{white-space:pre-wrap;overflow-wrap:anywhere;padding:0.5em}code{overflow-wrap:anywhere}"
+    "figure{margin:1em 0}figcaption{font-size:0.9em;color:#444}"
+)
 
 
 def render_html(blocks: Sequence[Block], base_dir: Path) -> str:
     title = next((b.text for b in blocks if isinstance(b, Heading)), "report")
-    out = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-           f"<style>{_STYLE}</style></head><body>"]
+    out = [
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"<style>{_STYLE}</style></head><body>"
+    ]
     for b in blocks:
         if isinstance(b, Heading):
             out.append(f"<h{b.level}>{_inline_html(b.text)}</h{b.level}>")
@@ -298,8 +375,10 @@ def render_html(blocks: Sequence[Block], base_dir: Path) -> str:
             out.append(f"<pre>{html.escape(b.text)}</pre>")
         elif isinstance(b, Image):
             data = base64.b64encode((base_dir / b.path).read_bytes()).decode()
-            out.append(f"<figure><img src='data:image/png;base64,{data}' alt='{html.escape(b.caption)}'>"
-                       f"<figcaption>{html.escape(b.caption)}</figcaption></figure>")
+            out.append(
+                f"<figure><img src='data:image/png;base64,{data}' alt='{html.escape(b.caption)}'>"
+                f"<figcaption>{html.escape(b.caption)}</figcaption></figure>"
+            )
         else:
             head = "".join(f"<th>{html.escape(h)}</th>" for h in b.header)
             body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in b.rows)
@@ -308,8 +387,9 @@ def render_html(blocks: Sequence[Block], base_dir: Path) -> str:
     return "\n".join(out) + "\n"
 
 
-def write_report(results: Results, out_dir: str | Path, *, title: str = "Robustness evaluation",
-                 intro: Sequence[Block] = ()) -> tuple[Path, Path]:
+def write_report(
+    results: Results, out_dir: str | Path, *, title: str = "Robustness evaluation", intro: Sequence[Block] = ()
+) -> tuple[Path, Path]:
     """Plots under ``out_dir/plots``, then ``report.md`` and ``report.html``; returns both report paths."""
     out_dir = Path(out_dir)
     images = [p.relative_to(out_dir) for p in all_plots(results, out_dir / "plots")]

@@ -62,9 +62,13 @@ TABLES = ("models", "conditions", "tasks", "probes", "distortion", "enhancement"
 
 Row = dict[str, Any]
 # Tables of typed rows (the others describe the setup and stay plain records).
-ROW_TYPES: dict[str, type[ResultRow]] = {"probes": ProbeRow, "distortion": DistortionRow,
-                                         "enhancement": EnhancementRow, "efficiency": EfficiencyRow,
-                                         "headline": HeadlineRow}
+ROW_TYPES: dict[str, type[ResultRow]] = {
+    "probes": ProbeRow,
+    "distortion": DistortionRow,
+    "enhancement": EnhancementRow,
+    "efficiency": EfficiencyRow,
+    "headline": HeadlineRow,
+}
 
 
 @dataclass
@@ -133,10 +137,14 @@ class Results:
         if missing:
             raise DataError(f"results document lacks {missing}")
         return cls(
-            seed=data["seed"], train_on=data["train_on"], quick=data["quick"],
+            seed=data["seed"],
+            train_on=data["train_on"],
+            quick=data["quick"],
             condition_fingerprint=data.get("condition_set", {}).get("fingerprint", ""),
-            created=data.get("created", ""), package_version=data.get("package_version", ""),
-            timings_s=data.get("timings_s", {}), **{name: data[name] for name in TABLES},
+            created=data.get("created", ""),
+            package_version=data.get("package_version", ""),
+            timings_s=data.get("timings_s", {}),
+            **{name: data[name] for name in TABLES},
         )
 
     @classmethod
@@ -212,8 +220,14 @@ def headline_rows(results: Results) -> list[HeadlineRow]:
     return rows
 
 
-def _headline_row(model: str, task: str, probes: list[ProbeRow], kinds: dict[str, str], chance: float | None,
-                  eff: EfficiencyRow | None) -> HeadlineRow:
+def _headline_row(
+    model: str,
+    task: str,
+    probes: list[ProbeRow],
+    kinds: dict[str, str],
+    chance: float | None,
+    eff: EfficiencyRow | None,
+) -> HeadlineRow:
     """The headline of one (model, task) from its probe rows (one per condition)."""
     strategy = probe_task_for_metric(probes[0].metric)
     clean = next((p.value for p in probes if p.condition == "clean"), None)
@@ -223,10 +237,18 @@ def _headline_row(model: str, task: str, probes: list[ProbeRow], kinds: dict[str
     # Drops above chance read "higher is better"; an error rate has no chance level.
     chance = chance if strategy.higher_is_better else None
     return HeadlineRow(
-        model=model, task=task, metric=strategy.metric, clean=clean, mean_corrupted=mean_corrupted,
-        mean_noise=noise, mean_reverb=reverb, relative_drop=strategy.relative_drop(clean, mean_corrupted),
-        chance=chance, drop_above_chance=drop_above_chance(clean, mean_corrupted, chance),
+        model=model,
+        task=task,
+        metric=strategy.metric,
+        clean=clean,
+        mean_corrupted=mean_corrupted,
+        mean_noise=noise,
+        mean_reverb=reverb,
+        relative_drop=strategy.relative_drop(clean, mean_corrupted),
+        chance=chance,
+        drop_above_chance=drop_above_chance(clean, mean_corrupted, chance),
         noise_drop_above_chance=drop_above_chance(clean, noise, chance),
         reverb_drop_above_chance=drop_above_chance(clean, reverb, chance),
-        parameters=None if eff is None else eff.parameters, rtf_1_thread=None if eff is None else eff.rtf_1_thread,
+        parameters=None if eff is None else eff.parameters,
+        rtf_1_thread=None if eff is None else eff.rtf_1_thread,
     )

@@ -36,8 +36,11 @@ class ResultRow:
         unknown = sorted(set(record) - set(cls.columns()))
         if unknown:
             raise DataError(f"{cls.__name__}: unknown column(s) {unknown}; columns are {list(cls.columns())}")
-        required = [f.name for f in dataclasses.fields(cls)  # type: ignore[arg-type]
-                    if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+        required = [
+            f.name
+            for f in dataclasses.fields(cls)  # type: ignore[arg-type]
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        ]
         missing = [name for name in required if name not in record]
         if missing:
             raise DataError(f"{cls.__name__}: record lacks column(s) {missing} (got {sorted(record)})")

@@ -79,17 +79,30 @@ class EvaluateOptions:
 
 def quick_options(**overrides: object) -> EvaluateOptions:
     """Small subsets, short probe training, no separate memory process: seconds instead of minutes."""
-    base = {"max_train": 48, "max_val": 16, "max_test": 24, "probe": {"epochs": 8, "patience": 3},
-            "max_distortion": 16, "max_enhancement": 3, "rtf_seconds": 2.0, "rtf_repeats": 1,
-            "measure_memory": False}
+    base = {
+        "max_train": 48,
+        "max_val": 16,
+        "max_test": 24,
+        "probe": {"epochs": 8, "patience": 3},
+        "max_distortion": 16,
+        "max_enhancement": 3,
+        "rtf_seconds": 2.0,
+        "rtf_repeats": 1,
+        "measure_memory": False,
+    }
     return from_dict(EvaluateOptions, {**base, **overrides})
 
 
 def quick_conditions(**overrides: object) -> ConditionConfig:
     """Two noise types (white and pink of the built-in ones) at three SNRs, two RT60 bins, one
     noise + reverberation mix."""
-    base: dict[str, object] = {"snrs": [0.0, 10.0, 20.0], "rt60s": [0.3, 0.6], "rirs_per_bin": 1,
-                               "mixed_snrs": [10.0], "mixed_rt60s": [0.3]}
+    base: dict[str, object] = {
+        "snrs": [0.0, 10.0, 20.0],
+        "rt60s": [0.3, 0.6],
+        "rirs_per_bin": 1,
+        "mixed_snrs": [10.0],
+        "mixed_rt60s": [0.3],
+    }
     if overrides.get("noises", ["builtin"]) == ["builtin"]:
         base["noise_types"] = ["white", "pink"]
     else:
@@ -100,8 +113,9 @@ def quick_conditions(**overrides: object) -> ConditionConfig:
 # ------------------------------------------------------------------------------- driver
 
 
-def _condition_set(conditions: ConditionSet | ConditionConfig | None, quick: bool, seed: int,
-                   out_dir: Path) -> ConditionSet:
+def _condition_set(
+    conditions: ConditionSet | ConditionConfig | None, quick: bool, seed: int, out_dir: Path
+) -> ConditionSet:
     """The given set, or one built from the given (default: full or quick) config, material under ``out_dir``."""
     if isinstance(conditions, ConditionSet):
         return conditions
@@ -111,8 +125,13 @@ def _condition_set(conditions: ConditionSet | ConditionConfig | None, quick: boo
     return ConditionSet.build(cfg)
 
 
-def _scorers(entries: Sequence[ModelUnderTest], teacher: ModelUnderTest | None, ctx: ScoringContext,
-             options: EvaluateOptions, train_on: TrainOn) -> list[Scorer]:
+def _scorers(
+    entries: Sequence[ModelUnderTest],
+    teacher: ModelUnderTest | None,
+    ctx: ScoringContext,
+    options: EvaluateOptions,
+    train_on: TrainOn,
+) -> list[Scorer]:
     """The scorers of one run, in the order their rows are produced; real enhancement pairs are read
     here, so a bad ``--voicebank`` fails before any scoring."""
     real_pairs = voicebank_pairs(options.voicebank, ctx.report) if options.voicebank is not None else None
@@ -126,8 +145,9 @@ def _scorers(entries: Sequence[ModelUnderTest], teacher: ModelUnderTest | None, 
     return scorers
 
 
-def _score_conditions(scorers: Sequence[Scorer], entries: Sequence[ModelUnderTest], ctx: ScoringContext,
-                      results: Results) -> None:
+def _score_conditions(
+    scorers: Sequence[Scorer], entries: Sequence[ModelUnderTest], ctx: ScoringContext, results: Results
+) -> None:
     """Every scorer on every (condition, model); conditions in the outer loop, so each condition's
     audio is corrupted once for all models, and each model's features are extracted once per condition."""
     with tqdm(total=len(entries) * len(ctx.cset), desc="conditions", unit="model-cond", disable=None) as bar:
@@ -141,8 +161,9 @@ def _score_conditions(scorers: Sequence[Scorer], entries: Sequence[ModelUnderTes
                 bar.update(1)
 
 
-def _score_models(scorers: Sequence[Scorer], entries: Sequence[ModelUnderTest], ctx: ScoringContext,
-                  results: Results) -> None:
+def _score_models(
+    scorers: Sequence[Scorer], entries: Sequence[ModelUnderTest], ctx: ScoringContext, results: Results
+) -> None:
     """Every scorer's condition-independent rows (efficiency, real enhancement pairs), model by model."""
     for entry in tqdm(entries, desc="per-model scores", unit="model", disable=None):
         for scorer in scorers:
@@ -194,10 +215,22 @@ def evaluate(
     clock.lap("load")
 
     cset = _condition_set(conditions, quick, seed, out_dir)
-    ctx = ScoringContext.build(tasks, cset, limits=(options.max_train, options.max_val, options.max_test), seed=seed,
-                               cache_dir=Path(options.cache_dir or out_dir / "cache"), batch_size=options.batch_size)
-    results = Results(seed=seed, train_on=train_on, quick=quick, condition_fingerprint=cset.fingerprint(),
-                      conditions=cset.describe(), tasks=[t.summary() for t in ctx.tasks])
+    ctx = ScoringContext.build(
+        tasks,
+        cset,
+        limits=(options.max_train, options.max_val, options.max_test),
+        seed=seed,
+        cache_dir=Path(options.cache_dir or out_dir / "cache"),
+        batch_size=options.batch_size,
+    )
+    results = Results(
+        seed=seed,
+        train_on=train_on,
+        quick=quick,
+        condition_fingerprint=cset.fingerprint(),
+        conditions=cset.describe(),
+        tasks=[t.summary() for t in ctx.tasks],
+    )
     clock.lap("setup")
     scorers = _scorers(entries, teacher_entry, ctx, options, train_on)
     clock.lap()

@@ -44,8 +44,17 @@ log = logging.getLogger(__name__)
 TaskKind = Literal["utterance", "ctc"]  # a key of probe_tasks.PROBE_TASKS
 Label = int | tuple[int, ...]
 # Split-column values accepted for each split (case-insensitive).
-SPLIT_NAMES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
-               "dev": "val", "test": "test", "eval": "test", "evaluation": "test"}
+SPLIT_NAMES = {
+    "train": "train",
+    "training": "train",
+    "val": "val",
+    "valid": "val",
+    "validation": "val",
+    "dev": "val",
+    "test": "test",
+    "eval": "test",
+    "evaluation": "test",
+}
 FSDD_NAME = re.compile(r"^(\d)_([A-Za-z]+)_(\d+)$")
 FSDD_TEST_TAKES = range(5)
 
@@ -192,13 +201,23 @@ def builtin_tasks(corpus: Corpus, *, seed: int = 0, val_fraction: float = 0.2) -
             [TaskItem(e.path, m.root / e.path, index[e.labels[column]]) for e in m.entries] for m in (train_m, test_m)
         )
         train, val = carve_validation(train, val_fraction, seed)
-        packs.append(TaskPack(f"builtin-{column}", "utterance", list(classes), train, val, test,
-                              description=f"built-in synthetic corpus, {what} ({len(classes)} classes)"))
+        packs.append(
+            TaskPack(
+                f"builtin-{column}",
+                "utterance",
+                list(classes),
+                train,
+                val,
+                test,
+                description=f"built-in synthetic corpus, {what} ({len(classes)} classes)",
+            )
+        )
     return packs
 
 
-def fsdd_tasks(root: str | Path, *, seed: int = 0, val_fraction: float = 0.1,
-               report: BadFileReport | None = None) -> list[TaskPack]:
+def fsdd_tasks(
+    root: str | Path, *, seed: int = 0, val_fraction: float = 0.1, report: BadFileReport | None = None
+) -> list[TaskPack]:
     """Digit recognition and speaker identification on FSDD (``{digit}_{speaker}_{take}.wav``, 8 kHz).
 
     Takes 0-4 of every (digit, speaker) are the test split; validation is carved from the rest.
@@ -233,8 +252,17 @@ def fsdd_tasks(root: str | Path, *, seed: int = 0, val_fraction: float = 0.1,
             item = TaskItem(e.path, manifest.root / e.path, index[e.labels[column]])
             (test if int(e.labels["take"]) in FSDD_TEST_TAKES else train).append(item)
         train, val = carve_validation(train, val_fraction, seed)
-        packs.append(TaskPack(f"fsdd-{column}", "utterance", classes, train, val, test,
-                              description=f"FSDD {what} ({len(classes)} classes; takes 0-4 held out)"))
+        packs.append(
+            TaskPack(
+                f"fsdd-{column}",
+                "utterance",
+                classes,
+                train,
+                val,
+                test,
+                description=f"FSDD {what} ({len(classes)} classes; takes 0-4 held out)",
+            )
+        )
     return packs
 
 
@@ -259,15 +287,23 @@ def _write_segments(rec: SpeakerRecording, out_dir: Path, seconds: float, report
     names = []
     for k in range(len(wav) // size):
         name = f"{rec.path.stem}_{k:03d}.wav"
-        cut = wav[k * size:(k + 1) * size]
+        cut = wav[k * size : (k + 1) * size]
         atomic_write(out_dir / name, lambda fh, cut=cut: sf.write(fh, cut, SAMPLE_RATE, subtype="FLOAT", format="WAV"))
         names.append(name)
     return names
 
 
-def speaker_tasks(recordings: Sequence[SpeakerRecording], work_dir: str | Path, *, seed: int = 0,
-                  segment_seconds: float = 1.0, test_fraction: float = 0.25, val_fraction: float = 0.15,
-                  prefix: str = "heldout", report: BadFileReport | None = None) -> list[TaskPack]:
+def speaker_tasks(
+    recordings: Sequence[SpeakerRecording],
+    work_dir: str | Path,
+    *,
+    seed: int = 0,
+    segment_seconds: float = 1.0,
+    test_fraction: float = 0.25,
+    val_fraction: float = 0.15,
+    prefix: str = "heldout",
+    report: BadFileReport | None = None,
+) -> list[TaskPack]:
     """Speaker identification and speaker sex on real speech cut into ``segment_seconds`` segments.
 
     Within each speaker's recordings the last ``test_fraction`` of the segments (at least one) are
@@ -297,8 +333,10 @@ def speaker_tasks(recordings: Sequence[SpeakerRecording], work_dir: str | Path, 
     dropped = sorted(s for s, names in by_speaker.items() if len(names) < 2)
     speakers = sorted(s for s in by_speaker if s not in dropped)
     if len(speakers) < 2:
-        raise DataError(f"speaker_tasks: {len(speakers)} speakers have two or more {segment_seconds:g} s segments; "
-                         "give longer recordings or a shorter segment_seconds")
+        raise DataError(
+            f"speaker_tasks: {len(speakers)} speakers have two or more {segment_seconds:g} s segments; "
+            "give longer recordings or a shorter segment_seconds"
+        )
     packs = []
     for column, classes, label_of in (("speaker", speakers, lambda s: s), ("sex", ["F", "M"], lambda s: sex[s])):
         index = {c: i for i, c in enumerate(classes)}
@@ -311,18 +349,26 @@ def speaker_tasks(recordings: Sequence[SpeakerRecording], work_dir: str | Path, 
             test += items[-n_test:]
         train, val = carve_validation(train, val_fraction, seed)
         what = f"{len(speakers)}-speaker identification" if column == "speaker" else "speaker sex (F / M)"
-        pack = TaskPack(f"{prefix}-{column}", "utterance", list(classes), train, val, test,
-                        description=f"real read speech of {len(speakers)} speakers unseen in training, {what}, "
-                                    f"{segment_seconds:g} s segments; the last {test_fraction:.0%} of each "
-                                    "speaker's speech is the test split")
+        pack = TaskPack(
+            f"{prefix}-{column}",
+            "utterance",
+            list(classes),
+            train,
+            val,
+            test,
+            description=f"real read speech of {len(speakers)} speakers unseen in training, {what}, "
+            f"{segment_seconds:g} s segments; the last {test_fraction:.0%} of each "
+            "speaker's speech is the test split",
+        )
         if dropped:
             pack.notes.append(f"{len(dropped)} speakers with fewer than two segments left out")
         packs.append(pack)
     return packs
 
 
-def shipped_speaker_tasks(work_dir: str | Path, *, seed: int = 0, folder: str | Path | None = None,
-                          **kwargs: object) -> list[TaskPack]:
+def shipped_speaker_tasks(
+    work_dir: str | Path, *, seed: int = 0, folder: str | Path | None = None, **kwargs: object
+) -> list[TaskPack]:
     """:func:`speaker_tasks` on the held-out recordings that ship with the package
     (:mod:`robustdistiller.data.recordings`); raises when they are missing, never falls back."""
     from robustdistiller.data.recordings import RECORDINGS_DIR, read_index
@@ -333,8 +379,9 @@ def shipped_speaker_tasks(work_dir: str | Path, *, seed: int = 0, folder: str | 
     return speaker_tasks(recs, work_dir, seed=seed, **kwargs)  # type: ignore[arg-type]
 
 
-def librispeech_speaker_tasks(folder: str | Path, work_dir: str | Path, *, seed: int = 0,
-                              **kwargs: object) -> list[TaskPack]:
+def librispeech_speaker_tasks(
+    folder: str | Path, work_dir: str | Path, *, seed: int = 0, **kwargs: object
+) -> list[TaskPack]:
     """:func:`speaker_tasks` on the held-out speakers (:func:`~robustdistiller.data.manifest.is_held_out_speaker`)
     of a flat LibriSpeech folder (``<speaker>-<chapter>-<utt>.flac`` files beside ``SPEAKERS.TXT``)."""
     from robustdistiller.data.manifest import is_held_out_speaker, speaker_from_name
@@ -342,16 +389,23 @@ def librispeech_speaker_tasks(folder: str | Path, work_dir: str | Path, *, seed:
 
     folder = Path(folder)
     sexes = read_speaker_sex(folder / "SPEAKERS.TXT")
-    recs = [SpeakerRecording(p, speaker_from_name(p), sexes.get(speaker_from_name(p), ""))
-            for p in sorted(folder.rglob("*.flac")) if is_held_out_speaker(speaker_from_name(p))]
+    recs = [
+        SpeakerRecording(p, speaker_from_name(p), sexes.get(speaker_from_name(p), ""))
+        for p in sorted(folder.rglob("*.flac"))
+        if is_held_out_speaker(speaker_from_name(p))
+    ]
     if not recs:
         raise DataError(f"no held-out speakers' .flac files under {folder}")
     return speaker_tasks(recs, work_dir, seed=seed, prefix="librispeech", **kwargs)  # type: ignore[arg-type]
 
 
 def _manifest_splits(
-    manifest: Manifest, make: Callable[[str, Path, dict[str, str]], TaskItem | None],
-    split_column: str | None, seed: int, val_fraction: float, test_fraction: float,
+    manifest: Manifest,
+    make: Callable[[str, Path, dict[str, str]], TaskItem | None],
+    split_column: str | None,
+    seed: int,
+    val_fraction: float,
+    test_fraction: float,
 ) -> tuple[list[TaskItem], list[TaskItem], list[TaskItem]]:
     buckets: dict[str, list[TaskItem]] = {"train": [], "val": [], "test": []}
     for e in manifest.entries:
@@ -410,8 +464,15 @@ def manifest_task(
         return TaskItem(uid, full, index[labels[label_column]]) if labels[label_column] else None
 
     train, val, test = _manifest_splits(manifest, make, split_column, seed, val_fraction, test_fraction)
-    pack = TaskPack(name or f"{Path(path).stem}-{label_column}", "utterance", classes, train, val, test,
-                    description=f"{path}: classification of column {label_column!r} ({len(classes)} classes)")
+    pack = TaskPack(
+        name or f"{Path(path).stem}-{label_column}",
+        "utterance",
+        classes,
+        train,
+        val,
+        test,
+        description=f"{path}: classification of column {label_column!r} ({len(classes)} classes)",
+    )
     if skipped:
         pack.notes.append(f"{skipped} rows without a label skipped")
     return pack
@@ -447,9 +508,15 @@ def ctc_task(
         return TaskItem(uid, full, tuple(token[c] for c in t)) if t else None
 
     train, val, test = _manifest_splits(manifest, make, split_column, seed, val_fraction, test_fraction)
-    return TaskPack(name or f"{Path(path).stem}-ctc", "ctc", vocab, train, val, test,
-                    description=f"{path}: character recognition of column {transcript_column!r} "
-                                f"({len(chars)} characters)")
+    return TaskPack(
+        name or f"{Path(path).stem}-ctc",
+        "ctc",
+        vocab,
+        train,
+        val,
+        test,
+        description=f"{path}: character recognition of column {transcript_column!r} ({len(chars)} characters)",
+    )
 
 
 # ------------------------------------------------------------------------------------------ audio
@@ -471,8 +538,9 @@ def load_waveforms(items: Iterable[TaskItem], report: BadFileReport) -> dict[str
     return out
 
 
-def tasks_from_spec(spec: str, *, work_dir: str | Path, seed: int = 0,
-                    report: BadFileReport | None = None) -> list[TaskPack]:
+def tasks_from_spec(
+    spec: str, *, work_dir: str | Path, seed: int = 0, report: BadFileReport | None = None
+) -> list[TaskPack]:
     """Task packs named on the command line.
 
     ``builtin`` (corpus generated under ``work_dir/corpus``), ``heldout`` (the shipped real

@@ -48,8 +48,9 @@ def _to_onnx(
 ) -> Path:
     from robustdistiller.export.onnx import export_onnx_file
 
-    return export_onnx_file(source, out, layers=layers, quantize=quantize, int8_scheme=int8_scheme,
-                            calibration=calibration)
+    return export_onnx_file(
+        source, out, layers=layers, quantize=quantize, int8_scheme=int8_scheme, calibration=calibration
+    )
 
 
 EXPORTERS: dict[str, Exporter] = {

@@ -101,7 +101,9 @@ def resolve_layers(available: int, layers: Sequence[int] | None) -> list[int]:
     resolved = []
     for index in layers:
         if not -available <= index < available:
-            raise UsageError(f"layer {index} out of range: the model has {available} hidden states (0..{available - 1})")
+            raise UsageError(
+                f"layer {index} out of range: the model has {available} hidden states (0..{available - 1})"
+            )
         resolved.append(index % available)
     if len(set(resolved)) != len(resolved) or not resolved:
         raise UsageError(f"layers must be a non-empty list without repeats, got {list(layers)}")
@@ -201,8 +203,10 @@ def verify_onnx(model: nn.Module, path: Path, seed: int = 0) -> tuple[float, lis
             ev, gv = valid_frames(e, frames), valid_frames(g, frames)
             # max() ignores NaN (every comparison with it is False): a NaN model would pass as verified.
             if not (np.isfinite(ev).all() and np.isfinite(gv).all()):
-                raise CheckpointFormatError(f"{path}: the model outputs NaN/inf values (damaged or diverged weights?); "
-                                 "check it with `robustdistiller info`")
+                raise CheckpointFormatError(
+                    f"{path}: the model outputs NaN/inf values (damaged or diverged weights?); "
+                    "check it with `robustdistiller info`"
+                )
             worst = max(worst, float(np.abs(ev - gv).max()))
             scale = max(scale, float(np.abs(ev).max()))
         shapes.append(wavs.shape)
@@ -261,7 +265,9 @@ def calibration_audio(calibration: str | Path | None) -> list[np.ndarray]:
 
     if calibration is not None:
         return load_calibration(calibration)
-    log.info("int8 calibration on the built-in synthetic speech; pass --calibration with recordings "
-             "like the ones you will run on for the most accurate ranges")
+    log.info(
+        "int8 calibration on the built-in synthetic speech; pass --calibration with recordings "
+        "like the ones you will run on for the most accurate ranges"
+    )
     wavs, lengths = accuracy_batch()
     return [wavs[b, :n].numpy() for b, n in enumerate(lengths.tolist())]

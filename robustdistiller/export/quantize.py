@@ -98,13 +98,23 @@ def quantize_int8(
     out.parent.mkdir(parents=True, exist_ok=True)
     report = _quantize(source, out, chosen, calibration)
     if scheme == "auto" and chosen == "static-conv" and report.min_cosine < MIN_COSINE:
-        log.info("int8 auto: static-conv is inaccurate for this model (min cosine %.4f < %.2f): using dynamic",
-                 report.min_cosine, MIN_COSINE)
+        log.info(
+            "int8 auto: static-conv is inaccurate for this model (min cosine %.4f < %.2f): using dynamic",
+            report.min_cosine,
+            MIN_COSINE,
+        )
         report = _quantize(source, out, "dynamic", None)
-    log.info("int8 (%s) vs fp32 cosine per layer: %s", report.scheme,
-             ", ".join(f"{k}: {v:.4f}" for k, v in report.cosine.items()))
+    log.info(
+        "int8 (%s) vs fp32 cosine per layer: %s",
+        report.scheme,
+        ", ".join(f"{k}: {v:.4f}" for k, v in report.cosine.items()),
+    )
     if report.min_cosine < MIN_COSINE:
-        log.warning("int8 model is far from fp32 (min cosine %.4f < %.2f): prefer the fp32 export", report.min_cosine, MIN_COSINE)
+        log.warning(
+            "int8 model is far from fp32 (min cosine %.4f < %.2f): prefer the fp32 export",
+            report.min_cosine,
+            MIN_COSINE,
+        )
     return report
 
 
@@ -133,8 +143,10 @@ def load_calibration(source: str | Path, max_utterances: int = 32, max_seconds: 
             reasons.append(str(exc))
     if not utterances:
         detail = f" ({'; '.join(reasons[:3])})" if reasons else ""
-        raise DataError(f"calibration set {source} holds no readable audio{detail}; pass a folder or manifest "
-                         "of speech recordings with --calibration")
+        raise DataError(
+            f"calibration set {source} holds no readable audio{detail}; pass a folder or manifest "
+            "of speech recordings with --calibration"
+        )
     return utterances
 
 
@@ -146,8 +158,10 @@ def _auto_scheme() -> str:
     if units:
         log.info("int8 auto: static-conv (the CPU has %s)", ", ".join(units))
         return "static-conv"
-    log.info("int8 auto: dynamic (no %s on this CPU: integer convolutions would be slower than fp32)",
-             " / ".join(INT8_DOT_FLAGS))
+    log.info(
+        "int8 auto: dynamic (no %s on this CPU: integer convolutions would be slower than fp32)",
+        " / ".join(INT8_DOT_FLAGS),
+    )
     return "dynamic"
 
 
@@ -173,12 +187,21 @@ def _quantize_convs(source: Path, out: Path, calibration: Sequence[np.ndarray]) 
     convs = [n.name for n in onnx.load(str(source)).graph.node if n.op_type == "Conv"]
     cnn = sorted((n for n in convs if CNN_CONV.search(n)), key=lambda n: int(CNN_CONV.search(n).group(1)))
     if len(cnn) < 2:
-        raise ValueError(f"{source}: found {len(cnn)} CNN convolutions (Conv nodes named like "
-                         f"{CNN_CONV.pattern!r}); only robustdistiller exports can use static-conv")
+        raise ValueError(
+            f"{source}: found {len(cnn)} CNN convolutions (Conv nodes named like "
+            f"{CNN_CONV.pattern!r}); only robustdistiller exports can use static-conv"
+        )
     quantize_static(
-        source, out, _Calibration(calibration), quant_format=QuantFormat.QDQ, op_types_to_quantize=["Conv"],
-        nodes_to_exclude=[n for n in convs if n not in cnn[1:]], per_channel=True,
-        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
+        source,
+        out,
+        _Calibration(calibration),
+        quant_format=QuantFormat.QDQ,
+        op_types_to_quantize=["Conv"],
+        nodes_to_exclude=[n for n in convs if n not in cnn[1:]],
+        per_channel=True,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+        calibrate_method=CalibrationMethod.MinMax,
         # averaged per-utterance ranges: one loud click in the calibration set must not widen them all
         extra_options={"CalibMovingAverage": True, "CalibMaxIntermediateOutputs": 8},
     )
@@ -188,8 +211,9 @@ class _Calibration:
     """onnxruntime's ``CalibrationDataReader`` protocol over utterances, one unpadded batch each."""
 
     def __init__(self, utterances: Sequence[np.ndarray]) -> None:
-        self._feeds = iter([{"wavs": np.asarray(u, dtype=np.float32)[None], "lengths": np.array([len(u)])}
-                            for u in utterances])
+        self._feeds = iter(
+            [{"wavs": np.asarray(u, dtype=np.float32)[None], "lengths": np.array([len(u)])} for u in utterances]
+        )
 
     def get_next(self) -> dict[str, np.ndarray] | None:
         return next(self._feeds, None)

@@ -37,9 +37,7 @@ class RobustDistillerUpstream(nn.Module):
         super().__init__()
         self.model = model
         strides = [
-            m.stride[0]
-            for name, m in model.named_modules()
-            if isinstance(m, nn.Conv1d) and "feature_extractor" in name
+            m.stride[0] for name, m in model.named_modules() if isinstance(m, nn.Conv1d) and "feature_extractor" in name
         ]
         if not strides:
             raise ValueError(f"{type(model).__name__} has no conv feature extractor to take the frame rate from")

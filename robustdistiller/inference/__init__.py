@@ -8,7 +8,19 @@ from robustdistiller.inference.stream import stream_audio
 from robustdistiller.inference.writer import FORMATS, NpyLayersWriter, save_features
 
 __all__ = [
-    "BACKENDS", "Backend", "OnnxBackend", "TorchBackend", "open_backend", "ExtractSummary", "extract_files",
-    "read_inputs", "ChunkConfig", "extract_chunked", "extract_long", "stream_audio", "FORMATS",
-    "NpyLayersWriter", "save_features",
+    "BACKENDS",
+    "Backend",
+    "OnnxBackend",
+    "TorchBackend",
+    "open_backend",
+    "ExtractSummary",
+    "extract_files",
+    "read_inputs",
+    "ChunkConfig",
+    "extract_chunked",
+    "extract_long",
+    "stream_audio",
+    "FORMATS",
+    "NpyLayersWriter",
+    "save_features",
 ]

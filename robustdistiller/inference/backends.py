@@ -87,8 +87,10 @@ def open_backend(
     which runs in the precision it was exported in (``precision`` must then be fp32 or auto)."""
     if backend == "onnx":
         if precision == "bf16":
-            raise UsageError("precision bf16 applies to the torch backend; an ONNX file runs as exported "
-                             "(export it with --quantize int8 for a faster file)")
+            raise UsageError(
+                "precision bf16 applies to the torch backend; an ONNX file runs as exported "
+                "(export it with --quantize int8 for a faster file)"
+            )
         return OnnxBackend(load_onnx(path, threads), layers)
     if backend == "torch":
         import torch

@@ -74,8 +74,11 @@ def output_paths(out_dir: Path, entries: list[ManifestEntry], fmt: str) -> dict[
     sharing = Counter(plain.values())
     renamed = sorted(p for p, out in plain.items() if sharing[out] > 1)
     if renamed:
-        log.warning("%d inputs would share an output name; their features keep the input extension "
-                    "(e.g. %s)", len(renamed), ", ".join(f"{p} -> {safe_relative(p)}.{fmt}" for p in renamed[:3]))
+        log.warning(
+            "%d inputs would share an output name; their features keep the input extension (e.g. %s)",
+            len(renamed),
+            ", ".join(f"{p} -> {safe_relative(p)}.{fmt}" for p in renamed[:3]),
+        )
     out = {}
     for path, rel in plain.items():
         full = safe_relative(path)
@@ -159,8 +162,15 @@ def extract_files(
         return _extract_all(backend, manifest, out_dir, fmt, batch_seconds, chunk, report)
 
 
-def _extract_all(backend: Backend, manifest: Manifest, out_dir: Path, fmt: str, batch_seconds: float,
-                 chunk: ChunkConfig, report: BadFileReport) -> ExtractSummary:
+def _extract_all(
+    backend: Backend,
+    manifest: Manifest,
+    out_dir: Path,
+    fmt: str,
+    batch_seconds: float,
+    chunk: ChunkConfig,
+    report: BadFileReport,
+) -> ExtractSummary:
     """The body of :func:`extract_files`, run while holding ``out_dir``'s lock."""
     outputs = output_paths(out_dir, manifest.entries, fmt)
     todo = [e for e in manifest.entries if not outputs[e.path].exists()]
@@ -190,7 +200,11 @@ def _extract_all(backend: Backend, manifest: Manifest, out_dir: Path, fmt: str, 
 
 
 def _run_batch(
-    backend: Backend, root: Path, batch: list[ManifestEntry], outputs: dict[str, Path], fmt: str,
+    backend: Backend,
+    root: Path,
+    batch: list[ManifestEntry],
+    outputs: dict[str, Path],
+    fmt: str,
     report: BadFileReport,
 ) -> int:
     wavs: list[np.ndarray] = []
@@ -215,8 +229,11 @@ def _run_batch(
     for i, entry in enumerate(kept):
         layers = [h[i, : frames[i]] for h in hidden]
         if not all(np.isfinite(layer).all() for layer in layers):
-            report.add(root / entry.path, "non_finite_features",
-                       "the model output NaN/inf for it; check the model with `robustdistiller info`")
+            report.add(
+                root / entry.path,
+                "non_finite_features",
+                "the model output NaN/inf for it; check the model with `robustdistiller info`",
+            )
             continue
         save_features(outputs[entry.path], layers, fmt)
         written += 1

@@ -45,9 +45,7 @@ class SelfAttention(nn.Module):
                 mask = mask.masked_fill(~frame_mask[:, None, None, :], float("-inf"))
         elif frame_mask is not None and not bool(frame_mask.all()):
             mask = frame_mask[:, None, None, :]
-        out = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0
-        )
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0)
         b, _, t, _ = out.shape
         return self.out_proj(out.transpose(1, 2).reshape(b, t, -1))
 

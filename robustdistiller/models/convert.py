@@ -23,12 +23,21 @@ _HF_TO_OURS: KeyTable = [
     (r"feature_extractor\.conv_layers\.(\d+)\.layer_norm\.(weight|bias)", r"@convnorm \1 \2"),
     (r"feature_projection\.layer_norm\.(weight|bias)", r"layer_norm.\1"),
     (r"feature_projection\.projection\.(weight|bias)", r"post_extract_proj.\1"),
-    (r"encoder\.pos_conv_embed\.conv\.(?:weight_g|parametrizations\.weight\.original0)", r"encoder.pos_conv.0.weight_g"),
-    (r"encoder\.pos_conv_embed\.conv\.(?:weight_v|parametrizations\.weight\.original1)", r"encoder.pos_conv.0.weight_v"),
+    (
+        r"encoder\.pos_conv_embed\.conv\.(?:weight_g|parametrizations\.weight\.original0)",
+        r"encoder.pos_conv.0.weight_g",
+    ),
+    (
+        r"encoder\.pos_conv_embed\.conv\.(?:weight_v|parametrizations\.weight\.original1)",
+        r"encoder.pos_conv.0.weight_v",
+    ),
     (r"encoder\.pos_conv_embed\.conv\.bias", r"encoder.pos_conv.0.bias"),
     (r"encoder\.layer_norm\.(weight|bias)", r"encoder.layer_norm.\1"),
     (r"encoder\.layers\.(\d+)\.attention\.(q|k|v|out)_proj\.(weight|bias)", r"encoder.layers.\1.self_attn.\2_proj.\3"),
-    (r"encoder\.layers\.(\d+)\.attention\.gru_rel_pos_linear\.(weight|bias)", r"encoder.layers.\1.self_attn.grep_linear.\2"),
+    (
+        r"encoder\.layers\.(\d+)\.attention\.gru_rel_pos_linear\.(weight|bias)",
+        r"encoder.layers.\1.self_attn.grep_linear.\2",
+    ),
     (r"encoder\.layers\.(\d+)\.attention\.gru_rel_pos_const", r"encoder.layers.\1.self_attn.grep_a"),
     (
         r"encoder\.layers\.(\d+)\.attention\.rel_attn_embed\.weight",
@@ -106,7 +115,10 @@ def hf_to_ours(state: Mapping[str, Tensor], *, group_norm: bool) -> dict[str, Te
 
 _OURS_TO_HF: KeyTable = [
     (r"feature_extractor\.conv_layers\.(\d+)\.0\.(weight|bias)", r"feature_extractor.conv_layers.\1.conv.\2"),
-    (r"feature_extractor\.conv_layers\.(\d+)\.2(?:\.1)?\.(weight|bias)", r"feature_extractor.conv_layers.\1.layer_norm.\2"),
+    (
+        r"feature_extractor\.conv_layers\.(\d+)\.2(?:\.1)?\.(weight|bias)",
+        r"feature_extractor.conv_layers.\1.layer_norm.\2",
+    ),
     (r"layer_norm\.(weight|bias)", r"feature_projection.layer_norm.\1"),
     (r"post_extract_proj\.(weight|bias)", r"feature_projection.projection.\1"),
     (r"encoder\.pos_conv\.0\.weight_g", r"encoder.pos_conv_embed.conv.parametrizations.weight.original0"),
@@ -114,7 +126,10 @@ _OURS_TO_HF: KeyTable = [
     (r"encoder\.pos_conv\.0\.bias", r"encoder.pos_conv_embed.conv.bias"),
     (r"encoder\.layer_norm\.(weight|bias)", r"encoder.layer_norm.\1"),
     (r"encoder\.layers\.(\d+)\.self_attn\.(q|k|v|out)_proj\.(weight|bias)", r"encoder.layers.\1.attention.\2_proj.\3"),
-    (r"encoder\.layers\.(\d+)\.self_attn\.grep_linear\.(weight|bias)", r"encoder.layers.\1.attention.gru_rel_pos_linear.\2"),
+    (
+        r"encoder\.layers\.(\d+)\.self_attn\.grep_linear\.(weight|bias)",
+        r"encoder.layers.\1.attention.gru_rel_pos_linear.\2",
+    ),
     (r"encoder\.layers\.(\d+)\.self_attn\.grep_a", r"encoder.layers.\1.attention.gru_rel_pos_const"),
     (
         r"encoder\.layers\.(\d+)\.self_attn\.relative_attention_bias\.weight",

@@ -74,16 +74,36 @@ def build_transformer(spec: EncoderSpec) -> TransformerEncoder:
         attn: nn.Module | None = None
         if heads > 0 and spec.family == "wavlm":
             attn = WavLMSelfAttention(
-                spec.embed_dim, heads, spec.head_dim, spec.attention_dropout,
-                has_relative_attention_bias=i == 0, num_buckets=spec.num_buckets, max_distance=spec.max_distance,
-                bias_heads=spec.total_heads, remaining_heads=spec.kept_heads[i] if spec.kept_heads is not None else None,
+                spec.embed_dim,
+                heads,
+                spec.head_dim,
+                spec.attention_dropout,
+                has_relative_attention_bias=i == 0,
+                num_buckets=spec.num_buckets,
+                max_distance=spec.max_distance,
+                bias_heads=spec.total_heads,
+                remaining_heads=spec.kept_heads[i] if spec.kept_heads is not None else None,
             )
         elif heads > 0:
             attn = SelfAttention(spec.embed_dim, heads, spec.head_dim, spec.attention_dropout)
-        layers.append(EncoderLayer(spec.embed_dim, ffn, attn, layer_norm_first=spec.layer_norm_first,
-                                   dropout=spec.dropout, activation_dropout=spec.activation_dropout))
-    encoder = TransformerEncoder(spec.embed_dim, layers, conv_pos=spec.conv_pos, conv_pos_groups=spec.conv_pos_groups,
-                                 layer_norm_first=spec.layer_norm_first, dropout=spec.dropout)
+        layers.append(
+            EncoderLayer(
+                spec.embed_dim,
+                ffn,
+                attn,
+                layer_norm_first=spec.layer_norm_first,
+                dropout=spec.dropout,
+                activation_dropout=spec.activation_dropout,
+            )
+        )
+    encoder = TransformerEncoder(
+        spec.embed_dim,
+        layers,
+        conv_pos=spec.conv_pos,
+        conv_pos_groups=spec.conv_pos_groups,
+        layer_norm_first=spec.layer_norm_first,
+        dropout=spec.dropout,
+    )
     init_bert_params(encoder)
     return encoder
 
@@ -101,8 +121,11 @@ class Encoder(nn.Module):
         self.spec = spec
         self.min_samples = receptive_field(spec.conv_layers)
         self.feature_extractor = ConvFeatureExtractor(
-            spec.conv_layers, mode=spec.extractor_mode, conv_bias=spec.conv_bias,  # type: ignore[arg-type]
-            dropout=spec.extractor_dropout, feature_grad_mult=spec.feature_grad_mult,
+            spec.conv_layers,
+            mode=spec.extractor_mode,
+            conv_bias=spec.conv_bias,  # type: ignore[arg-type]
+            dropout=spec.extractor_dropout,
+            feature_grad_mult=spec.feature_grad_mult,
         )
         channels, dim = self.feature_extractor.out_channels, spec.embed_dim
         # A frozen Parameter, as DPHuBERT: counted in the model size and saved in its state dict.
@@ -133,8 +156,13 @@ class Encoder(nn.Module):
     def encode(self, inputs: EncoderInput) -> EncoderOutput:
         """The Transformer over :meth:`embed`'s output."""
         enc = self.encoder(inputs.embedded, inputs.frame_mask)
-        return EncoderOutput([enc.layer_input, *enc.layer_outputs], inputs.frame_mask, enc.last_hidden_state,
-                             inputs.embedded, inputs.cnn_features)
+        return EncoderOutput(
+            [enc.layer_input, *enc.layer_outputs],
+            inputs.frame_mask,
+            enc.last_hidden_state,
+            inputs.embedded,
+            inputs.cnn_features,
+        )
 
     def forward(self, wavs: Tensor, lengths: Tensor | None = None) -> EncoderOutput:
         return self.encode(self.embed(wavs, lengths))

@@ -68,9 +68,7 @@ class EnhancementConfig:
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.num_bins != self.n_fft // 2 + 1:
-            raise ValueError(
-                f"num_bins ({self.num_bins}) must equal n_fft // 2 + 1 = {self.n_fft // 2 + 1}"
-            )
+            raise ValueError(f"num_bins ({self.num_bins}) must equal n_fft // 2 + 1 = {self.n_fft // 2 + 1}")
         if self.win > self.n_fft:
             raise ValueError(f"win ({self.win}) must not exceed n_fft ({self.n_fft})")
         if FEATURE_STRIDE % self.hop:
@@ -102,8 +100,13 @@ def stft(wavs: Tensor, n_fft: int, hop: int, win: int) -> Tensor:
     window = torch.hann_window(win, device=wavs.device)
     with torch.autocast(device_type=wavs.device.type, enabled=False):
         return torch.stft(
-            wavs.float(), n_fft, hop_length=hop, win_length=win, window=window,
-            center=True, return_complex=True,
+            wavs.float(),
+            n_fft,
+            hop_length=hop,
+            win_length=win,
+            window=window,
+            center=True,
+            return_complex=True,
         )
 
 
@@ -151,9 +154,12 @@ class EnhancementHead(nn.Module):
         config.validate()
         self.config = config
         self.lstm = nn.LSTM(
-            config.input_dim, config.hidden_size, num_layers=config.num_layers,
+            config.input_dim,
+            config.hidden_size,
+            num_layers=config.num_layers,
             dropout=config.dropout if config.num_layers > 1 else 0.0,
-            bidirectional=config.bidirectional, batch_first=True,
+            bidirectional=config.bidirectional,
+            batch_first=True,
         )
         directions = 2 if config.bidirectional else 1
         self.dropout = nn.Dropout(config.dropout)
@@ -166,9 +172,7 @@ class EnhancementHead(nn.Module):
         """
         cfg = self.config
         if features.dim() != 3 or features.shape[-1] != cfg.input_dim:
-            raise ValueError(
-                f"expected features [B, T, {cfg.input_dim}], got shape {tuple(features.shape)}"
-            )
+            raise ValueError(f"expected features [B, T, {cfg.input_dim}], got shape {tuple(features.shape)}")
         if noisy.dim() != 2 or noisy.shape[0] != features.shape[0] or lengths.shape != noisy.shape[:1]:
             raise ValueError(
                 f"batch mismatch: features {tuple(features.shape)}, noisy {tuple(noisy.shape)}, "
@@ -215,8 +219,13 @@ class EnhancementHead(nn.Module):
         window = torch.hann_window(cfg.win, device=spec.device)
         with torch.autocast(device_type=spec.device.type, enabled=False):
             wav = torch.istft(
-                spec, cfg.n_fft, hop_length=cfg.hop, win_length=cfg.win, window=window,
-                center=True, length=length,
+                spec,
+                cfg.n_fft,
+                hop_length=cfg.hop,
+                win_length=cfg.win,
+                window=window,
+                center=True,
+                length=length,
             )
         return wav * sample_mask(out.lengths, length)
 

@@ -62,7 +62,9 @@ def init_student_from_teacher(
             report.skipped.append(key)
             continue
         if key not in target:
-            raise UnsupportedTeacherError(f"teacher tensor {key} {tuple(value.shape)} has no counterpart in the student")
+            raise UnsupportedTeacherError(
+                f"teacher tensor {key} {tuple(value.shape)} has no counterpart in the student"
+            )
         if target[key].shape != value.shape:
             raise UnsupportedTeacherError(
                 f"shape mismatch for {key}: student {tuple(target[key].shape)} vs teacher {tuple(value.shape)}"

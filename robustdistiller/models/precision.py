@@ -139,15 +139,21 @@ def choose_precision(model: PrecisionModel, requested: str) -> PrecisionChoice:
         return PrecisionChoice("fp32", "fp32 requested")
     units = bf16_units()
     if units is None:
-        return PrecisionChoice("fp32", f"{requested} requested, but this CPU has no bf16 units "
-                               "(neither amx_bf16 nor avx512_bf16, or torch lacks oneDNN): using fp32")
+        return PrecisionChoice(
+            "fp32",
+            f"{requested} requested, but this CPU has no bf16 units "
+            "(neither amx_bf16 nor avx512_bf16, or torch lacks oneDNN): using fp32",
+        )
     if requested == "bf16":
         return PrecisionChoice("bf16", f"bf16 requested; the CPU has {units}")
     wavs, lengths = accuracy_batch()
     worst = min(layer_cosines(model, wavs, lengths, "bf16"))
     if worst < MIN_COSINE:
-        return PrecisionChoice("fp32", f"auto: bf16 is inaccurate for this model (min layer cosine "
-                               f"{worst:.4f} < {MIN_COSINE}): using fp32", worst)
+        return PrecisionChoice(
+            "fp32",
+            f"auto: bf16 is inaccurate for this model (min layer cosine {worst:.4f} < {MIN_COSINE}): using fp32",
+            worst,
+        )
     return PrecisionChoice("bf16", f"auto: bf16 on {units}, min layer cosine {worst:.4f} against fp32", worst)
 
 
@@ -195,8 +201,9 @@ def layer_cosines(model: PrecisionModel, wavs: Tensor, lengths: Tensor, precisio
         valid = model.frame_lengths(lengths).tolist()
         cosines = []
         for ref, cand in zip(reference, candidate):
-            rows = [torch.cosine_similarity(ref[b, :n].double(), cand[b, :n].double(), dim=-1)
-                    for b, n in enumerate(valid)]
+            rows = [
+                torch.cosine_similarity(ref[b, :n].double(), cand[b, :n].double(), dim=-1) for b, n in enumerate(valid)
+            ]
             cosines.append(float(torch.cat(rows).mean()))
     return cosines
 

@@ -19,8 +19,9 @@ from torch import Tensor, nn
 from .teacher import TeacherConfig, TeacherModel
 
 
-def span_mask(frame_lengths: Tensor, num_frames: int, mask_prob: float, mask_length: int,
-              rng: np.random.Generator) -> Tensor:
+def span_mask(
+    frame_lengths: Tensor, num_frames: int, mask_prob: float, mask_length: int, rng: np.random.Generator
+) -> Tensor:
     """HuBERT / wav2vec 2.0 span masking (fairseq ``compute_mask_indices``, "static" lengths).
 
     Per utterance of ``n`` valid frames: ``round(mask_prob * n / mask_length + u)`` span starts
@@ -44,7 +45,7 @@ def span_mask(frame_lengths: Tensor, num_frames: int, mask_prob: float, mask_len
         count = max(1, int(mask_prob * n / mask_length + rng.random()))
         starts = rng.choice(n - span + 1, size=min(count, n - span + 1), replace=False)
         for start in starts:
-            mask[row, start: start + span] = True
+            mask[row, start : start + span] = True
     return torch.from_numpy(mask)
 
 
@@ -60,8 +61,15 @@ class HubertPretrainModel(nn.Module):
     """``encoder`` (the future teacher) + ``mask_emb`` (D), ``final_proj`` (D -> final_dim) and
     ``label_embs`` (K, final_dim)."""
 
-    def __init__(self, config: TeacherConfig, num_clusters: int, *, final_dim: int = 256,
-                 logit_temp: float = 0.1, dropout: float = 0.0) -> None:
+    def __init__(
+        self,
+        config: TeacherConfig,
+        num_clusters: int,
+        *,
+        final_dim: int = 256,
+        logit_temp: float = 0.1,
+        dropout: float = 0.0,
+    ) -> None:
         super().__init__()
         self.encoder = TeacherModel(config, dropout=dropout)
         self.logit_temp = logit_temp

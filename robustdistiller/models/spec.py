@@ -95,19 +95,30 @@ class EncoderSpec:
             ValueError: naming the field, its value and what is allowed.
         """
         check_conv_blocks(self.conv_layers, "conv_layers")
-        check_encoder_size(what, layers=self.num_layers, embed_dim=self.embed_dim, ffn_dims=self.layer_ffn_dims,
-                           heads=[*self.layer_heads, self.total_heads], conv_pos=self.conv_pos,
-                           conv_pos_groups=self.conv_pos_groups, names=names)
+        check_encoder_size(
+            what,
+            layers=self.num_layers,
+            embed_dim=self.embed_dim,
+            ffn_dims=self.layer_ffn_dims,
+            heads=[*self.layer_heads, self.total_heads],
+            conv_pos=self.conv_pos,
+            conv_pos_groups=self.conv_pos_groups,
+            names=names,
+        )
         if self.family not in FAMILIES:
             raise ValueError(f"family must be one of {FAMILIES}, got {self.family!r}")
         if self.extractor_mode not in EXTRACTOR_MODES:
             raise ValueError(f"extractor_mode must be one of {EXTRACTOR_MODES}, got {self.extractor_mode!r}")
         if not self.layer_heads or len(self.layer_heads) != len(self.layer_ffn_dims):
-            raise ValueError(f"layer_heads ({len(self.layer_heads)}) and layer_ffn_dims ({len(self.layer_ffn_dims)}) "
-                             "must list the same, non-zero number of layers")
+            raise ValueError(
+                f"layer_heads ({len(self.layer_heads)}) and layer_ffn_dims ({len(self.layer_ffn_dims)}) "
+                "must list the same, non-zero number of layers"
+            )
         if min(self.layer_heads) < 0 or min(self.layer_ffn_dims) < 0 or self.head_dim < 1:
-            raise ValueError(f"need head_dim >= 1 and sizes >= 0; got head_dim={self.head_dim}, "
-                             f"layer_heads={self.layer_heads}, layer_ffn_dims={self.layer_ffn_dims}")
+            raise ValueError(
+                f"need head_dim >= 1 and sizes >= 0; got head_dim={self.head_dim}, "
+                f"layer_heads={self.layer_heads}, layer_ffn_dims={self.layer_ffn_dims}"
+            )
         if self.kept_heads is not None and [len(h) for h in self.kept_heads] != self.layer_heads:
             raise ValueError(f"kept_heads {self.kept_heads} do not match layer_heads {self.layer_heads}")
         for name in ("extractor_dropout", "projection_dropout", "dropout", "attention_dropout", "activation_dropout"):
@@ -195,5 +206,11 @@ def spec_from_prunable(config: PrunableConfig) -> EncoderSpec:
     )
 
 
-__all__ = ["EXTRACTOR_MODES", "FAMILIES", "EncoderSpec", "spec_from_distiller", "spec_from_prunable",
-           "spec_from_teacher"]
+__all__ = [
+    "EXTRACTOR_MODES",
+    "FAMILIES",
+    "EncoderSpec",
+    "spec_from_distiller",
+    "spec_from_prunable",
+    "spec_from_teacher",
+]

@@ -36,8 +36,12 @@ S3PRL_CODE_DEFAULTS: dict[str, Any] = {
 
 # Student-only sizes, bounded like the encoder's (see ``check_encoder_size``) against hostile files.
 HEAD_LIMITS = {"final_dim": 8192, "n_tasks": 128}
-_S3PRL_SIZE_NAMES = {"layers": "encoder_layers", "embed_dim": "encoder_embed_dim", "ffn_dim": "encoder_ffn_embed_dim",
-                     "heads": "encoder_attention_heads"}
+_S3PRL_SIZE_NAMES = {
+    "layers": "encoder_layers",
+    "embed_dim": "encoder_embed_dim",
+    "ffn_dim": "encoder_ffn_embed_dim",
+    "heads": "encoder_attention_heads",
+}
 
 
 @dataclass
@@ -118,10 +122,14 @@ class DistillerConfig:
             if getattr(self, name) > limit:
                 raise ValueError(f"{name}={getattr(self, name)} is over the limit of {limit}")
         check_encoder_size(
-            "distiller config", layers=self.encoder_layers, embed_dim=self.encoder_embed_dim,
+            "distiller config",
+            layers=self.encoder_layers,
+            embed_dim=self.encoder_embed_dim,
             ffn_dims=self.encoder_layer_ffn_dims or [self.encoder_ffn_embed_dim],
             heads=self.encoder_layer_heads or [self.encoder_attention_heads],
-            conv_pos=self.conv_pos, conv_pos_groups=self.conv_pos_groups, names=_S3PRL_SIZE_NAMES,
+            conv_pos=self.conv_pos,
+            conv_pos_groups=self.conv_pos_groups,
+            names=_S3PRL_SIZE_NAMES,
         )
 
     @property
@@ -243,4 +251,3 @@ class DistillerModel(Encoder):
         total = sum(p.numel() for p in self.parameters())
         heads = sum(p.numel() for p in self.output_layer.parameters())
         return ParameterCounts(total=total, without_heads=total - heads)
-

@@ -62,10 +62,16 @@ class TeacherConfig:
                 raise ValueError(f"{name} must list {self.num_layers} sizes, got {value}")
         names = {"layers": "num_layers", "heads": "attention_heads"}
         # bounded before the per-layer lists of the spec are built
-        check_encoder_size("teacher config", layers=self.num_layers, embed_dim=self.embed_dim,
-                           ffn_dims=self.layer_ffn_dims or [self.ffn_dim],
-                           heads=self.layer_heads or [self.attention_heads], conv_pos=self.conv_pos,
-                           conv_pos_groups=self.conv_pos_groups, names=names)
+        check_encoder_size(
+            "teacher config",
+            layers=self.num_layers,
+            embed_dim=self.embed_dim,
+            ffn_dims=self.layer_ffn_dims or [self.ffn_dim],
+            heads=self.layer_heads or [self.attention_heads],
+            conv_pos=self.conv_pos,
+            conv_pos_groups=self.conv_pos_groups,
+            names=names,
+        )
         spec_from_teacher(self).validate("teacher config", names)
 
     @property
@@ -129,8 +135,13 @@ class Teacher(nn.Module):
         if self.precision == "bf16" and device_type == "cpu":
             with torch.no_grad(), autocast("bf16"):
                 out = self.model(wavs.float(), lengths)
-            return TeacherOutput(as_fp32(out.hidden_states), out.frame_mask, out.last_hidden_state.float(),
-                                 out.projected.float(), out.cnn_features.float())
+            return TeacherOutput(
+                as_fp32(out.hidden_states),
+                out.frame_mask,
+                out.last_hidden_state.float(),
+                out.projected.float(),
+                out.cnn_features.float(),
+            )
         with torch.no_grad(), torch.autocast(device_type=device_type, enabled=False):
             return self.model(wavs.float(), lengths)
 

@@ -17,20 +17,41 @@ from .positional import ConvPositionalEmbedding
 
 # Sanity bounds on sizes read from configs and checkpoints (a checkpoint may be hostile): far above
 # any real model (HuBERT X-Large: 48 layers of 1280, FFN 5120), far below exhausting memory.
-ENCODER_LIMITS = {"layers": 128, "embed_dim": 8192, "ffn_dim": 65536, "heads": 256, "conv_pos": 1024,
-                  "conv_pos_groups": 1024}
+ENCODER_LIMITS = {
+    "layers": 128,
+    "embed_dim": 8192,
+    "ffn_dim": 65536,
+    "heads": 256,
+    "conv_pos": 1024,
+    "conv_pos_groups": 1024,
+}
 MAX_ENCODER_PARAMS = 4_000_000_000
 """About 16 GB of fp32 weights: ten times the largest teacher."""
 
 
-def check_encoder_size(what: str, *, layers: int, embed_dim: int, ffn_dims: Sequence[int], heads: Sequence[int],
-                       conv_pos: int, conv_pos_groups: int, names: Mapping[str, str] | None = None) -> None:
+def check_encoder_size(
+    what: str,
+    *,
+    layers: int,
+    embed_dim: int,
+    ffn_dims: Sequence[int],
+    heads: Sequence[int],
+    conv_pos: int,
+    conv_pos_groups: int,
+    names: Mapping[str, str] | None = None,
+) -> None:
     """Refuse sizes beyond :data:`ENCODER_LIMITS` / :data:`MAX_ENCODER_PARAMS` before anything is
     allocated. ``what`` names the config in the error; ``ffn_dims`` / ``heads`` are per layer;
     ``names`` maps the keys of :data:`ENCODER_LIMITS` to the config's own field names for the message."""
     names = names or {}
-    sizes = {"layers": layers, "embed_dim": embed_dim, "ffn_dim": max(ffn_dims, default=0),
-             "heads": max(heads, default=0), "conv_pos": conv_pos, "conv_pos_groups": conv_pos_groups}
+    sizes = {
+        "layers": layers,
+        "embed_dim": embed_dim,
+        "ffn_dim": max(ffn_dims, default=0),
+        "heads": max(heads, default=0),
+        "conv_pos": conv_pos,
+        "conv_pos_groups": conv_pos_groups,
+    }
     for name, value in sizes.items():
         if value > ENCODER_LIMITS[name]:
             raise ValueError(f"{what}: {names.get(name, name)}={value} is over the limit of {ENCODER_LIMITS[name]}")

@@ -92,7 +92,7 @@ def load_latest_checkpoint(out_dir: str | Path) -> tuple[Path, dict[str, Any]] |
     A damaged newest file (disk full, copied half-way by hand) is reported and the previous one is
     used, rather than failing a long job at restart.
     """
-    for step, path in reversed(list_checkpoints(out_dir)):
+    for _, path in reversed(list_checkpoints(out_dir)):
         try:
             state = safe_load(path)
         except ValueError as exc:

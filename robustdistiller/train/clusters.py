@@ -81,8 +81,9 @@ def _sklearn_version() -> str:
     return f"scikit-learn {sklearn.__version__}"
 
 
-def fit_clusters(frames: np.ndarray, num_clusters: int, *, feature: str, seed: int,
-                 batch_size: int = 10_000, max_iter: int = 100) -> ClusterModel:
+def fit_clusters(
+    frames: np.ndarray, num_clusters: int, *, feature: str, seed: int, batch_size: int = 10_000, max_iter: int = 100
+) -> ClusterModel:
     """Fit ``MiniBatchKMeans`` on standardised ``frames`` (N, D).
 
     Raises ValueError before fitting when there are fewer frames than clusters, and RuntimeError
@@ -99,8 +100,14 @@ def fit_clusters(frames: np.ndarray, num_clusters: int, *, feature: str, seed: i
     mean = frames.mean(axis=0)
     scale = np.maximum(frames.std(axis=0), 1e-5)  # constant dims (e.g. silence-only data) stay finite
     x = ((frames - mean) / scale).astype(np.float32)
-    kmeans = MiniBatchKMeans(n_clusters=num_clusters, batch_size=batch_size, max_iter=max_iter, n_init=3,
-                             random_state=seed, compute_labels=True)
+    kmeans = MiniBatchKMeans(
+        n_clusters=num_clusters,
+        batch_size=batch_size,
+        max_iter=max_iter,
+        n_init=3,
+        random_state=seed,
+        compute_labels=True,
+    )
     try:
         kmeans.fit(x)
     except Exception as exc:  # sklearn raises several types; the user needs the cause, not the type
@@ -112,10 +119,17 @@ def fit_clusters(frames: np.ndarray, num_clusters: int, *, feature: str, seed: i
             "have too few distinct values; lower targets.num_clusters or use more varied audio"
         )
     inertia = float(kmeans.inertia_) / len(x)
-    log.info("k-means: %d clusters (%d used) on %d %s frames, mean squared distance %.3f",
-             num_clusters, used, len(x), feature, inertia)
-    return ClusterModel(kmeans.cluster_centers_.astype(np.float32), mean.astype(np.float32),
-                        scale.astype(np.float32), feature, inertia)
+    log.info(
+        "k-means: %d clusters (%d used) on %d %s frames, mean squared distance %.3f",
+        num_clusters,
+        used,
+        len(x),
+        feature,
+        inertia,
+    )
+    return ClusterModel(
+        kmeans.cluster_centers_.astype(np.float32), mean.astype(np.float32), scale.astype(np.float32), feature, inertia
+    )
 
 
 class FrameLabeller:
@@ -154,8 +168,9 @@ class FrameLabeller:
                 out[i, : feats.shape[0]] = self.clusters.predict(feats)
         return out
 
-    def sample_frames(self, manifest: Manifest, frame_lengths: FrameLengths, *, max_frames: int,
-                      seed: int, report: BadFileReport) -> np.ndarray:
+    def sample_frames(
+        self, manifest: Manifest, frame_lengths: FrameLengths, *, max_frames: int, seed: int, report: BadFileReport
+    ) -> np.ndarray:
         """Up to ``max_frames`` feature frames drawn evenly from every readable file of ``manifest``
         (unreadable / too-short files are skipped into ``report``), for :func:`fit_clusters`."""
         chunks = list(self._file_features(manifest, frame_lengths, report))
@@ -167,8 +182,9 @@ class FrameLabeller:
             frames = frames[np.sort(rng.choice(len(frames), max_frames, replace=False))]
         return frames
 
-    def _file_features(self, manifest: Manifest, frame_lengths: FrameLengths,
-                       report: BadFileReport) -> Iterator[np.ndarray]:
+    def _file_features(
+        self, manifest: Manifest, frame_lengths: FrameLengths, report: BadFileReport
+    ) -> Iterator[np.ndarray]:
         for i in range(len(manifest)):
             path = manifest.abspath(i)
             try:
@@ -182,4 +198,3 @@ class FrameLabeller:
                 lengths = lengths.to(wav.device)
             feats = self.features(wav[None], lengths, frame_lengths(lengths))
             yield feats[0].cpu().numpy()
-

@@ -12,8 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from robustdistiller.errors import CheckpointFormatError
 from robustdistiller.checkpoints.s3prl import save_s3prl_checkpoint
+from robustdistiller.errors import CheckpointFormatError
 from robustdistiller.models.init import InitReport, init_student_from_teacher
 from robustdistiller.models.student import DistillerModel, DistillerOutput
 from robustdistiller.models.teacher import Teacher
@@ -29,8 +29,10 @@ from robustdistiller.train.trainer import DistillResult, Trainer
 
 def format_init_report(report: InitReport) -> str:
     kept = ", ".join(sorted({k.rsplit(".", 1)[0] for k in report.not_initialised})[:6])
-    return (f"student initialised from the teacher: {len(report.copied)} tensors copied, "
-            f"{len(report.not_initialised)} keep their own init ({kept}{', ...' if kept else ''})")
+    return (
+        f"student initialised from the teacher: {len(report.copied)} tensors copied, "
+        f"{len(report.not_initialised)} keep their own init ({kept}{', ...' if kept else ''})"
+    )
 
 
 class DistillationObjective(Objective):
@@ -48,8 +50,14 @@ class DistillationObjective(Objective):
 
     label = "distill"
 
-    def __init__(self, recipe: DistillRecipe, teacher: Teacher, student: DistillerModel,
-                 enhancement: EnhancementTerm | None, description: str = "") -> None:
+    def __init__(
+        self,
+        recipe: DistillRecipe,
+        teacher: Teacher,
+        student: DistillerModel,
+        enhancement: EnhancementTerm | None,
+        description: str = "",
+    ) -> None:
         self.recipe = recipe
         self.teacher = teacher
         self.student = student
@@ -76,20 +84,25 @@ class DistillationObjective(Objective):
 
     def param_groups(self, optim: OptimSection) -> list[dict[str, Any]]:
         """Student and head in a decayed and a non-decayed group (see :func:`decay_groups`)."""
-        return decay_groups(named_parameters(self.modules()), optim.weight_decay,
-                            match_reference=optim.match_reference)
+        return decay_groups(named_parameters(self.modules()), optim.weight_decay, match_reference=optim.match_reference)
 
     def loss(self, batch: MicroBatch, tools: LoopTools) -> StepLoss:
         cfg = self.recipe.student
         with tools.phase("student"), tools.autocast():
             out: DistillerOutput = tools.nets["student"](batch.noisy, batch.lengths)
         with tools.phase("teacher"):
-            targets = teacher_targets(self.teacher, batch.clean, batch.lengths, cfg.pred_layer_id,
-                                      out.predictions.shape[2])
+            targets = teacher_targets(
+                self.teacher, batch.clean, batch.lengths, cfg.pred_layer_id, out.predictions.shape[2]
+            )
         with tools.phase("student"):
             dist = distillation_loss(
-                out.predictions, targets, out.frame_mask, loss_type=cfg.loss_type,  # type: ignore[arg-type]
-                cosine_weight=cfg.cosine_loss, masked=self.recipe.train.masked_loss, layer_ids=cfg.pred_layer_id,
+                out.predictions,
+                targets,
+                out.frame_mask,
+                loss_type=cfg.loss_type,  # type: ignore[arg-type]
+                cosine_weight=cfg.cosine_loss,
+                masked=self.recipe.train.masked_loss,
+                layer_ids=cfg.pred_layer_id,
             )
             loss = dist.total
             if cfg.feat_pen_loss > 0:
@@ -114,8 +127,9 @@ class DistillationObjective(Objective):
     def save_checkpoint(self, path: Path, step: int, loop_state: dict[str, Any]) -> None:
         """The s3prl distiller format (``Distiller`` = the student) plus the head and ``loop_state``."""
         head = self.enhancement.head if self.enhancement is not None else None
-        save_s3prl_checkpoint(path, self.student, step=step, extra_config=self.checkpoint_config(), extra=loop_state,
-                              head=head)
+        save_s3prl_checkpoint(
+            path, self.student, step=step, extra_config=self.checkpoint_config(), extra=loop_state, head=head
+        )
 
     def load_checkpoint(self, state: dict[str, Any], path: Path) -> None:
         if "Distiller" not in state:

@@ -56,6 +56,8 @@ class EnhancementTerm:
         """Restore the head from a checkpoint's ``state`` (read from ``path``, format ``fmt``)."""
         weights = head_weights(state, fmt)
         if weights is None:
-            raise CheckpointFormatError(f"{path} has no enhancement head but the recipe enables one "
-                                        "(enhancement.use_enhancement=true): set it to false or start a new run")
+            raise CheckpointFormatError(
+                f"{path} has no enhancement head but the recipe enables one "
+                "(enhancement.use_enhancement=true): set it to false or start a new run"
+            )
         self.head.load_state_dict(weights)

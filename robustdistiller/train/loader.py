@@ -83,13 +83,16 @@ def load_training_manifest(data: DataSection, out_dir: Path, ctx: DistContext, r
 def without_held_out_speakers(manifest: Manifest) -> Manifest:
     """``manifest`` less the held-out evaluation speakers (``is_held_out_speaker``); the speaker is
     the ``speaker`` column, or the ``<speaker>-...`` prefix of the file name without one."""
+
     def speaker(entry: ManifestEntry) -> str:
         return entry.labels.get("speaker") or speaker_from_name(entry.path)
 
     try:
         kept = [e for e in manifest.entries if not is_held_out_speaker(speaker(e))]
     except ValueError as exc:
-        raise DataError(f"data.exclude_held_out=true: {exc} (file names must start with a numeric speaker id)") from None
+        raise DataError(
+            f"data.exclude_held_out=true: {exc} (file names must start with a numeric speaker id)"
+        ) from None
     if not kept:
         raise DataError("data.exclude_held_out=true removed every file: all speakers are held-out ones")
     log.info("data.exclude_held_out: %d of %d files kept (held-out speakers removed)", len(kept), len(manifest))
@@ -123,8 +126,9 @@ class PlanningCollate:
         batch = collate(items)
         plan = None
         if self.policy is not None and len(batch):
-            plan = self.policy.plan(batch.lengths, batch.wavs.shape[1], self.plan_rng(batch),
-                                    wavs=batch.wavs if self.finish else None)
+            plan = self.policy.plan(
+                batch.lengths, batch.wavs.shape[1], self.plan_rng(batch), wavs=batch.wavs if self.finish else None
+            )
         return PlannedBatch(batch, plan)
 
     def plan_rng(self, batch: Batch) -> np.random.Generator:
@@ -157,8 +161,14 @@ class TrainingStream:
     ) -> None:
         self.dataset = AudioDataset(manifest, max_length=max_length, seed=seed)
         self.sampler = BucketBatchSampler(
-            manifest.lengths, batch_size=batch_size, max_seconds=max_seconds, max_length=max_length,
-            shuffle=True, seed=seed, rank=ctx.rank, world_size=ctx.world_size,
+            manifest.lengths,
+            batch_size=batch_size,
+            max_seconds=max_seconds,
+            max_length=max_length,
+            shuffle=True,
+            seed=seed,
+            rank=ctx.rank,
+            world_size=ctx.world_size,
         )
         self.collate = PlanningCollate(policy, seed, finish=finish_corruption)
         self.num_workers = num_workers

@@ -84,8 +84,9 @@ def distillation_loss(
     return DistillationLoss(total=total, per_layer=per_layer)
 
 
-def valid_frames(pred: Tensor, target: Tensor, frame_mask: Tensor | None, *, masked: bool = True,
-                 max_frame_diff: int = 2) -> tuple[Tensor, Tensor]:
+def valid_frames(
+    pred: Tensor, target: Tensor, frame_mask: Tensor | None, *, masked: bool = True, max_frame_diff: int = 2
+) -> tuple[Tensor, Tensor]:
     """The frames a distillation loss sees: predictions and targets ``[B, N, T, D]`` as fp32
     ``[N, frames, D]`` each, padded frames left out (every frame, padding included, with
     ``masked=False`` or no mask: the reference behaviour).
@@ -106,9 +107,7 @@ def valid_frames(pred: Tensor, target: Tensor, frame_mask: Tensor | None, *, mas
             from mismatched audio), or the mask has no valid frame.
     """
     if pred.dim() != 4 or target.dim() != 4:
-        raise ValueError(
-            f"expected pred/target [B, N, T, D], got {tuple(pred.shape)} and {tuple(target.shape)}"
-        )
+        raise ValueError(f"expected pred/target [B, N, T, D], got {tuple(pred.shape)} and {tuple(target.shape)}")
     B, N, _, D = pred.shape
     if (target.shape[0], target.shape[1], target.shape[3]) != (B, N, D):
         raise ValueError(f"pred {tuple(pred.shape)} and target {tuple(target.shape)} differ beyond T")
@@ -135,8 +134,15 @@ def valid_frames(pred: Tensor, target: Tensor, frame_mask: Tensor | None, *, mas
 
 
 def layer_to_layer_loss(
-    pred: Tensor, target: Tensor, frame_mask: Tensor, *, l1_weight: float, l2_weight: float,
-    cos_weight: float, cos_type: Literal["raw", "log_sig"], layer_ids: Sequence[int],
+    pred: Tensor,
+    target: Tensor,
+    frame_mask: Tensor,
+    *,
+    l1_weight: float,
+    l2_weight: float,
+    cos_weight: float,
+    cos_type: Literal["raw", "log_sig"],
+    layer_ids: Sequence[int],
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """DPHuBERT's ``DistillLoss`` over valid frames only.
 
@@ -183,17 +189,14 @@ def _signal_pair_lengths(estimate: Tensor, reference: Tensor, lengths: Tensor | 
     """Check an ``(estimate, reference)`` pair of ``[B, L]`` waveforms; ``lengths`` (all of L when None)."""
     if estimate.shape != reference.shape or estimate.dim() != 2:
         raise ValueError(
-            f"expected estimate/reference [B, L] of one shape, got {tuple(estimate.shape)} "
-            f"and {tuple(reference.shape)}"
+            f"expected estimate/reference [B, L] of one shape, got {tuple(estimate.shape)} and {tuple(reference.shape)}"
         )
     if lengths is None:
         return torch.full(estimate.shape[:1], estimate.shape[1], device=estimate.device)
     return lengths
 
 
-def si_snr(
-    estimate: Tensor, reference: Tensor, lengths: Tensor | None = None, eps: float = 1e-8
-) -> Tensor:
+def si_snr(estimate: Tensor, reference: Tensor, lengths: Tensor | None = None, eps: float = 1e-8) -> Tensor:
     """Scale-invariant SNR in dB per utterance, ``[B]``, over the first ``lengths[b]`` samples.
 
     Both signals are made zero-mean over their valid samples; the estimate is projected onto the

@@ -21,8 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from robustdistiller.errors import CheckpointFormatError
 from robustdistiller.atomic import atomic_write
+from robustdistiller.errors import CheckpointFormatError
 from robustdistiller.models.pretraining import HubertPretrainModel, span_mask
 from robustdistiller.train.clusters import CLUSTERS_FILE, FrameLabeller
 from robustdistiller.train.objective import LoopTools, MicroBatch, Objective, StepLoss
@@ -47,8 +47,9 @@ class MaskedPredictionLoss:
     """Top-1 accuracy of the cluster label on masked frames (detached)."""
 
 
-def masked_prediction_loss(logits: Tensor, labels: Tensor, time_mask: Tensor, frame_mask: Tensor,
-                           unmasked_weight: float = 0.0) -> MaskedPredictionLoss:
+def masked_prediction_loss(
+    logits: Tensor, labels: Tensor, time_mask: Tensor, frame_mask: Tensor, unmasked_weight: float = 0.0
+) -> MaskedPredictionLoss:
     """HuBERT's loss on one batch.
 
     Args:
@@ -68,8 +69,9 @@ def masked_prediction_loss(logits: Tensor, labels: Tensor, time_mask: Tensor, fr
     flat_logits = logits.float()
     ce_masked = F.cross_entropy(flat_logits[masked], labels[masked])
     unmasked = ~time_mask & frame_mask
-    ce_unmasked = F.cross_entropy(flat_logits[unmasked], labels[unmasked]) if bool(unmasked.any()) \
-        else flat_logits.new_zeros(())
+    ce_unmasked = (
+        F.cross_entropy(flat_logits[unmasked], labels[unmasked]) if bool(unmasked.any()) else flat_logits.new_zeros(())
+    )
     accuracy = (flat_logits[masked].argmax(-1) == labels[masked]).float().mean().detach()
     total = ce_masked + unmasked_weight * ce_unmasked if unmasked_weight else ce_masked
     return MaskedPredictionLoss(total, ce_masked, ce_unmasked, accuracy)
@@ -90,9 +92,18 @@ class MaskedPrediction(Objective):
 
     label = "pretrain"
 
-    def __init__(self, model: HubertPretrainModel, labeller: FrameLabeller, *, mask_prob: float,
-                 mask_length: int, unmasked_weight: float, seed: int, clock: TrainingClock | None = None,
-                 description: str = "") -> None:
+    def __init__(
+        self,
+        model: HubertPretrainModel,
+        labeller: FrameLabeller,
+        *,
+        mask_prob: float,
+        mask_length: int,
+        unmasked_weight: float,
+        seed: int,
+        clock: TrainingClock | None = None,
+        description: str = "",
+    ) -> None:
         self.model = model
         self.labeller = labeller
         self.mask_prob = mask_prob
@@ -122,8 +133,9 @@ class MaskedPrediction(Objective):
             time_mask = span_mask(frame_lengths.cpu(), num_frames, self.mask_prob, self.mask_length, rng)
             device = batch.noisy.device
             out = tools.nets[MODEL_NAME](batch.noisy, batch.lengths, time_mask.to(device))
-            result = masked_prediction_loss(out.logits, labels, time_mask.to(device), out.frame_mask,
-                                            self.unmasked_weight)
+            result = masked_prediction_loss(
+                out.logits, labels, time_mask.to(device), out.frame_mask, self.unmasked_weight
+            )
         scalars = {
             "loss/masked": result.masked.detach(),
             "loss/unmasked": result.unmasked.detach(),
@@ -136,14 +148,21 @@ class MaskedPrediction(Objective):
         """``Model`` (the whole pre-training model) and ``Config.pretrain`` (training time, threads,
         the cluster file's name) plus ``loop_state``."""
         state = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
-        config = {"pretrain": {"elapsed_seconds": self.clock.elapsed_seconds, "threads": self.clock.threads,
-                               "clusters": CLUSTERS_FILE}}
+        config = {
+            "pretrain": {
+                "elapsed_seconds": self.clock.elapsed_seconds,
+                "threads": self.clock.threads,
+                "clusters": CLUSTERS_FILE,
+            }
+        }
         payload = {"Model": state, "Config": config, "Step": int(step), **loop_state}
         atomic_write(path, lambda fh: torch.save(payload, fh))
 
     def load_checkpoint(self, state: dict[str, Any], path: Path) -> None:
         if "Model" not in state:
-            raise CheckpointFormatError(f"{path} has no pre-training 'Model' state: train.out_dir holds another kind of run")
+            raise CheckpointFormatError(
+                f"{path} has no pre-training 'Model' state: train.out_dir holds another kind of run"
+            )
         self.model.load_state_dict(state["Model"])
         self.clock.restore(state["Config"]["pretrain"])
 

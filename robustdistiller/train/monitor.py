@@ -53,8 +53,9 @@ class PhaseTimer:
 class TrainMonitor:
     """TensorBoard + ``log.jsonl`` + tqdm bar for the main rank; a silent no-op elsewhere."""
 
-    def __init__(self, out_dir: Path, *, enabled: bool, total_steps: int, start_step: int,
-                 label: str = "distill") -> None:
+    def __init__(
+        self, out_dir: Path, *, enabled: bool, total_steps: int, start_step: int, label: str = "distill"
+    ) -> None:
         self.enabled = enabled
         self.log_path = out_dir / "log.jsonl"
         self._writer = None
@@ -65,8 +66,7 @@ class TrainMonitor:
             from torch.utils.tensorboard import SummaryWriter
 
             self._writer = SummaryWriter(log_dir=str(out_dir / "tensorboard"), purge_step=start_step + 1)
-            self._bar = tqdm(total=total_steps, initial=start_step, desc=label, unit="step",
-                             dynamic_ncols=True)
+            self._bar = tqdm(total=total_steps, initial=start_step, desc=label, unit="step", dynamic_ncols=True)
 
     def advance(self, step: int, loss: float | None) -> None:
         if self._bar is not None:

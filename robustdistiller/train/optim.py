@@ -48,8 +48,9 @@ def decay_groups(
     return [g for g in groups if g["params"]]
 
 
-def adamw(groups: Sequence[dict[str, Any]], *, lr: float, weight_decay: float, betas: tuple[float, float],
-          eps: float) -> torch.optim.AdamW:
+def adamw(
+    groups: Sequence[dict[str, Any]], *, lr: float, weight_decay: float, betas: tuple[float, float], eps: float
+) -> torch.optim.AdamW:
     """``torch.optim.AdamW`` over ``groups``; ``lr`` / ``weight_decay`` are the defaults of groups
     that set none.
 

@@ -64,11 +64,18 @@ class PretrainTrainer(Trainer):
         clusters = self.objective.labeller.clusters
         assert clusters is not None
         clock = self.objective.clock
-        card = model_card(self.recipe, model, clusters, step=self.step, seconds=clock.elapsed_seconds,
-                          threads=clock.threads,
-                          command=self.command, files=len(self.stream.dataset.manifest),
-                          audio_hours=self.stream.dataset.manifest.total_seconds / 3600,
-                          data_root=str(self.stream.dataset.manifest.root))
+        card = model_card(
+            self.recipe,
+            model,
+            clusters,
+            step=self.step,
+            seconds=clock.elapsed_seconds,
+            threads=clock.threads,
+            command=self.command,
+            files=len(self.stream.dataset.manifest),
+            audio_hours=self.stream.dataset.manifest.total_seconds / 3600,
+            data_root=str(self.stream.dataset.manifest.root),
+        )
 
         def add_files(folder: Path) -> None:
             clusters.save(folder / CLUSTERS_FILE)
@@ -91,13 +98,28 @@ def pretraining_objective(recipe: PretrainRecipe, setup: RunSetup, clock: Traini
         set_teacher_precision(teacher, recipe.train.teacher_precision, setup.device)
     labeller = FrameLabeller(None, teacher, targets.layer)
     labeller.clusters = cluster_model(recipe, labeller, setup)
-    model = HubertPretrainModel(recipe.model, labeller.clusters.num_clusters, final_dim=obj.final_dim,
-                                logit_temp=obj.logit_temp, dropout=obj.dropout)
+    model = HubertPretrainModel(
+        recipe.model,
+        labeller.clusters.num_clusters,
+        final_dim=obj.final_dim,
+        logit_temp=obj.logit_temp,
+        dropout=obj.dropout,
+    )
     params = sum(p.numel() for p in model.encoder.parameters())
-    description = (f"pre-training a {params / 1e6:.2f} M-parameter HuBERT on {labeller.feature} "
-                   f"k-means targets ({labeller.clusters.num_clusters} clusters)")
-    return MaskedPrediction(model.to(setup.device), labeller, mask_prob=obj.mask_prob, mask_length=obj.mask_length,
-                            unmasked_weight=obj.unmasked_weight, seed=obj.seed, clock=clock, description=description)
+    description = (
+        f"pre-training a {params / 1e6:.2f} M-parameter HuBERT on {labeller.feature} "
+        f"k-means targets ({labeller.clusters.num_clusters} clusters)"
+    )
+    return MaskedPrediction(
+        model.to(setup.device),
+        labeller,
+        mask_prob=obj.mask_prob,
+        mask_length=obj.mask_length,
+        unmasked_weight=obj.unmasked_weight,
+        seed=obj.seed,
+        clock=clock,
+        description=description,
+    )
 
 
 def cluster_model(recipe: PretrainRecipe, labeller: FrameLabeller, setup: RunSetup) -> ClusterModel:
@@ -112,11 +134,20 @@ def cluster_model(recipe: PretrainRecipe, labeller: FrameLabeller, setup: RunSet
     if setup.ctx.is_main and not path.is_file():
         conv = parse_conv_layers(recipe.model.conv_layers)
         frames = labeller.sample_frames(
-            setup.manifest, lambda lengths: conv_output_lengths(lengths, conv),
-            max_frames=targets.max_frames, seed=targets.seed, report=setup.bad_files,
+            setup.manifest,
+            lambda lengths: conv_output_lengths(lengths, conv),
+            max_frames=targets.max_frames,
+            seed=targets.seed,
+            report=setup.bad_files,
         )
-        fit_clusters(frames, targets.num_clusters, feature=labeller.feature, seed=targets.seed,
-                     batch_size=targets.kmeans_batch_size, max_iter=targets.kmeans_max_iter).save(path)
+        fit_clusters(
+            frames,
+            targets.num_clusters,
+            feature=labeller.feature,
+            seed=targets.seed,
+            batch_size=targets.kmeans_batch_size,
+            max_iter=targets.kmeans_max_iter,
+        ).save(path)
     barrier(setup.ctx)
     clusters = ClusterModel.load(path)
     if clusters.feature != labeller.feature or clusters.num_clusters != targets.num_clusters:
@@ -127,20 +158,33 @@ def cluster_model(recipe: PretrainRecipe, labeller: FrameLabeller, setup: RunSet
     return clusters
 
 
-def model_card(recipe: PretrainRecipe, model: HubertPretrainModel, clusters: ClusterModel, *, step: int,
-               seconds: float, threads: int, command: str, files: int, audio_hours: float,
-               data_root: str) -> str:
+def model_card(
+    recipe: PretrainRecipe,
+    model: HubertPretrainModel,
+    clusters: ClusterModel,
+    *,
+    step: int,
+    seconds: float,
+    threads: int,
+    command: str,
+    files: int,
+    audio_hours: float,
+    data_root: str,
+) -> str:
     """The model card (Markdown) of a pre-trained teacher: what it is and how to rebuild it."""
     cfg = recipe.model
     params = sum(p.numel() for p in model.encoder.parameters())
     targets = recipe.targets
     robust = recipe.corruption.p_clean < 1.0
-    feature = "39-dim MFCC (13 + deltas + delta-deltas) frames" if targets.kind == "mfcc" else \
-        f"hidden state {targets.layer} of `{targets.source}`"
+    feature = (
+        "39-dim MFCC (13 + deltas + delta-deltas) frames"
+        if targets.kind == "mfcc"
+        else f"hidden state {targets.layer} of `{targets.source}`"
+    )
     return f"""# {recipe.export.name}
 
 A miniature HuBERT pre-trained with `robustdistiller pretrain` (masked prediction of k-means
-cluster labels){' on corrupted input with targets from the clean audio (Robust HuBERT-style)' if robust else ''}.
+cluster labels){" on corrupted input with targets from the clean audio (Robust HuBERT-style)" if robust else ""}.
 Use it as `teacher.source` in any recipe, with `load_teacher`, or with
 `transformers.HubertModel.from_pretrained(path, dtype=torch.float32)`.
 
@@ -158,8 +202,8 @@ Use it as `teacher.source` in any recipe, with `load_teacher`, or with
 |---|---|
 | targets | {clusters.num_clusters} k-means clusters (scikit-learn MiniBatchKMeans, seed {targets.seed}) of {feature}; `{CLUSTERS_FILE}` holds them |
 | objective | span masking p={recipe.objective.mask_prob}, length {recipe.objective.mask_length}; cosine logits / {recipe.objective.logit_temp}; cross-entropy on masked frames (unmasked weight {recipe.objective.unmasked_weight}) |
-| data | {files} files, {audio_hours:.2f} h{' (held-out speakers excluded)' if recipe.data.exclude_held_out else ''}, from `{data_root}` |
-| steps | {step} of batch {recipe.data.batch_size} crops of at most {recipe.data.max_length / 16000:.1f} s{'' if step >= recipe.optim.total_steps else f' (stopped early: the schedule was for {recipe.optim.total_steps})'} |
+| data | {files} files, {audio_hours:.2f} h{" (held-out speakers excluded)" if recipe.data.exclude_held_out else ""}, from `{data_root}` |
+| steps | {step} of batch {recipe.data.batch_size} crops of at most {recipe.data.max_length / 16000:.1f} s{"" if step >= recipe.optim.total_steps else f" (stopped early: the schedule was for {recipe.optim.total_steps})"} |
 | seed | train {recipe.train.seed}, data {recipe.data.seed}, mask {recipe.objective.seed} |
 | wall time | {seconds / 60:.1f} min on {platform.machine()} CPU, {threads} torch thread(s){_load_note()} |
 
@@ -168,7 +212,7 @@ Use it as `teacher.source` in any recipe, with `load_teacher`, or with
 Command:
 
 ```
-{command or f'robustdistiller pretrain --config <recipe> train.out_dir={recipe.train.out_dir}'}
+{command or f"robustdistiller pretrain --config <recipe> train.out_dir={recipe.train.out_dir}"}
 ```
 
 ## Probes
@@ -185,8 +229,9 @@ def _load_note() -> str:
     return f"; load average {load:.1f} on {cores} cores when written: shared with other jobs" if load > cores else ""
 
 
-def pretrain(recipe: PretrainRecipe, *, resume: bool = False, command: str = "",
-             export_only: bool = False) -> DistillResult:
+def pretrain(
+    recipe: PretrainRecipe, *, resume: bool = False, command: str = "", export_only: bool = False
+) -> DistillResult:
     """Pre-train as ``recipe`` says (resuming from ``train.out_dir`` if asked); when the last step
     is reached, write the teacher folder ``train.out_dir/teacher``.
 

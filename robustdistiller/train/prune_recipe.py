@@ -22,13 +22,27 @@ from robustdistiller.train.recipe import OptimSection, RecipeInputs, TrainSectio
 
 def _stage1_optim() -> OptimSection:
     # DPHuBERT run.sh: AdamW(0.9, 0.999, 1e-8), no decay, 2e-4, warm-up 15k of 50k steps, clip 10
-    return OptimSection(lr=2e-4, weight_decay=0.0, betas=(0.9, 0.999), eps=1e-8, warmup_proportion=0.3,
-                        total_steps=50_000, grad_clip=10.0)
+    return OptimSection(
+        lr=2e-4,
+        weight_decay=0.0,
+        betas=(0.9, 0.999),
+        eps=1e-8,
+        warmup_proportion=0.3,
+        total_steps=50_000,
+        grad_clip=10.0,
+    )
 
 
 def _stage2_optim() -> OptimSection:
-    return OptimSection(lr=1e-4, weight_decay=0.0, betas=(0.9, 0.999), eps=1e-8, warmup_proportion=0.2,
-                        total_steps=25_000, grad_clip=10.0)
+    return OptimSection(
+        lr=1e-4,
+        weight_decay=0.0,
+        betas=(0.9, 0.999),
+        eps=1e-8,
+        warmup_proportion=0.2,
+        total_steps=25_000,
+        grad_clip=10.0,
+    )
 
 
 @dataclass
@@ -69,8 +83,9 @@ class PruningSection:
             raise ValueError(
                 f"distill_layers must be non-empty groups of distinct layer indices, got {self.distill_layers}"
             )
-        if min(self.l1_weight, self.l2_weight, self.cos_weight) < 0 or not (self.l1_weight or self.l2_weight
-                                                                             or self.cos_weight):
+        if min(self.l1_weight, self.l2_weight, self.cos_weight) < 0 or not (
+            self.l1_weight or self.l2_weight or self.cos_weight
+        ):
             raise ValueError("loss weights must be >= 0 and not all 0")
 
     @property

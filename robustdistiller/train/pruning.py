@@ -49,8 +49,8 @@ from robustdistiller.train.distributed import DistContext, barrier, init_distrib
 from robustdistiller.train.enhancement import HEAD_NAME, EnhancementTerm
 from robustdistiller.train.losses import layer_to_layer_loss
 from robustdistiller.train.objective import LoopTools, MicroBatch, Objective, StepLoss, named_parameters
-from robustdistiller.train.prune_recipe import PruneRecipe
 from robustdistiller.train.optim import decay_groups
+from robustdistiller.train.prune_recipe import PruneRecipe
 from robustdistiller.train.recipe import OptimSection
 from robustdistiller.train.targets import load_frozen_teacher
 from robustdistiller.train.trainer import DistillResult, Trainer
@@ -89,8 +89,14 @@ class PruningStudent(nn.Module):
     """Everything trained in a stage, as one module so DDP synchronises all of it: the model, the
     distillation Linears and (stage 1) the sparsity multipliers."""
 
-    def __init__(self, model: PrunableModel, projections: DistillProjections, layer_ids: list[int],
-                 constraint: SparsityConstraint | None = None, reference_params: int | None = None) -> None:
+    def __init__(
+        self,
+        model: PrunableModel,
+        projections: DistillProjections,
+        layer_ids: list[int],
+        constraint: SparsityConstraint | None = None,
+        reference_params: int | None = None,
+    ) -> None:
         super().__init__()
         bad = [i for i in layer_ids if i > model.config.num_layers]
         if bad:
@@ -115,8 +121,9 @@ class PruningStudent(nn.Module):
 def frozen_teacher_copy(teacher: Any) -> PrunableModel:
     """The teacher as an ungated, dropout-free ``PrunableModel`` so both sides give DPHuBERT's
     hidden-state list (index 0 = projected features before the positional conv)."""
-    config = PrunableConfig.from_teacher(teacher.model.config, dropout=0.0, attention_dropout=0.0,
-                                         projection_dropout=0.0)
+    config = PrunableConfig.from_teacher(
+        teacher.model.config, dropout=0.0, attention_dropout=0.0, projection_dropout=0.0
+    )
     net = PrunableModel.from_teacher(teacher, config).eval()
     return net.requires_grad_(False)
 
@@ -139,8 +146,16 @@ class PruningDistillation(Objective):
 
     label = "distill"
 
-    def __init__(self, recipe: PruneRecipe, stage: str, teacher: PrunableModel, student: PruningStudent,
-                 enhancement: EnhancementTerm | None, teacher_layers: int, description: str = "") -> None:
+    def __init__(
+        self,
+        recipe: PruneRecipe,
+        stage: str,
+        teacher: PrunableModel,
+        student: PruningStudent,
+        enhancement: EnhancementTerm | None,
+        teacher_layers: int,
+        description: str = "",
+    ) -> None:
         self.recipe = recipe
         self.stage = stage
         self.teacher = teacher
@@ -156,8 +171,12 @@ class PruningDistillation(Objective):
         source = _load_teacher(recipe, device)
         teacher = frozen_teacher_copy(source).to(device)
         config = PrunableConfig.from_teacher(
-            source.model.config, cfg.units, dropout=cfg.dropout, attention_dropout=cfg.attention_dropout,
-            activation_dropout=cfg.activation_dropout, projection_dropout=cfg.projection_dropout,
+            source.model.config,
+            cfg.units,
+            dropout=cfg.dropout,
+            attention_dropout=cfg.attention_dropout,
+            activation_dropout=cfg.activation_dropout,
+            projection_dropout=cfg.projection_dropout,
         )
         model = PrunableModel.from_teacher(source, config)
         _check_head_input(recipe, model)
@@ -166,8 +185,10 @@ class PruningDistillation(Objective):
         projections = DistillProjections(config.embed_dim, cfg.distill_layers)
         student = PruningStudent(model, projections, cfg.layer_ids, constraint, reference).to(device)
         enhancement = EnhancementTerm.from_config(recipe.enhancement, device)
-        description = (f"stage 1: student = teacher copy ({reference:,} parameters) with gates on "
-                       f"{', '.join(cfg.units)}; target sparsity {cfg.target_sparsity}")
+        description = (
+            f"stage 1: student = teacher copy ({reference:,} parameters) with gates on "
+            f"{', '.join(cfg.units)}; target sparsity {cfg.target_sparsity}"
+        )
         return cls(recipe, STAGE1, teacher, student, enhancement, source.num_layers, description)
 
     @classmethod
@@ -178,8 +199,13 @@ class PruningDistillation(Objective):
         source = _load_teacher(recipe, device)
         teacher = frozen_teacher_copy(source).to(device)
         checkpoint = read_dphubert_checkpoint(pruned)
-        config = replace(checkpoint.config, dropout=cfg.dropout, attention_dropout=cfg.attention_dropout,
-                         activation_dropout=cfg.activation_dropout, projection_dropout=cfg.projection_dropout)
+        config = replace(
+            checkpoint.config,
+            dropout=cfg.dropout,
+            attention_dropout=cfg.attention_dropout,
+            activation_dropout=cfg.activation_dropout,
+            projection_dropout=cfg.projection_dropout,
+        )
         model = PrunableModel(config)
         model.load_state_dict(checkpoint.state_dict, strict=True)
         _check_head_input(recipe, model)
@@ -204,8 +230,9 @@ class PruningDistillation(Objective):
         Lagrange multipliers at ``-pruning.reg_lr``. Stage 2 (no gates, no multipliers): the
         decayed and non-decayed groups of distillation (:func:`decay_groups`)."""
         if self.stage == STAGE2:
-            return decay_groups(named_parameters(self.modules()), optim.weight_decay,
-                                match_reference=optim.match_reference)
+            return decay_groups(
+                named_parameters(self.modules()), optim.weight_decay, match_reference=optim.match_reference
+            )
         reg_lr = self.recipe.pruning.reg_lr
         gates, lambdas, weights = [], [], []
         for name, param in named_parameters(self.modules()):
@@ -232,21 +259,29 @@ class PruningDistillation(Objective):
             targets = self.targets(batch.clean, batch.lengths)
         with tools.phase("student"):
             loss, scalars = layer_to_layer_loss(
-                fwd.predictions, targets, fwd.out.frame_mask, l1_weight=cfg.l1_weight, l2_weight=cfg.l2_weight,
-                cos_weight=cfg.cos_weight, cos_type=cfg.cos_type, layer_ids=cfg.layer_ids,
+                fwd.predictions,
+                targets,
+                fwd.out.frame_mask,
+                l1_weight=cfg.l1_weight,
+                l2_weight=cfg.l2_weight,
+                cos_weight=cfg.cos_weight,
+                cos_type=cfg.cos_type,
+                layer_ids=cfg.layer_ids,
             )
         scalars["loss/distill"] = loss.detach()
         if fwd.reg is not None and fwd.expected_sparsity is not None:  # stage 1: the Lagrangian term
             loss = loss + fwd.reg
             constraint = self.student.constraint
             assert constraint is not None
-            scalars.update({
-                "loss/sparsity_reg": fwd.reg.detach(),
-                "pruning/expected_sparsity": fwd.expected_sparsity.detach(),
-                "pruning/target_sparsity": torch.tensor(constraint.target_at(batch.step), device=loss.device),
-                "pruning/lambda1": constraint.lambda1.detach(),
-                "pruning/lambda2": constraint.lambda2.detach(),
-            })
+            scalars.update(
+                {
+                    "loss/sparsity_reg": fwd.reg.detach(),
+                    "pruning/expected_sparsity": fwd.expected_sparsity.detach(),
+                    "pruning/target_sparsity": torch.tensor(constraint.target_at(batch.step), device=loss.device),
+                    "pruning/lambda1": constraint.lambda1.detach(),
+                    "pruning/lambda2": constraint.lambda2.detach(),
+                }
+            )
         if self.enhancement is not None:
             features = self.enhancement.features(fwd.out.cnn_features, fwd.out.last_hidden_state)
             enhancement, enhancement_scalars = self.enhancement.loss(features, batch, tools)
@@ -272,16 +307,24 @@ class PruningDistillation(Objective):
         """``Student`` (model, Linears, multipliers), the model's ``config``, ``Stage``, the head and
         ``loop_state``."""
         state = {k: v.detach().cpu().clone() for k, v in self.student.state_dict().items()}
-        payload = {"Student": state, "config": to_dict(self.student.model.config), "Config": self.checkpoint_config(),
-                   "Stage": self.stage, "Step": int(step), **loop_state}
+        payload = {
+            "Student": state,
+            "config": to_dict(self.student.model.config),
+            "Config": self.checkpoint_config(),
+            "Stage": self.stage,
+            "Step": int(step),
+            **loop_state,
+        }
         if self.enhancement is not None:
             self.enhancement.store(payload)
         atomic_torch_save(path, payload)
 
     def load_checkpoint(self, state: dict[str, Any], path: Path) -> None:
         if state.get("Stage") != self.stage:
-            raise CheckpointFormatError(f"{path} is from stage {state.get('Stage')!r}, not {self.stage!r}: "
-                             "train.out_dir holds another kind of run")
+            raise CheckpointFormatError(
+                f"{path} is from stage {state.get('Stage')!r}, not {self.stage!r}: "
+                "train.out_dir holds another kind of run"
+            )
         self.student.load_state_dict(state["Student"])
         if self.enhancement is not None:
             self.enhancement.load(state, path)
@@ -291,8 +334,10 @@ def _load_teacher(recipe: PruneRecipe, device: Any) -> Teacher:
     """The recipe's teacher, only to copy from: its targets come from the fp32 ``PrunableModel``
     copy, so ``train.teacher_precision`` does not apply."""
     if recipe.train.teacher_precision != "fp32":
-        log.info("train.teacher_precision=%s does not apply to pruning: the teacher copy runs in fp32",
-                 recipe.train.teacher_precision)
+        log.info(
+            "train.teacher_precision=%s does not apply to pruning: the teacher copy runs in fp32",
+            recipe.train.teacher_precision,
+        )
     return load_frozen_teacher(recipe.teacher.source, device)
 
 
@@ -302,8 +347,9 @@ def _check_head_input(recipe: PruneRecipe, model: PrunableModel) -> None:
         return
     expected = model.config.conv_spec[-1][0] if enh.input == "cnn" else model.config.embed_dim
     if enh.input_dim != expected:
-        raise ConfigError(f"enhancement.input_dim={enh.input_dim} but the student's {enh.input!r} "
-                         f"features have {expected} dims")
+        raise ConfigError(
+            f"enhancement.input_dim={enh.input_dim} but the student's {enh.input!r} features have {expected} dims"
+        )
 
 
 class DistillPruneTrainer(Trainer):
@@ -355,11 +401,20 @@ def write_pruned(objective: PruningDistillation, path: Path) -> Path:
     model = copy.deepcopy(objective.student.model).cpu()
     pruned, report = prune_model(model)
     log.info("%s", report.summary())
-    extra: dict[str, Any] = {"prune_report": {
-        "params_before": report.params_before, "params_after": report.params_after, "notes": report.notes,
-    }}
-    return save_dphubert_checkpoint(path, pruned, distill_linear_projs=objective.student.projections.state_dict(),
-                                    extra=extra, head=_head(objective))
+    extra: dict[str, Any] = {
+        "prune_report": {
+            "params_before": report.params_before,
+            "params_after": report.params_after,
+            "notes": report.notes,
+        }
+    }
+    return save_dphubert_checkpoint(
+        path,
+        pruned,
+        distill_linear_projs=objective.student.projections.state_dict(),
+        extra=extra,
+        head=_head(objective),
+    )
 
 
 def _head(objective: PruningDistillation) -> EnhancementHead | None:
@@ -412,8 +467,9 @@ def _run(recipe: PruneRecipe, resume: bool, overwrite: bool, ctx: DistContext) -
     if ctx.is_main:
         student = trainer2.objective.student
         model = copy.deepcopy(student.model).cpu()
-        save_dphubert_checkpoint(final, model, distill_linear_projs=student.projections.state_dict(),
-                                 head=_head(trainer2.objective))
+        save_dphubert_checkpoint(
+            final, model, distill_linear_projs=student.projections.state_dict(), head=_head(trainer2.objective)
+        )
         log.info("final pruned model: %s (%s parameters)", final, f"{model.num_params():,}")
     barrier(ctx)
     return PruneResult("final_distill", result.step, pruned, final)

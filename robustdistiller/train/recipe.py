@@ -169,9 +169,7 @@ class DistillRecipe(RecipeInputs):
     def validate(self) -> None:
         if self.enhancement.use_enhancement:
             expected = (
-                self.student.conv_layers[-1][0]
-                if self.enhancement.input == "cnn"
-                else self.student.encoder_embed_dim
+                self.student.conv_layers[-1][0] if self.enhancement.input == "cnn" else self.student.encoder_embed_dim
             )
             if self.enhancement.input_dim != expected:
                 raise ConfigError(

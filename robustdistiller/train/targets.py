@@ -50,8 +50,11 @@ def set_teacher_precision(teacher: Teacher, requested: str, device: Any) -> None
     if torch.device(device).type == "cpu":
         use_precision(teacher, requested)
     elif requested != "fp32":
-        log.info("train.teacher_precision=%s applies to CPU runs; the %s teacher runs in fp32",
-                 requested, torch.device(device).type)
+        log.info(
+            "train.teacher_precision=%s applies to CPU runs; the %s teacher runs in fp32",
+            requested,
+            torch.device(device).type,
+        )
 
 
 def teacher_targets(

@@ -107,8 +107,7 @@ class _StopRequest:
         if self.signum == signal.SIGINT and signum == signal.SIGINT:
             raise KeyboardInterrupt
         self.signum = signum
-        log.warning("received %s: finishing this step, saving a checkpoint, then stopping",
-                    signal.Signals(signum).name)
+        log.warning("received %s: finishing this step, saving a checkpoint, then stopping", signal.Signals(signum).name)
 
     @contextmanager
     def installed(self) -> Iterator[_StopRequest]:
@@ -151,9 +150,16 @@ class Trainer:
         sync_timing: synchronise the device around timed phases (exact phase times, slower).
     """
 
-    def __init__(self, recipe: LoopRecipe, build_objective: Callable[[RunSetup], Objective], *,
-                 resume: bool = False, overwrite: bool = False, ctx: DistContext | None = None,
-                 sync_timing: bool = False) -> None:
+    def __init__(
+        self,
+        recipe: LoopRecipe,
+        build_objective: Callable[[RunSetup], Objective],
+        *,
+        resume: bool = False,
+        overwrite: bool = False,
+        ctx: DistContext | None = None,
+        sync_timing: bool = False,
+    ) -> None:
         self.recipe = recipe
         self.ctx = ctx or init_distributed(recipe.train.device)
         self.device = self.ctx.device
@@ -170,8 +176,14 @@ class Trainer:
         manifest = load_training_manifest(data, self.out_dir, self.ctx, self.bad_files)
         self.policy = self._build_policy()
         self.stream = TrainingStream(
-            manifest, self.policy, max_length=data.max_length, batch_size=data.batch_size,
-            max_seconds=data.max_seconds, num_workers=data.num_workers, seed=data.seed, ctx=self.ctx,
+            manifest,
+            self.policy,
+            max_length=data.max_length,
+            batch_size=data.batch_size,
+            max_seconds=data.max_seconds,
+            num_workers=data.num_workers,
+            seed=data.seed,
+            ctx=self.ctx,
             finish_corruption=recipe.corruption.finish_in_workers(self.device),
         )
         self.objective = build_objective(RunSetup(self.device, self.ctx, self.out_dir, manifest, self.bad_files))
@@ -179,8 +191,9 @@ class Trainer:
         self.nets = {name: self._wrap(module) for name, module in self.modules.items()}
 
         opt = recipe.optim
-        self.optimizer = adamw(self.objective.param_groups(opt), lr=opt.lr, weight_decay=opt.weight_decay,
-                               betas=opt.betas, eps=opt.eps)
+        self.optimizer = adamw(
+            self.objective.param_groups(opt), lr=opt.lr, weight_decay=opt.weight_decay, betas=opt.betas, eps=opt.eps
+        )
         self.params = [p for group in self.optimizer.param_groups for p in group["params"]]
         self.scheduler = warmup_linear_schedule(self.optimizer, opt.total_steps, opt.warmup_proportion)
         fp16 = recipe.train.precision == "fp16"
@@ -305,8 +318,13 @@ class Trainer:
         train, opt = self.recipe.train, self.recipe.optim
         last_step = min(train.stop_at_step or opt.total_steps, opt.total_steps)
         result = DistillResult(checkpoint=self.last_checkpoint, step=self.step, bad_files=self.bad_files)
-        monitor = TrainMonitor(self.out_dir, enabled=self.ctx.is_main, total_steps=opt.total_steps,
-                               start_step=self.step, label=self.objective.label)
+        monitor = TrainMonitor(
+            self.out_dir,
+            enabled=self.ctx.is_main,
+            total_steps=opt.total_steps,
+            start_step=self.step,
+            label=self.objective.label,
+        )
         window = _Window()
         data = iter(self.stream)
         try:
@@ -427,8 +445,11 @@ class Trainer:
             restore_rng_state(resume["rng"][self.ctx.rank])
         else:
             # Batches are sharded by world size, so positions do not carry over: start the next epoch.
-            log.warning("resuming with %d processes instead of %d: data restarts at the next epoch",
-                        self.ctx.world_size, resume["world_size"])
+            log.warning(
+                "resuming with %d processes instead of %d: data restarts at the next epoch",
+                self.ctx.world_size,
+                resume["world_size"],
+            )
             self.stream.epoch = int(resume["data"]["epoch"]) + 1
             torch.manual_seed(self.recipe.train.seed + self.ctx.rank + self.step)
         self.last_checkpoint = path
@@ -479,10 +500,20 @@ class Trainer:
 # Settings a resumed run may change: the schedule (applied: see _apply_schedule) and run control.
 # Any other difference from the run's recipe (data, model, loss, corruption, optimizer settings)
 # would silently mix two experiments, so --resume refuses it.
-RESUMABLE_CHANGES = frozenset({
-    "optim.lr", "optim.total_steps", "train.stop_at_step", "train.save_every", "train.log_every",
-    "train.keep_last", "train.max_bad_steps", "train.device", "data.num_workers", "data.root",
-})
+RESUMABLE_CHANGES = frozenset(
+    {
+        "optim.lr",
+        "optim.total_steps",
+        "train.stop_at_step",
+        "train.save_every",
+        "train.log_every",
+        "train.keep_last",
+        "train.max_bad_steps",
+        "train.device",
+        "data.num_workers",
+        "data.root",
+    }
+)
 
 
 class ResumeMismatchError(ConfigError):
@@ -516,8 +547,11 @@ class _Window:
     def flush(self, ctx: DistContext) -> dict[str, float]:
         taken = max(self.taken, 1)
         names = sorted(self.sums)
-        local = torch.tensor([self.loss / taken, self.audio_seconds] + [float(self.sums[n]) / taken for n in names],
-                             dtype=torch.float64, device=ctx.device)
+        local = torch.tensor(
+            [self.loss / taken, self.audio_seconds] + [float(self.sums[n]) / taken for n in names],
+            dtype=torch.float64,
+            device=ctx.device,
+        )
         mean = all_reduce_mean(ctx, local).cpu().tolist()
         out = {"loss/total": mean[0], "grad_norm": self.grad_norm / taken}
         out.update({name: value for name, value in zip(names, mean[2:])})

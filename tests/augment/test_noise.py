@@ -34,7 +34,7 @@ def test_segment_crops_longer_files_and_tiles_shorter_ones(tmp_path):
         bank = NoiseBank(index_folder(tmp_path), cache_mb=cache_mb)
         crop = bank.segment(0, 1000, np.random.default_rng(0))
         start = int(np.flatnonzero(np.isclose(src, crop[0]))[0])
-        np.testing.assert_allclose(crop, src[start:start + 1000], atol=1e-6)
+        np.testing.assert_allclose(crop, src[start : start + 1000], atol=1e-6)
         tiled = bank.segment(0, 7000, np.random.default_rng(0))
         np.testing.assert_allclose(tiled, np.concatenate([src, src, src[:1000]]), atol=1e-6)
     starts = set()
@@ -55,8 +55,13 @@ def test_tile_and_cache_cap(tmp_path):
 
 
 def _urbansound(root: Path) -> Path:
-    rows = [("100.wav", 1, "dog_bark"), ("101.wav", 2, "children_playing"),
-            ("102.wav", 2, "street_music"), ("103.wav", 3, "siren"), ("104.wav", 3, "siren")]
+    rows = [
+        ("100.wav", 1, "dog_bark"),
+        ("101.wav", 2, "children_playing"),
+        ("102.wav", 2, "street_music"),
+        ("103.wav", 3, "siren"),
+        ("104.wav", 3, "siren"),
+    ]
     lines = ["slice_file_name,fsID,start,end,salience,fold,classID,class"]
     for name, fold, cls in rows:
         lines.append(f"{name},1,0,1,1,{fold},0,{cls}")
@@ -74,8 +79,11 @@ def test_urbansound_csv_excludes_classes_by_default(tmp_path):
     assert names == ["urbansound/audio/fold1/100.wav", "urbansound/audio/fold3/103.wav"]
     assert [b.reason for b in report] == ["missing"]
     names = [f.name for f in index_urbansound(root, exclude=["siren"])]
-    assert names == ["urbansound/audio/fold1/100.wav", "urbansound/audio/fold2/101.wav",
-                     "urbansound/audio/fold2/102.wav"]
+    assert names == [
+        "urbansound/audio/fold1/100.wav",
+        "urbansound/audio/fold2/101.wav",
+        "urbansound/audio/fold2/102.wav",
+    ]
     # 44.1 kHz clips come out at 16 kHz
     bank = NoiseBank(index_urbansound(root))
     assert bank.files[0].num_samples == 800

@@ -67,8 +67,12 @@ def test_config_validation():
     with pytest.raises(ValueError, match="reverb operations need RIRs"):
         CorruptionPolicy(from_dict(CorruptionConfig, {"white_noise_prob": 1.0}))
     # Noise-only with generated noise needs no files at all.
-    policy = CorruptionPolicy(from_dict(CorruptionConfig, {
-        "p_clean": 0.5, "p_noise": 0.5, "p_reverb": 0, "p_noise_reverb": 0, "white_noise_prob": 1.0}))
+    policy = CorruptionPolicy(
+        from_dict(
+            CorruptionConfig,
+            {"p_clean": 0.5, "p_noise": 0.5, "p_reverb": 0, "p_noise_reverb": 0, "white_noise_prob": 1.0},
+        )
+    )
     assert policy.noise_bank is None
 
 
@@ -133,23 +137,23 @@ def test_plan_is_reproducible_and_apply_is_exact(banks):
     noise_rows = [b_ for b_, op in enumerate(a.ops.tolist()) if OPS[op] in ("noise", "noise+reverb")]
     assert a.noise.shape == (len(noise_rows), 5000)  # one row per noisy batch row, in batch order
     for k, b_ in enumerate(noise_rows):
-        assert torch.all(a.noise[k, lengths[b_]:] == 0) and a.noise[k, :lengths[b_]].abs().sum() > 0
+        assert torch.all(a.noise[k, lengths[b_] :] == 0) and a.noise[k, : lengths[b_]].abs().sum() > 0
 
     result = policy.apply(wavs, lens, a, step=0)
     assert result.noisy.shape == wavs.shape
     for row, (n, op) in enumerate(zip(lengths, result.ops)):
-        x = wavs[row:row + 1]
-        length = lens[row:row + 1]
+        x = wavs[row : row + 1]
+        length = lens[row : row + 1]
         if "noise" in op:
             k = noise_rows.index(row)
-            x = mix_at_snr(x, a.noise[k:k + 1], length, result.snr_db[row:row + 1])
+            x = mix_at_snr(x, a.noise[k : k + 1], length, result.snr_db[row : row + 1])
         if "reverb" in op:
             m = int(a.rir_lengths[row])
-            x = reverberate(x, length, a.rirs[row:row + 1, :m], a.rir_lengths[row:row + 1])
+            x = reverberate(x, length, a.rirs[row : row + 1, :m], a.rir_lengths[row : row + 1])
             assert result.rt60[row] == pytest.approx(0.1 * (int(result.rir_names[row][-1]) + 1))
         else:
             assert math.isnan(result.rt60[row]) and result.rir_names[row] == ""
-        torch.testing.assert_close(result.noisy[row:row + 1], x)
+        torch.testing.assert_close(result.noisy[row : row + 1], x)
         assert torch.all(result.noisy[row, n:] == 0)
         assert (op == "clean") == torch.equal(result.noisy[row], wavs[row])
 
@@ -165,8 +169,11 @@ def test_state_round_trip_gives_same_corruption(banks, caplog):
     r1 = policy.apply(wavs, lens, policy.plan(lens, 2000, plan_rng(1, 2, 3)), step=20)
     r2 = restored.apply(wavs, lens, restored.plan(lens, 2000, plan_rng(1, 2, 3)), step=20)
     assert torch.equal(r1.noisy, r2.noisy) and r1.ops == r2.ops
-    other = CorruptionPolicy.from_config(from_dict(CorruptionConfig, {"inc_steps": 50}), banks[0], RIRBank(
-        rirs=[RIR(np.ones(3, np.float32), 0.1, "different")]))
+    other = CorruptionPolicy.from_config(
+        from_dict(CorruptionConfig, {"inc_steps": 50}),
+        banks[0],
+        RIRBank(rirs=[RIR(np.ones(3, np.float32), 0.1, "different")]),
+    )
     with caplog.at_level("WARNING"):
         other.load_state_dict(state)
     assert "fingerprint differs" in caplog.text
@@ -184,8 +191,9 @@ def test_plan_survives_dataloader_pinning_and_device_moves(banks):
 def test_summarize_counts_ops_snr_and_rt60(banks):
     policy = _policy(banks)
     wavs, lens = _batch([800] * 64)
-    results = [policy.apply(wavs, lens, policy.plan(lens, wavs.shape[1], np.random.default_rng(i)), step=0)
-               for i in range(3)]
+    results = [
+        policy.apply(wavs, lens, policy.plan(lens, wavs.shape[1], np.random.default_rng(i)), step=0) for i in range(3)
+    ]
     summary = summarize(results)
     assert summary["utterances"] == 192
     assert sum(summary[f"ops/{op}"] for op in OPS) == 192
@@ -197,10 +205,13 @@ def test_summarize_counts_ops_snr_and_rt60(banks):
 
 
 def test_build_policy_from_config_section(tmp_path):
-    cfg = from_dict(CorruptionConfig, {
-        "noise": {"builtin": True, "builtin_dir": str(tmp_path / "builtin")},
-        "rir": {"simulate_rirs": {"count": 2, "rt60_range": [0.2, 0.3], "cache_dir": str(tmp_path / "rirs")}},
-    })
+    cfg = from_dict(
+        CorruptionConfig,
+        {
+            "noise": {"builtin": True, "builtin_dir": str(tmp_path / "builtin")},
+            "rir": {"simulate_rirs": {"count": 2, "rt60_range": [0.2, 0.3], "cache_dir": str(tmp_path / "rirs")}},
+        },
+    )
     policy = build_policy(cfg)
     assert len(policy.noise_bank) == 7 and len(policy.rir_bank) == 2
     wavs, lens = _batch([4000, 4000, 3000, 2000])

@@ -12,8 +12,9 @@ from robustdistiller.data.audio import load_audio
 
 
 def test_corrupt_fsdd_with_real_noise_and_measured_rir(shared_data):
-    cfg = CorruptionConfig(noise=NoiseBankConfig(noise_dirs=[shared_data / "noise"]),
-                           rir=RIRBankConfig(rir_dirs=[shared_data / "rir"]))
+    cfg = CorruptionConfig(
+        noise=NoiseBankConfig(noise_dirs=[shared_data / "noise"]), rir=RIRBankConfig(rir_dirs=[shared_data / "rir"])
+    )
     policy = build_policy(cfg)
     assert len(policy.noise_bank) == 6 and len(policy.rir_bank) == len(list((shared_data / "rir").glob("*.wav")))
 
@@ -27,10 +28,11 @@ def test_corrupt_fsdd_with_real_noise_and_measured_rir(shared_data):
     lengths = torch.tensor([u.size for u in utts])
     wavs = torch.zeros(len(utts), int(lengths.max()))
     for b, u in enumerate(utts):
-        wavs[b, :u.size] = torch.from_numpy(u)
+        wavs[b, : u.size] = torch.from_numpy(u)
 
-    results = [policy.apply(wavs, lengths, policy.plan(lengths, wavs.shape[1], plan_rng(0, 0, i)), step=0)
-               for i in range(6)]
+    results = [
+        policy.apply(wavs, lengths, policy.plan(lengths, wavs.shape[1], plan_rng(0, 0, i)), step=0) for i in range(6)
+    ]
     for result in results:
         assert torch.isfinite(result.noisy).all()
         for b, n in enumerate(lengths.tolist()):

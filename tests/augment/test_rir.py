@@ -131,8 +131,9 @@ def test_simulated_rirs_hit_requested_rt60_and_are_cached(tmp_path, monkeypatch)
         np.testing.assert_array_equal(a.samples, b.samples)
         assert (a.rt60, a.name) == (b.rt60, b.name)
     # Different parameters, different cache folder.
-    other = from_dict(SimulatedRIRConfig, {"count": 4, "rt60_range": [0.25, 0.5], "cache_dir": str(tmp_path),
-                                           "seed": 2})
+    other = from_dict(
+        SimulatedRIRConfig, {"count": 4, "rt60_range": [0.25, 0.5], "cache_dir": str(tmp_path), "seed": 2}
+    )
     assert simulation_cache_dir(other) != simulation_cache_dir(cfg)
     bank = RIRBank.from_config(RIRBankConfig(simulate_rirs=cfg))
     assert len(calls) == 1 and len(bank) == 4

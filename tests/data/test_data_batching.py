@@ -64,8 +64,9 @@ def test_every_index_once_and_new_order_each_epoch() -> None:
 @pytest.mark.parametrize("drop_last", [False, True])
 def test_ranks_get_equal_disjoint_shards(drop_last: bool) -> None:
     lengths = LENGTHS[:200]  # 20 buckets of 10: divisible by 2 ranks
-    ranks = [BucketBatchSampler(lengths, batch_size=10, rank=r, world_size=2, drop_last=drop_last, seed=1)
-             for r in range(2)]
+    ranks = [
+        BucketBatchSampler(lengths, batch_size=10, rank=r, world_size=2, drop_last=drop_last, seed=1) for r in range(2)
+    ]
     shards = [list(s) for s in ranks]
     assert len(shards[0]) == len(shards[1]) == len(ranks[0]) == 10
     assert not set(flat(shards[0])) & set(flat(shards[1]))
@@ -77,8 +78,7 @@ def test_uneven_buckets_across_ranks() -> None:
     padded = [list(BucketBatchSampler(lengths, batch_size=10, rank=r, world_size=3)) for r in range(3)]
     assert [len(s) for s in padded] == [3, 3, 3]
     assert set(flat([b for s in padded for b in s])) == set(range(70))  # repeats, loses nothing
-    dropped = [list(BucketBatchSampler(lengths, batch_size=10, rank=r, world_size=3, drop_last=True))
-               for r in range(3)]
+    dropped = [list(BucketBatchSampler(lengths, batch_size=10, rank=r, world_size=3, drop_last=True)) for r in range(3)]
     assert [len(s) for s in dropped] == [2, 2, 2]
     assert len(set(flat([b for s in dropped for b in s]))) == 60
 

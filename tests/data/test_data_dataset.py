@@ -51,8 +51,11 @@ def test_crops_are_reproducible_and_slices_of_the_file(noise_manifest: Manifest)
 
 
 def test_collate_pads_and_keeps_order() -> None:
-    items = [Utterance(4, torch.ones(5), {"w": "a"}), Skipped(2, "/x/bad.wav", "non_finite"),
-             Utterance(9, torch.full((3,), 2.0), {"w": "b"})]
+    items = [
+        Utterance(4, torch.ones(5), {"w": "a"}),
+        Skipped(2, "/x/bad.wav", "non_finite"),
+        Utterance(9, torch.full((3,), 2.0), {"w": "b"}),
+    ]
     batch = collate(items)
     assert batch.wavs.shape == (2, 5) and batch.wavs.dtype == torch.float32
     assert torch.equal(batch.wavs[1], torch.tensor([2.0, 2.0, 2.0, 0.0, 0.0]))

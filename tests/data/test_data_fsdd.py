@@ -18,8 +18,9 @@ def test_fsdd_folder_to_batches(shared_data: Path) -> None:
         digit, speaker, _ = rel.stem.split("_")  # {digit}_{speaker}_{take}.wav
         return {"digit": digit, "speaker": speaker}
 
-    manifest, report = manifest_from_folder(shared_data / "fsdd", workers=4, label_fn=labels,
-                                            label_names=["digit", "speaker"])
+    manifest, report = manifest_from_folder(
+        shared_data / "fsdd", workers=4, label_fn=labels, label_names=["digit", "speaker"]
+    )
     assert len(manifest) == 3000 and len(report) == 0
     assert len({e.labels["digit"] for e in manifest.entries}) == 10
     assert len({e.labels["speaker"] for e in manifest.entries}) == 6

@@ -60,7 +60,10 @@ def test_prepare_lists_links_and_unstorable_names(tmp_path: Path, capsys: pytest
     (src / "loop.wav").symlink_to(src / "loop.wav")
     (src / "folder.wav").mkdir()
     os.mkfifo(src / "fifo.wav")  # reading it would block forever
-    assert main(["prepare", "folder", str(src), "--out", str(tmp_path / "m.tsv"), "--report", str(tmp_path / "r.tsv")]) == 0
+    assert (
+        main(["prepare", "folder", str(src), "--out", str(tmp_path / "m.tsv"), "--report", str(tmp_path / "r.tsv")])
+        == 0
+    )
     assert [e.path for e in Manifest.read(tmp_path / "m.tsv").entries] == ["ok.wav"]
     with open(tmp_path / "r.tsv", newline="") as fh:
         reasons = {Path(row[0]).name: (row[1], row[2]) for row in list(csv.reader(fh, delimiter="\t"))[1:]}

@@ -32,8 +32,12 @@ def test_report_counts_logs_once_and_writes(tmp_path: Path, caplog: pytest.LogCa
     assert sum("a.wav" in r.message for r in caplog.records) == 1
     assert "3 bad file(s)" in report.summary() and "too_short: 2" in report.summary()
     rows = (tmp_path / "bad.tsv").read_text() if report.write(tmp_path / "bad.tsv") else ""
-    assert rows.splitlines() == ["path\treason\tdetail", "a.wav\tunreadable\tbad header",
-                                 "b.wav\ttoo_short\t", "c.wav\ttoo_short\t12 samples"]
+    assert rows.splitlines() == [
+        "path\treason\tdetail",
+        "a.wav\tunreadable\tbad header",
+        "b.wav\ttoo_short\t",
+        "c.wav\ttoo_short\t12 samples",
+    ]
     clone = pickle.loads(pickle.dumps(report))
     assert clone.counts() == report.counts() and clone.add("d.wav", "empty")
     assert BadFileReport().summary() == "no bad files"
@@ -47,7 +51,10 @@ def test_folder_manifest_round_trip(tmp_path: Path, write_wav, tone) -> None:
     manifest, report = manifest_from_folder(tmp_path / "corpus", workers=2)
     assert len(report) == 0
     assert [(e.path, e.num_samples) for e in manifest.entries] == [
-        ("a/eight_k.WAV", 16000), ("a/one.wav", 16000), ("b/two.flac", 24000)]
+        ("a/eight_k.WAV", 16000),
+        ("a/one.wav", 16000),
+        ("b/two.flac", 24000),
+    ]
     assert manifest.total_seconds == pytest.approx(3.5)
     out = manifest.write(tmp_path / "m.tsv")
     assert out.read_text().splitlines()[:2] == [f"# root: {tmp_path / 'corpus'}", "path\tnum_samples"]
@@ -55,8 +62,9 @@ def test_folder_manifest_round_trip(tmp_path: Path, write_wav, tone) -> None:
 
 
 def test_labels_and_relative_root_round_trip(tmp_path: Path) -> None:
-    manifest = Manifest(tmp_path / "audio", [ManifestEntry("x.wav", 800, {"word": "yes", "speaker": "s1"})],
-                        ["word", "speaker"])
+    manifest = Manifest(
+        tmp_path / "audio", [ManifestEntry("x.wav", 800, {"word": "yes", "speaker": "s1"})], ["word", "speaker"]
+    )
     path = manifest.write(tmp_path / "lists" / "m.tsv", relative_root=True)
     assert path.read_text().splitlines()[0] == "# root: ../audio"
     assert Manifest.read(path) == manifest
@@ -177,8 +185,10 @@ def test_csv_with_labels_and_absolute_paths(tmp_path: Path, write_wav, tone) -> 
     csv_path.write_text(f"path,word,extra\n{wav},yes,1\nclips/a.wav,no,2\n")
     manifest, _ = manifest_from_csv(csv_path, label_columns=["word"])
     assert manifest.root == tmp_path and manifest.label_names == ["word"]
-    assert [(e.path, e.labels) for e in manifest.entries] == [("clips/a.wav", {"word": "yes"}),
-                                                              ("clips/a.wav", {"word": "no"})]
+    assert [(e.path, e.labels) for e in manifest.entries] == [
+        ("clips/a.wav", {"word": "yes"}),
+        ("clips/a.wav", {"word": "no"}),
+    ]
     with pytest.raises(ValueError, match="column.*nope.*not found"):
         manifest_from_csv(csv_path, label_columns=["nope"])
     (tmp_path / "nopath.csv").write_text("file,x\na.wav,1\n")
@@ -200,8 +210,9 @@ def test_held_out_speakers_split_by_id(tmp_path):
     assert is_held_out_speaker("1040") and not is_held_out_speaker("103")
     with pytest.raises(ValueError, match="not numeric"):
         is_held_out_speaker("jackson")
-    manifest = Manifest(tmp_path, [ManifestEntry(f"{s}-1-0.flac", 16000, {"speaker": s}) for s in ("10", "11", "25")],
-                        ["speaker"])
+    manifest = Manifest(
+        tmp_path, [ManifestEntry(f"{s}-1-0.flac", 16000, {"speaker": s}) for s in ("10", "11", "25")], ["speaker"]
+    )
     train, held_out = split_held_out(manifest)
     assert [e.labels["speaker"] for e in train.entries] == ["11"]
     assert [e.labels["speaker"] for e in held_out.entries] == ["10", "25"]

@@ -12,8 +12,8 @@ from robustdistiller.data.manifest import is_held_out_speaker
 from robustdistiller.data.recordings import (
     ATTRIBUTION_NAME,
     INDEX_NAME,
-    RECORDINGS_DIR,
     RECORDED_NOISES,
+    RECORDINGS_DIR,
     read_index,
     read_speaker_sex,
     sha256_of,

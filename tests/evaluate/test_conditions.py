@@ -16,8 +16,17 @@ SR = 16000
 
 
 def _config(cache: Path, **overrides: object) -> ConditionConfig:
-    base = {"noises": ["builtin"], "noise_types": ["white", "pink"], "snrs": [0.0, 10.0], "rt60s": [0.3],
-            "rirs_per_bin": 1, "mixed_snrs": [5.0], "mixed_rt60s": [0.3], "seed": 7, "cache_dir": str(cache)}
+    base = {
+        "noises": ["builtin"],
+        "noise_types": ["white", "pink"],
+        "snrs": [0.0, 10.0],
+        "rt60s": [0.3],
+        "rirs_per_bin": 1,
+        "mixed_snrs": [5.0],
+        "mixed_rt60s": [0.3],
+        "seed": 7,
+        "cache_dir": str(cache),
+    }
     return from_dict(ConditionConfig, {**base, **overrides})
 
 
@@ -29,8 +38,11 @@ def _speechlike(seed: int, seconds: float = 0.8) -> np.ndarray:
 
 
 def _digest(cset: ConditionSet, utterances: dict[str, np.ndarray], order: list[str]) -> dict[tuple[str, str], str]:
-    return {(c.id, uid): hashlib.sha1(cset.corrupt(c, uid, utterances[uid]).tobytes()).hexdigest()
-            for c in cset for uid in order}
+    return {
+        (c.id, uid): hashlib.sha1(cset.corrupt(c, uid, utterances[uid]).tobytes()).hexdigest()
+        for c in cset
+        for uid in order
+    }
 
 
 @pytest.fixture(scope="module")
@@ -45,9 +57,16 @@ def test_same_seed_gives_identical_audio_across_builds_and_call_order(cache: Pat
     a = _digest(first, utts, list(utts))
     b = _digest(second, utts, list(reversed(utts)))  # utterances in another order
     assert a == b
-    assert [c.id for c in first] == ["clean", "noise/pink/snr+0", "noise/pink/snr+10", "noise/white/snr+0",
-                                     "noise/white/snr+10", "reverb/rt0.3", "noise+reverb/pink/snr+5/rt0.3",
-                                     "noise+reverb/white/snr+5/rt0.3"]
+    assert [c.id for c in first] == [
+        "clean",
+        "noise/pink/snr+0",
+        "noise/pink/snr+10",
+        "noise/white/snr+0",
+        "noise/white/snr+10",
+        "reverb/rt0.3",
+        "noise+reverb/pink/snr+5/rt0.3",
+        "noise+reverb/white/snr+5/rt0.3",
+    ]
     assert first.fingerprint() == second.fingerprint()
     assert [first.condition_hash(c) for c in first] == [second.condition_hash(c) for c in second]
     # Corrupted conditions change the audio, and differently per utterance and per condition.
@@ -93,8 +112,15 @@ def test_folder_noise_types_are_subfolders_or_files(tmp_path: Path, cache: Path)
         sf.write(tmp_path / "noises" / rel, 0.1 * rng.standard_normal(SR).astype(np.float32), SR)
     (tmp_path / "flat").mkdir()
     sf.write(tmp_path / "flat" / "fan.wav", 0.1 * rng.standard_normal(SR).astype(np.float32), SR)
-    cfg = _config(cache, noises=[str(tmp_path / "noises"), f"folder:{tmp_path / 'flat'}"], noise_types=[],
-                  rt60s=[], mixed_snrs=[], mixed_rt60s=[], snrs=[5.0])
+    cfg = _config(
+        cache,
+        noises=[str(tmp_path / "noises"), f"folder:{tmp_path / 'flat'}"],
+        noise_types=[],
+        rt60s=[],
+        mixed_snrs=[],
+        mixed_rt60s=[],
+        snrs=[5.0],
+    )
     cset = ConditionSet.build(cfg)
     assert sorted(cset.noises) == ["cafe", "fan", "street"]
     assert len(cset.noises["street"]) == 2

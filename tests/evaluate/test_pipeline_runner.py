@@ -9,17 +9,17 @@ from pathlib import Path
 import pytest
 import torch
 
+from robustdistiller.checkpoints.s3prl import save_s3prl_checkpoint
 from robustdistiller.config import from_dict, to_dict
 from robustdistiller.data.corpus import build_corpus
+from robustdistiller.data.report import BadFileReport
 from robustdistiller.evaluate.conditions import ConditionConfig
 from robustdistiller.evaluate.metrics import pesq_wb, si_snr, stoi
-from robustdistiller.evaluate.results import SCHEMA_VERSION, TABLES, Results
-from robustdistiller.data.report import BadFileReport
 from robustdistiller.evaluate.models import load_model_under_test
+from robustdistiller.evaluate.results import SCHEMA_VERSION, TABLES, Results
 from robustdistiller.evaluate.runner import evaluate, quick_options
 from robustdistiller.evaluate.scorers import enhancement_row, voicebank_pairs
 from robustdistiller.evaluate.tasks import builtin_tasks
-from robustdistiller.checkpoints.s3prl import save_s3prl_checkpoint
 from robustdistiller.models.enhancement import EnhancementConfig, EnhancementHead
 from robustdistiller.models.student import DistillerConfig, DistillerModel
 
@@ -30,23 +30,42 @@ def _teacher(path: Path) -> Path:
     from transformers import HubertConfig, HubertModel
 
     torch.manual_seed(0)
-    HubertModel(HubertConfig(conv_dim=(32,) * 7, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
-                             intermediate_size=128, num_conv_pos_embeddings=16,
-                             num_conv_pos_embedding_groups=4)).save_pretrained(path)
+    HubertModel(
+        HubertConfig(
+            conv_dim=(32,) * 7,
+            hidden_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            intermediate_size=128,
+            num_conv_pos_embeddings=16,
+            num_conv_pos_embedding_groups=4,
+        )
+    ).save_pretrained(path)
     return path
 
 
 def _student(path: Path, teacher: Path, seed: int, with_head: bool) -> Path:
     torch.manual_seed(seed)
-    cfg = DistillerConfig.from_s3prl({
-        "extractor_conv_feature_layers": CONV, "encoder_layers": 1, "encoder_embed_dim": 64,
-        "encoder_ffn_embed_dim": 128, "encoder_attention_heads": 4, "conv_pos": 16, "conv_pos_groups": 4,
-        "final_dim": 64, "n_tasks": 2, "pred_layer_id": [1, 2]})
+    cfg = DistillerConfig.from_s3prl(
+        {
+            "extractor_conv_feature_layers": CONV,
+            "encoder_layers": 1,
+            "encoder_embed_dim": 64,
+            "encoder_ffn_embed_dim": 128,
+            "encoder_attention_heads": 4,
+            "conv_pos": 16,
+            "conv_pos_groups": 4,
+            "final_dim": 64,
+            "n_tasks": 2,
+            "pred_layer_id": [1, 2],
+        }
+    )
     extra_config: dict = {"teacher": {"model": str(teacher)}}
     extra: dict = {}
     if with_head:
-        enh = from_dict(EnhancementConfig, {"use_enhancement": True, "input_dim": 32, "num_layers": 1,
-                                            "hidden_size": 16})
+        enh = from_dict(
+            EnhancementConfig, {"use_enhancement": True, "input_dim": 32, "num_layers": 1, "hidden_size": 16}
+        )
         extra_config["enhancement_head"] = to_dict(enh)
         extra["EnhancementHead"] = EnhancementHead(enh).state_dict()
     return save_s3prl_checkpoint(path, DistillerModel(cfg).eval(), extra_config=extra_config, extra=extra)
@@ -59,11 +78,28 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> dict:
     models = [_student(root / "plain.ckpt", teacher, 0, False), _student(root / "robust.ckpt", teacher, 1, True)]
     corpus = build_corpus(root / "corpus", utterances_per_word_per_speaker=3, test_takes=1)
     tasks = builtin_tasks(corpus, seed=0)
-    conditions = from_dict(ConditionConfig, {
-        "noise_types": ["white"], "snrs": [0.0, 20.0], "rt60s": [0.3], "rirs_per_bin": 1,
-        "mixed_snrs": [], "mixed_rt60s": [], "cache_dir": str(root / "material")})
-    options = quick_options(max_train=16, max_val=8, max_test=8, max_distortion=8, max_enhancement=1,
-                            probe={"epochs": 2}, rtf_seconds=0.5, cache_dir=str(root / "cache"))
+    conditions = from_dict(
+        ConditionConfig,
+        {
+            "noise_types": ["white"],
+            "snrs": [0.0, 20.0],
+            "rt60s": [0.3],
+            "rirs_per_bin": 1,
+            "mixed_snrs": [],
+            "mixed_rt60s": [],
+            "cache_dir": str(root / "material"),
+        },
+    )
+    options = quick_options(
+        max_train=16,
+        max_val=8,
+        max_test=8,
+        max_distortion=8,
+        max_enhancement=1,
+        probe={"epochs": 2},
+        rtf_seconds=0.5,
+        cache_dir=str(root / "cache"),
+    )
     kwargs = dict(tasks=tasks, conditions=conditions, seed=0, names=["plain", "robust"], options=options)
     results = evaluate(models, out_dir=root / "out", **kwargs)  # teacher: the one the checkpoints record
     return {"root": root, "results": results, "models": models, "kwargs": kwargs}
@@ -112,8 +148,11 @@ def test_enhancement_and_efficiency_rows(setup: dict) -> None:
     results = setup["results"]
     enh = results.enhancement
     assert {e["model"] for e in enh} == {"robust"}
-    assert {e["condition"] for e in enh if e["dataset"] == "conditions"} == {"noise/white/snr+0",
-                                                                            "noise/white/snr+20", "reverb/rt0.3"}
+    assert {e["condition"] for e in enh if e["dataset"] == "conditions"} == {
+        "noise/white/snr+0",
+        "noise/white/snr+20",
+        "reverb/rt0.3",
+    }
     for e in enh:
         assert e["n"] == 1 and e["si_snr_improvement"] == pytest.approx(e["si_snr"] - e["noisy_si_snr"], abs=1e-9)
         # A random head scales the noisy magnitudes by about 0.5: every score is nearly the noisy one's.
@@ -161,16 +200,30 @@ def test_report_files_and_plots(setup: dict) -> None:
 def test_a_second_run_reproduces_the_conditions_and_scores(setup: dict) -> None:
     # A cache of its own: features are extracted again, so extraction itself must be deterministic.
     cache = setup["root"] / "cache-again"
-    again = evaluate(setup["models"], out_dir=setup["root"] / "again", **{**setup["kwargs"],
-                                                                       "options": quick_options(
-        max_train=16, max_val=8, max_test=8, max_distortion=8, max_enhancement=0, probe={"epochs": 2},
-        efficiency=False, cache_dir=str(cache))})
+    again = evaluate(
+        setup["models"],
+        out_dir=setup["root"] / "again",
+        **{
+            **setup["kwargs"],
+            "options": quick_options(
+                max_train=16,
+                max_val=8,
+                max_test=8,
+                max_distortion=8,
+                max_enhancement=0,
+                probe={"epochs": 2},
+                efficiency=False,
+                cache_dir=str(cache),
+            ),
+        },
+    )
     assert any(cache.rglob("*")), "the second run wrote its own feature cache"
     first = setup["results"]
     assert again.condition_fingerprint == first.condition_fingerprint
     assert [c["hash"] for c in again.conditions] == [c["hash"] for c in first.conditions]
-    assert [(p["model"], p["task"], p["condition"], p["value"]) for p in again.probes] == \
-           [(p["model"], p["task"], p["condition"], p["value"]) for p in first.probes]
+    assert [(p["model"], p["task"], p["condition"], p["value"]) for p in again.probes] == [
+        (p["model"], p["task"], p["condition"], p["value"]) for p in first.probes
+    ]
 
 
 def test_bad_arguments_are_refused(setup: dict, tmp_path: Path) -> None:

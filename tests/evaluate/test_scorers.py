@@ -32,22 +32,67 @@ from robustdistiller.evaluate.scorers import (
 
 # The columns of results.json / tables/*.csv as other tools read them, in file order.
 COLUMNS = {
-    ProbeRow: ("model", "task", "condition", "metric", "value", "degradation", "n", "train_on", "best_epoch",
-               "val_metric", "layer_weights"),
+    ProbeRow: (
+        "model",
+        "task",
+        "condition",
+        "metric",
+        "value",
+        "degradation",
+        "n",
+        "train_on",
+        "best_epoch",
+        "val_metric",
+        "layer_weights",
+    ),
     DistortionRow: ("model", "condition", "reference", "index_a", "index_b", "l1", "cosine", "frames", "layer"),
-    EnhancementRow: ("model", "dataset", "condition", "n", "pesq_wb", "stoi", "si_snr", "noisy_pesq_wb",
-                     "noisy_stoi", "noisy_si_snr", "si_snr_improvement"),
+    EnhancementRow: (
+        "model",
+        "dataset",
+        "condition",
+        "n",
+        "pesq_wb",
+        "stoi",
+        "si_snr",
+        "noisy_pesq_wb",
+        "noisy_stoi",
+        "noisy_si_snr",
+        "si_snr_improvement",
+    ),
     EfficiencyRow: ("model", "parameters", "macs_per_second", "rtf_1_thread", "rtf_2_threads", "peak_memory_mb"),
-    HeadlineRow: ("model", "task", "metric", "clean", "mean_corrupted", "mean_noise", "mean_reverb", "relative_drop",
-                  "chance", "drop_above_chance", "noise_drop_above_chance", "reverb_drop_above_chance",
-                  "parameters", "rtf_1_thread"),
+    HeadlineRow: (
+        "model",
+        "task",
+        "metric",
+        "clean",
+        "mean_corrupted",
+        "mean_noise",
+        "mean_reverb",
+        "relative_drop",
+        "chance",
+        "drop_above_chance",
+        "noise_drop_above_chance",
+        "reverb_drop_above_chance",
+        "parameters",
+        "rtf_1_thread",
+    ),
 }
 
 
 def _probe_record(**change: object) -> dict:
-    record = {"model": "m", "task": "kw", "condition": "clean", "metric": "accuracy", "value": 0.75,
-              "degradation": 0.0, "n": 8, "train_on": "clean", "best_epoch": 3, "val_metric": 0.5,
-              "layer_weights": [0.25, 0.75]}
+    record = {
+        "model": "m",
+        "task": "kw",
+        "condition": "clean",
+        "metric": "accuracy",
+        "value": 0.75,
+        "degradation": 0.0,
+        "n": 8,
+        "train_on": "clean",
+        "best_epoch": 3,
+        "val_metric": 0.5,
+        "layer_weights": [0.25, 0.75],
+    }
     return {**record, **change}
 
 
@@ -116,9 +161,16 @@ def test_strategy_heads_losses_and_decoding() -> None:
 
 
 def _entry(name: str, layers: int, head_pairs: list[tuple[int, int]] | None = None) -> ModelUnderTest:
-    return ModelUnderTest(name=name, path=f"{name}.ckpt", kind="student" if head_pairs else "teacher",
-                          format="s3prl", model=nn.Identity(), model_id=name,
-                          layer_names=[f"L{i}" for i in range(layers)], head_pairs=head_pairs)
+    return ModelUnderTest(
+        name=name,
+        path=f"{name}.ckpt",
+        kind="student" if head_pairs else "teacher",
+        format="s3prl",
+        model=nn.Identity(),
+        model_id=name,
+        layer_names=[f"L{i}" for i in range(layers)],
+        head_pairs=head_pairs,
+    )
 
 
 def test_distortion_scorer_compares_with_own_clean_and_teacher_targets() -> None:

@@ -13,11 +13,11 @@ from robustdistiller.data.manifest import Manifest, ManifestEntry
 from robustdistiller.data.report import BadFileReport
 from robustdistiller.evaluate.tasks import (
     BLANK,
+    SpeakerRecording,
     builtin_tasks,
     ctc_task,
     fsdd_tasks,
     load_waveforms,
-    SpeakerRecording,
     manifest_task,
     speaker_tasks,
     tasks_from_spec,
@@ -70,8 +70,10 @@ def test_fsdd_tasks_hold_out_takes_0_to_4(shared_data: Path, tmp_path: Path) -> 
 
 
 def test_manifest_task_with_and_without_split_column(tmp_path: Path) -> None:
-    rows = [(f"a/{i}.wav", {"emotion": ["happy", "sad", "angry"][i % 3], "split": ["train", "dev", "test"][i % 5 % 3]})
-            for i in range(30)]
+    rows = [
+        (f"a/{i}.wav", {"emotion": ["happy", "sad", "angry"][i % 3], "split": ["train", "dev", "test"][i % 5 % 3]})
+        for i in range(30)
+    ]
     path = _write_manifest(tmp_path, rows, ["emotion", "split"])
     split = manifest_task(path, "emotion", split_column="split", name="emo")
     assert split.name == "emo" and split.classes == ["angry", "happy", "sad"]
@@ -108,22 +110,30 @@ def _recording(folder: Path, name: str, seconds: float, seed: int) -> Path:
 
 
 def test_speaker_tasks_split_each_speaker_by_time(tmp_path: Path) -> None:
-    recs = [SpeakerRecording(_recording(tmp_path, "10-1-0000.wav", 8.5, 0), "10", "F"),
-            SpeakerRecording(_recording(tmp_path, "20-1-0000.wav", 4.2, 1), "20", "M"),
-            SpeakerRecording(_recording(tmp_path, "30-1-0000.wav", 1.5, 2), "30", "M")]  # one segment: left out
+    recs = [
+        SpeakerRecording(_recording(tmp_path, "10-1-0000.wav", 8.5, 0), "10", "F"),
+        SpeakerRecording(_recording(tmp_path, "20-1-0000.wav", 4.2, 1), "20", "M"),
+        SpeakerRecording(_recording(tmp_path, "30-1-0000.wav", 1.5, 2), "30", "M"),
+    ]  # one segment: left out
     speaker, sex = speaker_tasks(recs, tmp_path / "work", segment_seconds=1.0, test_fraction=0.25)
     assert (speaker.name, sex.name) == ("heldout-speaker", "heldout-sex")
     assert speaker.classes == ["10", "20"] and sex.classes == ["F", "M"]
     assert any("1 speakers with fewer than two segments" in n for n in speaker.notes)
     # 8 and 4 whole segments (the tails are dropped); the last 2 and 1 of them are the test split.
     assert sorted(i.uid for i in speaker.test) == ["10-1-0000_006.wav", "10-1-0000_007.wav", "20-1-0000_003.wav"]
-    assert len(speaker.items()) == 12 and not {i.uid for i in speaker.test} & {i.uid for i in [*speaker.train, *speaker.val]}
-    assert {i.uid: i.label for i in sex.test} == {"10-1-0000_006.wav": 0, "10-1-0000_007.wav": 0, "20-1-0000_003.wav": 1}
+    assert len(speaker.items()) == 12 and not {i.uid for i in speaker.test} & {
+        i.uid for i in [*speaker.train, *speaker.val]
+    }
+    assert {i.uid: i.label for i in sex.test} == {
+        "10-1-0000_006.wav": 0,
+        "10-1-0000_007.wav": 0,
+        "20-1-0000_003.wav": 1,
+    }
     assert speaker.chance == pytest.approx(2 / 3) and sex.summary()["chance"] == pytest.approx(2 / 3)
     # Each segment holds exactly its second of the recording.
     original, _ = sf.read(tmp_path / "10-1-0000.wav", dtype="float32")
     segment, _ = sf.read(speaker.test[0].path, dtype="float32")
-    np.testing.assert_allclose(segment, original[6 * SR:7 * SR], atol=1e-4)
+    np.testing.assert_allclose(segment, original[6 * SR : 7 * SR], atol=1e-4)
 
 
 def test_speaker_tasks_refuse_bad_input(tmp_path: Path) -> None:

@@ -41,12 +41,15 @@ def _cnn(mode: str, conv_bias: bool, channels: list[int] | None = None) -> Shape
 
 def _encoder(dim: int, layers: int, heads: int, ffn: int, wavlm: bool = False) -> Shapes:
     out: Shapes = {
-        "layer_norm.weight": (512,), "layer_norm.bias": (512,),
-        "post_extract_proj.weight": (dim, 512), "post_extract_proj.bias": (dim,),
+        "layer_norm.weight": (512,),
+        "layer_norm.bias": (512,),
+        "post_extract_proj.weight": (dim, 512),
+        "post_extract_proj.bias": (dim,),
         "encoder.pos_conv.0.bias": (dim,),
         "encoder.pos_conv.0.weight_g": (1, 1, 128),
         "encoder.pos_conv.0.weight_v": (dim, dim // 16, 128),
-        "encoder.layer_norm.weight": (dim,), "encoder.layer_norm.bias": (dim,),
+        "encoder.layer_norm.weight": (dim,),
+        "encoder.layer_norm.bias": (dim,),
     }
     for i in range(layers):
         p = f"encoder.layers.{i}."
@@ -59,12 +62,18 @@ def _encoder(dim: int, layers: int, heads: int, ffn: int, wavlm: bool = False) -
             out[f"{p}self_attn.grep_linear.bias"] = (8,)
             if i == 0:
                 out[f"{p}self_attn.relative_attention_bias.weight"] = (320, heads)
-        out.update({
-            f"{p}self_attn_layer_norm.weight": (dim,), f"{p}self_attn_layer_norm.bias": (dim,),
-            f"{p}fc1.weight": (ffn, dim), f"{p}fc1.bias": (ffn,),
-            f"{p}fc2.weight": (dim, ffn), f"{p}fc2.bias": (dim,),
-            f"{p}final_layer_norm.weight": (dim,), f"{p}final_layer_norm.bias": (dim,),
-        })
+        out.update(
+            {
+                f"{p}self_attn_layer_norm.weight": (dim,),
+                f"{p}self_attn_layer_norm.bias": (dim,),
+                f"{p}fc1.weight": (ffn, dim),
+                f"{p}fc1.bias": (ffn,),
+                f"{p}fc2.weight": (dim, ffn),
+                f"{p}fc2.bias": (dim,),
+                f"{p}final_layer_norm.weight": (dim,),
+                f"{p}final_layer_norm.bias": (dim,),
+            }
+        )
     return out
 
 
@@ -72,33 +81,73 @@ def _encoder(dim: int, layers: int, heads: int, ffn: int, wavlm: bool = False) -
 # hubert_base_ls960.pt: 12 x 768, GroupNorm CNN without bias, final_dim 256, 504 k-means labels (500 + 4
 # dictionary specials).
 HUBERT_BASE: Shapes = {
-    "mask_emb": (768,), "label_embs_concat": (504, 256), "final_proj.weight": (256, 768), "final_proj.bias": (256,),
-    **_cnn("default", False), **_encoder(768, 12, 12, 3072),
+    "mask_emb": (768,),
+    "label_embs_concat": (504, 256),
+    "final_proj.weight": (256, 768),
+    "final_proj.bias": (256,),
+    **_cnn("default", False),
+    **_encoder(768, 12, 12, 3072),
 }
 HUBERT_BASE_CFG = {
     "cfg": {
-        "model": {"_name": "hubert", "label_rate": 50.0, "extractor_mode": "default", "encoder_layers": 12,
-                  "encoder_embed_dim": 768, "encoder_ffn_embed_dim": 3072, "encoder_attention_heads": 12,
-                  "activation_fn": "gelu", "layer_norm_first": False, "conv_feature_layers": CONV_SPEC,
-                  "conv_bias": False, "logit_temp": 0.1, "final_dim": 256, "untie_final_proj": False,
-                  "conv_pos": 128, "conv_pos_groups": 16, "dropout": 0.1, "encoder_layerdrop": 0.05,
-                  "feature_grad_mult": 0.1, "mask_prob": 0.8, "skip_masked": False},
-        "task": {"_name": "hubert_pretraining", "labels": ["km"], "label_rate": 50.0, "sample_rate": 16000,
-                 "normalize": False, "max_sample_size": 250000},
+        "model": {
+            "_name": "hubert",
+            "label_rate": 50.0,
+            "extractor_mode": "default",
+            "encoder_layers": 12,
+            "encoder_embed_dim": 768,
+            "encoder_ffn_embed_dim": 3072,
+            "encoder_attention_heads": 12,
+            "activation_fn": "gelu",
+            "layer_norm_first": False,
+            "conv_feature_layers": CONV_SPEC,
+            "conv_bias": False,
+            "logit_temp": 0.1,
+            "final_dim": 256,
+            "untie_final_proj": False,
+            "conv_pos": 128,
+            "conv_pos_groups": 16,
+            "dropout": 0.1,
+            "encoder_layerdrop": 0.05,
+            "feature_grad_mult": 0.1,
+            "mask_prob": 0.8,
+            "skip_masked": False,
+        },
+        "task": {
+            "_name": "hubert_pretraining",
+            "labels": ["km"],
+            "label_rate": 50.0,
+            "sample_rate": 16000,
+            "normalize": False,
+            "max_sample_size": 250000,
+        },
     },
 }
 
 # hubert_large_ll60k.pt: 24 x 1024, pre-LN, LayerNorm CNN with bias, untied final_proj (768 x 1 dictionary).
 HUBERT_LARGE: Shapes = {
-    "mask_emb": (1024,), "label_embs_concat": (504, 768), "final_proj.weight": (768, 1024),
-    "final_proj.bias": (768,), **_cnn("layer_norm", True), **_encoder(1024, 24, 16, 4096),
+    "mask_emb": (1024,),
+    "label_embs_concat": (504, 768),
+    "final_proj.weight": (768, 1024),
+    "final_proj.bias": (768,),
+    **_cnn("layer_norm", True),
+    **_encoder(1024, 24, 16, 4096),
 }
 HUBERT_LARGE_CFG = {
     "cfg": {
-        "model": {**HUBERT_BASE_CFG["cfg"]["model"], "extractor_mode": "layer_norm", "encoder_layers": 24,
-                  "encoder_embed_dim": 1024, "encoder_ffn_embed_dim": 4096, "encoder_attention_heads": 16,
-                  "layer_norm_first": True, "conv_bias": True, "final_dim": 768, "untie_final_proj": True,
-                  "feature_grad_mult": 1.0},
+        "model": {
+            **HUBERT_BASE_CFG["cfg"]["model"],
+            "extractor_mode": "layer_norm",
+            "encoder_layers": 24,
+            "encoder_embed_dim": 1024,
+            "encoder_ffn_embed_dim": 4096,
+            "encoder_attention_heads": 16,
+            "layer_norm_first": True,
+            "conv_bias": True,
+            "final_dim": 768,
+            "untie_final_proj": True,
+            "feature_grad_mult": 1.0,
+        },
         "task": {**HUBERT_BASE_CFG["cfg"]["task"], "normalize": True},
     },
 }
@@ -106,19 +155,39 @@ HUBERT_LARGE_CFG = {
 # wav2vec_small.pt (wav2vec 2.0 Base): Gumbel quantiser of 2 groups x 320 codewords of 128, final_dim 256.
 WAV2VEC2_BASE: Shapes = {
     "mask_emb": (768,),
-    "quantizer.vars": (1, 640, 128), "quantizer.weight_proj.weight": (640, 512), "quantizer.weight_proj.bias": (640,),
-    "project_q.weight": (256, 256), "project_q.bias": (256,),
-    "final_proj.weight": (256, 768), "final_proj.bias": (256,),
-    **_cnn("default", False), **_encoder(768, 12, 12, 3072),
+    "quantizer.vars": (1, 640, 128),
+    "quantizer.weight_proj.weight": (640, 512),
+    "quantizer.weight_proj.bias": (640,),
+    "project_q.weight": (256, 256),
+    "project_q.bias": (256,),
+    "final_proj.weight": (256, 768),
+    "final_proj.bias": (256,),
+    **_cnn("default", False),
+    **_encoder(768, 12, 12, 3072),
 }
 WAV2VEC2_BASE_CFG = {
     "cfg": {
-        "model": {"_name": "wav2vec2", "quantize_targets": True, "final_dim": 256, "latent_vars": 320,
-                  "latent_groups": 2, "latent_temp": [2.0, 0.5, 0.999995], "extractor_mode": "default",
-                  "encoder_layers": 12, "encoder_embed_dim": 768, "encoder_ffn_embed_dim": 3072,
-                  "encoder_attention_heads": 12, "activation_fn": "gelu", "layer_norm_first": False,
-                  "conv_feature_layers": CONV_SPEC, "conv_bias": False, "conv_pos": 128, "conv_pos_groups": 16,
-                  "feature_grad_mult": 0.1, "encoder_layerdrop": 0.05},
+        "model": {
+            "_name": "wav2vec2",
+            "quantize_targets": True,
+            "final_dim": 256,
+            "latent_vars": 320,
+            "latent_groups": 2,
+            "latent_temp": [2.0, 0.5, 0.999995],
+            "extractor_mode": "default",
+            "encoder_layers": 12,
+            "encoder_embed_dim": 768,
+            "encoder_ffn_embed_dim": 3072,
+            "encoder_attention_heads": 12,
+            "activation_fn": "gelu",
+            "layer_norm_first": False,
+            "conv_feature_layers": CONV_SPEC,
+            "conv_bias": False,
+            "conv_pos": 128,
+            "conv_pos_groups": 16,
+            "feature_grad_mult": 0.1,
+            "encoder_layerdrop": 0.05,
+        },
         "task": {"_name": "audio_pretraining", "normalize": False, "sample_rate": 16000},
     },
 }
@@ -126,20 +195,44 @@ WAV2VEC2_BASE_CFG = {
 # WavLM-Base+.pt (unilm): the state dict of the unilm WavLM class, flat cfg.
 WAVLM_BASE_PLUS: Shapes = {"mask_emb": (768,), **_cnn("default", False), **_encoder(768, 12, 12, 3072, wavlm=True)}
 WAVLM_BASE_PLUS_CFG = {
-    "cfg": {"extractor_mode": "default", "encoder_layers": 12, "encoder_embed_dim": 768,
-            "encoder_ffn_embed_dim": 3072, "encoder_attention_heads": 12, "activation_fn": "gelu",
-            "layer_norm_first": False, "conv_feature_layers": CONV_SPEC, "conv_bias": False,
-            "feature_grad_mult": 0.1, "normalize": False, "conv_pos": 128, "conv_pos_groups": 16,
-            "relative_position_embedding": True, "num_buckets": 320, "max_distance": 800, "gru_rel_pos": True,
-            "dropout": 0.1, "encoder_layerdrop": 0.05, "mask_prob": 0.65},
+    "cfg": {
+        "extractor_mode": "default",
+        "encoder_layers": 12,
+        "encoder_embed_dim": 768,
+        "encoder_ffn_embed_dim": 3072,
+        "encoder_attention_heads": 12,
+        "activation_fn": "gelu",
+        "layer_norm_first": False,
+        "conv_feature_layers": CONV_SPEC,
+        "conv_bias": False,
+        "feature_grad_mult": 0.1,
+        "normalize": False,
+        "conv_pos": 128,
+        "conv_pos_groups": 16,
+        "relative_position_embedding": True,
+        "num_buckets": 320,
+        "max_distance": 800,
+        "gru_rel_pos": True,
+        "dropout": 0.1,
+        "encoder_layerdrop": 0.05,
+        "mask_prob": 0.65,
+    },
 }
 
 # WavLM-Large.pt (unilm): 24 x 1024, pre-LN, LayerNorm CNN without bias, normalised input.
 WAVLM_LARGE: Shapes = {"mask_emb": (1024,), **_cnn("layer_norm", False), **_encoder(1024, 24, 16, 4096, wavlm=True)}
 WAVLM_LARGE_CFG = {
-    "cfg": {**WAVLM_BASE_PLUS_CFG["cfg"], "extractor_mode": "layer_norm", "encoder_layers": 24,
-            "encoder_embed_dim": 1024, "encoder_ffn_embed_dim": 4096, "encoder_attention_heads": 16,
-            "layer_norm_first": True, "feature_grad_mult": 1.0, "normalize": True},
+    "cfg": {
+        **WAVLM_BASE_PLUS_CFG["cfg"],
+        "extractor_mode": "layer_norm",
+        "encoder_layers": 24,
+        "encoder_embed_dim": 1024,
+        "encoder_ffn_embed_dim": 4096,
+        "encoder_attention_heads": 16,
+        "layer_norm_first": True,
+        "feature_grad_mult": 1.0,
+        "normalize": True,
+    },
 }
 
 FAIRSEQ_RELEASES: dict[str, tuple[Shapes, dict]] = {
@@ -160,29 +253,39 @@ DP_CONV = [[500, 10, 5], [480, 3, 2], [512, 3, 2], [300, 3, 2], [511, 3, 2], [25
 
 
 def _dp_cnn() -> Shapes:
-    out: Shapes = {"feature_extractor.conv_layers.0.layer_norm.weight": (500,),
-                   "feature_extractor.conv_layers.0.layer_norm.bias": (500,)}
+    out: Shapes = {
+        "feature_extractor.conv_layers.0.layer_norm.weight": (500,),
+        "feature_extractor.conv_layers.0.layer_norm.bias": (500,),
+    }
     previous = 1
     for i, (c, k, _) in enumerate(DP_CONV):
         out[f"feature_extractor.conv_layers.{i}.conv.weight"] = (c, previous, k)
         previous = c
     out["feature_extractor.dummy_weight"] = (400,)
-    out.update({
-        "encoder.feature_projection.layer_norm.weight": (400,), "encoder.feature_projection.layer_norm.bias": (400,),
-        "encoder.feature_projection.projection.weight": (768, 400),
-        "encoder.feature_projection.projection.bias": (768,),
-        "encoder.transformer.pos_conv_embed.conv.bias": (768,),
-        "encoder.transformer.pos_conv_embed.conv.weight_g": (1, 1, 128),
-        "encoder.transformer.pos_conv_embed.conv.weight_v": (768, 48, 128),
-        "encoder.transformer.layer_norm.weight": (768,), "encoder.transformer.layer_norm.bias": (768,),
-    })
+    out.update(
+        {
+            "encoder.feature_projection.layer_norm.weight": (400,),
+            "encoder.feature_projection.layer_norm.bias": (400,),
+            "encoder.feature_projection.projection.weight": (768, 400),
+            "encoder.feature_projection.projection.bias": (768,),
+            "encoder.transformer.pos_conv_embed.conv.bias": (768,),
+            "encoder.transformer.pos_conv_embed.conv.weight_g": (1, 1, 128),
+            "encoder.transformer.pos_conv_embed.conv.weight_v": (768, 48, 128),
+            "encoder.transformer.layer_norm.weight": (768,),
+            "encoder.transformer.layer_norm.bias": (768,),
+        }
+    )
     return out
 
 
 def _dp_layer(i: int, heads: int, ffn: int, wavlm_total: int = 0) -> Shapes:
     p = f"encoder.transformer.layers.{i}."
-    out: Shapes = {f"{p}layer_norm.weight": (768,), f"{p}layer_norm.bias": (768,),
-                   f"{p}final_layer_norm.weight": (768,), f"{p}final_layer_norm.bias": (768,)}
+    out: Shapes = {
+        f"{p}layer_norm.weight": (768,),
+        f"{p}layer_norm.bias": (768,),
+        f"{p}final_layer_norm.weight": (768,),
+        f"{p}final_layer_norm.bias": (768,),
+    }
     if heads:
         inner = heads * 64
         for proj in ("q_proj", "k_proj", "v_proj"):
@@ -206,14 +309,28 @@ def _dp_layer(i: int, heads: int, ffn: int, wavlm_total: int = 0) -> Shapes:
 
 def _dp_config(heads: list[int], ffn: list[int]) -> dict:
     return {
-        "extractor_mode": "group_norm", "extractor_conv_layer_config": [tuple(c) for c in DP_CONV],
-        "extractor_conv_bias": False, "encoder_embed_dim": 768, "encoder_projection_dropout": 0.1,
-        "encoder_pos_conv_kernel": 128, "encoder_pos_conv_groups": 16, "encoder_num_layers": 2,
-        "encoder_use_attention": [h > 0 for h in heads], "encoder_use_feed_forward": [f > 0 for f in ffn],
-        "encoder_attention_dropout": 0.1, "encoder_ff_interm_features": ffn, "encoder_ff_interm_dropout": 0.0,
-        "encoder_dropout": 0.1, "encoder_layer_norm_first": False, "encoder_layer_drop": 0.05, "aux_num_out": None,
-        "normalize_waveform": False, "extractor_prune_conv_channels": False, "encoder_prune_attention_heads": False,
-        "encoder_prune_attention_layer": False, "encoder_prune_feed_forward_intermediate": False,
+        "extractor_mode": "group_norm",
+        "extractor_conv_layer_config": [tuple(c) for c in DP_CONV],
+        "extractor_conv_bias": False,
+        "encoder_embed_dim": 768,
+        "encoder_projection_dropout": 0.1,
+        "encoder_pos_conv_kernel": 128,
+        "encoder_pos_conv_groups": 16,
+        "encoder_num_layers": 2,
+        "encoder_use_attention": [h > 0 for h in heads],
+        "encoder_use_feed_forward": [f > 0 for f in ffn],
+        "encoder_attention_dropout": 0.1,
+        "encoder_ff_interm_features": ffn,
+        "encoder_ff_interm_dropout": 0.0,
+        "encoder_dropout": 0.1,
+        "encoder_layer_norm_first": False,
+        "encoder_layer_drop": 0.05,
+        "aux_num_out": None,
+        "normalize_waveform": False,
+        "extractor_prune_conv_channels": False,
+        "encoder_prune_attention_heads": False,
+        "encoder_prune_attention_layer": False,
+        "encoder_prune_feed_forward_intermediate": False,
         "encoder_prune_feed_forward_layer": False,
     }
 
@@ -224,9 +341,13 @@ DPHUBERT_CONFIG = {**_dp_config([11, 9], [3000, 1234]), "encoder_num_heads": [11
 
 # WavLM form: layer 0 keeps all 12 heads (it owns the position bias), layer 1 none; FFNs 2048 and 0.
 DPWAVLM: Shapes = {**_dp_cnn(), **_dp_layer(0, 12, 2048, wavlm_total=12), **_dp_layer(1, 0, 0, wavlm_total=12)}
-DPWAVLM_CONFIG = {**_dp_config([12, 0], [2048, 0]), "encoder_total_num_heads": [12, 12],
-                  "encoder_remaining_heads": [list(range(12)), []], "encoder_num_buckets": 320,
-                  "encoder_max_distance": 800}
+DPWAVLM_CONFIG = {
+    **_dp_config([12, 0], [2048, 0]),
+    "encoder_total_num_heads": [12, 12],
+    "encoder_remaining_heads": [list(range(12)), []],
+    "encoder_num_buckets": 320,
+    "encoder_max_distance": 800,
+}
 
 DPHUBERT_RELEASES: dict[str, tuple[Shapes, dict]] = {
     "DPHuBERT-[11,9]": (DPHUBERT, DPHUBERT_CONFIG),

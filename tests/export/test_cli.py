@@ -7,10 +7,10 @@ import json
 import pytest
 import torch
 
-from robustdistiller.cli import main
-from robustdistiller.export.exporters import EXPORTERS
 from robustdistiller.checkpoints.load import load_student, open_model
 from robustdistiller.checkpoints.s3prl import save_s3prl_checkpoint
+from robustdistiller.cli import main
+from robustdistiller.export.exporters import EXPORTERS
 
 
 @pytest.fixture

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from robustdistiller.checkpoints.s3prl import save_s3prl_checkpoint
 from robustdistiller.cli import main
 from robustdistiller.export import onnx as onnx_export
-from robustdistiller.checkpoints.s3prl import save_s3prl_checkpoint
 
 
 @pytest.fixture

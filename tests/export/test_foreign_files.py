@@ -29,15 +29,27 @@ pytestmark = pytest.mark.filterwarnings("ignore:for .*copying from a non-meta pa
 BASE_MODELS = ["hubert_base_ls960", "wav2vec_small", "WavLM-Base+"]
 # One key per part of the model that a naming slip could hit.
 PROBES = {
-    "hubert_base_ls960": ["encoder.pos_conv.0.weight_g", "encoder.layers.11.fc2.bias",
-                          "feature_extractor.conv_layers.0.2.weight"],
-    "hubert_large_ll60k": ["feature_extractor.conv_layers.6.2.1.bias", "feature_extractor.conv_layers.3.0.bias",
-                           "encoder.layers.23.self_attn.out_proj.weight"],
+    "hubert_base_ls960": [
+        "encoder.pos_conv.0.weight_g",
+        "encoder.layers.11.fc2.bias",
+        "feature_extractor.conv_layers.0.2.weight",
+    ],
+    "hubert_large_ll60k": [
+        "feature_extractor.conv_layers.6.2.1.bias",
+        "feature_extractor.conv_layers.3.0.bias",
+        "encoder.layers.23.self_attn.out_proj.weight",
+    ],
     "wav2vec_small": ["post_extract_proj.weight", "encoder.layers.5.self_attn_layer_norm.bias"],
-    "WavLM-Base+": ["encoder.layers.0.self_attn.relative_attention_bias.weight",
-                    "encoder.layers.7.self_attn.grep_a", "encoder.layers.11.self_attn.grep_linear.weight"],
-    "WavLM-Large": ["encoder.layers.0.self_attn.relative_attention_bias.weight", "encoder.layer_norm.weight",
-                    "encoder.layers.23.self_attn.grep_linear.bias"],
+    "WavLM-Base+": [
+        "encoder.layers.0.self_attn.relative_attention_bias.weight",
+        "encoder.layers.7.self_attn.grep_a",
+        "encoder.layers.11.self_attn.grep_linear.weight",
+    ],
+    "WavLM-Large": [
+        "encoder.layers.0.self_attn.relative_attention_bias.weight",
+        "encoder.layer_norm.weight",
+        "encoder.layers.23.self_attn.grep_linear.bias",
+    ],
 }
 
 
@@ -48,8 +60,15 @@ def _tensors(shapes: Shapes) -> dict[str, torch.Tensor]:
 
 def _fairseq_file(path: Path, name: str, shapes: Shapes | None = None) -> Path:
     golden, cfg = FAIRSEQ_RELEASES[name]
-    torch.save({**cfg, "model": _tensors(golden if shapes is None else shapes), "optimizer_history": [],
-                "extra_state": {"epoch": 1}}, path)
+    torch.save(
+        {
+            **cfg,
+            "model": _tensors(golden if shapes is None else shapes),
+            "optimizer_history": [],
+            "extra_state": {"epoch": 1},
+        },
+        path,
+    )
     return path
 
 
@@ -128,8 +147,10 @@ def test_dphubert_release_with_uneven_heads_loads_strictly(name: str, tmp_path: 
 def test_dphubert_file_missing_a_key_or_with_a_wrong_shape_fails_naming_it(name: str, tmp_path: Path) -> None:
     golden, config = DPHUBERT_RELEASES[name]
     key = "encoder.transformer.layers.0.attention.q_proj.weight"
-    torch.save({"state_dict": _tensors({k: v for k, v in golden.items() if k != key}), "config": config},
-               tmp_path / "missing.pth")
+    torch.save(
+        {"state_dict": _tensors({k: v for k, v in golden.items() if k != key}), "config": config},
+        tmp_path / "missing.pth",
+    )
     with pytest.raises(ValueError, match=re.escape(f"missing: ['{key}']")):
         robustdistiller.load(tmp_path / "missing.pth")
     key = "encoder.transformer.layers.0.feed_forward.intermediate_dense.bias"

@@ -31,8 +31,17 @@ def _pruned_student() -> PrunableModel:
 
 
 def _head(input_dim: int, features: str) -> EnhancementHead:
-    cfg = from_dict(EnhancementConfig, {"use_enhancement": True, "input": features, "input_dim": input_dim,
-                                        "num_layers": 1, "hidden_size": 8, "dropout": 0.0})
+    cfg = from_dict(
+        EnhancementConfig,
+        {
+            "use_enhancement": True,
+            "input": features,
+            "input_dim": input_dim,
+            "num_layers": 1,
+            "hidden_size": 8,
+            "dropout": 0.0,
+        },
+    )
     torch.manual_seed(0)
     return EnhancementHead(cfg).eval()
 
@@ -47,10 +56,18 @@ def test_each_kind_is_detected_from_the_content(tmp_path, student) -> None:
     (tmp_path / "hf").mkdir()
     (tmp_path / "hf" / "config.json").write_text(json.dumps({"model_type": "wavlm"}))
 
-    kinds = {name: detect_format(tmp_path / name).kind
-             for name in ("ours.bin", "pruned.ckpt", "hydra.pt", "argparse.pt", "wavlm.pt", "hf")}
-    assert kinds == {"ours.bin": "s3prl", "pruned.ckpt": "dphubert", "hydra.pt": "fairseq",
-                     "argparse.pt": "fairseq", "wavlm.pt": "unilm", "hf": "hf"}
+    kinds = {
+        name: detect_format(tmp_path / name).kind
+        for name in ("ours.bin", "pruned.ckpt", "hydra.pt", "argparse.pt", "wavlm.pt", "hf")
+    }
+    assert kinds == {
+        "ours.bin": "s3prl",
+        "pruned.ckpt": "dphubert",
+        "hydra.pt": "fairseq",
+        "argparse.pt": "fairseq",
+        "wavlm.pt": "unilm",
+        "hf": "hf",
+    }
     assert detect_format(ours).is_student and detect_format(pruned).is_student  # a pruned student is a student
     assert not detect_format(tmp_path / "wavlm.pt").is_student
     assert detect_format(pruned).raw["config"]["encoder_num_heads"] == [3, 1]  # read once, handed on

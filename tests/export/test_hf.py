@@ -9,8 +9,8 @@ import torch
 from safetensors.torch import load_file
 from transformers import HubertModel
 
-from robustdistiller.export.hf import export_hf
 from robustdistiller.checkpoints.load import load
+from robustdistiller.export.hf import export_hf
 from robustdistiller.models.teacher import Teacher
 
 

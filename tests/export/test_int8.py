@@ -51,9 +51,14 @@ def test_static_conv_quantises_the_cnn_and_stays_close(fp32_onnx, speech, tmp_pa
 @pytest.mark.parametrize("family", ["pruned", "teacher"])
 def test_static_conv_on_pruned_and_teacher_models(family, speech, tmp_path):
     if family == "pruned":  # per-block CNN channels and per-layer heads, as pruning leaves them
-        model = PrunableModel(tiny_prunable_config("wavlm", conv_layers=[[24, 10, 5], [20, 3, 2], [28, 3, 2],
-                                                   [16, 3, 2], [32, 3, 2], [12, 2, 2], [32, 2, 2]],
-                                                   layer_heads=[[0, 1, 2], [1]], layer_ffn_dims=[96, 40])).eval()
+        model = PrunableModel(
+            tiny_prunable_config(
+                "wavlm",
+                conv_layers=[[24, 10, 5], [20, 3, 2], [28, 3, 2], [16, 3, 2], [32, 3, 2], [12, 2, 2], [32, 2, 2]],
+                layer_heads=[[0, 1, 2], [1]],
+                layer_ffn_dims=[96, 40],
+            )
+        ).eval()
         perturb(model, seed=3)
     else:
         hf_model("hubert").save_pretrained(tmp_path / "hf")
@@ -111,7 +116,21 @@ def test_export_cli_static_conv_with_a_calibration_folder(student, tmp_path, cap
         sf.write(folder / f"{seed}.wav", speechlike(1.0, seed=seed), 16000)
     ckpt = save_s3prl_checkpoint(tmp_path / "states-1.ckpt", student, step=1)
     out = tmp_path / "student-int8.onnx"
-    argv = ["export", str(ckpt), "--format", "onnx", "--out", str(out), "--int8", "--int8-scheme", "static-conv",
-            "--calibration", str(folder), "--layers", "0", "2"]
+    argv = [
+        "export",
+        str(ckpt),
+        "--format",
+        "onnx",
+        "--out",
+        str(out),
+        "--int8",
+        "--int8-scheme",
+        "static-conv",
+        "--calibration",
+        str(folder),
+        "--layers",
+        "0",
+        "2",
+    ]
     assert main(argv) == 0 and "wrote onnx" in capsys.readouterr().out
     assert "QuantizeLinear" in _op_types(out) and OnnxModel(out).layers == [0, 2]

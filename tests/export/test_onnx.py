@@ -7,16 +7,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from fixtures_tiny import tiny_prunable_config
 
+from robustdistiller.checkpoints.s3prl import save_s3prl_checkpoint
 from robustdistiller.cli import main
 from robustdistiller.export.exporters import export
 from robustdistiller.export.onnx import export_onnx, valid_frames
 from robustdistiller.export.quantize import MIN_COSINE, quantize_int8
-from robustdistiller.checkpoints.s3prl import save_s3prl_checkpoint
 from robustdistiller.models.pruning import PrunableModel, prune_model
 from robustdistiller.runtime import OnnxModel
-
-from fixtures_tiny import tiny_prunable_config
 
 
 @pytest.fixture
@@ -124,7 +123,10 @@ def test_pruned_model_exports(family: str, tmp_path: Path) -> None:
 def test_export_cli_onnx_int8(student, tmp_path, capsys):
     ckpt = save_s3prl_checkpoint(tmp_path / "states-1.ckpt", student, step=1)
     out = tmp_path / "student-int8.onnx"
-    assert main(["export", str(ckpt), "--format", "onnx", "--out", str(out), "--layers", "0", "2", "--quantize", "int8"]) == 0
+    assert (
+        main(["export", str(ckpt), "--format", "onnx", "--out", str(out), "--layers", "0", "2", "--quantize", "int8"])
+        == 0
+    )
     assert "wrote onnx" in capsys.readouterr().out
     onnx_model = OnnxModel(out)
     assert onnx_model.layers == [0, 2]

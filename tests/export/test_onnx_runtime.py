@@ -37,7 +37,9 @@ def test_runtime_without_torch(student, tmp_path):
     wavs = np.zeros((2, 8000), dtype=np.float32)
     wavs[0] = np.sin(np.arange(8000) / 7.0)
     wavs[1, :5000] = np.cos(np.arange(5000) / 5.0)
-    np.testing.assert_array_equal(np.load(tmp_path / "last.npy"), OnnxModel(path).extract(wavs, np.array([8000, 5000]))[-1])
+    np.testing.assert_array_equal(
+        np.load(tmp_path / "last.npy"), OnnxModel(path).extract(wavs, np.array([8000, 5000]))[-1]
+    )
 
 
 def test_runtime_rejects_bad_input(student, tmp_path):

@@ -131,4 +131,3 @@ def test_the_static_scan_names_every_offending_global_before_loading(tmp_path, m
 
     assert info.value.offending == sorted(["builtins.eval", f"{os.system.__module__}.system"])
     assert calls == [] and not marker.exists()
-

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from robustdistiller.export import hubconf
 from robustdistiller.checkpoints.s3prl import save_s3prl_checkpoint
+from robustdistiller.export import hubconf
 from robustdistiller.export.upstream import RobustDistillerUpstream, robust_distiller_local
 
 
@@ -40,8 +40,9 @@ def test_forward_contract_on_unequal_lengths(upstream, student):
         torch.testing.assert_close(batched[1, :38], alone[0], rtol=1e-5, atol=1e-5)
 
     with torch.no_grad():
-        reference = student.extract(torch.nn.utils.rnn.pad_sequence(wavs, batch_first=True),
-                                    torch.tensor([16000, 12345, 8000]))
+        reference = student.extract(
+            torch.nn.utils.rnn.pad_sequence(wavs, batch_first=True), torch.tensor([16000, 12345, 8000])
+        )
     for ours, ref in zip(hidden, reference, strict=True):
         torch.testing.assert_close(ours, ref, rtol=0, atol=0)
 

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
+from robustdistiller.checkpoints.s3prl import save_s3prl_checkpoint
 from robustdistiller.cli import main
 from robustdistiller.data.audio import load_audio
 from robustdistiller.export.onnx import export_onnx
-from robustdistiller.checkpoints.s3prl import save_s3prl_checkpoint
 from robustdistiller.inference import ChunkConfig, OnnxBackend, TorchBackend, extract_files
 from robustdistiller.runtime import OnnxModel
 

@@ -40,8 +40,9 @@ def test_safe_relative_never_climbs() -> None:
 def test_colliding_names_keep_their_extension(student, write_wav, tmp_path: Path) -> None:
     """x.wav and x.flac used to report 3 files but write 2."""
     write_wav("src/x.wav", 0.5)
-    sf.write(tmp_path / "src" / "x.flac", np.random.default_rng(3).standard_normal(8000).astype(np.float32) * 0.1,
-             16000)
+    sf.write(
+        tmp_path / "src" / "x.flac", np.random.default_rng(3).standard_normal(8000).astype(np.float32) * 0.1, 16000
+    )
     write_wav("src/y.wav", 0.5, seed=4)
     out = tmp_path / "out"
     assert extract_files(TorchBackend(student, layers=[1]), tmp_path / "src", out).done == 3

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 import soundfile as sf
@@ -57,7 +56,9 @@ def test_extract_long_rejects_bad_audio(student, tmp_path):
     wav[40000] = np.nan
     sf.write(bad, wav, 16000, subtype="FLOAT")
     with pytest.raises(AudioError, match="non_finite"):
-        extract_long(TorchBackend(student), bad, tmp_path / "nan.npy", ChunkConfig(chunk_seconds=1.0, overlap_seconds=0.2))
+        extract_long(
+            TorchBackend(student), bad, tmp_path / "nan.npy", ChunkConfig(chunk_seconds=1.0, overlap_seconds=0.2)
+        )
     assert not list(tmp_path.glob("*.npy")) and not list(tmp_path.glob(".*tmp")), "nothing half-written is left"
 
 
@@ -67,8 +68,9 @@ def test_ten_minutes_streamed_in_chunks_match_full_context(tmp_path):
     path = tmp_path / "ten_minutes.wav"
     sf.write(path, np.concatenate([speechlike(60.0, seed=i) for i in range(10)]), 16000, subtype="PCM_16")
     out = tmp_path / "ten_minutes.npy"
-    extract_long(TorchBackend(layer_norm_student(), threads=1), path, out,
-                 ChunkConfig(chunk_seconds=5.0, overlap_seconds=1.0))
+    extract_long(
+        TorchBackend(layer_norm_student(), threads=1), path, out, ChunkConfig(chunk_seconds=5.0, overlap_seconds=1.0)
+    )
 
     feats = np.load(out, mmap_mode="r")
     assert feats.shape == (4, 29999, 64) and np.isfinite(feats[:, ::97]).all()

@@ -7,8 +7,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from fixtures_tiny import hf_model, tiny_student_config
-from fixtures_tiny import wave_batch  # noqa: F401 - a fixture, re-exported for this folder's tests
+from fixtures_tiny import (
+    hf_model,
+    tiny_student_config,
+    wave_batch,  # noqa: F401 - a fixture, re-exported for this folder's tests
+)
 
 from robustdistiller.models import DistillerConfig
 

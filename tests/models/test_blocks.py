@@ -68,7 +68,13 @@ def test_wavlm_remaining_heads_equal_a_head_masked_full_layer():
     full = WavLMSelfAttention(64, 4, 16, has_relative_attention_bias=True, num_buckets=16, max_distance=40).eval()
     keep = [0, 2]
     pruned = WavLMSelfAttention(
-        64, 2, 16, has_relative_attention_bias=True, num_buckets=16, max_distance=40, bias_heads=4,
+        64,
+        2,
+        16,
+        has_relative_attention_bias=True,
+        num_buckets=16,
+        max_distance=40,
+        bias_heads=4,
         remaining_heads=keep,
     ).eval()
     rows = torch.cat([torch.arange(h * 16, (h + 1) * 16) for h in keep])

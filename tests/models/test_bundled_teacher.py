@@ -55,8 +55,10 @@ def test_the_card_matches_the_model(folder) -> None:
     params = sum(p.numel() for p in teacher.parameters())
     assert f"| parameters | {params} (" in card
     assert f"| CNN | `{cfg.conv_layers}` |" in card
-    assert (f"| encoder | {cfg.num_layers} layers, width {cfg.embed_dim}, {cfg.attention_heads} heads, "
-            f"FFN {cfg.ffn_dim}, pos-conv {cfg.conv_pos}/{cfg.conv_pos_groups} |") in card
+    assert (
+        f"| encoder | {cfg.num_layers} layers, width {cfg.embed_dim}, {cfg.attention_heads} heads, "
+        f"FFN {cfg.ffn_dim}, pos-conv {cfg.conv_pos}/{cfg.conv_pos_groups} |"
+    ) in card
     clusters = ClusterModel.load(folder / "clusters.npz")
     assert clusters.feature == "mfcc" and clusters.centers.shape == (100, 39)
     assert f"| targets | {clusters.num_clusters} k-means clusters" in card

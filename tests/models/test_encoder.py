@@ -21,14 +21,33 @@ from robustdistiller.models.student import DistillerModel
 from robustdistiller.models.teacher import Teacher, TeacherConfig, TeacherModel
 
 # fields that only say how DPHuBERT lays the same architecture out, or how it is trained
-_LAYOUT = {"cnn_scale", "always_project", "kept_heads", "feature_layer_norm", "dropout", "attention_dropout",
-           "activation_dropout", "projection_dropout", "extractor_dropout", "feature_grad_mult"}
+_LAYOUT = {
+    "cnn_scale",
+    "always_project",
+    "kept_heads",
+    "feature_layer_norm",
+    "dropout",
+    "attention_dropout",
+    "activation_dropout",
+    "projection_dropout",
+    "extractor_dropout",
+    "feature_grad_mult",
+}
 
 
 def _teacher_config(family: str = "hubert", **overrides: object) -> TeacherConfig:
-    base: dict[str, object] = {"family": family, "conv_layers": TINY_CONV, "embed_dim": 64, "num_layers": 2,
-                               "attention_heads": 4, "ffn_dim": 128, "conv_pos": 16, "conv_pos_groups": 4,
-                               "num_buckets": 16, "max_distance": 40}
+    base: dict[str, object] = {
+        "family": family,
+        "conv_layers": TINY_CONV,
+        "embed_dim": 64,
+        "num_layers": 2,
+        "attention_heads": 4,
+        "ffn_dim": 128,
+        "conv_pos": 16,
+        "conv_pos_groups": 4,
+        "num_buckets": 16,
+        "max_distance": 40,
+    }
     base.update(overrides)
     return TeacherConfig(**base)  # type: ignore[arg-type]
 
@@ -79,8 +98,9 @@ def test_teacher_output_is_dphubert_targets_of_its_prunable_copy(family: str, wa
     model = TeacherModel(_teacher_config(family))
     perturb(model, 1)
     teacher = Teacher(model, "random")
-    copy = PrunableModel.from_teacher(teacher, PrunableConfig.from_teacher(
-        model.config, dropout=0.0, attention_dropout=0.0, projection_dropout=0.0)).eval()
+    copy = PrunableModel.from_teacher(
+        teacher, PrunableConfig.from_teacher(model.config, dropout=0.0, attention_dropout=0.0, projection_dropout=0.0)
+    ).eval()
     with torch.no_grad():
         ours = teacher(*wave_batch)
         theirs = copy(*wave_batch)

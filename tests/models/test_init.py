@@ -7,8 +7,9 @@ from robustdistiller.models import DistillerModel, init_student_from_teacher
 
 def test_copies_cnn_projection_posconv_and_first_layers(hf_dir, tiny_student):
     teacher = load_teacher(hf_dir("wavlm"))
-    student = DistillerModel(tiny_student(encoder_layers=1, init_teacher_conv_layers=True,
-                                          init_teacher_encoder_layers=True))
+    student = DistillerModel(
+        tiny_student(encoder_layers=1, init_teacher_conv_layers=True, init_teacher_encoder_layers=True)
+    )
     before = {k: v.clone() for k, v in student.state_dict().items()}
     report = init_student_from_teacher(student, teacher)
     s, t = student.state_dict(), teacher.model.state_dict()
@@ -19,8 +20,13 @@ def test_copies_cnn_projection_posconv_and_first_layers(hf_dir, tiny_student):
     assert "encoder.layers.0.fc2.weight" in report.copied
     assert "post_extract_proj.weight" in report.copied
     # not copied: teacher layer 1, feature LayerNorm, encoder LayerNorm, WavLM relative position / gates
-    for key in ("encoder.layers.1.fc1.weight", "layer_norm.weight", "encoder.layer_norm.weight",
-                "encoder.layers.0.self_attn.relative_attention_bias.weight", "encoder.layers.0.self_attn.grep_a"):
+    for key in (
+        "encoder.layers.1.fc1.weight",
+        "layer_norm.weight",
+        "encoder.layer_norm.weight",
+        "encoder.layers.0.self_attn.relative_attention_bias.weight",
+        "encoder.layers.0.self_attn.grep_a",
+    ):
         assert key in report.skipped
     for key in ("encoder.layer_norm.weight", "output_layer.0.weight", "output_layer.2.weight"):
         assert key in report.not_initialised and torch.equal(s[key], before[key])

@@ -30,8 +30,9 @@ PRUNED_CONV = [[24, 10, 5], [20, 3, 2], [28, 3, 2], [16, 3, 2], [32, 3, 2], [12,
 
 
 def _pruned() -> PrunableModel:
-    model = PrunableModel(tiny_prunable_config("wavlm", conv_layers=PRUNED_CONV, layer_heads=[[0, 1, 2], [1]],
-                                               layer_ffn_dims=[96, 40])).eval()
+    model = PrunableModel(
+        tiny_prunable_config("wavlm", conv_layers=PRUNED_CONV, layer_heads=[[0, 1, 2], [1]], layer_ffn_dims=[96, 40])
+    ).eval()
     perturb(model, seed=3)
     return model
 
@@ -70,8 +71,8 @@ def test_channels_last_cnn_is_close_to_fp32_on_padded_rows(mode):
     perturb(cnn, seed=1)
     wavs, lengths = accuracy_batch()
     wavs = wavs + 0.05  # a DC offset must cost no precision (windows are centred before bf16)
-    wavs[1, lengths[1]:] = 0.0
-    wavs[2, lengths[2]:] = 0.0
+    wavs[1, lengths[1] :] = 0.0
+    wavs[2, lengths[2] :] = 0.0
     with torch.inference_mode():
         reference = cnn(wavs, lengths)
         with torch.autocast("cpu", dtype=torch.bfloat16):

@@ -11,25 +11,42 @@ from robustdistiller.models.teacher import TeacherConfig
 
 def _golden_a4() -> list[tuple[str, tuple[int, ...]]]:
     """Reference A.4: the s3prl DistilHuBERT-4-8-12 state dict, in saved order."""
-    keys = [("feature_extractor.conv_layers.0.0.weight", (512, 1, 10)),
-            ("feature_extractor.conv_layers.0.2.weight", (512,)),
-            ("feature_extractor.conv_layers.0.2.bias", (512,))]
+    keys = [
+        ("feature_extractor.conv_layers.0.0.weight", (512, 1, 10)),
+        ("feature_extractor.conv_layers.0.2.weight", (512,)),
+        ("feature_extractor.conv_layers.0.2.bias", (512,)),
+    ]
     keys += [(f"feature_extractor.conv_layers.{i}.0.weight", (512, 512, 3)) for i in range(1, 5)]
     keys += [(f"feature_extractor.conv_layers.{i}.0.weight", (512, 512, 2)) for i in (5, 6)]
-    keys += [("post_extract_proj.weight", (768, 512)), ("post_extract_proj.bias", (768,)),
-             ("encoder.pos_conv.0.bias", (768,)), ("encoder.pos_conv.0.weight_g", (1, 1, 128)),
-             ("encoder.pos_conv.0.weight_v", (768, 48, 128))]
+    keys += [
+        ("post_extract_proj.weight", (768, 512)),
+        ("post_extract_proj.bias", (768,)),
+        ("encoder.pos_conv.0.bias", (768,)),
+        ("encoder.pos_conv.0.weight_g", (1, 1, 128)),
+        ("encoder.pos_conv.0.weight_v", (768, 48, 128)),
+    ]
     for layer in (0, 1):
         p = f"encoder.layers.{layer}."
         for proj in ("k_proj", "v_proj", "q_proj", "out_proj"):
             keys += [(p + f"self_attn.{proj}.weight", (768, 768)), (p + f"self_attn.{proj}.bias", (768,))]
-        keys += [(p + "self_attn_layer_norm.weight", (768,)), (p + "self_attn_layer_norm.bias", (768,)),
-                 (p + "fc1.weight", (3072, 768)), (p + "fc1.bias", (3072,)),
-                 (p + "fc2.weight", (768, 3072)), (p + "fc2.bias", (768,)),
-                 (p + "final_layer_norm.weight", (768,)), (p + "final_layer_norm.bias", (768,))]
-    keys += [("encoder.layer_norm.weight", (768,)), ("encoder.layer_norm.bias", (768,)),
-             ("output_layer.0.weight", (2304, 768)), ("output_layer.0.bias", (2304,)),
-             ("output_layer.2.weight", (3, 768, 768)), ("output_layer.2.bias", (1, 1, 3, 768))]
+        keys += [
+            (p + "self_attn_layer_norm.weight", (768,)),
+            (p + "self_attn_layer_norm.bias", (768,)),
+            (p + "fc1.weight", (3072, 768)),
+            (p + "fc1.bias", (3072,)),
+            (p + "fc2.weight", (768, 3072)),
+            (p + "fc2.bias", (768,)),
+            (p + "final_layer_norm.weight", (768,)),
+            (p + "final_layer_norm.bias", (768,)),
+        ]
+    keys += [
+        ("encoder.layer_norm.weight", (768,)),
+        ("encoder.layer_norm.bias", (768,)),
+        ("output_layer.0.weight", (2304, 768)),
+        ("output_layer.0.bias", (2304,)),
+        ("output_layer.2.weight", (3, 768, 768)),
+        ("output_layer.2.bias", (1, 1, 3, 768)),
+    ]
     return keys
 
 
@@ -169,7 +186,10 @@ def test_predict_false_skips_heads(tiny_student):
         ({"extractor_conv_feature_layers": "[(100000,10,5)]"}, "channels 100000 is over the limit of 8192"),
         ({"encoder_embed_dim": 2_000_000, "encoder_attention_heads": 1}, "encoder_embed_dim=2000000 is over the limit"),
         ({"encoder_layers": 100_000}, "encoder_layers=100000 is over the limit of 128"),
-        ({"encoder_layers": 128, "encoder_embed_dim": 8192, "encoder_attention_heads": 8}, "parameters, over the limit"),
+        (
+            {"encoder_layers": 128, "encoder_embed_dim": 8192, "encoder_attention_heads": 8},
+            "parameters, over the limit",
+        ),
     ],
 )
 def test_hostile_sizes_are_refused_before_allocation(overrides: dict, message: str) -> None:
@@ -184,8 +204,12 @@ def test_hostile_sizes_are_refused_before_allocation(overrides: dict, message: s
     [
         (lambda: TeacherConfig(embed_dim=2_000_000, attention_heads=1), "teacher config: embed_dim=2000000 is over"),
         (lambda: TeacherConfig(num_layers=100_000), "teacher config: num_layers=100000 is over the limit of 128"),
-        (lambda: PrunableConfig(embed_dim=2_000_000, head_dim=1, total_heads=1,
-                                layer_heads=[[0]], layer_ffn_dims=[8]), "prunable config: embed_dim=2000000"),
+        (
+            lambda: PrunableConfig(
+                embed_dim=2_000_000, head_dim=1, total_heads=1, layer_heads=[[0]], layer_ffn_dims=[8]
+            ),
+            "prunable config: embed_dim=2000000",
+        ),
         (lambda: PrunableConfig(conv_layers=[[100_000, 10, 5]]), "conv_layers: channels 100000 is over the limit"),
         (lambda: PrunableConfig(conv_layers=[[4, 2, 1]] * 65), "conv_layers: 65 blocks, over the limit of 64"),
     ],

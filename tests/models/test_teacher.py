@@ -53,8 +53,11 @@ def test_pre_ln_parity_with_transformers_padded_batch(family, hf_tiny, tmp_path,
     out = teacher(wavs, lengths)
     with torch.no_grad():
         # HF leaves waveform normalisation to its preprocessor; give it normalised audio.
-        ref = hf(_normalised(wavs, lengths), attention_mask=lengths_to_mask(lengths, wavs.shape[1]).long(),
-                 output_hidden_states=True)
+        ref = hf(
+            _normalised(wavs, lengths),
+            attention_mask=lengths_to_mask(lengths, wavs.shape[1]).long(),
+            output_hidden_states=True,
+        )
     mask = out.frame_mask
     for ours, theirs in zip(out.hidden_states, ref.hidden_states, strict=True):
         assert (ours - theirs)[mask].abs().max() <= 1e-5
@@ -97,7 +100,11 @@ def _fairseq_cfg(teacher: Teacher, name: str) -> dict:
 
 def _pretraining_extras(teacher: Teacher) -> dict:
     d = teacher.embed_dim
-    return {"mask_emb": torch.randn(d), "label_embs_concat": torch.randn(504, 16), "final_proj.weight": torch.randn(16, d)}
+    return {
+        "mask_emb": torch.randn(d),
+        "label_embs_concat": torch.randn(504, 16),
+        "final_proj.weight": torch.randn(16, d),
+    }
 
 
 @pytest.mark.parametrize("family", ["hubert", "wav2vec2"])
@@ -161,13 +168,17 @@ def test_hf_legacy_weight_norm_keys_load_identically(hf_dir, wave_batch):
     ref = load_teacher(path)
     state = load_file(str(path / "model.safetensors"))
     renamed = {
-        k.replace("parametrizations.weight.original0", "weight_g").replace("parametrizations.weight.original1", "weight_v"): v
+        k.replace("parametrizations.weight.original0", "weight_g").replace(
+            "parametrizations.weight.original1", "weight_v"
+        ): v
         for k, v in state.items()
     }
     assert any(k.endswith("pos_conv_embed.conv.weight_g") for k in renamed)
     save_file(renamed, str(path / "model.safetensors"))
     wavs, lengths = wave_batch
-    torch.testing.assert_close(load_teacher(path)(wavs, lengths).hidden_states[-1], ref(wavs, lengths).hidden_states[-1])
+    torch.testing.assert_close(
+        load_teacher(path)(wavs, lengths).hidden_states[-1], ref(wavs, lengths).hidden_states[-1]
+    )
 
 
 def test_missing_pos_conv_is_an_error_not_random(hf_dir):
@@ -214,8 +225,13 @@ def test_fairseq_extra_state_with_numpy_arrays_loads(hf_dir, tmp_path, wave_batc
     import numpy as np
 
     ref = load_teacher(hf_dir("hubert"))
-    extra_state = {"epoch": 3, "best": np.float64(1.5), "indices": np.arange(6, dtype=np.int64).reshape(2, 3),
-                   "names": np.array(["a", "bb"]), "meters": {"loss": np.array([0.5, 0.25], dtype=np.float32)}}
+    extra_state = {
+        "epoch": 3,
+        "best": np.float64(1.5),
+        "indices": np.arange(6, dtype=np.int64).reshape(2, 3),
+        "names": np.array(["a", "bb"]),
+        "meters": {"loss": np.array([0.5, 0.25], dtype=np.float32)},
+    }
     path = tmp_path / "hubert.pt"
     cfg = {"model": _fairseq_cfg(ref, "hubert"), "task": {"normalize": False}}
     torch.save({"cfg": cfg, "model": ref.model.state_dict(), "extra_state": extra_state}, path)

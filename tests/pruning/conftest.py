@@ -5,8 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from fixtures_tiny import teacher_dir, wave_batch  # noqa: F401 - fixtures, re-exported for this folder's tests
-from fixtures_tiny import write_harmonic_manifest
+from fixtures_tiny import teacher_dir, wave_batch, write_harmonic_manifest  # noqa: F401 - fixtures, re-exported for this folder's tests
 
 
 @pytest.fixture(scope="session")

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from fixtures_tiny import perturb, tiny_prunable_config as tiny_config
+from fixtures_tiny import perturb
+from fixtures_tiny import tiny_prunable_config as tiny_config
 
 import robustdistiller
 from robustdistiller.checkpoints.dphubert import (
@@ -23,22 +24,40 @@ CONV = [(20, 10, 5), (24, 3, 2), (17, 3, 2), (32, 3, 2), (9, 3, 2), (30, 2, 2), 
 def _wavlm_config_dict() -> dict:
     """What DPHuBERT's prune.py writes for a WavLM student (reference-formats.md C.7), at toy size."""
     return {
-        "extractor_mode": "group_norm", "extractor_conv_layer_config": CONV, "extractor_conv_bias": False,
-        "encoder_embed_dim": 64, "encoder_projection_dropout": 0.1, "encoder_pos_conv_kernel": 16,
-        "encoder_pos_conv_groups": 4, "encoder_num_layers": 2, "encoder_use_attention": [True, True],
-        "encoder_use_feed_forward": [True, False], "encoder_total_num_heads": [4, 4],
-        "encoder_remaining_heads": [[0, 2, 3], [1]], "encoder_num_buckets": 16, "encoder_max_distance": 40,
-        "encoder_attention_dropout": 0.1, "encoder_ff_interm_features": [50, 0], "encoder_ff_interm_dropout": 0.0,
-        "encoder_dropout": 0.1, "encoder_layer_norm_first": False, "encoder_layer_drop": 0.05, "aux_num_out": None,
-        "normalize_waveform": False, "extractor_prune_conv_channels": False, "encoder_prune_attention_heads": False,
-        "encoder_prune_attention_layer": False, "encoder_prune_feed_forward_intermediate": False,
+        "extractor_mode": "group_norm",
+        "extractor_conv_layer_config": CONV,
+        "extractor_conv_bias": False,
+        "encoder_embed_dim": 64,
+        "encoder_projection_dropout": 0.1,
+        "encoder_pos_conv_kernel": 16,
+        "encoder_pos_conv_groups": 4,
+        "encoder_num_layers": 2,
+        "encoder_use_attention": [True, True],
+        "encoder_use_feed_forward": [True, False],
+        "encoder_total_num_heads": [4, 4],
+        "encoder_remaining_heads": [[0, 2, 3], [1]],
+        "encoder_num_buckets": 16,
+        "encoder_max_distance": 40,
+        "encoder_attention_dropout": 0.1,
+        "encoder_ff_interm_features": [50, 0],
+        "encoder_ff_interm_dropout": 0.0,
+        "encoder_dropout": 0.1,
+        "encoder_layer_norm_first": False,
+        "encoder_layer_drop": 0.05,
+        "aux_num_out": None,
+        "normalize_waveform": False,
+        "extractor_prune_conv_channels": False,
+        "encoder_prune_attention_heads": False,
+        "encoder_prune_attention_layer": False,
+        "encoder_prune_feed_forward_intermediate": False,
         "encoder_prune_feed_forward_layer": False,
     }
 
 
 def _dphubert_model() -> PrunableModel:
-    config = tiny_config("wavlm", conv_layers=[list(c) for c in CONV], layer_heads=[[0, 2, 3], [1]],
-                         layer_ffn_dims=[50, 0])
+    config = tiny_config(
+        "wavlm", conv_layers=[list(c) for c in CONV], layer_heads=[[0, 2, 3], [1]], layer_ffn_dims=[50, 0]
+    )
     model = PrunableModel(config)
     perturb(model, 7)
     with torch.no_grad():
@@ -53,8 +72,11 @@ def test_hand_written_wavlm_form_file_loads_strictly_and_runs(tmp_path, wave_bat
     assert "encoder.transformer.layers.0.attention.rel_attn_embed.weight" in state
     assert "encoder.transformer.layers.1.attention.gru_rel_pos_const" in state
     assert not any(k.startswith("encoder.transformer.layers.1.feed_forward") for k in state)
-    projs = {f"{i}.{n}": torch.randn(64, 64) if n == "weight" else torch.zeros(64) for i in range(4)
-             for n in ("weight", "bias")}
+    projs = {
+        f"{i}.{n}": torch.randn(64, 64) if n == "weight" else torch.zeros(64)
+        for i in range(4)
+        for n in ("weight", "bias")
+    }
     path = tmp_path / "DPWavLM-toy.pth"
     torch.save({"state_dict": state, "config": _wavlm_config_dict(), "distill_linear_projs": projs}, path)
 
@@ -95,14 +117,20 @@ def test_bad_files_fail_clearly(tmp_path) -> None:
     model = _dphubert_model()
     state = ours_to_dphubert(model.state_dict())
     cases = {
-        "missing": ({k: v for k, v in state.items() if "pos_conv" not in k}, _wavlm_config_dict(),
-                    r"missing: \[.encoder.transformer.pos_conv_embed.conv.bias"),
+        "missing": (
+            {k: v for k, v in state.items() if "pos_conv" not in k},
+            _wavlm_config_dict(),
+            r"missing: \[.encoder.transformer.pos_conv_embed.conv.bias",
+        ),
         "gated": (state, {**_wavlm_config_dict(), "encoder_prune_attention_heads": True}, "prune it first"),
         "typo": (state, {**_wavlm_config_dict(), "encoder_num_layer": 2}, "unknown DPHuBERT config keys"),
         "shape": (state, {**_wavlm_config_dict(), "encoder_ff_interm_features": [49, 0]}, "do not match"),
         "layer0": (state, {**_wavlm_config_dict(), "encoder_use_attention": [False, True]}, "layer 0 has no"),
-        "gate_keys": ({**state, "feature_extractor.conv_layers.0.hard_concrete.log_alpha": torch.zeros(20)},
-                      _wavlm_config_dict(), "gated stage-1"),
+        "gate_keys": (
+            {**state, "feature_extractor.conv_layers.0.hard_concrete.log_alpha": torch.zeros(20)},
+            _wavlm_config_dict(),
+            "gated stage-1",
+        ),
     }
     for name, (sd, cfg, message) in cases.items():
         torch.save({"state_dict": sd, "config": cfg}, tmp_path / f"{name}.pth")
@@ -143,12 +171,15 @@ def test_evaluate_rebuilds_a_saved_head_that_reads_the_last_layer(tmp_path, capl
     from robustdistiller.models.enhancement import EnhancementConfig, EnhancementHead
 
     model = _dphubert_model()
-    cfg = from_dict(EnhancementConfig, {"use_enhancement": True, "input": "last", "input_dim": 64,
-                                        "num_layers": 1, "hidden_size": 8, "dropout": 0.0})
+    cfg = from_dict(
+        EnhancementConfig,
+        {"use_enhancement": True, "input": "last", "input_dim": 64, "num_layers": 1, "hidden_size": 8, "dropout": 0.0},
+    )
     torch.manual_seed(0)
     head = EnhancementHead(cfg).eval()
-    path = save_dphubert_checkpoint(tmp_path / "rd.pth", model, extra={
-        "enhancement_head": head.state_dict(), "enhancement_config": to_dict(cfg)})
+    path = save_dphubert_checkpoint(
+        tmp_path / "rd.pth", model, extra={"enhancement_head": head.state_dict(), "enhancement_config": to_dict(cfg)}
+    )
     mut = load_model_under_test(path, "rd")
     assert mut.enhancement is not None and mut.enhancement_input == "last"
 

@@ -6,7 +6,8 @@ import copy
 
 import pytest
 import torch
-from fixtures_tiny import hf_model, perturb, tiny_prunable_config as tiny_config
+from fixtures_tiny import hf_model, perturb
+from fixtures_tiny import tiny_prunable_config as tiny_config
 
 from robustdistiller.models.convert import hf_to_ours
 from robustdistiller.models.pruning import PrunableConfig, PrunableModel, prune_model
@@ -33,8 +34,9 @@ def _hf_states(hf: torch.nn.Module, wav: torch.Tensor) -> list[torch.Tensor]:
 @pytest.mark.parametrize("family", ["hubert", "wav2vec2", "wavlm"])
 def test_full_shape_parity_with_transformers(family: str, wave_batch) -> None:
     hf = hf_model(family)
-    config = PrunableConfig.from_teacher(teacher_config_from_hf(hf.config), dropout=0.0, attention_dropout=0.0,
-                                         projection_dropout=0.0)
+    config = PrunableConfig.from_teacher(
+        teacher_config_from_hf(hf.config), dropout=0.0, attention_dropout=0.0, projection_dropout=0.0
+    )
     model = _from_hf(hf, config)
     wav = wave_batch[0][:1]
     with torch.no_grad():
@@ -47,6 +49,7 @@ def test_full_shape_parity_with_transformers(family: str, wave_batch) -> None:
 
 def _shrink_hubert(hf: torch.nn.Module, channels: list[int], heads: list[int], ffn: list[int]) -> None:
     """Cut a transformers HubertModel down to per-layer sizes (its code infers heads from the shapes)."""
+
     def linear(old: torch.nn.Linear, rows: int | None, cols: int | None) -> torch.nn.Linear:
         w = old.weight[:rows, :cols]
         new = torch.nn.Linear(w.shape[1], w.shape[0])
@@ -84,8 +87,12 @@ def test_pruned_shape_parity_with_transformers(wave_batch) -> None:
     hf = hf_model("hubert")
     channels, heads, ffn = [20, 24, 17, 32, 9, 30, 32], [3, 1], [70, 5]
     _shrink_hubert(hf, channels, heads, ffn)
-    config = tiny_config("hubert", conv_layers=[[c, k, s] for c, (_, k, s) in zip(channels, tiny_config().conv_spec)],
-                         layer_heads=[list(range(h)) for h in heads], layer_ffn_dims=ffn)
+    config = tiny_config(
+        "hubert",
+        conv_layers=[[c, k, s] for c, (_, k, s) in zip(channels, tiny_config().conv_spec)],
+        layer_heads=[list(range(h)) for h in heads],
+        layer_ffn_dims=ffn,
+    )
     model = _from_hf(hf, config)
     wav = wave_batch[0][:1]
     with torch.no_grad():
@@ -171,8 +178,9 @@ def test_from_teacher_copies_weights_and_checks_shapes(wave_batch) -> None:
     hf = hf_model("wavlm")
     teacher = TeacherModel(teacher_config_from_hf(hf.config)).eval()
     teacher.load_state_dict(hf_to_ours(hf.state_dict(), group_norm=True))
-    config = PrunableConfig.from_teacher(teacher.config, ["head"], dropout=0.0, attention_dropout=0.0,
-                                         projection_dropout=0.0)
+    config = PrunableConfig.from_teacher(
+        teacher.config, ["head"], dropout=0.0, attention_dropout=0.0, projection_dropout=0.0
+    )
     student = PrunableModel.from_teacher(teacher, config).eval()
     with torch.no_grad():
         student.gates.heads["0"].log_alpha.fill_(50.0)

@@ -16,8 +16,17 @@ from robustdistiller.train.pruning import STAGE1, PruningDistillation, stage_rec
 
 
 def test_stage1_groups_train_gates_up_and_multipliers_down(tiny_manifest, teacher_dir, tmp_path) -> None:
-    recipe = stage_recipe(_recipe(tiny_manifest, teacher_dir("hubert"), tmp_path / "run", "pruning.reg_lr=0.05",
-                                  "optim.lr=1e-3", "optim.weight_decay=0.01"), STAGE1)
+    recipe = stage_recipe(
+        _recipe(
+            tiny_manifest,
+            teacher_dir("hubert"),
+            tmp_path / "run",
+            "pruning.reg_lr=0.05",
+            "optim.lr=1e-3",
+            "optim.weight_decay=0.01",
+        ),
+        STAGE1,
+    )
     objective = PruningDistillation.stage1(recipe, torch.device("cpu"))
     weights, gates, lambdas = objective.param_groups(recipe.optim)
     assert (weights["lr"], gates["lr"], lambdas["lr"]) == (1e-3, 0.05, -0.05)
@@ -57,7 +66,10 @@ def test_layer_to_layer_loss_ignores_padded_frames() -> None:
     assert pred.grad is not None and bool((pred.grad[1, :, 3:] == 0).all())
     valid_p = pred.detach().transpose(0, 1)[:, mask]
     valid_t = target.transpose(0, 1)[:, mask]
-    expected = ((valid_p - valid_t).abs().mean((1, 2)) + 0.5 * (valid_p - valid_t).pow(2).mean((1, 2))
-                - torch.cosine_similarity(valid_p, valid_t, dim=-1).mean(1)).mean()
+    expected = (
+        (valid_p - valid_t).abs().mean((1, 2))
+        + 0.5 * (valid_p - valid_t).pow(2).mean((1, 2))
+        - torch.cosine_similarity(valid_p, valid_t, dim=-1).mean(1)
+    ).mean()
     assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
     assert set(scalars) == {f"loss/{k}_l{i}" for k in ("l1", "cos") for i in (0, 2, 4)}

@@ -17,17 +17,33 @@ def test_formula_equals_real_count_for_full_and_irregular_shapes() -> None:
     for family in ("hubert", "wavlm"):
         full = tiny_config(family)
         assert config_params(full) == _real(PrunableModel(full))
-        odd = tiny_config(family, conv_layers=[[20, 10, 5], [7, 3, 2], [32, 3, 2]], layer_heads=[[1, 3], []],
-                          layer_ffn_dims=[0, 33], conv_bias=True)
+        odd = tiny_config(
+            family,
+            conv_layers=[[20, 10, 5], [7, 3, 2], [32, 3, 2]],
+            layer_heads=[[1, 3], []],
+            layer_ffn_dims=[0, 33],
+            conv_bias=True,
+        )
         assert config_params(odd) == _real(PrunableModel(odd))
     pre_ln = tiny_config("hubert", extractor_mode="layer_norm", layer_norm_first=True, conv_bias=True)
     assert config_params(pre_ln) == _real(PrunableModel(pre_ln))
 
 
 def test_teacher_size_is_the_reference_size_plus_dummy_weight() -> None:
-    teacher = TeacherModel(TeacherConfig(family="wavlm", conv_layers="[(32,10,5)] + [(32,3,2)] * 4 + [(32,2,2)] * 2",
-                                         embed_dim=64, num_layers=2, attention_heads=4, ffn_dim=128, conv_pos=16,
-                                         conv_pos_groups=4, num_buckets=16, max_distance=40))
+    teacher = TeacherModel(
+        TeacherConfig(
+            family="wavlm",
+            conv_layers="[(32,10,5)] + [(32,3,2)] * 4 + [(32,2,2)] * 2",
+            embed_dim=64,
+            num_layers=2,
+            attention_heads=4,
+            ffn_dim=128,
+            conv_pos=16,
+            conv_pos_groups=4,
+            num_buckets=16,
+            max_distance=40,
+        )
+    )
     assert config_params(tiny_config("wavlm")) == sum(p.numel() for p in teacher.parameters()) + 32
 
 
@@ -54,6 +70,7 @@ def test_expected_size_tracks_gates_and_matches_the_pruned_model() -> None:
     assert report.params_after == real == pruned.num_params()
     # the eval mask drops round(n - E[L0]) units per gate: the pruned size is close to the expectation
     assert abs(real - float(expected.detach())) / config_params(config) < 0.03
-    counts = structure_params(pruned.config, [c[0] for c in pruned.config.conv_spec], pruned.config.head_counts,
-                              pruned.config.layer_ffn_dims)
+    counts = structure_params(
+        pruned.config, [c[0] for c in pruned.config.conv_spec], pruned.config.head_counts, pruned.config.layer_ffn_dims
+    )
     assert counts == real

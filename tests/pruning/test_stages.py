@@ -10,13 +10,13 @@ import torch
 from fixtures_tiny import ContractRecorder
 
 import robustdistiller
+from robustdistiller.checkpoints.safe_pickle import safe_load
 from robustdistiller.cli import main
 from robustdistiller.config import apply_overrides, from_dict
 from robustdistiller.evaluate.metrics import si_snr
 from robustdistiller.evaluate.models import load_model_under_test
 from robustdistiller.evaluate.scorers import enhancement_row
 from robustdistiller.export.info import describe
-from robustdistiller.checkpoints.safe_pickle import safe_load
 from robustdistiller.models.pruning import PrunableConfig, PrunableModel, config_params
 from robustdistiller.train.prune_recipe import PruneRecipe
 from robustdistiller.train.pruning import (
@@ -47,7 +47,7 @@ def _recipe(manifest: Path, teacher: Path, out: Path, *overrides: str) -> PruneR
 def _gated_from_states(path: Path) -> PrunableModel:
     state = safe_load(path)
     model = PrunableModel(from_dict(PrunableConfig, state["config"]))
-    model.load_state_dict({k[len("model."):]: v for k, v in state["Student"].items() if k.startswith("model.")})
+    model.load_state_dict({k[len("model.") :]: v for k, v in state["Student"].items() if k.startswith("model.")})
     return model.eval()
 
 
@@ -83,8 +83,14 @@ def test_distill_prune_finetune_reaches_target_and_reloads(tiny_manifest, teache
 
 def test_robust_variant_stops_resumes_and_runs_from_the_cli(tiny_manifest, teacher_dir, tmp_path, capsys) -> None:
     out = tmp_path / "rd"
-    robust = ["corruption.p_clean=0.5", "corruption.p_noise=0.5", "corruption.white_noise_prob=1.0",
-              "enhancement.use_enhancement=true", "optim.total_steps=4", "pruning.units=[conv,head,interm,attlayer]"]
+    robust = [
+        "corruption.p_clean=0.5",
+        "corruption.p_noise=0.5",
+        "corruption.white_noise_prob=1.0",
+        "enhancement.use_enhancement=true",
+        "optim.total_steps=4",
+        "pruning.units=[conv,head,interm,attlayer]",
+    ]
     recipe = _recipe(tiny_manifest, teacher_dir("wavlm"), out, *robust, "train.stop_at_step=2")
     stopped = run_prune(recipe)
     assert stopped.stage == "distill_prune" and stopped.step == 2 and stopped.final is None
@@ -94,6 +100,7 @@ def test_robust_variant_stops_resumes_and_runs_from_the_cli(tiny_manifest, teach
     import yaml
 
     from robustdistiller.config import to_dict
+
     data = to_dict(_recipe(tiny_manifest, teacher_dir("wavlm"), out, *robust))
     yaml_path.write_text(yaml.safe_dump(data))
     assert main(["prune", "--config", str(yaml_path), "--resume"]) == 0
@@ -130,11 +137,18 @@ def _evaluate_scores_the_saved_head(path: Path, raw: dict) -> None:
 
 
 @pytest.mark.parametrize("stage", ["distill_prune", "final_distill"])
-def test_both_stages_give_the_teacher_clean_audio_and_the_student_corrupted(tiny_manifest, teacher_dir, tmp_path,
-                                                                           stage) -> None:
-    always = ["corruption.p_clean=0.0", "corruption.p_noise=1.0", "corruption.white_noise_prob=1.0",
-              "corruption.snr_high=5", "enhancement.use_enhancement=true", "optim.total_steps=2",
-              "final.total_steps=2"]
+def test_both_stages_give_the_teacher_clean_audio_and_the_student_corrupted(
+    tiny_manifest, teacher_dir, tmp_path, stage
+) -> None:
+    always = [
+        "corruption.p_clean=0.0",
+        "corruption.p_noise=1.0",
+        "corruption.white_noise_prob=1.0",
+        "corruption.snr_high=5",
+        "enhancement.use_enhancement=true",
+        "optim.total_steps=2",
+        "final.total_steps=2",
+    ]
     recipe = _recipe(tiny_manifest, teacher_dir("wavlm"), tmp_path / "run", *always)
     if stage == "distill_prune":
         trainer = DistillPruneTrainer(stage_recipe(recipe, stage))
@@ -145,6 +159,7 @@ def test_both_stages_give_the_teacher_clean_audio_and_the_student_corrupted(tiny
     recorder = ContractRecorder(trainer, trainer.objective.teacher)
     trainer.fit()
     recorder.check_inputs(steps=2)
-    for (feats, head_audio, _), noisy, out in zip(recorder.log["head"], recorder.log["noisy"],
-                                                  recorder.log["student_out"]):
+    for (feats, head_audio, _), noisy, out in zip(
+        recorder.log["head"], recorder.log["noisy"], recorder.log["student_out"]
+    ):
         assert torch.equal(head_audio, noisy) and feats is out.out.cnn_features

@@ -6,8 +6,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from fixtures_tiny import TINY_CONV, write_harmonic_manifest
-from fixtures_tiny import teacher_dir  # noqa: F401 - a fixture, re-exported for this folder's tests
+from fixtures_tiny import (
+    TINY_CONV,
+    teacher_dir,  # noqa: F401 - a fixture, re-exported for this folder's tests
+    write_harmonic_manifest,
+)
 
 from robustdistiller.config import apply_overrides, from_dict
 from robustdistiller.train.recipe import DistillRecipe
@@ -31,10 +34,19 @@ def tiny_recipe_dict(manifest: Path, teacher: Path, out_dir: Path) -> dict:
         "corruption": {"p_clean": 1.0, "p_noise": 0.0, "p_reverb": 0.0, "p_noise_reverb": 0.0},
         "teacher": {"source": str(teacher)},
         "student": {
-            "extractor_conv_feature_layers": TINY_CONV, "encoder_layers": 2, "encoder_embed_dim": 64,
-            "encoder_ffn_embed_dim": 128, "encoder_attention_heads": 4, "final_dim": 64,
-            "conv_pos": 16, "conv_pos_groups": 4, "n_tasks": 2, "pred_layer_id": [2, 3],
-            "dropout": 0.0, "attention_dropout": 0.0, "activation_dropout": 0.0,
+            "extractor_conv_feature_layers": TINY_CONV,
+            "encoder_layers": 2,
+            "encoder_embed_dim": 64,
+            "encoder_ffn_embed_dim": 128,
+            "encoder_attention_heads": 4,
+            "final_dim": 64,
+            "conv_pos": 16,
+            "conv_pos_groups": 4,
+            "n_tasks": 2,
+            "pred_layer_id": [2, 3],
+            "dropout": 0.0,
+            "attention_dropout": 0.0,
+            "activation_dropout": 0.0,
         },
         "enhancement": {"use_enhancement": False, "input_dim": 32, "num_layers": 1, "hidden_size": 16},
         "optim": {"lr": 1e-3, "total_steps": 20, "warmup_proportion": 0.0, "grad_clip": 10.0},

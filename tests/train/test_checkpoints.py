@@ -47,7 +47,8 @@ def test_resume_takes_the_newest_valid_checkpoint(make_recipe) -> None:
 
 
 def test_a_write_that_fails_midway_keeps_the_previous_checkpoint_and_no_temp(
-        make_recipe, monkeypatch: pytest.MonkeyPatch) -> None:
+    make_recipe, monkeypatch: pytest.MonkeyPatch
+) -> None:
     trainer = _trainer_with_checkpoints(make_recipe, [5])
     path = trainer.out_dir / "states-5.ckpt"
     before = path.read_bytes()
@@ -104,13 +105,24 @@ def test_checkpoint_is_fsynced_renamed_then_its_folder_fsynced(make_recipe, monk
     assert read_s3prl_checkpoint(path).step == 7
 
 
-def test_sigterm_mid_run_then_resume_gives_the_uninterrupted_weights(make_recipe,
-                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_sigterm_mid_run_then_resume_gives_the_uninterrupted_weights(
+    make_recipe, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # The signal arrives in the middle of step 3 (after its forward passes); the run finishes that
     # step, saves, returns; a resume must then land on exactly the weights of a run never stopped.
-    common = ("corruption.p_clean=0.5", "corruption.p_noise=0.5", "corruption.p_reverb=0.0",
-              "corruption.p_noise_reverb=0.0", "corruption.white_noise_prob=1.0", "enhancement.use_enhancement=true", "student.dropout=0.1", "enhancement.dropout=0.1",
-              "optim.total_steps=5", "train.save_every=100", "data.batch_size=6")
+    common = (
+        "corruption.p_clean=0.5",
+        "corruption.p_noise=0.5",
+        "corruption.p_reverb=0.0",
+        "corruption.p_noise_reverb=0.0",
+        "corruption.white_noise_prob=1.0",
+        "enhancement.use_enhancement=true",
+        "student.dropout=0.1",
+        "enhancement.dropout=0.1",
+        "optim.total_steps=5",
+        "train.save_every=100",
+        "data.batch_size=6",
+    )
     straight = distill(make_recipe(*common, out="straight"))
 
     real_step = DistillTrainer._optimizer_step

@@ -34,9 +34,13 @@ shutdown(ctx)
 # Corruption (white noise at 0-20 dB on 3 of 4 utterances) and the enhancement head on; no dropout,
 # whose random masks differ between ranks by design.
 ROBUST_NO_DROPOUT = (
-    "corruption.p_clean=0.25", "corruption.p_noise=0.75", "corruption.p_reverb=0.0",
-    "corruption.p_noise_reverb=0.0", "corruption.white_noise_prob=1.0",
-    "enhancement.use_enhancement=true", "enhancement.dropout=0.0",
+    "corruption.p_clean=0.25",
+    "corruption.p_noise=0.75",
+    "corruption.p_reverb=0.0",
+    "corruption.p_noise_reverb=0.0",
+    "corruption.white_noise_prob=1.0",
+    "enhancement.use_enhancement=true",
+    "enhancement.dropout=0.0",
 )
 
 
@@ -58,7 +62,8 @@ def record_gradients(trainer_class: type[DistillTrainer]) -> list[dict[str, torc
 
 
 def test_torchrun_two_ranks_have_the_gradients_of_one_process_on_the_same_global_batch(
-        make_recipe, tmp_path: Path, monkeypatch) -> None:
+    make_recipe, tmp_path: Path, monkeypatch
+) -> None:
     # Per rank: batches of 4; 2 ranks = global batch of two buckets. The single process sees the same
     # two buckets per step through gradient accumulation (rank r takes every r-th batch of the shuffled
     # order; accumulation takes consecutive ones), with the loss of each halved = DDP's average.
@@ -70,9 +75,20 @@ def test_torchrun_two_ranks_have_the_gradients_of_one_process_on_the_same_global
     (tmp_path / "driver.py").write_text(DRIVER)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-         str(tmp_path / "driver.py"), str(config), str(Path(__file__).parent)],
-        env=env, capture_output=True, text=True, timeout=180,
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            str(tmp_path / "driver.py"),
+            str(config),
+            str(Path(__file__).parent),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     rank0 = torch.load(Path(ddp.train.out_dir) / "rank0.pt")

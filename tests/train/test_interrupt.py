@@ -9,22 +9,25 @@ from pathlib import Path
 
 import yaml
 
-from robustdistiller.config import to_dict
 from robustdistiller.checkpoints.s3prl import read_s3prl_checkpoint
+from robustdistiller.config import to_dict
 from robustdistiller.train.checkpointing import load_latest_checkpoint
 from robustdistiller.train.distillation import DistillTrainer
 
 
 def test_sigterm_saves_a_resumable_checkpoint(make_recipe, tmp_path: Path) -> None:
-    recipe = make_recipe("optim.total_steps=100000", "train.save_every=100000", "train.log_every=1",
-                         "data.num_workers=1")
+    recipe = make_recipe(
+        "optim.total_steps=100000", "train.save_every=100000", "train.log_every=1", "data.num_workers=1"
+    )
     config = tmp_path / "recipe.yaml"
     config.write_text(yaml.safe_dump(to_dict(recipe)))
     out = Path(recipe.train.out_dir)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "robustdistiller.cli", "distill", "--config", str(config)],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
     )
     try:
         deadline = time.monotonic() + 60

@@ -130,7 +130,7 @@ def test_si_snr_identical_scaled_and_known_snr():
     n = n - n.mean(dim=1, keepdim=True)
     n = n - (n * s).sum(1, keepdim=True) / s.pow(2).sum(1, keepdim=True) * s
     n = n - n.mean(dim=1, keepdim=True)
-    n = n * torch.sqrt(s.pow(2).sum(1, keepdim=True) / n.pow(2).sum(1, keepdim=True) / 10 ** 0.5)
+    n = n * torch.sqrt(s.pow(2).sum(1, keepdim=True) / n.pow(2).sum(1, keepdim=True) / 10**0.5)
     assert torch.allclose(si_snr(s + n, s), torch.full((2,), 5.0), atol=1e-3)
 
 

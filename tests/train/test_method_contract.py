@@ -15,10 +15,16 @@ from robustdistiller.train.distillation import DistillTrainer
 
 # Every utterance corrupted (white noise: no files needed), enhancement head on.
 ALWAYS_CORRUPT = (
-    "corruption.p_clean=0.0", "corruption.p_noise=1.0", "corruption.p_reverb=0.0",
-    "corruption.p_noise_reverb=0.0", "corruption.white_noise_prob=1.0",
-    "corruption.snr_low=0", "corruption.snr_high=5", "enhancement.use_enhancement=true",
-    "optim.total_steps=2", "train.save_every=100",
+    "corruption.p_clean=0.0",
+    "corruption.p_noise=1.0",
+    "corruption.p_reverb=0.0",
+    "corruption.p_noise_reverb=0.0",
+    "corruption.white_noise_prob=1.0",
+    "corruption.snr_low=0",
+    "corruption.snr_high=5",
+    "enhancement.use_enhancement=true",
+    "optim.total_steps=2",
+    "train.save_every=100",
 )
 
 
@@ -44,7 +50,8 @@ def test_enhancement_head_maps_student_features_of_noisy_audio_to_the_clean_sign
 
     assert len(targets) == len(seen["head"]) == 2
     for target, clean, noisy, (feats, head_audio, _lengths), out in zip(
-            targets, seen["clean"], seen["noisy"], seen["head"], seen["student_out"]):
+        targets, seen["clean"], seen["noisy"], seen["head"], seen["student_out"]
+    ):
         assert torch.equal(target, clean)  # the loss compares the head's output with the clean signal
         assert torch.equal(head_audio, noisy)  # the mask is applied to the noisy STFT
         assert feats is out.cnn_features  # ... computed from the student's features of the noisy audio

@@ -47,8 +47,15 @@ class RmsObjective(Objective):
 
 
 def _trainer(make_recipe, *overrides: str, out: str, **kwargs: Any) -> Trainer:
-    recipe = make_recipe("optim.total_steps=6", "optim.grad_accum=2", "optim.lr=0.2", "train.log_every=3",
-                         "train.save_every=3", *overrides, out=out)
+    recipe = make_recipe(
+        "optim.total_steps=6",
+        "optim.grad_accum=2",
+        "optim.lr=0.2",
+        "train.log_every=3",
+        "train.save_every=3",
+        *overrides,
+        out=out,
+    )
     return Trainer(recipe, lambda setup: RmsObjective(setup.device), **kwargs)
 
 

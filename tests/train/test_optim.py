@@ -26,9 +26,7 @@ def test_weight_decay_groups_default_and_s3prl():
     decay, no_decay = opt.param_groups
     assert decay["weight_decay"] == 0.01 and no_decay["weight_decay"] == 0.0
     assert _ids(decay["params"]) == {id(model.proj.weight)}
-    assert _ids(no_decay["params"]) == _ids(
-        [model.proj.bias, model.layer_norm.weight, model.layer_norm.bias]
-    )
+    assert _ids(no_decay["params"]) == _ids([model.proj.bias, model.layer_norm.weight, model.layer_norm.bias])
     assert opt.defaults["lr"] == 2e-4 and opt.defaults["betas"] == (0.9, 0.98)
     assert opt.defaults["eps"] == 1e-6
 

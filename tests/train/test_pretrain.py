@@ -144,8 +144,9 @@ def test_masked_prediction_loss_by_hand() -> None:
 
 
 def test_logits_are_cosines_over_the_temperature() -> None:
-    config = TeacherConfig(conv_layers=TINY_CONV, embed_dim=32, num_layers=1, attention_heads=4, ffn_dim=64,
-                           conv_pos=8, conv_pos_groups=4)
+    config = TeacherConfig(
+        conv_layers=TINY_CONV, embed_dim=32, num_layers=1, attention_heads=4, ffn_dim=64, conv_pos=8, conv_pos_groups=4
+    )
     model = HubertPretrainModel(config, 5, final_dim=16, logit_temp=0.1)
     wavs = torch.randn(2, 8000)
     lengths = torch.tensor([8000, 6000])
@@ -162,8 +163,15 @@ def test_logits_are_cosines_over_the_temperature() -> None:
 def tiny_pretrain_recipe(manifest: Path, out_dir: Path, *overrides: str) -> PretrainRecipe:
     data = {
         "data": {"manifests": [str(manifest)], "max_length": 12000, "batch_size": 4, "num_workers": 0, "seed": 3},
-        "model": {"conv_layers": TINY_CONV, "embed_dim": 64, "num_layers": 2, "attention_heads": 4,
-                  "ffn_dim": 128, "conv_pos": 16, "conv_pos_groups": 4},
+        "model": {
+            "conv_layers": TINY_CONV,
+            "embed_dim": 64,
+            "num_layers": 2,
+            "attention_heads": 4,
+            "ffn_dim": 128,
+            "conv_pos": 16,
+            "conv_pos_groups": 4,
+        },
         "targets": {"num_clusters": 8, "max_frames": 5000},
         "objective": {"final_dim": 32, "dropout": 0.1},
         "optim": {"lr": 2e-3, "total_steps": 30, "warmup_proportion": 0.0, "grad_clip": 10.0},
@@ -252,8 +260,16 @@ def test_a_changed_cluster_count_does_not_reuse_old_clusters(tiny_manifest: Path
 def test_iteration_two_clusters_a_layer_of_the_first_model(tiny_manifest: Path, tmp_path: Path) -> None:
     pretrain(tiny_pretrain_recipe(tiny_manifest, tmp_path / "it1", "optim.total_steps=2"))
     first = tmp_path / "it1" / "teacher"
-    result = pretrain(tiny_pretrain_recipe(tiny_manifest, tmp_path / "it2", "optim.total_steps=2",
-                                           "targets.kind=layer", f"targets.source={first}", "targets.layer=1"))
+    result = pretrain(
+        tiny_pretrain_recipe(
+            tiny_manifest,
+            tmp_path / "it2",
+            "optim.total_steps=2",
+            "targets.kind=layer",
+            f"targets.source={first}",
+            "targets.layer=1",
+        )
+    )
     assert result.step == 2
     clusters = ClusterModel.load(tmp_path / "it2" / "teacher" / "clusters.npz")
     assert clusters.feature == "layer1" and clusters.centers.shape == (8, 64)

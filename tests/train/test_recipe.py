@@ -6,8 +6,8 @@ import pytest
 
 from robustdistiller.config import ConfigError
 from robustdistiller.data import Manifest
-from robustdistiller.train.recipe import available_recipes, load_recipe
 from robustdistiller.train.distillation import DistillTrainer
+from robustdistiller.train.recipe import available_recipes, load_recipe
 
 
 def test_bundled_recipes_load_with_overrides(tmp_path: Path) -> None:

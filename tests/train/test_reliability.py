@@ -15,11 +15,11 @@ import pytest
 import torch
 import yaml
 
-from robustdistiller.config import to_dict
 from robustdistiller.checkpoints.s3prl import read_s3prl_checkpoint
+from robustdistiller.config import to_dict
 from robustdistiller.train.checkpointing import RunFolderInUseError
-from robustdistiller.train.recipe import DistillRecipe
 from robustdistiller.train.distillation import DistillTrainer, distill
+from robustdistiller.train.recipe import DistillRecipe
 from robustdistiller.train.trainer import ResumeMismatchError
 
 TIMEOUT = 90
@@ -97,8 +97,9 @@ def test_resume_extends_a_finished_run_with_a_longer_schedule(make_recipe) -> No
     """Used to restore the old total_steps: the extension trained at learning rate 0."""
     warmup = "optim.warmup_proportion=0.25"
     first = distill(make_recipe("optim.total_steps=4", "train.save_every=2", warmup))
-    trainer = DistillTrainer(make_recipe("optim.total_steps=8", "optim.lr=2e-3", "train.save_every=2", warmup),
-                             resume=True)
+    trainer = DistillTrainer(
+        make_recipe("optim.total_steps=8", "optim.lr=2e-3", "train.save_every=2", warmup), resume=True
+    )
     # Step 4 of 8, warm-up over the first 2: (1 - 4/8) / (1 - 0.25) of the way down, from the new peak.
     assert trainer.scheduler.get_last_lr()[0] == pytest.approx(2e-3 * 0.5 / 0.75)
     assert all(g["lr"] == pytest.approx(2e-3 * 0.5 / 0.75) for g in trainer.optimizer.param_groups)

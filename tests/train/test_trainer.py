@@ -10,15 +10,19 @@ from robustdistiller.checkpoints.s3prl import read_s3prl_checkpoint
 from robustdistiller.checkpoints.teachers import load_teacher
 from robustdistiller.train import trainer as trainer_module
 from robustdistiller.train.checkpointing import list_checkpoints
+from robustdistiller.train.distillation import DistillTrainer, distill
 from robustdistiller.train.monitor import read_log
 from robustdistiller.train.targets import teacher_targets
-from robustdistiller.train.distillation import DistillTrainer, distill
 from robustdistiller.train.trainer import TrainingDivergedError
 
 ROBUST = (
-    "corruption.p_clean=0.25", "corruption.p_noise=0.25", "corruption.p_reverb=0.25",
-    "corruption.p_noise_reverb=0.25", "corruption.noise.builtin=true",
-    "corruption.rir.simulate_rirs.count=3", "enhancement.use_enhancement=true",
+    "corruption.p_clean=0.25",
+    "corruption.p_noise=0.25",
+    "corruption.p_reverb=0.25",
+    "corruption.p_noise_reverb=0.25",
+    "corruption.noise.builtin=true",
+    "corruption.rir.simulate_rirs.count=3",
+    "enhancement.use_enhancement=true",
 )
 
 
@@ -30,8 +34,13 @@ def test_training_lowers_the_loss(make_recipe) -> None:
 
 
 def test_robust_run_trains_the_head_and_writes_s3prl_checkpoints(make_recipe, tmp_path: Path) -> None:
-    recipe = make_recipe(*ROBUST, "optim.total_steps=6", "train.save_every=3", "train.keep_last=1",
-                         f"corruption.noise.builtin_dir={tmp_path / 'noises'}")
+    recipe = make_recipe(
+        *ROBUST,
+        "optim.total_steps=6",
+        "train.save_every=3",
+        "train.keep_last=1",
+        f"corruption.noise.builtin_dir={tmp_path / 'noises'}",
+    )
     trainer = DistillTrainer(recipe)
     head_before = {k: v.clone() for k, v in trainer.modules["head"].state_dict().items()}
     result = trainer.fit()
@@ -52,26 +61,43 @@ def test_robust_run_trains_the_head_and_writes_s3prl_checkpoints(make_recipe, tm
     rows = read_log(recipe.train.out_dir)
     assert [r["step"] for r in rows] == [2, 4, 6]
     row = rows[-1]
-    for key in ("loss/rec_l2", "loss/cos_l3", "loss/enhancement", "lr", "grad_norm",
-                "throughput/audio_hours_per_hour", "time/data_wait_fraction", "corruption/utterances"):
+    for key in (
+        "loss/rec_l2",
+        "loss/cos_l3",
+        "loss/enhancement",
+        "lr",
+        "grad_norm",
+        "throughput/audio_hours_per_hour",
+        "time/data_wait_fraction",
+        "corruption/utterances",
+    ):
         assert math.isfinite(row[key]), key
     assert (Path(recipe.train.out_dir) / "tensorboard").is_dir()
 
 
 def _final_weights(result) -> dict[str, torch.Tensor]:
     raw = read_s3prl_checkpoint(result.checkpoint).raw
-    return {**{f"s.{k}": v for k, v in raw["Distiller"].items()},
-            **{f"h.{k}": v for k, v in raw["EnhancementHead"].items()}}
+    return {
+        **{f"s.{k}": v for k, v in raw["Distiller"].items()},
+        **{f"h.{k}": v for k, v in raw["EnhancementHead"].items()},
+    }
 
 
 @pytest.mark.parametrize("workers", [0, 2])
 def test_resume_is_exact(make_recipe, tmp_path: Path, workers: int) -> None:
     # Dropout on, corruption on, an epoch boundary inside the run (3 batches of <= 6 per epoch):
     # every RNG and the data position have to be restored for the weights to agree.
-    common = (*ROBUST, "optim.total_steps=4", "data.batch_size=6", "train.save_every=100",
-              f"data.num_workers={workers}",
-              "student.dropout=0.1", "enhancement.dropout=0.1", "enhancement.num_layers=2",
-              f"corruption.noise.builtin_dir={tmp_path / 'noises'}")
+    common = (
+        *ROBUST,
+        "optim.total_steps=4",
+        "data.batch_size=6",
+        "train.save_every=100",
+        f"data.num_workers={workers}",
+        "student.dropout=0.1",
+        "enhancement.dropout=0.1",
+        "enhancement.num_layers=2",
+        f"corruption.noise.builtin_dir={tmp_path / 'noises'}",
+    )
     straight = distill(make_recipe(*common, out="straight"))
     first = distill(make_recipe(*common, "train.stop_at_step=2", out="resumed"))
     assert first.step == 2 and first.checkpoint.name == "states-2.ckpt"
@@ -85,8 +111,13 @@ def test_resume_is_exact(make_recipe, tmp_path: Path, workers: int) -> None:
 
 
 def test_corruption_finished_in_workers_trains_like_corruption_on_the_device(make_recipe, tmp_path: Path) -> None:
-    common = (*ROBUST, "optim.total_steps=3", "train.save_every=100", "data.num_workers=2",
-              f"corruption.noise.builtin_dir={tmp_path / 'noises'}")
+    common = (
+        *ROBUST,
+        "optim.total_steps=3",
+        "train.save_every=100",
+        "data.num_workers=2",
+        f"corruption.noise.builtin_dir={tmp_path / 'noises'}",
+    )
     device = distill(make_recipe(*common, "corruption.apply_on=device", out="device"))
     workers = distill(make_recipe(*common, "corruption.apply_on=workers", out="workers"))
     # The same plans, applied by the same CPU code in another process: float rounding at most.

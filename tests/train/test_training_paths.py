@@ -42,8 +42,9 @@ def test_bf16_autocast_trains_the_student_in_fp32_against_fp32_targets(make_reci
         return real_loss(predictions, targets, *args, **kwargs)
 
     monkeypatch.setattr(trainer_module, "distillation_loss", recording)
-    trainer = DistillTrainer(make_recipe("train.precision=bf16", "optim.total_steps=4", "train.save_every=100",
-                                         out="bf16"))
+    trainer = DistillTrainer(
+        make_recipe("train.precision=bf16", "optim.total_steps=4", "train.save_every=100", out="bf16")
+    )
     trainer.objective.student.register_forward_hook(lambda _m, _a, out: seen.update(hidden=out.hiddens[-1].dtype))
     bf16 = trainer.fit()
     monkeypatch.undo()
@@ -60,12 +61,10 @@ def test_bf16_autocast_trains_the_student_in_fp32_against_fp32_targets(make_reci
 def test_fp16_grad_scaler_skips_overflow_steps_backs_off_and_resumes(make_recipe, monkeypatch) -> None:
     # fp16 autocast runs on CPU in this torch; the trainer only refuses it there because it is slow.
     # The device check is stubbed so the GradScaler logic runs here.
-    fp32 = DistillTrainer(make_recipe("optim.total_steps=3", "train.save_every=100", "optim.grad_clip=1e9",
-                                      out="fp32"))
+    fp32 = DistillTrainer(make_recipe("optim.total_steps=3", "train.save_every=100", "optim.grad_clip=1e9", out="fp32"))
     fp32_norm = fp32.train_step([fp32.next_batch(iter(fp32.stream))]).grad_norm  # the same first batch
     monkeypatch.setattr(DistillTrainer, "_check_precision", lambda self: None)
-    recipe = make_recipe("train.precision=fp16", "optim.total_steps=3", "train.save_every=100",
-                         "optim.grad_clip=1e9")
+    recipe = make_recipe("train.precision=fp16", "optim.total_steps=3", "train.save_every=100", "optim.grad_clip=1e9")
     trainer = DistillTrainer(recipe)
     assert isinstance(trainer.scaler, torch.amp.GradScaler)
     trainer.scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)
@@ -125,11 +124,13 @@ def test_resuming_when_the_saved_epoch_is_used_up_starts_the_next_one(make_recip
 
 @pytest.mark.parametrize("workers", [0, 2])
 def test_audio_that_turns_bad_during_training_is_skipped_counted_and_listed(
-        make_recipe, tmp_path: Path, workers: int) -> None:
+    make_recipe, tmp_path: Path, workers: int
+) -> None:
     # Private audio: one file is removed and one cut short after the trainer read the manifest.
     manifest = write_harmonic_manifest(tmp_path, 16, (0.4, 0.9))
-    recipe = make_recipe(f"data.manifests=[{manifest}]", f"data.num_workers={workers}", "optim.total_steps=4",
-                         "train.save_every=100")
+    recipe = make_recipe(
+        f"data.manifests=[{manifest}]", f"data.num_workers={workers}", "optim.total_steps=4", "train.save_every=100"
+    )
     trainer = DistillTrainer(recipe)
     gone, cut = tmp_path / "utt0.wav", tmp_path / "utt1.wav"
     gone.unlink()

@@ -46,8 +46,16 @@ class ScoringContext:
     seed: int
 
     @classmethod
-    def build(cls, tasks: Sequence[TaskPack], cset: ConditionSet, *, limits: tuple[int, int, int], seed: int,
-              cache_dir: Path, batch_size: int) -> ScoringContext:
+    def build(
+        cls,
+        tasks: Sequence[TaskPack],
+        cset: ConditionSet,
+        *,
+        limits: tuple[int, int, int],
+        seed: int,
+        cache_dir: Path,
+        batch_size: int,
+    ) -> ScoringContext:
         """Subset the tasks (``limits`` = max train / val / test items per task, 0 = all; seeded), read
         their audio once and drop the unreadable utterances (recorded in ``cset.report``)."""
         limited = [t.subset(*limits, seed) for t in tasks]
@@ -66,18 +74,20 @@ class ScoringContext:
         """Every task's test utterances, each once, in task order."""
         return list(dict.fromkeys(i.uid for t in self.tasks for i in t.test))
 
-    def features(self, entry: ModelUnderTest, uids: Sequence[str], wavs: dict[str, np.ndarray],
-                 label: str) -> dict[str, Tensor]:
+    def features(
+        self, entry: ModelUnderTest, uids: Sequence[str], wavs: dict[str, np.ndarray], label: str
+    ) -> dict[str, Tensor]:
         """``entry``'s hidden states ``[num_hidden_states, T_i, D]`` of ``wavs[u]`` for each ``u`` in
         ``uids``, from the feature cache under ``label`` (the condition's name in the cache key)."""
         tensors = [torch.from_numpy(wavs[u]) for u in uids]
-        feats = cached_features(entry.model, tensors, self.cache_dir, condition=label, model_id=entry.model_id,
-                                batch_size=self.batch_size)
+        feats = cached_features(
+            entry.model, tensors, self.cache_dir, condition=label, model_id=entry.model_id, batch_size=self.batch_size
+        )
         return dict(zip(uids, feats))
 
     def heard(self, condition: Condition) -> dict[str, np.ndarray]:
         """The test utterances under ``condition`` (deterministic per utterance; clean ones unchanged)."""
-        return self.cset.corrupt_all(condition, {u: self.wavs[u] for u in self.test_uids})
+        return {u: self.cset.corrupt(condition, u, self.wavs[u]) for u in self.test_uids}
 
     def observe(self, entry: ModelUnderTest, condition: Condition, heard: dict[str, np.ndarray]) -> Observation:
         """``entry`` under ``condition``, ``heard`` being :meth:`heard` of it."""

@@ -40,12 +40,13 @@ def _compare(corrupted: dict[str, Tensor], reference: dict[str, Tensor], pairs: 
     meter = DistortionMeter([(k, k) for k in range(len(pairs))])
     uids = list(corrupted)
     for start in range(0, len(uids), chunk):
-        a = [corrupted[u] for u in uids[start:start + chunk]]
-        b = [reference[u] for u in uids[start:start + chunk]]
+        a = [corrupted[u] for u in uids[start : start + chunk]]
+        b = [reference[u] for u in uids[start : start + chunk]]
         # Teacher and student CNNs may differ by a frame at the end: compare the common span.
         frames = [min(x.shape[1], y.shape[1]) for x, y in zip(a, b)]
-        meter.update([_padded(a, i, frames) for i, _ in pairs], [_padded(b, j, frames) for _, j in pairs],
-                     torch.tensor(frames))
+        meter.update(
+            [_padded(a, i, frames) for i, _ in pairs], [_padded(b, j, frames) for _, j in pairs], torch.tensor(frames)
+        )
     return meter.rows()
 
 
@@ -64,8 +65,12 @@ def teacher_pairs(entry: ModelUnderTest, teacher: ModelUnderTest | None, targets
         return None  # another teacher: its layers do not correspond to this teacher's
     bad = [t for _, t in entry.head_pairs if t >= layers]
     if bad:
-        log.warning("%s predicts teacher layers %s but the teacher has %d hidden states; no teacher comparison",
-                    entry.name, bad, layers)
+        log.warning(
+            "%s predicts teacher layers %s but the teacher has %d hidden states; no teacher comparison",
+            entry.name,
+            bad,
+            layers,
+        )
         return None
     return entry.head_pairs
 
@@ -75,16 +80,18 @@ class DistortionScorer(Scorer):
 
     name = "distortion"
 
-    def __init__(self, compare_uids: list[str], teacher_clean: dict[str, Tensor] | None,
-                 pairs: dict[str, Pairs | None]) -> None:
+    def __init__(
+        self, compare_uids: list[str], teacher_clean: dict[str, Tensor] | None, pairs: dict[str, Pairs | None]
+    ) -> None:
         self.compare_uids = compare_uids
         self.teacher_clean = teacher_clean
         self.pairs = pairs  # model name -> teacher_clean pairs
         self._own_clean: dict[str, dict[str, Tensor]] = {}  # model name -> its clean features
 
     @classmethod
-    def build(cls, entries: Sequence[ModelUnderTest], teacher: ModelUnderTest | None, ctx: ScoringContext,
-              max_utterances: int) -> DistortionScorer:
+    def build(
+        cls, entries: Sequence[ModelUnderTest], teacher: ModelUnderTest | None, ctx: ScoringContext, max_utterances: int
+    ) -> DistortionScorer:
         """Compare the first ``max_utterances`` test utterances (0 = all) of ``entries``; with a
         ``teacher``, its clean features are extracted here."""
         uids = ctx.test_uids if max_utterances <= 0 else ctx.test_uids[:max_utterances]
@@ -103,12 +110,27 @@ class DistortionScorer(Scorer):
         to_teacher = self.pairs.get(entry.name)
         if self.teacher_clean is not None and to_teacher:
             comparisons.append(("teacher_clean", self.teacher_clean, to_teacher))
-        return [row for reference, other, pairs in comparisons
-                for row in self._rows(entry, seen.condition, reference, _compare(compared, other, pairs), pairs)]
+        return [
+            row
+            for reference, other, pairs in comparisons
+            for row in self._rows(entry, seen.condition, reference, _compare(compared, other, pairs), pairs)
+        ]
 
     @staticmethod
-    def _rows(entry: ModelUnderTest, condition: Condition, reference: str, measured: list[dict],
-              pairs: Pairs) -> list[DistortionRow]:
-        return [DistortionRow(model=entry.name, condition=condition.id, reference=reference, index_a=i, index_b=j,
-                              l1=m["l1"], cosine=m["cosine"], frames=m["frames"], layer=entry.layer_names[i])
-                for m, (i, j) in zip(measured, pairs)]
+    def _rows(
+        entry: ModelUnderTest, condition: Condition, reference: str, measured: list[dict], pairs: Pairs
+    ) -> list[DistortionRow]:
+        return [
+            DistortionRow(
+                model=entry.name,
+                condition=condition.id,
+                reference=reference,
+                index_a=i,
+                index_b=j,
+                l1=m["l1"],
+                cosine=m["cosine"],
+                frames=m["frames"],
+                layer=entry.layer_names[i],
+            )
+            for m, (i, j) in zip(measured, pairs)
+        ]

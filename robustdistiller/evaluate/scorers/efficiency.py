@@ -36,9 +36,22 @@ class EfficiencyScorer(Scorer):
 
     def score_model(self, entry: ModelUnderTest, ctx: ScoringContext) -> list[EfficiencyRow]:
         macs = count_macs(entry.model, 1.0)
-        rtf = {threads: real_time_factor(entry.model, self.rtf_seconds, threads=threads, repeats=self.rtf_repeats)
-               for threads in (1, 2)}
-        memory = (peak_memory_mb(functools.partial(_forward_once, entry.path, self.rtf_seconds))
-                  if self.measure_memory else None)
-        return [EfficiencyRow(model=entry.name, parameters=entry.parameters, macs_per_second=macs,
-                              rtf_1_thread=rtf[1], rtf_2_threads=rtf[2], peak_memory_mb=memory)]
+        rtf = {
+            threads: real_time_factor(entry.model, self.rtf_seconds, threads=threads, repeats=self.rtf_repeats)
+            for threads in (1, 2)
+        }
+        memory = (
+            peak_memory_mb(functools.partial(_forward_once, entry.path, self.rtf_seconds))
+            if self.measure_memory
+            else None
+        )
+        return [
+            EfficiencyRow(
+                model=entry.name,
+                parameters=entry.parameters,
+                macs_per_second=macs,
+                rtf_1_thread=rtf[1],
+                rtf_2_threads=rtf[2],
+                peak_memory_mb=memory,
+            )
+        ]

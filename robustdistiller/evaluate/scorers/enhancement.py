@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from robustdistiller.errors import DataError
 from robustdistiller.data.audio import SAMPLE_RATE, AudioError, load_audio
 from robustdistiller.data.report import BadFileReport
+from robustdistiller.errors import DataError
 from robustdistiller.evaluate.metrics import pesq_wb, si_snr, stoi
 from robustdistiller.evaluate.models import ModelUnderTest
 from robustdistiller.evaluate.results import mean_of
@@ -35,8 +35,9 @@ def _enhance(entry: ModelUnderTest, noisy: np.ndarray) -> np.ndarray:
 def enhancement_row(entry: ModelUnderTest, dataset: str, condition: str, pairs: list[Pair]) -> EnhancementRow:
     """Mean PESQ-wb / STOI / SI-SNR of the model's enhancement head on (clean, noisy) pairs, and of the
     noisy input itself (unscorable utterances count as missing)."""
-    scores: dict[str, list[float | None]] = {k: [] for k in
-                                             ("pesq_wb", "stoi", "si_snr", "noisy_pesq_wb", "noisy_stoi", "noisy_si_snr")}
+    scores: dict[str, list[float | None]] = {
+        k: [] for k in ("pesq_wb", "stoi", "si_snr", "noisy_pesq_wb", "noisy_stoi", "noisy_si_snr")
+    }
     for clean, noisy in pairs:
         enhanced = _enhance(entry, noisy)
         scores["pesq_wb"].append(pesq_wb(clean, enhanced))
@@ -46,10 +47,12 @@ def enhancement_row(entry: ModelUnderTest, dataset: str, condition: str, pairs: 
         scores["noisy_stoi"].append(stoi(clean, noisy, SAMPLE_RATE))
         scores["noisy_si_snr"].append(si_snr(noisy, clean))
     means = {k: mean_of(v) for k, v in scores.items()}
-    improvement = (None if means["si_snr"] is None or means["noisy_si_snr"] is None
-                   else means["si_snr"] - means["noisy_si_snr"])
-    return EnhancementRow(model=entry.name, dataset=dataset, condition=condition, n=len(pairs), **means,
-                          si_snr_improvement=improvement)
+    improvement = (
+        None if means["si_snr"] is None or means["noisy_si_snr"] is None else means["si_snr"] - means["noisy_si_snr"]
+    )
+    return EnhancementRow(
+        model=entry.name, dataset=dataset, condition=condition, n=len(pairs), **means, si_snr_improvement=improvement
+    )
 
 
 def voicebank_pairs(folder: str | Path, report: BadFileReport) -> list[Pair]:
@@ -80,8 +83,9 @@ class EnhancementScorer(Scorer):
 
     name = "enhancement"
 
-    def __init__(self, max_utterances: int, real_pairs: list[Pair] | None = None,
-                 real_dataset: str = "voicebank_demand") -> None:
+    def __init__(
+        self, max_utterances: int, real_pairs: list[Pair] | None = None, real_dataset: str = "voicebank_demand"
+    ) -> None:
         self.max_utterances = max_utterances  # per condition; 0 = no condition rows
         self.real_pairs, self.real_dataset = real_pairs, real_dataset
 

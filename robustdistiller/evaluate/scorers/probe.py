@@ -11,8 +11,8 @@ from typing import Literal
 import numpy as np
 from torch import Tensor
 
-from robustdistiller.errors import ConfigError
 from robustdistiller.config import from_dict
+from robustdistiller.errors import ConfigError
 from robustdistiller.evaluate.conditions import CLEAN, ConditionSet
 from robustdistiller.evaluate.models import ModelUnderTest
 from robustdistiller.evaluate.probes import (
@@ -28,8 +28,9 @@ from robustdistiller.evaluate.tasks import TaskPack
 TrainOn = Literal["clean", "corrupted"]
 
 
-def training_mix(cset: ConditionSet, uids: Sequence[str], wavs: dict[str, np.ndarray],
-                 seed: int) -> dict[str, np.ndarray]:
+def training_mix(
+    cset: ConditionSet, uids: Sequence[str], wavs: dict[str, np.ndarray], seed: int
+) -> dict[str, np.ndarray]:
     """Each training utterance under one corrupted condition chosen from (seed, utterance id).
 
     Args:
@@ -80,9 +81,13 @@ class ProbeScorer(Scorer):
         for task in ctx.tasks:
             cfg = from_dict(ProbeConfig, {**dataclasses.asdict(self.config), "task": task.kind, "seed": self.seed})
             trained[task.name] = train_probe(
-                [feats[i.uid] for i in task.train], [i.label for i in task.train],
-                [feats[i.uid] for i in task.val], [i.label for i in task.val],
-                cfg, num_classes=len(task.classes))
+                [feats[i.uid] for i in task.train],
+                [i.label for i in task.train],
+                [feats[i.uid] for i in task.val],
+                [i.label for i in task.val],
+                cfg,
+                num_classes=len(task.classes),
+            )
         return trained
 
     def _row(self, entry: ModelUnderTest, task: TaskPack, seen: Observation, probe: TrainedProbe) -> ProbeRow:
@@ -92,8 +97,15 @@ class ProbeScorer(Scorer):
         if seen.condition.kind == "clean":
             self._clean[key] = value
         return ProbeRow(
-            model=entry.name, task=task.name, condition=seen.condition.id, metric=task.metric, value=value,
-            degradation=task.probe_task.degradation(self._clean.get(key, value), value), n=int(scored["n"]),
-            train_on=self.train_on, best_epoch=probe.best_epoch, val_metric=probe.val_metric,
+            model=entry.name,
+            task=task.name,
+            condition=seen.condition.id,
+            metric=task.metric,
+            value=value,
+            degradation=task.probe_task.degradation(self._clean.get(key, value), value),
+            n=int(scored["n"]),
+            train_on=self.train_on,
+            best_epoch=probe.best_epoch,
+            val_metric=probe.val_metric,
             layer_weights=[round(w, 4) for w in probe.layer_weights],
         )

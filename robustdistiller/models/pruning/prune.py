@@ -97,8 +97,9 @@ def prune_model(model: PrunableModel) -> tuple[PrunableModel, PruneReport]:
     for layer in range(cfg.num_layers):
         p = f"encoder.layers.{layer}."
         if layer_heads[layer]:
-            layer_heads[layer] = _prune_attention(state, p + "self_attn.", gates, layer, layer_heads[layer],
-                                                  cfg.head_dim, cfg.family == "wavlm", notes)
+            layer_heads[layer] = _prune_attention(
+                state, p + "self_attn.", gates, layer, layer_heads[layer], cfg.head_dim, cfg.family == "wavlm", notes
+            )
         if ffn_dims[layer]:
             ffn_dims[layer] = _prune_ffn(state, p, gates, layer)
 
@@ -143,8 +144,10 @@ def _prune_attention(
         score = head_gate.log_alpha.detach().cpu() if head_gate is not None else torch.zeros(len(heads))
         keep = torch.argmax(score).reshape(1)
         silent = True
-        notes.append("WavLM layer 0 lost all heads: one head kept with a zero out_proj so the "
-                     "relative-position bias (owned by layer 0, used by all layers) survives")
+        notes.append(
+            "WavLM layer 0 lost all heads: one head kept with a zero out_proj so the "
+            "relative-position bias (owned by layer 0, used by all layers) survives"
+        )
     rows = _head_rows(keep, head_dim)
     for proj in ("q_proj", "k_proj", "v_proj"):
         state[f"{prefix}{proj}.weight"] = state[f"{prefix}{proj}.weight"][rows]

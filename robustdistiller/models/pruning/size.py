@@ -8,13 +8,12 @@ of a concrete architecture (sizes = ints; a sub-block with 0 units is absent and
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Union
 
 from torch import Tensor
 
 from .config import PrunableConfig
 
-Size = Union[int, float, Tensor]
+Size = int | float | Tensor
 
 
 def _absent(n: Size) -> bool:
