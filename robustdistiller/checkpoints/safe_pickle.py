@@ -16,6 +16,7 @@ import io
 import pickle
 import re
 import zipfile
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -86,16 +87,16 @@ def stand_in(qualified_name: str) -> type[PickledStandIn]:
     return type(name, (PickledStandIn,), {"qualified_name": qualified_name})
 
 
-def default_allowed() -> dict[str, object]:
+def default_allowed() -> dict[str, Callable[..., Any]]:
     """Globals every checkpoint may reference beyond torch's own tensor/container allow-list."""
-    allowed: dict[str, object] = {"argparse.Namespace": argparse.Namespace}
+    allowed: dict[str, Callable[..., Any]] = {"argparse.Namespace": argparse.Namespace}
     for module in _S3PRL_OPTIMIZER_MODULES:
         for cls in _S3PRL_SCHEDULE_CLASSES:
             allowed[f"{module}.{cls}"] = stand_in(f"{module}.{cls}")
     return allowed
 
 
-def safe_load(f: str | Path | BinaryIO, extra_allowed: dict[str, object] | None = None) -> Any:
+def safe_load(f: str | Path | BinaryIO, extra_allowed: Mapping[str, Callable[..., Any]] | None = None) -> Any:
     """``torch.load`` restricted to tensors, plain containers and the allow-listed globals.
 
     ``extra_allowed`` maps further ``module.Name`` globals to the object to use in their place
@@ -113,7 +114,7 @@ def safe_load(f: str | Path | BinaryIO, extra_allowed: dict[str, object] | None 
     return _load_stream(f if f.seekable() else io.BytesIO(f.read()), source, allowed)
 
 
-def _load_stream(stream: BinaryIO, source: str, allowed: dict[str, object]) -> Any:
+def _load_stream(stream: BinaryIO, source: str, allowed: dict[str, Callable[..., Any]]) -> Any:
     start = stream.tell()
     with torch.serialization.safe_globals([(obj, name) for name, obj in allowed.items()]):
         offending = _unsafe_globals(stream)

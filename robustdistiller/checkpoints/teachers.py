@@ -184,7 +184,7 @@ _FAIRSEQ_OPAQUE_GLOBALS = (
 )
 
 
-def fairseq_allowed() -> dict[str, object]:
+def fairseq_allowed() -> dict[str, Callable[..., Any]]:
     """``safe_load``'s extra allow-list for fairseq / unilm files: inert stand-ins only."""
     return {name: stand_in(name) for name in _FAIRSEQ_OPAQUE_GLOBALS}
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import ast
 from collections.abc import Sequence
-from typing import Literal
+from typing import Literal, cast
 
 import torch
 import torch.nn.functional as F
@@ -76,9 +76,13 @@ def _eval_node(node: ast.AST, spec: str) -> int | list | tuple:
     if isinstance(node, ast.BinOp) and isinstance(node.op, (ast.Add, ast.Mult)):
         left, right = _eval_node(node.left, spec), _eval_node(node.right, spec)
         if isinstance(node.op, ast.Add) and type(left) is type(right):
-            if isinstance(left, (list, tuple)) and len(left) + len(right) > MAX_CONV_BLOCKS:
-                raise ValueError(f"conv layer spec {spec!r}: more than the limit of {MAX_CONV_BLOCKS} blocks")
-            return left + right
+            if isinstance(left, int) and isinstance(right, int):
+                return left + right
+            if isinstance(left, (list, tuple)) and isinstance(right, (list, tuple)):
+                if len(left) + len(right) > MAX_CONV_BLOCKS:
+                    raise ValueError(f"conv layer spec {spec!r}: more than the limit of {MAX_CONV_BLOCKS} blocks")
+                joined = [*left, *right]  # both lists or both tuples (same type, checked above)
+                return joined if isinstance(left, list) else tuple(joined)
         if isinstance(node.op, ast.Mult) and isinstance(left, (list, tuple)) and isinstance(right, int):
             # Bound the result, not only the count: nested repeats multiply (a crafted checkpoint's
             # "[(1,2,1)] * 10000 * 10000" would otherwise build 10^8 blocks before any check).
@@ -151,12 +155,12 @@ def check_batch(wavs: Tensor, lengths: Tensor | None, min_samples: int) -> Tenso
 
 class _GradMultiply(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x: Tensor, scale: float) -> Tensor:  # type: ignore[override]
+    def forward(ctx, x: Tensor, scale: float) -> Tensor:
         ctx.scale = scale
         return x.view_as(x)
 
     @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:
         return grad * ctx.scale, None
 
 
@@ -199,6 +203,8 @@ class Fp32GroupNorm(nn.GroupNorm):
 
 class ConvFeatureExtractor(nn.Module):
     """Seven (or any number of) strided Conv1d blocks: ``(B, L)`` waveform -> ``(B, C, T)`` features."""
+
+    conv_layers: nn.ModuleList
 
     def __init__(
         self,
@@ -260,7 +266,7 @@ class ConvFeatureExtractor(nn.Module):
         if reduced_precision_inference(wavs) and not self.training and not self._has_hooks():
             return self._run_channels_last(wavs, lengths).transpose(1, 2)
         x = wavs.unsqueeze(1)
-        for i, block in enumerate(self.conv_layers):
+        for i, block in enumerate(self._blocks()):
             x = block[1](block[0](x))
             norm = block[2] if len(block) == 4 else None
             if isinstance(norm, Fp32GroupNorm):
@@ -272,6 +278,14 @@ class ConvFeatureExtractor(nn.Module):
                 x = norm(x)
             x = block[-1](x)
         return x
+
+    def _blocks(self) -> list[nn.Sequential]:
+        """``conv_layers`` typed: every block is a ``Sequential`` (to mypy a ``ModuleList`` holds plain modules)."""
+        return cast(list[nn.Sequential], list(self.conv_layers))
+
+    def _conv(self, i: int) -> nn.Conv1d:
+        """The convolution of block ``i`` (its first module)."""
+        return cast(nn.Conv1d, self._blocks()[i][0])
 
     def _has_hooks(self) -> bool:
         # Hooks (the pruning gates) expect (B, C, T) outputs of each module; only the plain path has them.
@@ -290,14 +304,15 @@ class ConvFeatureExtractor(nn.Module):
         if lengths is None:
             lengths = torch.full((wavs.shape[0],), wavs.shape[1], dtype=torch.long, device=wavs.device)
         dtype = torch.get_autocast_dtype("cpu")
-        fold = isinstance(self.conv_layers[0][2], Fp32GroupNorm)  # "default" mode
+        blocks = self._blocks()
+        fold = isinstance(blocks[0][2], Fp32GroupNorm)  # "default" mode
         x = self._first_block_folded(wavs, lengths) if fold else wavs.unsqueeze(-1)
-        for i, block in enumerate(self.conv_layers):
+        for i, block in enumerate(blocks):
             if i > 0 or not fold:
-                conv = block[0]
+                conv = self._conv(i)
                 x = block[1](conv_as_matmul(x, conv.weight, conv.bias, conv.stride[0]))
                 if len(block) == 4:  # "layer_norm" mode; the LayerNorm sits between two TransposeLast
-                    x = block[2][1](x)
+                    x = cast(nn.Sequential, block[2])[1](x)
             x = block[-1](x.to(dtype))
         return x
 
@@ -317,7 +332,8 @@ class ConvFeatureExtractor(nn.Module):
         Returns:
             ``(B, T, C)`` normalised block-0 activations (before the GELU) in the autocast dtype.
         """
-        conv, norm = self.conv_layers[0][0], self.conv_layers[0][2]
+        conv, norm = self._conv(0), self._blocks()[0][2]
+        assert isinstance(norm, Fp32GroupNorm)  # only the "default" mode folds
         kernel, stride = conv.kernel_size[0], conv.stride[0]
         windows = conv_windows(wavs.float().unsqueeze(-1), kernel, stride)
         frames = conv_output_lengths(lengths, self.layers[:1]).tolist()

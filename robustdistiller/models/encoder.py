@@ -9,13 +9,13 @@ parameter names stay fairseq's at the top level: ``feature_extractor.*``, ``dumm
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 import torch
 from torch import Tensor, nn
 
 from .attention import SelfAttention, WavLMSelfAttention
-from .conv import ConvFeatureExtractor, check_batch, lengths_to_mask, receptive_field
+from .conv import ConvFeatureExtractor, ExtractorMode, check_batch, lengths_to_mask, receptive_field
 from .spec import EncoderSpec
 from .transformer import EncoderLayer, TransformerEncoder, init_bert_params
 
@@ -122,8 +122,9 @@ class Encoder(nn.Module):
         self.min_samples = receptive_field(spec.conv_layers)
         self.feature_extractor = ConvFeatureExtractor(
             spec.conv_layers,
-            mode=spec.extractor_mode,
-            conv_bias=spec.conv_bias,  # type: ignore[arg-type]
+            # spec.validate() above checked the str field against EXTRACTOR_MODES
+            mode=cast(ExtractorMode, spec.extractor_mode),
+            conv_bias=spec.conv_bias,
             dropout=spec.extractor_dropout,
             feature_grad_mult=spec.feature_grad_mult,
         )

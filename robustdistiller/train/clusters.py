@@ -61,8 +61,10 @@ class ClusterModel:
     def save(self, path: str | Path) -> Path:
         """Write an ``.npz`` of plain arrays plus a JSON metadata string (loads without pickle)."""
         meta = json.dumps({"feature": self.feature, "inertia": self.inertia, "library": _sklearn_version()})
-        arrays = {"centers": self.centers, "mean": self.mean, "scale": self.scale, "meta": np.array(meta)}
-        return atomic_write(path, lambda fh: np.savez(fh, **arrays))
+        return atomic_write(
+            path,
+            lambda fh: np.savez(fh, centers=self.centers, mean=self.mean, scale=self.scale, meta=np.array(meta)),
+        )
 
     @classmethod
     def load(cls, path: str | Path) -> ClusterModel:

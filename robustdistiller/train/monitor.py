@@ -80,8 +80,8 @@ class TrainMonitor:
         assert self._writer is not None
         for name, value in scalars.items():
             self._writer.add_scalar(name, value, step)
-        for name, value in (texts or {}).items():
-            self._writer.add_text(name, value, step)
+        for name, text in (texts or {}).items():
+            self._writer.add_text(name, text, step)
         with self.log_path.open("a") as fh:
             fh.write(json.dumps({"step": step, **scalars, **(texts or {})}) + "\n")
 

@@ -19,7 +19,7 @@ from ..precision import as_fp32, autocast
 from ..spec import spec_from_prunable
 from ..teacher import Teacher, TeacherModel
 from .config import PrunableConfig
-from .masking import StructureGates
+from .masking import StructureGates, gate_at
 from .size import config_params, structure_params
 
 PrunableOutput = EncoderOutput
@@ -65,7 +65,8 @@ class PrunableModel(Encoder):
         g, cfg = self.gates, self.config
 
         def expected(kind: nn.ModuleDict, i: int, full: int) -> Tensor | int:
-            return kind[str(i)].l0_norm() if str(i) in kind else full
+            gate = gate_at(kind, i)
+            return gate.l0_norm() if gate is not None else full
 
         conv = [expected(g.conv, i, c[0]) for i, c in enumerate(cfg.conv_spec)]
         heads = [expected(g.heads, i, h) for i, h in enumerate(cfg.head_counts)]
