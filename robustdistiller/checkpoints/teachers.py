@@ -127,7 +127,8 @@ def save_teacher(
     hf_model.load_state_dict(state, strict=True)
     out_dir = Path(out_dir)
     with atomic_dir(out_dir) as tmp:
-        hf_model.to(dtype).save_pretrained(tmp)
+        # transformers wraps PreTrainedModel.to with functools.wraps(nn.Module.to), which mypy reads as unbound
+        hf_model.to(dtype).save_pretrained(tmp)  # type: ignore[arg-type]
         load_teacher(tmp)  # fails here, before the rename, if the folder does not read back
         if add_files is not None:
             add_files(tmp)
@@ -217,6 +218,7 @@ def parse_fairseq_checkpoint(ckpt: Any, source: str | Path) -> tuple[dict[str, A
         raise UnsupportedTeacherError(f"{source}: no model configuration found under 'cfg' or 'args'")
     raw = ckpt.get("cfg")
     if flavour == "unilm":
+        assert isinstance(raw, dict)  # fairseq_flavour says "unilm" only for a dict cfg
         cfg, task = raw, {"normalize": raw.get("normalize", False)}
     elif isinstance(raw, dict) and isinstance(raw.get("model"), dict):  # fairseq (hydra)
         cfg, task = raw["model"], raw.get("task") or {}

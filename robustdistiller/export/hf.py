@@ -11,6 +11,7 @@ import errno
 import os
 import tempfile
 from pathlib import Path
+from typing import Any, cast
 
 import torch
 from safetensors import SafetensorError
@@ -90,7 +91,8 @@ def _save_verified(hf_model: HubertModel, folder: Path, out_dir: Path) -> None:
         hf_model.save_pretrained(folder)
     except SafetensorError as exc:  # how safetensors reports a failed write (full disk, size limit)
         raise OSError(errno.EIO, f"could not write the model ({exc})", str(out_dir)) from None
-    _, info = HubertModel.from_pretrained(folder, output_loading_info=True)
+    # output_loading_info=True makes from_pretrained return (model, info); its annotation says model only
+    _, info = cast(tuple[HubertModel, dict[str, Any]], HubertModel.from_pretrained(folder, output_loading_info=True))
     problems = {k: v for k, v in info.items() if v and k in ("missing_keys", "unexpected_keys", "mismatched_keys")}
     if problems:
         raise RuntimeError(f"exported Hugging Face model does not reload cleanly: {problems}")

@@ -34,17 +34,17 @@ def describe(path: str | Path) -> dict[str, Any]:
         }
         info["parameters"] = {"total": counts.total, "without_heads": counts.without_heads}
     elif isinstance(model, Teacher):
-        cfg = model.model.config
+        tcfg = model.model.config
         total = sum(p.numel() for p in model.parameters())
         info["architecture"] = {
-            "kind": f"{cfg.family} encoder",
-            "conv_layers": cfg.conv_layers,
-            "extractor_mode": cfg.extractor_mode,
-            "encoder_layers": cfg.num_layers,
-            "embed_dim": cfg.embed_dim,
-            "attention_heads": cfg.head_counts,
-            "ffn_dims": cfg.ffn_dims,
-            "layer_norm_first": cfg.layer_norm_first,
+            "kind": f"{tcfg.family} encoder",
+            "conv_layers": tcfg.conv_layers,
+            "extractor_mode": tcfg.extractor_mode,
+            "encoder_layers": tcfg.num_layers,
+            "embed_dim": tcfg.embed_dim,
+            "attention_heads": tcfg.head_counts,
+            "ffn_dims": tcfg.ffn_dims,
+            "layer_norm_first": tcfg.layer_norm_first,
         }
         info["parameters"] = {"total": total, "without_heads": total}
     elif isinstance(model, PrunableModel):

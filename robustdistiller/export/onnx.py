@@ -24,7 +24,7 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, cast
 
 import numpy as np
 import torch
@@ -55,6 +55,12 @@ class Extractor(Protocol):
     def frame_lengths(self, lengths: Tensor) -> Tensor: ...
 
 
+def as_extractor(model: nn.Module) -> Extractor:
+    """``model`` (a student, teacher or pruned model) as the :class:`Extractor` it is; nn.Module's
+    attribute typing cannot see ``extract`` / ``frame_lengths``."""
+    return cast(Extractor, model)
+
+
 @dataclass
 class OnnxExportReport:
     path: Path
@@ -75,8 +81,9 @@ class _Outputs(nn.Module):
         self.layers = list(layers)
 
     def forward(self, wavs: Tensor, lengths: Tensor) -> tuple[Tensor, ...]:
-        hidden = self.model.extract(wavs, lengths)
-        return (*(hidden[i] for i in self.layers), self.model.frame_lengths(lengths))
+        model = as_extractor(self.model)
+        hidden = model.extract(wavs, lengths)
+        return (*(hidden[i] for i in self.layers), model.frame_lengths(lengths))
 
 
 def frame_geometry(model: Extractor, max_samples: int = 200_000) -> FrameGeometry:
@@ -128,10 +135,10 @@ def export_onnx(
     """
     out = Path(out)
     model.eval()
-    geometry = frame_geometry(model)
+    geometry = frame_geometry(as_extractor(model))
     wavs, lengths = _example(geometry)
     with torch.inference_mode():
-        available = len(model.extract(wavs, lengths))
+        available = len(as_extractor(model).extract(wavs, lengths))
     chosen = resolve_layers(available, layers)
     names = [f"hidden_{i}" for i in chosen]
     dynamic: dict[str, dict[int, str]] = {"wavs": {0: "batch", 1: "samples"}, "lengths": {0: "batch"}}
@@ -193,8 +200,8 @@ def verify_onnx(model: nn.Module, path: Path, seed: int = 0) -> tuple[float, lis
     worst, scale, shapes = 0.0, 1.0, []
     for wavs, lengths in verification_batches(session.geometry, seed):
         with torch.inference_mode():
-            expected = model.extract(torch.from_numpy(wavs), torch.from_numpy(lengths))
-        expected = [expected[i].float().numpy() for i in session.layers]
+            reference = as_extractor(model).extract(torch.from_numpy(wavs), torch.from_numpy(lengths))
+        expected = [reference[i].float().numpy() for i in session.layers]
         got = session.extract(wavs, lengths)
         frames = session.frame_lengths(lengths)
         for e, g in zip(expected, got):

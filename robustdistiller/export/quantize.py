@@ -179,13 +179,20 @@ def _quantize(source: Path, out: Path, scheme: str, calibration: Sequence[np.nda
     return QuantizeReport(out, scheme, compare_models(OnnxModel(source), OnnxModel(out)))
 
 
+def _cnn_index(name: str) -> int:
+    """Layer index of the CNN Conv node ``name`` (one that ``CNN_CONV`` matches)."""
+    match = CNN_CONV.search(name)
+    assert match is not None
+    return int(match.group(1))
+
+
 def _quantize_convs(source: Path, out: Path, calibration: Sequence[np.ndarray]) -> None:
     """Static QDQ quantisation of the CNN's convolutions but the first, ranges from ``calibration``."""
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     convs = [n.name for n in onnx.load(str(source)).graph.node if n.op_type == "Conv"]
-    cnn = sorted((n for n in convs if CNN_CONV.search(n)), key=lambda n: int(CNN_CONV.search(n).group(1)))
+    cnn = sorted((n for n in convs if CNN_CONV.search(n)), key=_cnn_index)
     if len(cnn) < 2:
         raise ValueError(
             f"{source}: found {len(cnn)} CNN convolutions (Conv nodes named like "

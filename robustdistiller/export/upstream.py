@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import pad_sequence
 
 from robustdistiller.checkpoints.load import load
+from robustdistiller.export.onnx import as_extractor
 from robustdistiller.models.conv import lengths_to_mask
 from robustdistiller.models.student import DistillerModel
 
@@ -56,8 +57,9 @@ class RobustDistillerUpstream(nn.Module):
         device = wavs[0].device
         lengths = torch.tensor([w.numel() for w in wavs], dtype=torch.long, device=device)
         padded = pad_sequence([w.float() for w in wavs], batch_first=True)
-        states = self.model.extract(padded, lengths)
-        frame_lengths = self.model.frame_lengths(lengths)
+        model = as_extractor(self.model)
+        states = model.extract(padded, lengths)
+        frame_lengths = model.frame_lengths(lengths)
         out: dict[str, Any] = {
             "hidden_states": states,
             "last_hidden_state": states[-1],

@@ -90,13 +90,13 @@ class DistillationObjective(Objective):
         cfg = self.recipe.student
         with tools.phase("student"), tools.autocast():
             out: DistillerOutput = tools.nets["student"](batch.noisy, batch.lengths)
+        predictions = out.predictions
+        assert predictions is not None  # the student is built with its prediction heads
         with tools.phase("teacher"):
-            targets = teacher_targets(
-                self.teacher, batch.clean, batch.lengths, cfg.pred_layer_id, out.predictions.shape[2]
-            )
+            targets = teacher_targets(self.teacher, batch.clean, batch.lengths, cfg.pred_layer_id, predictions.shape[2])
         with tools.phase("student"):
             dist = distillation_loss(
-                out.predictions,
+                predictions,
                 targets,
                 out.frame_mask,
                 loss_type=cfg.loss_type,  # type: ignore[arg-type]

@@ -47,6 +47,7 @@ class PretrainTrainer(Trainer):
     """The training loop over the :class:`MaskedPrediction` objective of ``recipe`` (keyword
     arguments: :class:`Trainer`'s). ``command`` is shown in the model card."""
 
+    recipe: PretrainRecipe
     objective: MaskedPrediction
 
     def __init__(self, recipe: PretrainRecipe, *, command: str = "", **kwargs: Any) -> None:

@@ -19,11 +19,11 @@ import math
 import signal
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import torch
 import yaml
@@ -101,7 +101,7 @@ class _StopRequest:
 
     def __init__(self) -> None:
         self.signum: int | None = None
-        self._previous: dict[int, Any] = {}
+        self._previous: dict[signal.Signals, Any] = {}
 
     def _handle(self, signum: int, _frame: Any) -> None:
         if self.signum == signal.SIGINT and signum == signal.SIGINT:
@@ -326,7 +326,8 @@ class Trainer:
             label=self.objective.label,
         )
         window = _Window()
-        data = iter(self.stream)
+        # TrainingStream.__iter__ is a generator (closed below); its annotation says Iterator
+        data = cast(Generator[PlannedBatch, None, None], iter(self.stream))
         try:
             with _StopRequest().installed() as stop:
                 while self.step < last_step:
@@ -384,7 +385,7 @@ class Trainer:
 
     def _log(self, monitor: TrainMonitor, window: _Window) -> None:
         scalars = window.flush(self.ctx)
-        scalars["lr"] = self.scheduler.get_last_lr()[0]
+        scalars["lr"] = float(self.scheduler.get_last_lr()[0])  # LambdaLR rates are floats
         scalars["bad_steps"] = float(self.bad_steps)
         timing = self.timer.reset()
         step_time = sum(timing.values())
@@ -430,7 +431,7 @@ class Trainer:
         resume = state["Resume"]
         self._check_resume_changes(resume.get("recipe") or {}, path, int(state["Step"]))
         self.objective.load_checkpoint(state, path)
-        recipe_lrs = list(self.scheduler.base_lrs)  # this recipe's peak rates (group["lr"] is warm-up scaled)
+        recipe_lrs = [float(lr) for lr in self.scheduler.base_lrs]  # the peak rates (group["lr"] is warm-up scaled)
         self.optimizer.load_state_dict(state["Optimizer"])
         self.scheduler.load_state_dict(state["Scheduler"])
         self._apply_schedule(recipe_lrs)
