@@ -124,7 +124,7 @@ def extract_features(
                     raise ValueError(f"utterance {i}: hidden states are NaN/Inf or exceed the float16 range")
                 out[i] = feats
     finally:
-        if was_training:
+        if was_training and isinstance(upstream, nn.Module):
             upstream.train()
     return out
 

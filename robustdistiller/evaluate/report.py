@@ -11,10 +11,10 @@ import base64
 import html
 import math
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from robustdistiller.atomic import atomic_write
 from robustdistiller.evaluate.plots import all_plots, caption
@@ -292,7 +292,7 @@ def _skipped_blocks(results: Results) -> list[Block]:
 
 
 def build_blocks(results: Results, images: Sequence[Path], title: str, intro: Sequence[Block] = ()) -> list[Block]:
-    plots: list[Block] = [Heading("Plots")] + [Image(p, caption(p, results)) for p in images] if images else []
+    plots: list[Block] = [Heading("Plots"), *(Image(p, caption(p, results)) for p in images)] if images else []
     return [
         Heading(title, 1),
         *intro,
@@ -387,6 +387,11 @@ def render_html(blocks: Sequence[Block], base_dir: Path) -> str:
     return "\n".join(out) + "\n"
 
 
+def _utf8_writer(text: str) -> Callable[[BinaryIO], object]:
+    """A writer for :func:`atomic_write` that stores ``text`` as UTF-8."""
+    return lambda fh: fh.write(text.encode("utf-8"))
+
+
 def write_report(
     results: Results, out_dir: str | Path, *, title: str = "Robustness evaluation", intro: Sequence[Block] = ()
 ) -> tuple[Path, Path]:
@@ -396,5 +401,5 @@ def write_report(
     blocks = build_blocks(results, images, title, intro)
     md, page = out_dir / "report.md", out_dir / "report.html"
     for path, text in ((md, render_markdown(blocks)), (page, render_html(blocks, out_dir))):
-        atomic_write(path, lambda fh, text=text: fh.write(text.encode("utf-8")))
+        atomic_write(path, _utf8_writer(text))
     return md, page

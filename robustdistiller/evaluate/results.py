@@ -194,8 +194,8 @@ def write_csv(path: Path, rows: list[Row]) -> Path:
 
 def mean_of(values: list[float | None]) -> float | None:
     """Mean of the finite values, None when there are none (unscorable rows do not count)."""
-    values = [v for v in values if v is not None and math.isfinite(v)]
-    return sum(values) / len(values) if values else None
+    finite = [v for v in values if v is not None and math.isfinite(v)]
+    return sum(finite) / len(finite) if finite else None
 
 
 def drop_above_chance(clean: float | None, corrupted: float | None, chance: float | None) -> float | None:

@@ -26,7 +26,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Literal
+from typing import BinaryIO, Literal
 
 import numpy as np
 import soundfile as sf
@@ -247,7 +247,8 @@ def fsdd_tasks(
     for column, what in (("digit", "spoken digit recognition"), ("speaker", "speaker identification")):
         classes = _class_index(e.labels[column] for e in entries)
         index = {c: i for i, c in enumerate(classes)}
-        train, test = [], []
+        train: list[TaskItem] = []
+        test: list[TaskItem] = []
         for e in entries:
             item = TaskItem(e.path, manifest.root / e.path, index[e.labels[column]])
             (test if int(e.labels["take"]) in FSDD_TEST_TAKES else train).append(item)
@@ -275,6 +276,11 @@ class SpeakerRecording:
     sex: str  # "F" / "M"
 
 
+def _float_wav_writer(wav: np.ndarray) -> Callable[[BinaryIO], object]:
+    """A writer for :func:`atomic_write` that stores ``wav`` as a 16 kHz float WAV."""
+    return lambda fh: sf.write(fh, wav, SAMPLE_RATE, subtype="FLOAT", format="WAV")
+
+
 def _write_segments(rec: SpeakerRecording, out_dir: Path, seconds: float, report: BadFileReport) -> list[str]:
     """Cut ``rec`` into consecutive ``seconds``-long segments (a shorter tail is dropped), written as
     16 kHz float WAVs ``out_dir/<stem>_<k>.wav``; returns their names in time order."""
@@ -288,7 +294,7 @@ def _write_segments(rec: SpeakerRecording, out_dir: Path, seconds: float, report
     for k in range(len(wav) // size):
         name = f"{rec.path.stem}_{k:03d}.wav"
         cut = wav[k * size : (k + 1) * size]
-        atomic_write(out_dir / name, lambda fh, cut=cut: sf.write(fh, cut, SAMPLE_RATE, subtype="FLOAT", format="WAV"))
+        atomic_write(out_dir / name, _float_wav_writer(cut))
         names.append(name)
     return names
 
@@ -340,7 +346,8 @@ def speaker_tasks(
     packs = []
     for column, classes, label_of in (("speaker", speakers, lambda s: s), ("sex", ["F", "M"], lambda s: sex[s])):
         index = {c: i for i, c in enumerate(classes)}
-        train, test = [], []
+        train: list[TaskItem] = []
+        test: list[TaskItem] = []
         for s in speakers:
             names = by_speaker[s]
             n_test = max(1, int(round(test_fraction * len(names))))

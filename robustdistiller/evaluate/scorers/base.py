@@ -8,7 +8,7 @@ from abc import ABC
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, cast
 
 import numpy as np
 import torch
@@ -17,9 +17,15 @@ from torch import Tensor
 from robustdistiller.data.report import BadFileReport
 from robustdistiller.evaluate.conditions import Condition, ConditionSet
 from robustdistiller.evaluate.models import ModelUnderTest
-from robustdistiller.evaluate.probes import cached_features
+from robustdistiller.evaluate.probes import Upstream, cached_features
 from robustdistiller.evaluate.rows import ResultRow
 from robustdistiller.evaluate.tasks import TaskPack, load_waveforms
+
+
+def upstream_of(entry: ModelUnderTest) -> Upstream:
+    """``entry.model`` as the :class:`Upstream` it is: every loaded model under test has ``extract``,
+    which ``ModelUnderTest.model``'s ``nn.Module`` type cannot express."""
+    return cast(Upstream, entry.model)
 
 
 @dataclass(frozen=True)
@@ -81,7 +87,12 @@ class ScoringContext:
         ``uids``, from the feature cache under ``label`` (the condition's name in the cache key)."""
         tensors = [torch.from_numpy(wavs[u]) for u in uids]
         feats = cached_features(
-            entry.model, tensors, self.cache_dir, condition=label, model_id=entry.model_id, batch_size=self.batch_size
+            upstream_of(entry),
+            tensors,
+            self.cache_dir,
+            condition=label,
+            model_id=entry.model_id,
+            batch_size=self.batch_size,
         )
         return dict(zip(uids, feats))
 

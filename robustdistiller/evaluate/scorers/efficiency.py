@@ -15,7 +15,7 @@ from robustdistiller.evaluate.efficiency import (
 )
 from robustdistiller.evaluate.models import ModelUnderTest, load_model_under_test
 from robustdistiller.evaluate.rows import EfficiencyRow
-from robustdistiller.evaluate.scorers.base import Scorer, ScoringContext
+from robustdistiller.evaluate.scorers.base import Scorer, ScoringContext, upstream_of
 
 
 def _forward_once(path: str, seconds: float) -> None:
@@ -23,7 +23,7 @@ def _forward_once(path: str, seconds: float) -> None:
     entry = load_model_under_test(path, "memory")
     x = torch.zeros(1, int(seconds * SAMPLE_RATE))
     with torch.inference_mode():
-        entry.model.extract(x, torch.tensor([x.shape[1]]))
+        upstream_of(entry).extract(x, torch.tensor([x.shape[1]]))
 
 
 class EfficiencyScorer(Scorer):

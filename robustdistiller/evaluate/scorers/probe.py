@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from typing import Literal
+from typing import Literal, cast
 
 import numpy as np
 from torch import Tensor
@@ -15,6 +15,7 @@ from robustdistiller.config import from_dict
 from robustdistiller.errors import ConfigError
 from robustdistiller.evaluate.conditions import CLEAN, ConditionSet
 from robustdistiller.evaluate.models import ModelUnderTest
+from robustdistiller.evaluate.probe_tasks import Labels
 from robustdistiller.evaluate.probes import (
     ProbeConfig,
     TrainedProbe,
@@ -23,9 +24,15 @@ from robustdistiller.evaluate.probes import (
 )
 from robustdistiller.evaluate.rows import ProbeRow
 from robustdistiller.evaluate.scorers.base import Observation, Scorer, ScoringContext
-from robustdistiller.evaluate.tasks import TaskPack
+from robustdistiller.evaluate.tasks import TaskItem, TaskPack
 
 TrainOn = Literal["clean", "corrupted"]
+
+
+def _labels(items: Sequence[TaskItem]) -> Labels:
+    """The labels of ``items``. One pack's labels are all class ids (utterance tasks) or all token tuples
+    (CTC tasks), which the per-item ``Label`` union cannot say; train_probe/evaluate_probe check them."""
+    return cast(Labels, [i.label for i in items])
 
 
 def training_mix(
@@ -82,16 +89,16 @@ class ProbeScorer(Scorer):
             cfg = from_dict(ProbeConfig, {**dataclasses.asdict(self.config), "task": task.kind, "seed": self.seed})
             trained[task.name] = train_probe(
                 [feats[i.uid] for i in task.train],
-                [i.label for i in task.train],
+                _labels(task.train),
                 [feats[i.uid] for i in task.val],
-                [i.label for i in task.val],
+                _labels(task.val),
                 cfg,
                 num_classes=len(task.classes),
             )
         return trained
 
     def _row(self, entry: ModelUnderTest, task: TaskPack, seen: Observation, probe: TrainedProbe) -> ProbeRow:
-        scored = evaluate_probe(probe, [seen.features[i.uid] for i in task.test], [i.label for i in task.test])
+        scored = evaluate_probe(probe, [seen.features[i.uid] for i in task.test], _labels(task.test))
         value = float(scored[task.metric])
         key = (entry.name, task.name)
         if seen.condition.kind == "clean":
