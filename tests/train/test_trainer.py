@@ -8,7 +8,7 @@ import torch
 
 from robustdistiller.checkpoints.s3prl import read_s3prl_checkpoint
 from robustdistiller.checkpoints.teachers import load_teacher
-from robustdistiller.train import trainer as trainer_module
+from robustdistiller.train import distillation as distillation_module
 from robustdistiller.train.checkpointing import list_checkpoints
 from robustdistiller.train.distillation import DistillTrainer, distill
 from robustdistiller.train.monitor import read_log
@@ -130,7 +130,7 @@ def test_corruption_finished_in_workers_trains_like_corruption_on_the_device(mak
 
 
 def test_non_finite_steps_are_skipped_then_abort(make_recipe, monkeypatch: pytest.MonkeyPatch) -> None:
-    real = trainer_module.distillation_loss
+    real = distillation_module.distillation_loss
     calls = {"n": 0}
 
     def sometimes_nan(*args, **kwargs):
@@ -140,7 +140,7 @@ def test_non_finite_steps_are_skipped_then_abort(make_recipe, monkeypatch: pytes
             out.total = out.total * float("nan")
         return out
 
-    monkeypatch.setattr(trainer_module, "distillation_loss", sometimes_nan)
+    monkeypatch.setattr(distillation_module, "distillation_loss", sometimes_nan)
     trainer = DistillTrainer(make_recipe("train.max_bad_steps=3", "optim.total_steps=20"))
     with pytest.raises(TrainingDivergedError, match="3 non-finite steps in a row"):
         trainer.fit()
