@@ -8,6 +8,7 @@ Prints the median time per phase over the timed steps and audio seconds processe
 Target: data wait + corruption under 5 % of the step.
 
     python bench/train_step.py [--steps 4] [--batch 4] [--seconds 4] [--device cpu] [--apply-on auto]
+                               [--teacher-precision fp32|bf16|auto]
 """
 
 from __future__ import annotations
@@ -57,6 +58,12 @@ def main() -> None:
         choices=["auto", "workers", "device"],
         help="where corruption arithmetic runs (corruption.apply_on)",
     )
+    parser.add_argument(
+        "--teacher-precision",
+        default="fp32",
+        choices=["fp32", "bf16", "auto"],
+        help="the teacher's forward on CPU (train.teacher_precision); bf16 reaches AMX / AVX512-BF16 units",
+    )
     args = parser.parse_args()
 
     from transformers import HubertConfig, HubertModel
@@ -77,7 +84,7 @@ def main() -> None:
             "teacher": {"source": str(tmp / "teacher")},
             "enhancement": {"use_enhancement": True},
             "optim": {"total_steps": 1000},
-            "train": {"out_dir": str(tmp / "run"), "device": args.device},
+            "train": {"out_dir": str(tmp / "run"), "device": args.device, "teacher_precision": args.teacher_precision},
         },
     )
     trainer = DistillTrainer(recipe, sync_timing=True)
@@ -104,7 +111,8 @@ def main() -> None:
     )
     print(
         f"batch {args.batch} x {args.seconds:g} s, {args.steps} timed steps (medians), "
-        f"corruption applied on: {'workers' if trainer.stream.collate.finish else args.device}\n"
+        f"corruption applied on: {'workers' if trainer.stream.collate.finish else args.device}, "
+        f"teacher precision: {args.teacher_precision}\n"
     )
     print(f"{'phase':<14}{'seconds':>10}{'share':>9}")
     for name in PHASES:

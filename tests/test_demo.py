@@ -15,6 +15,7 @@ from robustdistiller.checkpoints.load import load_student
 from robustdistiller.cli import main
 from robustdistiller.data.recordings import RECORDED_NOISES, RECORDINGS_DIR, read_index
 from robustdistiller.evaluate.results import Results
+from robustdistiller.evaluate.rows import DistortionRow, HeadlineRow
 
 
 def _no_synthetic(*args: object, **kwargs: object) -> None:
@@ -117,3 +118,39 @@ def test_students_differ_only_in_robustness_and_robust_rooms_are_aligned(tmp_pat
     assert robust.enhancement.use_enhancement and not base.enhancement.use_enhancement
     for section in ("data", "student", "optim"):
         assert getattr(base, section) == getattr(robust, section), section
+
+
+def _headline(model: str, drop: float, clean: float = 0.6) -> HeadlineRow:
+    return HeadlineRow(model, "heldout-sex", "accuracy", clean, 0.5, 0.5, 0.5, 0.1, 0.5, drop, drop, drop, 1000, 0.01)
+
+
+def test_answer_compares_seed_means_and_the_representations() -> None:
+    results = Results(seed=0, train_on="clean", quick=False, condition_fingerprint="x")
+    results.conditions = [{"id": c, "kind": k} for c, k in (("clean", "clean"), ("n", "noise"), ("r", "reverb"))]
+    # seed means: baseline drop 0.5, RobustDistiller 0.35 -> ratio 0.7, the target met
+    results.headline = [
+        _headline(demo.BASELINE, 0.4),
+        _headline(f"{demo.BASELINE}-seed1", 0.6),
+        _headline(demo.ROBUST, 0.3),
+        _headline(f"{demo.ROBUST}-seed1", 0.4, clean=0.58),
+    ]
+    (row,) = demo.comparison_rows(results)
+    assert row["seeds"] == 2 and row["ratio"]["drop_above_chance"] == pytest.approx(0.7)
+    assert row["clean_gap"] == pytest.approx(-0.01) and row["met"]
+    results.distortion = [
+        DistortionRow(model, cond, ref, 3, 2, 0.1, cos, 10, "head1->T2")
+        for model, cond, ref, cos in (
+            (demo.BASELINE, "n", "teacher_clean", 0.7),
+            (f"{demo.BASELINE}-seed1", "n", "teacher_clean", 0.8),
+            (demo.ROBUST, "n", "teacher_clean", 0.9),
+            (demo.ROBUST, "n", "self_clean", 0.1),  # another reference: not the distillation target
+            (demo.ROBUST, "r", "teacher_clean", 0.6),
+        )
+    ]
+    means = demo.representation_means(results)
+    assert means[demo.BASELINE]["noise"] == pytest.approx(0.75) and means[demo.ROBUST]["noise"] == pytest.approx(0.9)
+    assert means[demo.BASELINE]["reverb"] is None and means[demo.ROBUST]["reverb"] == pytest.approx(0.6)
+    bullet = demo.representation_bullet(results)
+    # only kinds both students were measured under are compared
+    assert bullet is not None and "noise 0.900 RobustDistiller vs 0.750 baseline." in bullet
+    assert "reverberation" not in bullet

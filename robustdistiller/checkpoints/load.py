@@ -60,15 +60,16 @@ class LoadedModel:
         return self.format in STUDENT_KINDS
 
 
-def load(path: str | Path, precision: str = "fp32") -> nn.Module:
+def load(path: str | Path, precision: str = "auto") -> nn.Module:
     """Load any supported checkpoint file or model directory, in eval mode.
 
     Args:
         path: checkpoint file or model directory.
-        precision: what ``extract`` runs in on the CPU: "fp32" (exact, the default), "bf16" (falls
-            back to fp32 with a log line on a CPU without bf16 units) or "auto" (bf16 where it is
-            faster and every hidden state keeps cosine >= 0.99 against fp32; see
-            ``robustdistiller.models.precision``). The choice is logged once.
+        precision: what ``extract`` runs in on the CPU: "auto" (the default: bf16 where the CPU has
+            bf16 units and every hidden state keeps cosine >= 0.99 against fp32, else fp32; see
+            ``robustdistiller.models.precision``), "fp32" (exact: parity checks, exports, training
+            on top) or "bf16" (falls back to fp32 with a log line on a CPU without bf16 units). The
+            choice is logged once.
     """
     check_precision(precision)
     model = open_model(path).model

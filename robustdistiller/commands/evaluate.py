@@ -57,6 +57,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="small subsets and few conditions (a smoke test)")
     parser.add_argument("--no-efficiency", action="store_true", help="skip MACs / real-time factor / memory")
+    parser.add_argument(
+        "--precision",
+        choices=("fp32", "bf16", "auto"),
+        default="fp32",
+        help="the models' forward: fp32 (default), bf16, or auto (bf16 where the CPU has bf16 units and every "
+        "layer stays within cosine 0.99 of fp32; logged per model)",
+    )
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder")
     parser.set_defaults(func=run)
 
@@ -82,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
     if args.rt60:  # noise + reverberation uses the middle RT60 bin given
         overrides["mixed_rt60s"] = [sorted(args.rt60)[len(args.rt60) // 2]]
     conditions = quick_conditions(**overrides) if args.quick else from_dict(ConditionConfig, overrides)
-    option_overrides = {"efficiency": not args.no_efficiency, "voicebank": args.voicebank}
+    option_overrides = {"efficiency": not args.no_efficiency, "voicebank": args.voicebank, "precision": args.precision}
     options = quick_options(**option_overrides) if args.quick else from_dict(EvaluateOptions, option_overrides)
     tasks = [
         pack for spec in (args.task or ["builtin"]) for pack in tasks_from_spec(spec, work_dir=args.out, seed=args.seed)

@@ -14,15 +14,18 @@ A model is measured through ``model.extract(wavs [1, L], lengths [1])`` when it 
 from __future__ import annotations
 
 import multiprocessing as mp
+import queue as queue_module
 import statistics
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
+
+from robustdistiller.models.precision import precision_of
 
 SAMPLE_RATE = 16000
 
@@ -86,8 +89,11 @@ def count_macs(model: Any, seconds: float = 1.0, sample_rate: int = SAMPLE_RATE)
 
     lstms = [m for m in model.modules() if isinstance(m, nn.LSTM)] if isinstance(model, nn.Module) else []
     handles = [m.register_forward_hook(hook) for m in lstms]
+    # MACs do not depend on the precision, and FlopCounterMode's decompositions do not follow CPU
+    # autocast (a bf16 model's einsum would mix dtypes): count the fp32 forward.
+    fp32 = precision_of(model, "fp32") if hasattr(model, "precision") else nullcontext()
     try:
-        with _eval_mode(model), torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        with _eval_mode(model), fp32, torch.inference_mode(), FlopCounterMode(display=False) as counter:
             _forward(model, wavs, lengths)
     finally:
         for handle in handles:
@@ -154,11 +160,24 @@ def peak_memory_mb(fn: Callable[..., Any], *args: Any, timeout_s: float = 600.0)
     queue = ctx.Queue()
     proc = ctx.Process(target=_measure_child, args=(fn, args, queue), daemon=True)
     proc.start()
+    deadline = time.monotonic() + timeout_s
     try:
-        status, value = queue.get(timeout=timeout_s)
-    except Exception:  # queue.Empty: the child died or hung
-        proc.kill()
-        raise RuntimeError(f"memory measurement process gave no result (exit code {proc.exitcode})") from None
+        # Short waits while the child lives: a child that dies (killed for memory, a crash before it
+        # reports) fails the measurement at once instead of after the whole timeout.
+        while True:
+            alive = proc.is_alive()  # read before the wait: a child that reported and exited is drained below
+            try:
+                status, value = queue.get(timeout=1.0)
+                break
+            except queue_module.Empty:
+                if not alive or time.monotonic() > deadline:
+                    proc.kill()
+                    proc.join(timeout=10)
+                    raise RuntimeError(
+                        f"memory measurement process gave no result (exit code {proc.exitcode}); a spawned "
+                        "child re-imports the caller's main module, so scripts need an `if __name__ == "
+                        "'__main__':` guard"
+                    ) from None
     finally:
         proc.join(timeout=10)
     if status != "ok":

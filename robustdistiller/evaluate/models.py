@@ -9,6 +9,7 @@ head saved beside it (``checkpoints.heads``, the same for every format).
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,8 +23,11 @@ from robustdistiller.checkpoints.teachers import load_teacher
 from robustdistiller.errors import CheckpointFormatError, UsageError
 from robustdistiller.evaluate.probes import state_fingerprint
 from robustdistiller.models.enhancement import EnhancementHead
+from robustdistiller.models.precision import use_precision
 from robustdistiller.models.student import DistillerModel
 from robustdistiller.models.teacher import Teacher
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -39,10 +43,23 @@ class ModelUnderTest:
     head_pairs: list[tuple[int, int]] | None = None  # students: (head index, teacher layer it predicts)
     enhancement: EnhancementHead | None = None
     enhancement_input: str = "cnn"
+    precision: str = "fp32"  # what the model's forward runs in (set_precision)
 
     @property
     def parameters(self) -> int:
         return sum(p.numel() for p in self.model.parameters())
+
+    def set_precision(self, requested: str) -> None:
+        """Run the model in ``requested`` (fp32 | bf16 | auto, resolved for this CPU by
+        ``models.precision.use_precision``, which logs the choice). The feature-cache key names a
+        reduced precision, so cached features of different precisions never mix."""
+        if not hasattr(self.model, "precision"):
+            if requested != "fp32":
+                log.info("%s: %s has no reduced-precision path; it runs in fp32", self.name, type(self.model).__name__)
+            return
+        self.precision = use_precision(self.model, requested).precision
+        base = self.model_id.split("@", 1)[0]
+        self.model_id = base if self.precision == "fp32" else f"{base}@{self.precision}"
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -54,6 +71,7 @@ class ModelUnderTest:
             "parameters": self.parameters,
             "num_hidden_states": len(self.layer_names),
             "has_enhancement": self.enhancement is not None,
+            "precision": self.precision,
         }
 
 

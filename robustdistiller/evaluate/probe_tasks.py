@@ -56,6 +56,10 @@ class ProbeTask(ABC):
     def check_classes(self, classes: Sequence[str], task_name: str) -> None:  # noqa: B027 - optional check, no-op by default
         """Raise ``ValueError`` when a task pack's class list does not suit this task (any list does by default)."""
 
+    def condense(self, feats: Sequence[Tensor], layer_norm: bool) -> Sequence[Tensor]:
+        """The features reduced to what this task's head needs, with the same outputs (default: as given)."""
+        return feats
+
     @abstractmethod
     def head(self, num_layers: int, dim: int, num_classes: int, hidden: int, layer_norm: bool) -> nn.Module:
         """A fresh head mapping ``([B, L, T, D], frame lengths [B])`` to this task's output."""
@@ -106,6 +110,13 @@ class UtteranceTask(ProbeTask):
 
     def largest_label(self, labels: Labels) -> int:
         return max(cast(Sequence[int], labels), default=0)
+
+    def condense(self, feats: Sequence[Tensor], layer_norm: bool) -> Sequence[Tensor]:
+        """Each layer's frame mean, ``[L, 1, D]`` fp32. The head's weighted layer sum and its frame mean
+        are both linear, so they commute: pooling once gives the same logits (up to float rounding)
+        and spares every epoch the padding and the per-frame sum. A per-frame layer norm does not
+        commute, so with ``layer_norm`` the frames stay."""
+        return feats if layer_norm else [f.float().mean(1, keepdim=True) for f in feats]
 
     def head(self, num_layers: int, dim: int, num_classes: int, hidden: int, layer_norm: bool) -> nn.Module:
         return UtteranceClassifier(num_layers, dim, num_classes, hidden, layer_norm)

@@ -239,6 +239,7 @@ class TrainedProbe:
         """One prediction per utterance (features ``[L, T_i, D]`` each): a class id or a token list."""
         self.model.eval()
         preds: list[Any] = []
+        feats = self.config.probe_task.condense(feats, self.config.layer_norm)
         for x, lengths in _batches(feats, self.config.batch_size, self.config.device):
             preds.extend(self.config.probe_task.decode(self.model(x, lengths), lengths))
         return preds
@@ -353,6 +354,7 @@ def train_probe(
     _check_labels(val_labels, len(val_feats), task, "val_labels")
     task.check_training_set(train_feats, train_labels)
     classes = _num_classes(task, [*train_labels, *val_labels], num_classes)
+    train_feats, val_feats = task.condense(train_feats, cfg.layer_norm), task.condense(val_feats, cfg.layer_norm)
 
     # Initialise from the seed without disturbing the caller's global RNG state.
     with torch.random.fork_rng(devices=[]):

@@ -47,6 +47,7 @@ from robustdistiller.evaluate.scorers import (
 )
 from robustdistiller.evaluate.scorers.probe import TrainOn
 from robustdistiller.evaluate.tasks import TaskPack
+from robustdistiller.models.precision import check_precision
 
 log = logging.getLogger(__name__)
 
@@ -69,12 +70,17 @@ class EvaluateOptions:
     voicebank: Path | None = None  # folder with clean/ and noisy/ (same file names)
     evaluate_teacher: bool = True  # also probe the teacher (the upper bound)
     cache_dir: Path | None = None  # feature cache (default: <out_dir>/cache)
+    # The models' forward (features, distortion, enhancement input, real-time factor): fp32, bf16, or auto
+    # (bf16 where the CPU has bf16 units and every hidden state keeps cosine >= 0.99 against fp32;
+    # models.precision). Features are cached per precision.
+    precision: str = "fp32"
 
     def validate(self) -> None:
         if min(self.max_train, self.max_val, self.max_test, self.max_distortion) < 0:
             raise ConfigError("max_* limits must be >= 0")
         if self.batch_size < 1 or self.max_enhancement < 0 or self.rtf_seconds <= 0 or self.rtf_repeats < 1:
             raise ConfigError("batch_size and rtf_repeats must be >= 1, max_enhancement >= 0, rtf_seconds > 0")
+        check_precision(self.precision, "precision")
 
 
 def quick_options(**overrides: object) -> EvaluateOptions:
@@ -210,6 +216,9 @@ def evaluate(
     # Models first: a wrong path fails before any noise is indexed or room simulated.
     entries = [load_model_under_test(p, n) for p, n in zip(models, names)]
     teacher_entry = _resolve_teacher(teacher, entries)
+    for entry in [*entries, teacher_entry]:
+        if entry is not None:
+            entry.set_precision(options.precision)
     if teacher_entry is not None and options.evaluate_teacher:
         entries.append(teacher_entry)
     clock.lap("load")

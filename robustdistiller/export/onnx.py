@@ -250,7 +250,7 @@ def export_onnx_file(
     if scheme not in INT8_SCHEMES:
         raise UsageError(f"unknown int8 scheme {scheme!r}; choose from {', '.join(INT8_SCHEMES)}")
     utterances = calibration_audio(calibration) if quantize is not None and scheme != "dynamic" else None
-    model = load(source)
+    model = load(source, precision="fp32")  # the graph is traced, and verified, in fp32
     check_finite_weights(model, source)
     # Written and verified under a temp name, then renamed: a failed export (full disk, NaN outputs)
     # leaves the previous file at ``out`` whole.

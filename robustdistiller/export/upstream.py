@@ -84,4 +84,5 @@ def robust_distiller_local(
         log.warning("robust_distiller_local ignores model_config=%s: the checkpoint holds its config", model_config)
     if kwargs:
         log.debug("robust_distiller_local ignores %s", sorted(kwargs))
-    return RobustDistillerUpstream(load(ckpt))
+    # fp32: s3prl downstreams train on these features, often on a GPU, and compare against fp32 numbers.
+    return RobustDistillerUpstream(load(ckpt, precision="fp32"))

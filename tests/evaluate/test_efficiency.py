@@ -1,4 +1,5 @@
 import functools
+import os
 import time
 
 import numpy as np
@@ -75,3 +76,12 @@ def test_peak_memory_of_a_known_allocation():
     assert 110 < peak < 160
     with pytest.raises(RuntimeError, match="ValueError"):
         peak_memory_mb(np.ones, -1)
+
+
+def test_peak_memory_fails_fast_when_the_child_dies():
+    # A child that exits without reporting (as one killed for memory does) is an error within seconds,
+    # not after the 600 s timeout.
+    start = time.perf_counter()
+    with pytest.raises(RuntimeError, match="exit code 3"):
+        peak_memory_mb(functools.partial(os._exit, 3))
+    assert time.perf_counter() - start < 60

@@ -230,3 +230,22 @@ def test_extract_features_restores_mode_and_rejects_fp16_overflow():
     with pytest.raises(ValueError, match="float16 range"):
         extract_features(upstream, [torch.zeros(1000)])
     assert upstream.training
+
+
+def test_utterance_probes_pool_frames_once_with_the_same_logits():
+    from robustdistiller.evaluate.heads import UtteranceClassifier
+    from robustdistiller.evaluate.probe_tasks import probe_task
+
+    gen = torch.Generator().manual_seed(0)
+    feats = [torch.randn(3, t, 8, generator=gen).half() for t in (5, 1, 12, 7)]
+    task = probe_task("utterance")
+    condensed = task.condense(feats, layer_norm=False)
+    assert [tuple(f.shape) for f in condensed] == [(3, 1, 8)] * 4
+    assert task.condense(feats, layer_norm=True) is feats  # a per-frame norm does not commute with pooling
+    torch.manual_seed(0)
+    head = UtteranceClassifier(3, 8, 4)
+    head.featurizer.weights.data = torch.tensor([0.3, -1.0, 2.0])
+    for f, c in zip(feats, condensed):
+        full = head(f.float().unsqueeze(0), torch.tensor([f.shape[1]]))
+        pooled = head(c.unsqueeze(0), torch.tensor([1]))
+        torch.testing.assert_close(pooled, full, rtol=1e-5, atol=1e-6)

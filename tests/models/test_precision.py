@@ -195,3 +195,64 @@ def test_extract_cli_logs_its_precision_and_falls_back(no_bf16_units, tmp_path, 
     assert "DistillerModel runs in fp32: auto requested, but this CPU has no bf16 units" in caplog.text
     assert main([*argv, "--backend", "onnx", "--precision", "bf16"]) == 1
     assert "precision bf16 applies to the torch backend" in capsys.readouterr().err
+
+
+def _under_test(model):
+    from robustdistiller.evaluate.models import ModelUnderTest
+    from robustdistiller.evaluate.probes import state_fingerprint
+
+    return ModelUnderTest("m", "m.ckpt", "student", "s3prl", model, state_fingerprint(model), ["proj"])
+
+
+def test_evaluation_precision_keys_its_feature_cache(monkeypatch, caplog):
+    entry = _under_test(tiny_student())
+    fp32_id = entry.model_id
+    entry.set_precision("fp32")
+    assert entry.model_id == fp32_id and entry.precision == entry.model.precision == "fp32"
+    monkeypatch.setattr(precision, "cpu_flags", lambda: frozenset({"avx512_bf16"}))
+    entry.set_precision("bf16")
+    # bf16 features are cached apart from fp32 ones, and the report says which precision ran
+    assert entry.model_id == f"{fp32_id}@bf16" and entry.describe()["precision"] == "bf16"
+    monkeypatch.setattr(precision, "cpu_flags", lambda: frozenset({"avx2"}))
+    with caplog.at_level(logging.INFO, logger="robustdistiller.models.precision"):
+        entry.set_precision("auto")  # falls back on a CPU without units, with a log line
+    assert entry.model_id == fp32_id and entry.precision == "fp32"
+    assert "no bf16 units" in caplog.text
+
+
+def test_evaluation_precision_leaves_models_without_a_reduced_path_in_fp32(caplog):
+    entry = _under_test(torch.nn.Linear(2, 2))
+    with caplog.at_level(logging.INFO, logger="robustdistiller.evaluate.models"):
+        entry.set_precision("auto")
+    assert entry.precision == "fp32" and "no reduced-precision path" in caplog.text
+
+
+def test_evaluate_options_reject_an_unknown_precision():
+    from robustdistiller.config import from_dict
+    from robustdistiller.evaluate.runner import EvaluateOptions
+
+    with pytest.raises(ValueError, match="precision must be one of fp32, bf16, auto, got 'bf61'; did you mean 'bf16'"):
+        from_dict(EvaluateOptions, {"precision": "bf61"})
+
+
+def test_macs_of_a_bf16_model_are_its_fp32_macs():
+    from robustdistiller.evaluate.efficiency import count_macs
+
+    model = tiny_student()
+    fp32 = count_macs(model, 0.5)
+    model.precision = "bf16"
+    assert count_macs(model, 0.5) == fp32 and model.precision == "bf16"
+
+
+def test_load_defaults_to_auto_and_keeps_fp32_on_request(tmp_path, monkeypatch, caplog):
+    import robustdistiller
+    from robustdistiller.checkpoints.s3prl import save_s3prl_checkpoint
+
+    path = save_s3prl_checkpoint(tmp_path / "s.ckpt", tiny_student())
+    monkeypatch.setattr(precision, "cpu_flags", lambda: frozenset({"amx_bf16", "avx512_bf16"}))
+    with caplog.at_level(logging.INFO, logger="robustdistiller.models.precision"):
+        assert robustdistiller.load(path).precision == "bf16"  # the fastest accurate path by default
+    assert "DistillerModel runs in bf16: auto" in caplog.text
+    assert robustdistiller.load(path, precision="fp32").precision == "fp32"
+    monkeypatch.setattr(precision, "cpu_flags", lambda: frozenset({"avx2"}))
+    assert robustdistiller.load(path).precision == "fp32"  # no bf16 units: fp32, logged

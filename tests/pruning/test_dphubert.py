@@ -80,7 +80,7 @@ def test_hand_written_wavlm_form_file_loads_strictly_and_runs(tmp_path, wave_bat
     path = tmp_path / "DPWavLM-toy.pth"
     torch.save({"state_dict": state, "config": _wavlm_config_dict(), "distill_linear_projs": projs}, path)
 
-    loaded = robustdistiller.load(path)
+    loaded = robustdistiller.load(path, precision="fp32")
     assert isinstance(loaded, PrunableModel) and not loaded.training
     assert loaded.config.layer_heads == [[0, 2, 3], [1]]
     assert loaded.encoder.layers[1].self_attn.remaining_heads.tolist() == [1]
@@ -151,7 +151,7 @@ def test_hubert_form_with_a_widest_layer_that_does_not_divide_the_embedding_load
     raw = torch.load(path, weights_only=True)
     assert raw["config"]["encoder_num_heads"] == [3, 2] and raw["config"]["encoder_head_dim"] == 16
 
-    loaded = robustdistiller.load(path)
+    loaded = robustdistiller.load(path, precision="fp32")
     assert loaded.config.head_counts == [3, 2] and loaded.config.head_dim == 16
     wavs, lengths = wave_batch
     with torch.no_grad():
