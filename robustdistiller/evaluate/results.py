@@ -192,7 +192,7 @@ def write_csv(path: Path, rows: list[Row]) -> Path:
     return atomic_write(path, lambda fh: fh.write(buffer.getvalue().encode("utf-8")))
 
 
-def mean_of(values: list[float | None]) -> float | None:
+def mean_of(values: Sequence[float | None]) -> float | None:
     """Mean of the finite values, None when there are none (unscorable rows do not count)."""
     finite = [v for v in values if v is not None and math.isfinite(v)]
     return sum(finite) / len(finite) if finite else None
