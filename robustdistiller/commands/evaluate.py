@@ -20,6 +20,8 @@ rirs:   simulated | PATH (a folder of real RIRs, grouped by their measured RT60)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from robustdistiller.models.precision import PRECISIONS
+
     parser = subparsers.add_parser(
         "evaluate",
         help="probe accuracy, representation distortion, enhancement and speed under noise and reverberation",
@@ -59,7 +61,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--no-efficiency", action="store_true", help="skip MACs / real-time factor / memory")
     parser.add_argument(
         "--precision",
-        choices=("fp32", "bf16", "auto"),
+        choices=list(PRECISIONS),
         default="fp32",
         help="the models' forward: fp32 (default), bf16, or auto (bf16 where the CPU has bf16 units and every "
         "layer stays within cosine 0.99 of fp32; logged per model)",
