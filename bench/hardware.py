@@ -123,7 +123,11 @@ def forward_gflop(forward: Callable[[torch.Tensor, torch.Tensor], object], secon
     return counter.get_total_flops() / 1e9
 
 
-if __name__ == "__main__":
+def main() -> None:
     print(f"CPU: {cpu_line()}")
     for count in (1, 2):
         print(f"{count} thread(s): " + ", ".join(f"{k} {v:.0f}" for k, v in gemm_peaks(count).items()) + " GFLOP/s")
+
+
+if __name__ == "__main__":
+    main()

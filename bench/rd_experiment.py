@@ -1,22 +1,37 @@
 """One RobustDistiller training-recipe experiment against a cached DistilHuBERT baseline, on the demo's data.
 
-Distils the demo's DistilHuBERT baseline for a seed once (reused afterwards), distils ONE RobustDistiller
-student with the demo recipe plus the given ``key=value`` overrides, and evaluates both exactly as
-``robustdistiller demo`` does (same tasks, conditions, probes and metric; the teacher, efficiency and
-enhancement metrics are skipped, they do not change the probes). Prints the per-task comparison and
-appends it to ``OUT/experiments.jsonl``. Used to choose the demo recipe by measurement.
+Distils the demo's DistilHuBERT baseline for a seed once (reused afterwards; ``--both`` changes to the
+recipe apply to it too and name it), distils ONE RobustDistiller student with the demo recipe plus the
+given ``key=value`` overrides, and evaluates both with the demo's probes and metric (the teacher,
+efficiency and enhancement metrics are skipped, they do not change the probes). Prints the per-task
+comparison and appends it to ``OUT/experiments.jsonl``. Used to choose the demo recipe by measurement.
+
+``--on val`` (the default) chooses on a **validation** set that shares nothing with the demo's test
+evaluation: other speakers (46 of the 205 training speakers, their speech *after* the first 5 s that the
+students train on; the teacher pre-trained on it, unlabelled), other noises (the real DEMAND noise of
+the VoiceBank+DEMAND pairs, noisy minus clean) and other rooms (the four SpeechBrain RIRs and rooms
+simulated from another seed). It needs ``../shared/data``. ``--on test`` is the demo's own evaluation:
+run it once, for the chosen recipe, not to choose.
 
     python bench/rd_experiment.py --name enh0 --seed 0 enhancement.weight=0 [--steps 1000] [--out runs/rdx]
+    python bench/rd_experiment.py --name heads3 --both student.pred_layer_id=[1,2,4] student.n_tasks=3
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import time
 from pathlib import Path
 
+import numpy as np
+import soundfile as sf
+
+from robustdistiller.config import from_dict
+from robustdistiller.data.audio import SAMPLE_RATE, load_audio
+from robustdistiller.data.recordings import RECORDINGS_DIR, read_index, read_speaker_sex
 from robustdistiller.demo import (
     DEMO_STEPS,
     comparison_rows,
@@ -26,12 +41,70 @@ from robustdistiller.demo import (
     prepare_teacher,
     training_manifest,
 )
+from robustdistiller.evaluate.conditions import ConditionConfig
 from robustdistiller.evaluate.runner import evaluate
-from robustdistiller.evaluate.tasks import shipped_speaker_tasks
+from robustdistiller.evaluate.tasks import SpeakerRecording, TaskPack, shipped_speaker_tasks, speaker_tasks
 from robustdistiller.train.checkpointing import checkpoint_path
-from robustdistiller.train.trainer import distill
+from robustdistiller.train.distillation import distill
 
 log = logging.getLogger("bench.rd_experiment")
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+TRAINED_SECONDS = 5.0  # the demo's training speech is each training speaker's first 5 s
+VAL_SPEAKERS = 46  # as many as the test set's held-out speakers
+VAL_ROOM_SEED = 3000
+
+
+def _write_wav(path: Path, wav: np.ndarray) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(path, wav.astype(np.float32), SAMPLE_RATE, subtype="FLOAT")
+    return path
+
+
+def validation_tasks(out: Path, seed: int) -> list[TaskPack]:
+    """Speaker id and sex on 46 training speakers' speech after their first 5 s (never heard by a student).
+
+    Speakers are the training speakers with the most such speech (ties by id), so that each has test
+    segments; their remainders are written to ``out/material/val-speech``."""
+    train = [r for r in read_index(RECORDINGS_DIR) if r.role == "train"]
+    sexes = read_speaker_sex(SHARED / "librispeech_subset" / "SPEAKERS.TXT")
+    rest = {}
+    for r in train:
+        wav = load_audio(SHARED / "librispeech_subset" / r.source)
+        rest[r.speaker] = (r.source, wav[int(TRAINED_SECONDS * SAMPLE_RATE) :])
+    chosen = sorted(rest, key=lambda s: (-len(rest[s][1]), s))[:VAL_SPEAKERS]
+    recs = [
+        SpeakerRecording(
+            _write_wav(out / "material" / "val-speech" / f"{rest[s][0]}.rest.wav", rest[s][1]), s, sexes[s]
+        )
+        for s in sorted(chosen)
+    ]
+    return speaker_tasks(recs, out / "material", seed=seed, prefix="val")
+
+
+def validation_conditions(out: Path, seed: int) -> ConditionConfig:
+    """The demo's condition plan with other noises (real DEMAND noise: VoiceBank+DEMAND noisy minus clean)
+    and other rooms (the SpeechBrain RIRs, rooms simulated from another seed)."""
+    noise_dir = out / "material" / "val-noise"
+    pairs = SHARED / "voicebank_demand"
+    for noisy in sorted((pairs / "noisy").glob("*.wav")):
+        noise = load_audio(noisy) - load_audio(pairs / "clean" / noisy.name)
+        _write_wav(noise_dir / f"demand_{noisy.stem}.wav", noise)
+    return from_dict(
+        ConditionConfig,
+        {
+            "noises": [str(noise_dir)],
+            "snrs": [0.0, 5.0, 10.0, 20.0],
+            "rt60s": [0.3, 0.6, 1.0],
+            "rirs": ["simulated", str(SHARED / "rir")],
+            "rirs_per_bin": 2,
+            "rt60_tolerance": 0.1,
+            "mixed_snrs": [10.0],
+            "mixed_rt60s": [0.6],
+            "seed": VAL_ROOM_SEED + seed,
+            "cache_dir": str(out / "material"),
+        },
+    )
 
 
 def trained(
@@ -62,13 +135,22 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--steps", type=int, default=DEMO_STEPS)
     parser.add_argument("--out", type=Path, default=Path("runs/rdx"))
+    parser.add_argument("--on", choices=("val", "test"), default="val", help="evaluation set (see above)")
+    parser.add_argument("--both", nargs="*", default=[], help="key=value overrides of both students' recipe")
     parser.add_argument("overrides", nargs="*", help="key=value overrides of the robust student's recipe")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    tasks = shipped_speaker_tasks(out / "material", seed=args.seed)
+    if args.on == "val":
+        tasks, conditions = validation_tasks(out, args.seed), validation_conditions(out, args.seed)
+    else:
+        tasks, conditions = (
+            shipped_speaker_tasks(out / "material", seed=args.seed),
+            demo_conditions(False, args.seed, out),
+        )
+    shared = f"-{hashlib.sha256(' '.join(args.both).encode()).hexdigest()[:8]}" if args.both else ""
     manifest = training_manifest(out)
     teacher = out / "teacher"
     if not (teacher / "config.json").is_file():
@@ -80,8 +162,8 @@ def main() -> None:
         robust=False,
         seed=args.seed,
         steps=args.steps,
-        name=f"baseline-s{args.seed}-{args.steps}",
-        overrides=[],
+        name=f"baseline-s{args.seed}-{args.steps}{shared}",
+        overrides=args.both,
     )
     robust = trained(
         out,
@@ -91,7 +173,7 @@ def main() -> None:
         seed=args.seed,
         steps=args.steps,
         name=f"{args.name}-s{args.seed}",
-        overrides=args.overrides,
+        overrides=[*args.both, *args.overrides],
     )
     options = evaluation_options(quick=False)
     options.cache_dir = out / "cache"
@@ -101,8 +183,8 @@ def main() -> None:
         [baseline, robust],
         teacher=teacher,
         tasks=tasks,
-        conditions=demo_conditions(False, args.seed, out),
-        out_dir=out / f"eval-{args.name}-s{args.seed}",
+        conditions=conditions,
+        out_dir=out / f"eval-{args.on}-{args.name}-s{args.seed}",
         seed=args.seed,
         names=["distilhubert-baseline", "robustdistiller"],
         options=options,
@@ -111,7 +193,9 @@ def main() -> None:
     rows = comparison_rows(results)
     record = {
         "name": args.name,
+        "on": args.on,
         "seed": args.seed,
+        "both": args.both,
         "steps": args.steps,
         "overrides": args.overrides,
         "minutes": round((time.perf_counter() - start) / 60, 1),
