@@ -90,13 +90,16 @@ def validation_conditions(out: Path, seed: int) -> ConditionConfig:
     for noisy in sorted((pairs / "noisy").glob("*.wav")):
         noise = load_audio(noisy) - load_audio(pairs / "clean" / noisy.name)
         _write_wav(noise_dir / f"demand_{noisy.stem}.wav", noise)
+    rir_dir = out / "material" / "val-rir"  # the clap RIR is the test set's: only the SpeechBrain ones
+    for rir in sorted((SHARED / "rir").glob("speechbrain_rir*.wav")):
+        _write_wav(rir_dir / rir.name, load_audio(rir))
     return from_dict(
         ConditionConfig,
         {
             "noises": [str(noise_dir)],
             "snrs": [0.0, 5.0, 10.0, 20.0],
             "rt60s": [0.3, 0.6, 1.0],
-            "rirs": ["simulated", str(SHARED / "rir")],
+            "rirs": ["simulated", str(rir_dir)],
             "rirs_per_bin": 2,
             "rt60_tolerance": 0.1,
             "mixed_snrs": [10.0],
