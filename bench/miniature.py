@@ -16,8 +16,9 @@ rooms (the demo's conditions, ``robustdistiller.demo.demo_conditions``).
 Per (teacher, task, model) the table gives the clean accuracy and the mean drop above chance,
 ``1 - (corrupted - chance) / (clean - chance)``, over all / noise / reverberation conditions, averaged over
 the seeds, and whether RobustDistiller meets the target (drop <= 0.8 x the baseline's, clean accuracy
-within 0.05). Students, evaluations and features are cached under ``--out``: rerunning resumes where
-it stopped. ``--docs`` writes the table into docs/benchmarks.md and its headline into README.md.
+within 0.05). Students and evaluations are cached under ``--out/NAME-<teacher weights hash>-<steps>/``
+(features under ``--out/cache``): rerunning resumes where it stopped, and a retrained teacher or
+another step count starts afresh. ``--docs`` writes the table into docs/benchmarks.md and its headline into README.md.
 
     python bench/miniature.py [--teacher NAME=HF_DIR ...] [--shared ../shared/data] [--out runs/miniature]
                               [--seeds 2] [--steps 2000] [--eval-audio flac|shipped] [--docs]
@@ -26,6 +27,7 @@ it stopped. ``--docs`` writes the table into docs/benchmarks.md and its headline
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import os
@@ -112,6 +114,15 @@ def tasks_for(shared: Path, out: Path, eval_audio: str, seed: int) -> list[TaskP
     return [*speakers, *fsdd]
 
 
+def teacher_folder(teacher: str, source: Path, steps: int) -> str:
+    """``NAME-<weights hash>-<steps>``: the folder of one teacher's students and evaluation under
+    ``--out``, so neither a retrained teacher under the same name nor another step count reuses them."""
+    digest = hashlib.sha256()
+    for weights in sorted(source.glob("*.safetensors")) + sorted(source.glob("*.bin")):
+        digest.update(weights.read_bytes())
+    return f"{teacher}-{digest.hexdigest()[:8]}-{steps}"
+
+
 def train_students(
     out: Path, teacher: str, source: Path, manifest: Path, seeds: list[int], steps: int
 ) -> dict[str, Path]:
@@ -120,23 +131,31 @@ def train_students(
     for seed in seeds:
         for robust in (False, True):
             name = student_name(robust, seed, seeds)
-            recipe = demo_recipe(out, source, manifest, robust=robust, seed=seed, steps=steps, name=f"{teacher}/{name}")
+            folder = f"{teacher_folder(teacher, source, steps)}/{name}"
+            recipe = demo_recipe(out, source, manifest, robust=robust, seed=seed, steps=steps, name=folder)
             final = checkpoint_path(recipe.train.out_dir, steps)
             if not final.is_file():
                 start = time.perf_counter()
                 result = distill(recipe, resume=load_latest_checkpoint(recipe.train.out_dir) is not None)
                 if result.interrupted:
-                    raise SystemExit(f"{teacher}/{name} interrupted; rerun to resume")
-                log.info("%s/%s: %d steps in %.1f min", teacher, name, steps, (time.perf_counter() - start) / 60)
+                    raise SystemExit(f"{folder} interrupted; rerun to resume")
+                log.info("%s: %d steps in %.1f min", folder, steps, (time.perf_counter() - start) / 60)
             done[name] = final
     return done
 
 
 def evaluate_teacher(
-    out: Path, teacher: str, source: Path, students: dict[str, Path], tasks: list[TaskPack], seed: int, eval_audio: str
+    out: Path,
+    teacher: str,
+    source: Path,
+    students: dict[str, Path],
+    tasks: list[TaskPack],
+    seed: int,
+    eval_audio: str,
+    steps: int,
 ) -> Results:
     """One evaluation per teacher (its students and itself); reused when its results exist."""
-    folder = out / teacher / f"eval-{eval_audio}"
+    folder = out / teacher_folder(teacher, source, steps) / f"eval-{eval_audio}"
     if (folder / "results.json").is_file():
         return Results.read(folder / "results.json")
     options = evaluation_options(quick=False)
@@ -276,7 +295,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     per_teacher = {}
     for teacher, source in teachers.items():  # one teacher at a time: its results are complete early
         students = train_students(out, teacher, source, manifest, seeds, args.steps)
-        per_teacher[teacher] = evaluate_teacher(out, teacher, source, students, tasks, seeds[0], args.eval_audio)
+        per_teacher[teacher] = evaluate_teacher(
+            out, teacher, source, students, tasks, seeds[0], args.eval_audio, args.steps
+        )
         print(markdown_table(table_rows({teacher: per_teacher[teacher]})), flush=True)
     rows = table_rows(per_teacher)
     minutes = (time.perf_counter() - start) / 60

@@ -15,6 +15,9 @@ run it once, for the chosen recipe, not to choose.
 
     python bench/rd_experiment.py --name enh0 --seed 0 enhancement.weight=0 [--steps 1000] [--out runs/rdx]
     python bench/rd_experiment.py --name heads3 --both student.pred_layer_id=[1,2,4] student.n_tasks=3
+    python bench/rd_experiment.py --name current --teacher exp/hubert_mini_2000/teacher --out runs/rdx-t2000
+
+One teacher per ``--out`` folder: the first run copies ``--teacher`` there and later runs reuse it.
 """
 
 from __future__ import annotations
@@ -34,11 +37,12 @@ from robustdistiller.data.audio import SAMPLE_RATE, load_audio
 from robustdistiller.data.recordings import RECORDINGS_DIR, read_index, read_speaker_sex
 from robustdistiller.demo import (
     DEMO_STEPS,
+    SHIPPED_TEACHER,
     comparison_rows,
+    copy_shipped_teacher,
     demo_conditions,
     demo_recipe,
     evaluation_options,
-    prepare_teacher,
     training_manifest,
 )
 from robustdistiller.evaluate.conditions import ConditionConfig
@@ -138,6 +142,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--steps", type=int, default=DEMO_STEPS)
     parser.add_argument("--out", type=Path, default=Path("runs/rdx"))
+    parser.add_argument(
+        "--teacher", type=Path, default=SHIPPED_TEACHER, help="teacher folder, copied to OUT/teacher on the first run"
+    )
     parser.add_argument("--on", choices=("val", "test"), default="val", help="evaluation set (see above)")
     parser.add_argument("--both", nargs="*", default=[], help="key=value overrides of both students' recipe")
     parser.add_argument("overrides", nargs="*", help="key=value overrides of the robust student's recipe")
@@ -157,7 +164,7 @@ def main() -> None:
     manifest = training_manifest(out)
     teacher = out / "teacher"
     if not (teacher / "config.json").is_file():
-        prepare_teacher(out, args.seed, random_teacher=False)
+        copy_shipped_teacher(teacher, args.teacher)
     baseline = trained(
         out,
         teacher,
