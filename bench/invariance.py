@@ -14,15 +14,20 @@ stay close to their clean selves: the probe separates speakers by the difference
   ``between`` (how hard the clean task is already).
 
 Conditions: the four recorded Speech Commands noises (averaged) at 20, 10 and 0 dB; the measured clap
-room (RT60 1.04 s). Models are anything ``robustdistiller evaluate --model`` takes (student checkpoints,
+room (RT60 1.04 s). ``--rooms`` adds simulated rooms, to tell whether a student learnt its training
+rooms rather than reverberation: the demo recipe's training rooms (``configs/demo.yaml``, direct path
+aligned as in training), as many unseen rooms from another seed (aligned), and the same unseen rooms
+raw (a real room delays the speech by its direct path; the evaluation's rooms are raw). Segment ``i``
+goes through room ``i mod count``. Models are anything ``robustdistiller evaluate --model`` takes (student checkpoints,
 teacher folders).
 
-    python bench/invariance.py NAME=PATH [NAME=PATH ...] [--snrs 20 10 0] [--segments 200]
+    python bench/invariance.py NAME=PATH [NAME=PATH ...] [--snrs 20 10 0] [--segments 200] [--rooms]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -32,12 +37,16 @@ import torch
 import torch.nn.functional as F
 
 from robustdistiller.augment.mixing import mix_at_snr, reverberate
+from robustdistiller.augment.rir import RIR, RIRBank, RIRBankConfig, load_or_simulate
+from robustdistiller.config import from_dict, load_yaml
 from robustdistiller.data.audio import SAMPLE_RATE, load_audio
 from robustdistiller.data.recordings import RECORDINGS_DIR, read_index
 from robustdistiller.evaluate.models import ModelUnderTest, load_model_under_test
 from robustdistiller.models.precision import cpu_model
+from robustdistiller.train.recipe import resolve_recipe
 
 SEGMENT = SAMPLE_RATE  # 1 s, as the demo's speaker tasks
+UNSEEN_ROOM_SEED = 4242  # any seed but the demo recipe's
 
 
 def held_out_segments(limit: int) -> tuple[torch.Tensor, np.ndarray]:
@@ -69,6 +78,26 @@ def corruptions(wavs: torch.Tensor, snrs: Sequence[float]) -> dict[str, list[tor
     rirs = rir.expand(len(wavs), -1).contiguous()
     out["clap room"] = [reverberate(wavs, lengths, rirs, torch.full((len(wavs),), len(rir)))]
     return out
+
+
+def room_corruptions(wavs: torch.Tensor) -> dict[str, list[torch.Tensor]]:
+    """The demo recipe's training rooms vs as many unseen ones (aligned, and raw)."""
+    cfg = from_dict(RIRBankConfig, load_yaml(resolve_recipe("demo"))["corruption"]["rir"])
+    unseen = dataclasses.replace(cfg.simulate_rirs, seed=UNSEEN_ROOM_SEED)
+    banks = {
+        "training rooms": RIRBank(rirs=load_or_simulate(cfg.simulate_rirs), align_direct_path=True),
+        "unseen rooms": RIRBank(rirs=load_or_simulate(unseen), align_direct_path=True),
+        "unseen rooms, raw": RIRBank(rirs=load_or_simulate(unseen)),
+    }
+    rng = np.random.default_rng(0)  # unused: simulated rooms are single-channel
+    return {name: [_through_rooms(wavs, [bank.get(i, rng) for i in range(len(bank))])] for name, bank in banks.items()}
+
+
+def _through_rooms(wavs: torch.Tensor, rooms: Sequence[RIR]) -> torch.Tensor:
+    rirs = [torch.from_numpy(rooms[i % len(rooms)].samples) for i in range(len(wavs))]
+    padded = torch.nn.utils.rnn.pad_sequence(rirs, batch_first=True)
+    lengths = torch.full((len(wavs),), wavs.shape[1])
+    return reverberate(wavs, lengths, padded, torch.tensor([len(r) for r in rirs]))
 
 
 def hidden_states(model: ModelUnderTest, wavs: torch.Tensor, batch: int = 32) -> list[torch.Tensor]:
@@ -130,9 +159,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("models", nargs="+", help="NAME=PATH: a student checkpoint or a teacher folder")
     parser.add_argument("--snrs", type=float, nargs="+", default=[20.0, 10.0, 0.0])
     parser.add_argument("--segments", type=int, default=10_000, help="at most this many held-out 1 s segments")
+    parser.add_argument("--rooms", action="store_true", help="add the demo's training rooms vs unseen rooms")
     args = parser.parse_args(argv)
     wavs, speakers = held_out_segments(args.segments)
     conditions = corruptions(wavs, args.snrs)
+    if args.rooms:
+        conditions |= room_corruptions(wavs)
     print(
         f"machine: {cpu_model()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch thread(s); "
         f"{len(wavs)} segments of {len(np.unique(speakers))} speakers"

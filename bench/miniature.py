@@ -173,6 +173,17 @@ def evaluate_teacher(
     )
 
 
+def add_compute(folder: Path, seconds: float) -> float:
+    """Add ``seconds`` to the compute time recorded in ``folder/compute.json`` and return the total:
+    a teacher's students and evaluation may be built over several (resumed) runs, and a run that
+    reuses them all takes seconds, so the docs give what building them took, not this run's time."""
+    path = folder / "compute.json"
+    total = seconds + (json.loads(path.read_text())["seconds"] if path.is_file() else 0.0)
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda fh: fh.write(json.dumps({"seconds": round(total, 1)}).encode()))
+    return total
+
+
 def table_rows(per_teacher: dict[str, Results]) -> list[dict]:
     """Flat rows: (teacher, task, model) with seed means, plus the RobustDistiller/baseline ratios."""
     rows = []
@@ -247,13 +258,18 @@ def replace_marked(path: Path, text: str, heading: str) -> None:
     atomic_write(path, lambda fh: fh.write(new.encode()))
 
 
-def docs_text(rows: list[dict], args: argparse.Namespace, teachers: dict[str, Path], minutes: float) -> str:
+def _shown(path: Path) -> str:
+    """``path`` relative to the repository when it lies inside it (docs must not name this machine's folders)."""
+    return str(path.resolve().relative_to(ROOT)) if path.resolve().is_relative_to(ROOT) else str(path)
+
+
+def docs_text(rows: list[dict], args: argparse.Namespace, teachers: dict[str, Path], minutes: dict[str, float]) -> str:
     seeds = max((r["seeds"] for r in rows), default=0)
     return (
         f"`python bench/miniature.py --seeds {args.seeds} --steps {args.steps} --eval-audio {args.eval_audio}` on "
         f"{platform.machine()} with {os.cpu_count()} CPU cores shared with other jobs, torch {torch.__version__}, "
-        f"{torch.get_num_threads()} threads; {minutes:.0f} min. Teachers: "
-        + ", ".join(f"`{n}` ({p})" for n, p in teachers.items())
+        f"{torch.get_num_threads()} torch thread(s). Teachers, with the time their students and evaluation took: "
+        + ", ".join(f"`{n}` ({_shown(p)}, {minutes[n]:.0f} min)" for n, p in teachers.items())
         + f". Means over {seeds} seeds. *Drop* = 1 - (corrupted accuracy - chance) / (clean accuracy - chance), "
         "averaged over the corrupted conditions (all 23 / the 16 noise-only / the 3 reverberation-only); "
         f"target: RobustDistiller's drop at most {TARGET_RATIO:g} x the baseline's with clean accuracy within "
@@ -288,20 +304,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise SystemExit(f"{shared} must hold librispeech_subset/ and fsdd/ (the ../shared/data layout)")
     teachers = parse_teachers(args.teacher or DEFAULT_TEACHERS)
     seeds = list(range(args.seeds))
-    start = time.perf_counter()
-
     tasks = tasks_for(shared, out, args.eval_audio, seeds[0])
     manifest = training_manifest(shared, out)
-    per_teacher = {}
+    per_teacher, minutes = {}, {}
     for teacher, source in teachers.items():  # one teacher at a time: its results are complete early
+        start = time.perf_counter()
         students = train_students(out, teacher, source, manifest, seeds, args.steps)
         per_teacher[teacher] = evaluate_teacher(
             out, teacher, source, students, tasks, seeds[0], args.eval_audio, args.steps
         )
+        folder = out / teacher_folder(teacher, source, args.steps)
+        minutes[teacher] = add_compute(folder, time.perf_counter() - start) / 60
         print(markdown_table(table_rows({teacher: per_teacher[teacher]})), flush=True)
     rows = table_rows(per_teacher)
-    minutes = (time.perf_counter() - start) / 60
-    summary = json.dumps({"rows": rows, "seconds": round(60 * minutes, 1)}, indent=1)
+    summary = json.dumps({"rows": rows, "compute_minutes": minutes}, indent=1)
     atomic_write(out / f"miniature-{args.eval_audio}.json", lambda fh: fh.write(summary.encode()))
     print(markdown_table(rows))
     print("\n" + headline(rows))
