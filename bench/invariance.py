@@ -29,7 +29,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -149,6 +149,15 @@ def layer_rows(
     return rows
 
 
+def named_models(parser: argparse.ArgumentParser, specs: Sequence[str]) -> Iterator[tuple[str, ModelUnderTest]]:
+    """``NAME=PATH`` arguments -> (name, loaded model), one at a time (a bad spec stops the script)."""
+    for spec in specs:
+        name, _, path = spec.partition("=")
+        if not path or not Path(path).exists():
+            parser.error(f"{spec!r}: expected NAME=PATH with an existing PATH")
+        yield name, load_model_under_test(path, name)
+
+
 def markdown(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
@@ -170,11 +179,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         f"{len(wavs)} segments of {len(np.unique(speakers))} speakers"
     )
     rows = []
-    for spec in args.models:
-        name, _, path = spec.partition("=")
-        if not path or not Path(path).exists():
-            parser.error(f"{spec!r}: expected NAME=PATH with an existing PATH")
-        rows += layer_rows(name, load_model_under_test(path, name), wavs, speakers, conditions)
+    for name, model in named_models(parser, args.models):
+        rows += layer_rows(name, model, wavs, speakers, conditions)
     header = ["model", "layer", "within / between", *(f"{c}: cos / shift" for c in conditions)]
     print(markdown(header, rows))
 
