@@ -1,0 +1,79 @@
+"""bench/miniature.py's bookkeeping (the compute time it reports, the docs block it rewrites) and
+bench/layer_robustness.py's per-layer probes."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+import torch
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+
+
+def _load(script: str, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    monkeypatch.syspath_prepend(str(BENCH))  # scripts import their sibling modules
+    spec = importlib.util.spec_from_file_location(f"_bench_helpers_{script}", BENCH / f"{script}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, module)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def miniature(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    return _load("miniature", monkeypatch)
+
+
+@pytest.fixture
+def layer_robustness(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    return _load("layer_robustness", monkeypatch)
+
+
+def test_compute_time_adds_up_over_resumed_runs(miniature: ModuleType, tmp_path: Path) -> None:
+    folder = tmp_path / "hubert_mini-0123abcd-2000"
+    assert miniature.add_compute(folder, 600.0) == 600.0
+    assert miniature.add_compute(folder, 30.5) == pytest.approx(630.5)  # a rerun that reused the students
+    assert miniature.add_compute(folder, 0.0) == pytest.approx(630.5)
+
+
+def test_docs_block_is_appended_once_then_replaced(miniature: ModuleType, tmp_path: Path) -> None:
+    doc = tmp_path / "benchmarks.md"
+    doc.write_text("# Benchmarks\n\nintro\n", encoding="utf-8")
+    miniature.replace_marked(doc, "first table", "## Miniature")
+    miniature.replace_marked(doc, "second table", "## Miniature")
+    text = doc.read_text(encoding="utf-8")
+    assert text.count("## Miniature") == 1 and text.count("<!-- miniature:begin -->") == 1
+    assert "second table" in text and "first table" not in text
+    assert text.startswith("# Benchmarks\n\nintro\n")
+
+
+def test_layer_probes_find_the_layer_a_corruption_spares(layer_robustness: ModuleType) -> None:
+    """Two classes; both layers separate them on clean features. The corruption wipes layer 0's class
+    signal and leaves layer 1's: layer 0 must fall to about chance (drop near 1), layer 1 keep its accuracy."""
+    from robustdistiller.evaluate.tasks import TaskItem, TaskPack
+
+    gen = torch.Generator().manual_seed(0)
+    items = {s: [TaskItem(f"{s}{i}", Path(f"{s}{i}.wav"), i % 2) for i in range(40)] for s in ("tr", "va", "te")}
+    task = TaskPack("toy", "utterance", ["a", "b"], items["tr"], items["va"], items["te"])
+
+    def feats(signal_in_layer0: bool) -> dict[str, torch.Tensor]:
+        out = {}
+        for item in (i for split in items.values() for i in split):
+            sign = 1.0 if item.label else -1.0
+            layer0 = torch.randn(1, 4, generator=gen) * 0.3 + (sign if signal_in_layer0 else 0.0)
+            layer1 = torch.randn(1, 4, generator=gen) * 0.3 + sign
+            out[item.uid] = torch.stack([layer0, layer1])  # [layers, 1, D]
+        return out
+
+    rows = layer_robustness.layer_rows("toy", task, {"clean": feats(True), "wiped": feats(False)}, chance=0.5)
+    assert [r[1] for r in rows] == ["0", "1"]
+    clean0, clean1 = float(rows[0][2]), float(rows[1][2])
+    assert clean0 > 0.95 and clean1 > 0.95
+    (acc0, drop0), (acc1, drop1) = (tuple(map(float, r[3].split(" / "))) for r in rows)
+    assert abs(acc0 - 0.5) < 0.2 and drop0 > 0.6
+    assert acc1 > 0.95 and drop1 < 0.1
