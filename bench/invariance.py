@@ -61,12 +61,20 @@ def held_out_segments(limit: int) -> tuple[torch.Tensor, np.ndarray]:
     return torch.stack([wavs[i] for i in pick]), np.array([speakers[i] for i in pick])
 
 
+def shipped_recordings(role: str) -> list[torch.Tensor]:
+    """The shipped recordings of one role (``noise``, ``rir``, ...; ``assets/recordings/index.tsv``), float32."""
+    return [
+        torch.from_numpy(load_audio(RECORDINGS_DIR / r.path)).float()
+        for r in read_index(RECORDINGS_DIR)
+        if r.role == role
+    ]
+
+
 def corruptions(wavs: torch.Tensor, snrs: Sequence[float]) -> dict[str, list[torch.Tensor]]:
     """Condition name -> corrupted copies of ``wavs`` (one per noise recording; one for the room)."""
     lengths = torch.full((len(wavs),), wavs.shape[1])
     rng = torch.Generator().manual_seed(0)
-    rows = read_index(RECORDINGS_DIR)
-    noises = [torch.from_numpy(load_audio(RECORDINGS_DIR / r.path)).float() for r in rows if r.role == "noise"]
+    noises = shipped_recordings("noise")
     out: dict[str, list[torch.Tensor]] = {}
     for snr in snrs:
         out[f"noise {snr:g} dB"] = []
@@ -74,7 +82,7 @@ def corruptions(wavs: torch.Tensor, snrs: Sequence[float]) -> dict[str, list[tor
             starts = torch.randint(0, len(noise) - wavs.shape[1], (len(wavs),), generator=rng)
             cuts = torch.stack([noise[s : s + wavs.shape[1]] for s in starts.tolist()])
             out[f"noise {snr:g} dB"].append(mix_at_snr(wavs, cuts, lengths, torch.full((len(wavs),), float(snr))))
-    rir = torch.from_numpy(load_audio(RECORDINGS_DIR / next(r.path for r in rows if r.role == "rir"))).float()
+    rir = shipped_recordings("rir")[0]
     rirs = rir.expand(len(wavs), -1).contiguous()
     out["clap room"] = [reverberate(wavs, lengths, rirs, torch.full((len(wavs),), len(rir)))]
     return out

@@ -3,7 +3,7 @@
 The evaluation's SUPERB-style probe learns one weighted sum of all hidden states on *clean* features,
 so it reads whichever layers separate the classes best on clean audio, robust or not. This script
 trains one linear probe per hidden state instead (mean-pooled frames standardised with the training
-split's statistics, as ``bench/teacher_probe.py``; trained on clean audio, best epoch by clean
+split's statistics, with ``bench/teacher_probe.py``'s probe; trained on clean audio, best epoch by clean
 validation accuracy) and tests each under:
 
 - ``clean``;
@@ -30,15 +30,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from invariance import markdown, named_models  # bench/ is on sys.path when run as a script
+from invariance import markdown, named_models, shipped_recordings  # bench/ is on sys.path when run as a script
+from teacher_probe import labelled, layer_of, layer_probe, pooled_layers, standardised
 from torch import Tensor
 
 from robustdistiller.augment.mixing import mix_at_snr, reverberate
 from robustdistiller.augment.rir import SimulatedRIRConfig, load_or_simulate
 from robustdistiller.data import BadFileReport
-from robustdistiller.data.audio import load_audio
-from robustdistiller.data.recordings import RECORDINGS_DIR, read_index
-from robustdistiller.evaluate.probes import evaluate_probe, extract_features, train_probe
+from robustdistiller.evaluate.probes import evaluate_probe
 from robustdistiller.evaluate.tasks import TaskPack, fsdd_tasks, load_waveforms
 from robustdistiller.models.precision import cpu_model
 
@@ -48,19 +47,11 @@ ROOM_SEED = 5151  # not the demo's training rooms (seed 0), nor its evaluation r
 SNR_DB = 10.0
 
 
-def _recording(role: str) -> list[Tensor]:
-    return [
-        torch.from_numpy(load_audio(RECORDINGS_DIR / r.path)).float()
-        for r in read_index(RECORDINGS_DIR)
-        if r.role == role
-    ]
-
-
 def corrupted_copies(wavs: Sequence[Tensor]) -> dict[str, list[Tensor]]:
     """Condition -> one corrupted copy of each utterance (noises and rooms taken in turn)."""
     rng = torch.Generator().manual_seed(0)
-    noises = _recording("noise")
-    clap = _recording("rir")[0]
+    noises = shipped_recordings("noise")
+    clap = shipped_recordings("rir")[0]
     rooms = [torch.from_numpy(r.samples) for r in load_or_simulate(SimulatedRIRConfig(count=16, seed=ROOM_SEED))]
     noisy, reverberant = [], []
     for i, wav in enumerate(wavs):
@@ -73,36 +64,16 @@ def corrupted_copies(wavs: Sequence[Tensor]) -> dict[str, list[Tensor]]:
     return {"clean": list(wavs), f"noise {SNR_DB:g} dB": noisy, "rooms": reverberant}
 
 
-def pooled_layers(model: torch.nn.Module, wavs: Sequence[Tensor]) -> list[Tensor]:
-    """Per utterance ``[layers, 1, D]``: every hidden state of ``model``, mean-pooled."""
-    return [f.float().mean(dim=1, keepdim=True) for f in extract_features(model, wavs, batch_size=16)]
-
-
 def layer_rows(name: str, task: TaskPack, feats: dict[str, dict[str, Tensor]], chance: float) -> list[list[str]]:
     """One row per hidden state: clean accuracy, then accuracy and drop above chance per condition."""
-    clean = feats["clean"]
-
-    def split(items: list, source: dict[str, Tensor]) -> tuple[list[Tensor], list[int]]:
-        kept = [i for i in items if i.uid in source]
-        return [source[i.uid] for i in kept], [int(i.label) for i in kept]
-
-    (train_x, train_y), (val_x, val_y) = split(task.train, clean), split(task.val, clean)
-    stacked = torch.stack(train_x)
-    mean, std = stacked.mean(dim=0), stacked.std(dim=0).clamp_min(1e-5)
-
-    def prepare(xs: list[Tensor], layer: int) -> list[Tensor]:
-        return [((x - mean) / std)[layer : layer + 1] for x in xs]
-
+    train, val = labelled(task.train, feats["clean"]), labelled(task.val, feats["clean"])
+    tests = {condition: labelled(task.test, source) for condition, source in feats.items()}
+    train_x, val_x, *test_xs = standardised(train[0], val[0], *(x for x, _ in tests.values()))
+    tests = {condition: (x, y) for (condition, (_, y)), x in zip(tests.items(), test_xs)}
     rows = []
     for layer in range(train_x[0].shape[0]):
-        probe = train_probe(
-            prepare(train_x, layer), train_y, prepare(val_x, layer), val_y,
-            num_classes=len(task.classes), epochs=60, patience=10, lr=3e-3, seed=0,
-        )  # fmt: skip
-        accuracy = {}
-        for condition, source in feats.items():
-            test_x, test_y = split(task.test, source)
-            accuracy[condition] = float(evaluate_probe(probe, prepare(test_x, layer), test_y)["accuracy"])
+        probe = layer_probe((train_x, train[1]), (val_x, val[1]), layer, len(task.classes), seed=0)
+        accuracy = {c: float(evaluate_probe(probe, layer_of(x, layer), y)["accuracy"]) for c, (x, y) in tests.items()}
         cells = [name, str(layer), f"{accuracy['clean']:.3f}"]
         for condition, value in accuracy.items():
             if condition != "clean":

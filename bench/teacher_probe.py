@@ -34,8 +34,8 @@ from robustdistiller.checkpoints.teachers import load_teacher
 from robustdistiller.data import BadFileReport
 from robustdistiller.data.features import mfcc_frames
 from robustdistiller.demo import make_random_teacher
-from robustdistiller.evaluate.probes import evaluate_probe, extract_features, train_probe
-from robustdistiller.evaluate.tasks import TaskPack, fsdd_tasks, load_waveforms
+from robustdistiller.evaluate.probes import TrainedProbe, evaluate_probe, extract_features, train_probe
+from robustdistiller.evaluate.tasks import TaskItem, TaskPack, fsdd_tasks, load_waveforms
 from robustdistiller.train.pretrain import PROBES_END, PROBES_START
 
 DEFAULT_FSDD = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "fsdd"
@@ -52,10 +52,14 @@ class ProbeResult:
     test_accuracy: float
 
 
+def pooled_layers(model: torch.nn.Module, wavs: Sequence[Tensor]) -> list[Tensor]:
+    """Per utterance ``[layers, 1, D]``: every hidden state of ``model``, mean-pooled."""
+    return [f.float().mean(dim=1, keepdim=True) for f in extract_features(model, wavs, batch_size=16)]
+
+
 def pooled_teacher_layers(source: str | Path, wavs: Sequence[Tensor]) -> list[Tensor]:
-    """Per utterance, (layers, 1, D): each hidden state of the teacher at ``source``, mean-pooled."""
-    feats = extract_features(load_teacher(source), wavs, batch_size=16)
-    return [f.float().mean(dim=1, keepdim=True) for f in feats]
+    """:func:`pooled_layers` of the teacher at ``source``."""
+    return pooled_layers(load_teacher(source), wavs)
 
 
 def pooled_mfcc(wavs: Sequence[Tensor]) -> list[Tensor]:
@@ -63,37 +67,45 @@ def pooled_mfcc(wavs: Sequence[Tensor]) -> list[Tensor]:
     return [torch.from_numpy(mfcc_frames(w.numpy())).mean(dim=0)[None, None] for w in wavs]
 
 
-def best_layer_probe(model: str, task: TaskPack, feats: dict[str, Tensor], seed: int) -> ProbeResult:
-    """One linear probe per layer; the layer with the best validation accuracy, and its test accuracy."""
+def labelled(items: Sequence[TaskItem], feats: dict[str, Tensor]) -> tuple[list[Tensor], list[int]]:
+    """The features and labels of the ``items`` that have features (unreadable files have none)."""
+    kept = [i for i in items if i.uid in feats]
+    return [feats[i.uid] for i in kept], [int(i.label) for i in kept]
 
-    def split(items: list) -> tuple[list[Tensor], list[int]]:
-        kept = [i for i in items if i.uid in feats]
-        return [feats[i.uid] for i in kept], [int(i.label) for i in kept]
 
-    (train_x, train_y), (val_x, val_y), (test_x, test_y) = split(task.train), split(task.val), split(task.test)
-    # standardise each dimension with training-split statistics, so every feature type meets the
-    # same well-conditioned linear probe (raw MFCC and LayerNorm outputs differ in scale by 100x)
+def standardised(train_x: list[Tensor], *others: list[Tensor]) -> list[list[Tensor]]:
+    """Every split standardised per dimension with the *training* split's statistics, so every feature
+    type meets the same well-conditioned linear probe (raw MFCC and LayerNorm outputs differ in scale by 100x)."""
     stacked = torch.stack(train_x)
     mean, std = stacked.mean(dim=0), stacked.std(dim=0).clamp_min(1e-5)
-    train_x, val_x, test_x = ([(x - mean) / std for x in xs] for xs in (train_x, val_x, test_x))
+    return [[(x - mean) / std for x in xs] for xs in (train_x, *others)]
+
+
+def layer_of(xs: list[Tensor], layer: int) -> list[Tensor]:
+    return [x[layer : layer + 1] for x in xs]
+
+
+def layer_probe(
+    train: tuple[list[Tensor], list[int]], val: tuple[list[Tensor], list[int]], layer: int, num_classes: int, seed: int
+) -> TrainedProbe:
+    """A linear probe on hidden state ``layer`` of (standardised) pooled features, best epoch by validation."""
+    (train_x, train_y), (val_x, val_y) = train, val
+    return train_probe(
+        layer_of(train_x, layer), train_y, layer_of(val_x, layer), val_y,
+        num_classes=num_classes, epochs=60, patience=10, lr=3e-3, seed=seed,
+    )  # fmt: skip
+
+
+def best_layer_probe(model: str, task: TaskPack, feats: dict[str, Tensor], seed: int) -> ProbeResult:
+    """One linear probe per layer; the layer with the best validation accuracy, and its test accuracy."""
+    (train_x, train_y), (val_x, val_y), (test_x, test_y) = (
+        labelled(s, feats) for s in (task.train, task.val, task.test)
+    )
+    train_x, val_x, test_x = standardised(train_x, val_x, test_x)
     best: ProbeResult | None = None
-
-    def pick(xs: list[Tensor], layer: int) -> list[Tensor]:
-        return [x[layer : layer + 1] for x in xs]
-
     for layer in range(train_x[0].shape[0]):
-        probe = train_probe(
-            pick(train_x, layer),
-            train_y,
-            pick(val_x, layer),
-            val_y,
-            num_classes=len(task.classes),
-            epochs=60,
-            patience=10,
-            lr=3e-3,
-            seed=seed,
-        )
-        test = float(evaluate_probe(probe, pick(test_x, layer), test_y)["accuracy"])
+        probe = layer_probe((train_x, train_y), (val_x, val_y), layer, len(task.classes), seed)
+        test = float(evaluate_probe(probe, layer_of(test_x, layer), test_y)["accuracy"])
         name = "mfcc" if model == "MFCC" else str(layer)
         if best is None or probe.val_metric > best.val_accuracy:
             best = ProbeResult(model, task.name, name, probe.val_metric, test)
