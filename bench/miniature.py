@@ -16,7 +16,7 @@ rooms (the demo's conditions, ``robustdistiller.demo.demo_conditions``).
 Per (teacher, task, model) the table gives the clean accuracy and the mean drop above chance,
 ``1 - (corrupted - chance) / (clean - chance)``, over all / noise / reverberation conditions, averaged over
 the seeds, and whether RobustDistiller meets the target (drop <= 0.8 x the baseline's, clean accuracy
-within 0.05). Students and evaluations are cached under ``--out/NAME-<teacher weights hash>-<steps>/``
+within 0.05). Students and evaluations are cached under ``--out/NAME-<teacher weights + recipe hash>-<steps>/``
 (features under ``--out/cache``): rerunning resumes where it stopped, and a retrained teacher or
 another step count starts afresh. ``--docs`` writes the table into docs/benchmarks.md and its headline into README.md.
 
@@ -56,6 +56,7 @@ from robustdistiller.evaluate.runner import evaluate
 from robustdistiller.evaluate.tasks import TaskPack, fsdd_tasks, librispeech_speaker_tasks, shipped_speaker_tasks
 from robustdistiller.train.checkpointing import checkpoint_path, load_latest_checkpoint
 from robustdistiller.train.distillation import distill
+from robustdistiller.train.recipe import resolve_recipe
 
 log = logging.getLogger("bench.miniature")
 ROOT = Path(__file__).resolve().parent.parent
@@ -115,9 +116,10 @@ def tasks_for(shared: Path, out: Path, eval_audio: str, seed: int) -> list[TaskP
 
 
 def teacher_folder(teacher: str, source: Path, steps: int) -> str:
-    """``NAME-<weights hash>-<steps>``: the folder of one teacher's students and evaluation under
-    ``--out``, so neither a retrained teacher under the same name nor another step count reuses them."""
-    digest = hashlib.sha256()
+    """``NAME-<hash>-<steps>``: the folder of one teacher's students and evaluation under ``--out``;
+    the hash covers the teacher's weights and the demo recipe, so neither a retrained teacher under
+    the same name, nor a changed recipe, nor another step count reuses them."""
+    digest = hashlib.sha256(resolve_recipe("demo").read_bytes())
     for weights in sorted(source.glob("*.safetensors")) + sorted(source.glob("*.bin")):
         digest.update(weights.read_bytes())
     return f"{teacher}-{digest.hexdigest()[:8]}-{steps}"

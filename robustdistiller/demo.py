@@ -13,8 +13,9 @@ Everything comes with the package, so it runs on a fresh clone without a network
   simulated from another seed than the training rooms plus a measured clap RIR, and noise + rooms.
 The demo never falls back to synthetic evaluation data: missing recordings are an error.
 
-Both students use ``configs/demo.yaml`` with the same steps, data, crops and seeds; only the
-corruption policy (off / on) and the enhancement head (off / on) differ. With several seeds every
+Both students use ``configs/demo.yaml`` with the same steps, data, crops, seeds and loss (heads and
+layers, ``student.layer_targets``); only the corruption policy (off / on) and the enhancement head
+(off / on) differ. With several seeds every
 student is trained once per seed and the report averages over seeds.
 """
 
@@ -419,7 +420,8 @@ def _intro(
             Paragraph(
                 f"{teacher_text} Two students distilled from it for **{steps} steps** each "
                 f"(seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}) on real speech of those 205 "
-                "speakers (5 s each, shipped), with the same crops and seeds (`configs/demo.yaml`): a **DistilHuBERT "
+                "speakers (5 s each, shipped), with the same crops, seeds and loss (`configs/demo.yaml`: prediction "
+                "heads and both transformer layers against the teacher's clean layers): a **DistilHuBERT "
                 "baseline** (clean input, no enhancement head) and a **RobustDistiller** student (input corrupted "
                 "with *generated* noises at 0-20 dB and *simulated* rooms; enhancement head)."
                 + (" Quick mode: a smoke test, too short for the numbers to mean anything." if quick else "")

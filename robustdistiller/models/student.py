@@ -84,6 +84,11 @@ class DistillerConfig:
     # encoder_embed_dim // encoder_attention_heads.
     encoder_layer_heads: list[int] | None = None
     encoder_layer_ffn_dims: list[int] | None = None
+    # Not in s3prl either: layer-to-layer distillation (DistilHuBERT's ablation) on top of the heads'.
+    # Entry i is the teacher layer that Transformer layer i + 1 also learns to reproduce, with the heads'
+    # loss and weight, so that the robustness the student learns sits in the layers a downstream probe
+    # reads and not only in its prediction heads. None = heads only (the reference).
+    layer_targets: list[int] | None = None
 
     def validate(self) -> None:
         self._check_sizes()
@@ -109,6 +114,11 @@ class DistillerConfig:
             )
         if self.n_tasks < 1 or self.n_tasks != len(self.pred_layer_id):
             raise ValueError(f"n_tasks ({self.n_tasks}) must equal len(pred_layer_id) ({len(self.pred_layer_id)})")
+        if self.layer_targets is not None and not 1 <= len(self.layer_targets) <= self.encoder_layers:
+            raise ValueError(
+                f"layer_targets {self.layer_targets} must name a teacher layer for each of the first 1.."
+                f"{self.encoder_layers} Transformer layers (or be null for heads only)"
+            )
         if self.encoder_layerdrop != 0.0:
             raise ValueError("encoder_layerdrop must be 0 (every layer output is a training target)")
         if self.loss_type not in ("l1", "l2"):

@@ -2,7 +2,8 @@
 enhancement term is on) as a training objective.
 
 Per micro-batch: the frozen teacher sees the clean, unpadded audio and gives the targets; the
-student sees ``noisy`` (under autocast) and predicts them through its heads; the loss is the masked
+student sees ``noisy`` (under autocast) and predicts them through its heads (and, with
+``student.layer_targets``, through its own Transformer layers too); the loss is the masked
 distillation loss (+ ``feat_pen_loss`` x the feature penalty) + ``enhancement.weight`` x the
 enhancement loss when the recipe enables the head.
 """
@@ -12,14 +13,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import torch
+from torch import Tensor
+
 from robustdistiller.checkpoints.s3prl import save_s3prl_checkpoint
-from robustdistiller.errors import CheckpointFormatError
+from robustdistiller.errors import CheckpointFormatError, ConfigError
 from robustdistiller.models.init import InitReport, init_student_from_teacher
-from robustdistiller.models.student import DistillerModel, DistillerOutput
+from robustdistiller.models.student import DistillerConfig, DistillerModel, DistillerOutput
 from robustdistiller.models.teacher import Teacher
 from robustdistiller.train.distributed import init_distributed, shutdown
 from robustdistiller.train.enhancement import HEAD_NAME, EnhancementTerm
-from robustdistiller.train.losses import distillation_loss, feature_penalty
+from robustdistiller.train.losses import DistillationLoss, distillation_loss, feature_penalty
 from robustdistiller.train.objective import LoopTools, MicroBatch, Objective, StepLoss, named_parameters
 from robustdistiller.train.optim import decay_groups
 from robustdistiller.train.recipe import DistillRecipe, OptimSection
@@ -33,6 +37,20 @@ def format_init_report(report: InitReport) -> str:
         f"student initialised from the teacher: {len(report.copied)} tensors copied, "
         f"{len(report.not_initialised)} keep their own init ({kept}{', ...' if kept else ''})"
     )
+
+
+def check_layer_targets(config: DistillerConfig, teacher: Teacher) -> None:
+    """Refuse ``student.layer_targets`` the teacher cannot give, before any training step."""
+    if not config.layer_targets:
+        return
+    bad = [i for i in config.layer_targets if not 0 <= i <= teacher.num_layers]
+    if bad:
+        raise ConfigError(f"student.layer_targets {bad} outside the teacher's layers 0..{teacher.num_layers}")
+    if config.encoder_embed_dim != teacher.embed_dim:
+        raise ConfigError(
+            f"student.layer_targets needs the student's layers as wide as the teacher's: "
+            f"encoder_embed_dim={config.encoder_embed_dim}, teacher embed_dim {teacher.embed_dim}"
+        )
 
 
 class DistillationObjective(Objective):
@@ -70,6 +88,7 @@ class DistillationObjective(Objective):
         ``device``; ``train.teacher_precision`` applies to the teacher of a CPU run."""
         teacher = load_frozen_teacher(recipe.teacher.source, device)
         set_teacher_precision(teacher, recipe.train.teacher_precision, device)
+        check_layer_targets(recipe.student, teacher)
         student = DistillerModel(recipe.student)
         description = format_init_report(init_student_from_teacher(student, teacher))
         student = student.to(device)
@@ -87,34 +106,52 @@ class DistillationObjective(Objective):
         return decay_groups(named_parameters(self.modules()), optim.weight_decay, match_reference=optim.match_reference)
 
     def loss(self, batch: MicroBatch, tools: LoopTools) -> StepLoss:
+        """Heads vs the clean teacher's ``pred_layer_id`` layers (+ each Transformer layer vs its
+        ``layer_targets`` layer), + the feature penalty, + the enhancement term."""
         cfg = self.recipe.student
         with tools.phase("student"), tools.autocast():
             out: DistillerOutput = tools.nets["student"](batch.noisy, batch.lengths)
         predictions = out.predictions
         assert predictions is not None  # the student is built with its prediction heads
-        with tools.phase("teacher"):
-            targets = teacher_targets(self.teacher, batch.clean, batch.lengths, cfg.pred_layer_id, predictions.shape[2])
-        with tools.phase("student"):
-            dist = distillation_loss(
-                predictions,
-                targets,
-                out.frame_mask,
-                loss_type=cfg.loss_type,  # type: ignore[arg-type]
-                cosine_weight=cfg.cosine_loss,
-                masked=self.recipe.train.masked_loss,
-                layer_ids=cfg.pred_layer_id,
+        own_ids = cfg.layer_targets or []
+        with tools.phase("teacher"):  # one teacher pass for the heads' and the layers' targets
+            targets = teacher_targets(
+                self.teacher, batch.clean, batch.lengths, [*cfg.pred_layer_id, *own_ids], predictions.shape[2]
             )
+        head_targets, own_targets = targets.split([len(cfg.pred_layer_id), len(own_ids)], dim=1)
+        with tools.phase("student"):
+            dist = self._distance(predictions, head_targets, out.frame_mask, cfg.pred_layer_id)
             loss = dist.total
+            scalars = {f"loss/{name}": value for name, value in dist.per_layer.items()}
+            scalars["loss/distill"] = dist.total.detach()
+            if own_ids:
+                own = torch.stack(out.hiddens[: len(own_ids)], dim=1)
+                own_dist = self._distance(own, own_targets, out.frame_mask, own_ids)
+                loss = loss + own_dist.total
+                scalars.update({f"loss/layers_{name}": value for name, value in own_dist.per_layer.items()})
+                scalars["loss/distill_layers"] = own_dist.total.detach()
             if cfg.feat_pen_loss > 0:
                 loss = loss + cfg.feat_pen_loss * feature_penalty(out.cnn_features, out.frame_mask)
-        scalars = {f"loss/{name}": value for name, value in dist.per_layer.items()}
-        scalars["loss/distill"] = dist.total.detach()
         if self.enhancement is not None:
             features = self.enhancement.features(out.cnn_features, out.hiddens[-1])
             enhancement, enhancement_scalars = self.enhancement.loss(features, batch, tools)
             loss = loss + enhancement
             scalars.update(enhancement_scalars)
         return StepLoss(loss, scalars)
+
+    def _distance(
+        self, pred: Tensor, target: Tensor, frame_mask: Tensor | None, layer_ids: list[int]
+    ) -> DistillationLoss:
+        cfg = self.recipe.student
+        return distillation_loss(
+            pred,
+            target,
+            frame_mask,
+            loss_type=cfg.loss_type,  # type: ignore[arg-type]
+            cosine_weight=cfg.cosine_loss,
+            masked=self.recipe.train.masked_loss,
+            layer_ids=layer_ids,
+        )
 
     def checkpoint_config(self) -> dict[str, Any]:
         """``Config`` entries beside the student's own: the teacher, the crop length, the head."""
