@@ -42,6 +42,9 @@ def test_post_ln_parity_with_transformers(family, hf_tiny, tmp_path, wave_batch)
         assert (out.last_hidden_state[i, :t] - ref.last_hidden_state[0]).abs().max() <= 1e-5
 
 
+# transformers' own WavLM attention (the reference here, not our code) passes a bool padding mask
+# beside a float position bias, which torch warns is deprecated.
+@pytest.mark.filterwarnings("ignore:Support for mismatched key_padding_mask and attn_mask:UserWarning")
 @pytest.mark.parametrize("family", FAMILIES)
 def test_pre_ln_parity_with_transformers_padded_batch(family, hf_tiny, tmp_path, wave_batch):
     """Layer-norm extractors / pre-LN (Large-style): the padded batch with attention_mask."""
