@@ -38,6 +38,7 @@ from robustdistiller.augment.mixing import mix_at_snr, reverberate
 from robustdistiller.augment.rir import SimulatedRIRConfig, load_or_simulate
 from robustdistiller.data import BadFileReport
 from robustdistiller.evaluate.probes import evaluate_probe
+from robustdistiller.evaluate.results import drop_above_chance
 from robustdistiller.evaluate.tasks import TaskPack, fsdd_tasks, load_waveforms
 from robustdistiller.models.precision import cpu_model
 
@@ -77,8 +78,8 @@ def layer_rows(name: str, task: TaskPack, feats: dict[str, dict[str, Tensor]], c
         cells = [name, str(layer), f"{accuracy['clean']:.3f}"]
         for condition, value in accuracy.items():
             if condition != "clean":
-                drop = 1 - (value - chance) / max(accuracy["clean"] - chance, 1e-9)
-                cells.append(f"{value:.3f} / {drop:.2f}")
+                drop = drop_above_chance(accuracy["clean"], value, chance)
+                cells.append(f"{value:.3f} / " + ("-" if drop is None else f"{drop:.2f}"))
         rows.append(cells)
     return rows
 

@@ -126,40 +126,40 @@ def teacher_folder(teacher: str, source: Path, steps: int) -> str:
 
 
 def train_students(
-    out: Path, teacher: str, source: Path, manifest: Path, seeds: list[int], steps: int
+    out: Path, folder: str, source: Path, manifest: Path, seeds: list[int], steps: int
 ) -> dict[str, Path]:
-    """{student name -> final checkpoint} for one teacher; a finished student is reused, a partial one resumed."""
+    """{student name -> final checkpoint} for the teacher at ``source``, under ``out/folder`` (its
+    :func:`teacher_folder`); a finished student is reused, a partial one resumed."""
     done: dict[str, Path] = {}
     for seed in seeds:
         for robust in (False, True):
             name = student_name(robust, seed, seeds)
-            folder = f"{teacher_folder(teacher, source, steps)}/{name}"
-            recipe = demo_recipe(out, source, manifest, robust=robust, seed=seed, steps=steps, name=folder)
+            recipe = demo_recipe(out, source, manifest, robust=robust, seed=seed, steps=steps, name=f"{folder}/{name}")
             final = checkpoint_path(recipe.train.out_dir, steps)
             if not final.is_file():
                 start = time.perf_counter()
                 result = distill(recipe, resume=load_latest_checkpoint(recipe.train.out_dir) is not None)
                 if result.interrupted:
-                    raise SystemExit(f"{folder} interrupted; rerun to resume")
-                log.info("%s: %d steps in %.1f min", folder, steps, (time.perf_counter() - start) / 60)
+                    raise SystemExit(f"{folder}/{name} interrupted; rerun to resume")
+                log.info("%s/%s: %d steps in %.1f min", folder, name, steps, (time.perf_counter() - start) / 60)
             done[name] = final
     return done
 
 
 def evaluate_teacher(
     out: Path,
+    folder: str,
     teacher: str,
     source: Path,
     students: dict[str, Path],
     tasks: list[TaskPack],
     seed: int,
     eval_audio: str,
-    steps: int,
 ) -> Results:
-    """One evaluation per teacher (its students and itself); reused when its results exist."""
-    folder = out / teacher_folder(teacher, source, steps) / f"eval-{eval_audio}"
-    if (folder / "results.json").is_file():
-        return Results.read(folder / "results.json")
+    """One evaluation per teacher (its students and itself) under ``out/folder``; reused when its results exist."""
+    eval_dir = out / folder / f"eval-{eval_audio}"
+    if (eval_dir / "results.json").is_file():
+        return Results.read(eval_dir / "results.json")
     options = evaluation_options(quick=False)
     options.cache_dir = out / "cache"
     return evaluate(
@@ -167,7 +167,7 @@ def evaluate_teacher(
         teacher=source,
         tasks=tasks,
         conditions=demo_conditions(False, seed, out),
-        out_dir=folder,
+        out_dir=eval_dir,
         seed=seed,
         names=list(students),
         options=options,
@@ -311,12 +311,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     per_teacher, minutes = {}, {}
     for teacher, source in teachers.items():  # one teacher at a time: its results are complete early
         start = time.perf_counter()
-        students = train_students(out, teacher, source, manifest, seeds, args.steps)
+        folder = teacher_folder(teacher, source, args.steps)  # hashes the weights: once per teacher
+        students = train_students(out, folder, source, manifest, seeds, args.steps)
         per_teacher[teacher] = evaluate_teacher(
-            out, teacher, source, students, tasks, seeds[0], args.eval_audio, args.steps
+            out, folder, teacher, source, students, tasks, seeds[0], args.eval_audio
         )
-        folder = out / teacher_folder(teacher, source, args.steps)
-        minutes[teacher] = add_compute(folder, time.perf_counter() - start) / 60
+        minutes[teacher] = add_compute(out / folder, time.perf_counter() - start) / 60
         print(markdown_table(table_rows({teacher: per_teacher[teacher]})), flush=True)
     rows = table_rows(per_teacher)
     summary = json.dumps({"rows": rows, "compute_minutes": minutes}, indent=1)

@@ -27,7 +27,12 @@ from robustdistiller.train.losses import DistillationLoss, distillation_loss, fe
 from robustdistiller.train.objective import LoopTools, MicroBatch, Objective, StepLoss, named_parameters
 from robustdistiller.train.optim import decay_groups
 from robustdistiller.train.recipe import DistillRecipe, OptimSection
-from robustdistiller.train.targets import load_frozen_teacher, set_teacher_precision, teacher_targets
+from robustdistiller.train.targets import (
+    check_teacher_layers,
+    load_frozen_teacher,
+    set_teacher_precision,
+    teacher_targets,
+)
 from robustdistiller.train.trainer import DistillResult, Trainer
 
 
@@ -39,13 +44,13 @@ def format_init_report(report: InitReport) -> str:
     )
 
 
-def check_layer_targets(config: DistillerConfig, teacher: Teacher) -> None:
-    """Refuse ``student.layer_targets`` the teacher cannot give, before any training step."""
+def check_targets(config: DistillerConfig, teacher: Teacher) -> None:
+    """Refuse ``student.pred_layer_id`` / ``student.layer_targets`` the teacher cannot give, before the
+    student is built."""
+    check_teacher_layers(teacher, "student.pred_layer_id", config.pred_layer_id)
     if not config.layer_targets:
         return
-    bad = [i for i in config.layer_targets if not 0 <= i <= teacher.num_layers]
-    if bad:
-        raise ConfigError(f"student.layer_targets {bad} outside the teacher's layers 0..{teacher.num_layers}")
+    check_teacher_layers(teacher, "student.layer_targets", config.layer_targets)
     if config.encoder_embed_dim != teacher.embed_dim:
         raise ConfigError(
             f"student.layer_targets needs the student's layers as wide as the teacher's: "
@@ -88,7 +93,7 @@ class DistillationObjective(Objective):
         ``device``; ``train.teacher_precision`` applies to the teacher of a CPU run."""
         teacher = load_frozen_teacher(recipe.teacher.source, device)
         set_teacher_precision(teacher, recipe.train.teacher_precision, device)
-        check_layer_targets(recipe.student, teacher)
+        check_targets(recipe.student, teacher)
         student = DistillerModel(recipe.student)
         description = format_init_report(init_student_from_teacher(student, teacher))
         student = student.to(device)

@@ -57,6 +57,13 @@ def set_teacher_precision(teacher: Teacher, requested: str, device: Any) -> None
         )
 
 
+def check_teacher_layers(teacher: Teacher, key: str, layer_ids: Sequence[int]) -> None:
+    """Raise a :class:`ConfigError` naming ``key`` when a layer id is not one of the teacher's hidden states."""
+    bad = [i for i in layer_ids if not 0 <= i <= teacher.num_layers]
+    if bad:
+        raise ConfigError(f"{key} {bad} outside the teacher's layers 0..{teacher.num_layers}")
+
+
 def teacher_targets(
     teacher: Teacher,
     wavs: Tensor,
@@ -69,9 +76,7 @@ def teacher_targets(
     ``layer_ids`` index the teacher's hidden states (``i`` = output of layer ``i``);
     ``num_frames`` is the student's frame count for the padded batch.
     """
-    bad = [i for i in layer_ids if not 0 <= i <= teacher.num_layers]
-    if bad:
-        raise ConfigError(f"pred_layer_id {bad} outside the teacher's layers 0..{teacher.num_layers}")
+    check_teacher_layers(teacher, "teacher layer ids", layer_ids)
     out = teacher(wavs, lengths)
     stacked = torch.stack([out.hidden_states[i] for i in layer_ids], dim=1)  # [B, N, T', D]
     frames = min(stacked.shape[2], num_frames)
