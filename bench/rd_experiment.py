@@ -50,6 +50,7 @@ from robustdistiller.evaluate.runner import evaluate
 from robustdistiller.evaluate.tasks import SpeakerRecording, TaskPack, shipped_speaker_tasks, speaker_tasks
 from robustdistiller.train.checkpointing import checkpoint_path
 from robustdistiller.train.distillation import distill
+from robustdistiller.train.recipe import resolve_recipe
 
 log = logging.getLogger("bench.rd_experiment")
 
@@ -138,7 +139,11 @@ def trained(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--name", required=True, help="experiment name (student folder: NAME-seedS)")
+    parser.add_argument(
+        "--name",
+        required=True,
+        help="experiment name (student folder: NAME-sSEED-<hash of the demo recipe and --both>)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--steps", type=int, default=DEMO_STEPS)
     parser.add_argument("--out", type=Path, default=Path("runs/rdx"))
@@ -160,7 +165,9 @@ def main() -> None:
             shipped_speaker_tasks(out / "material", seed=args.seed),
             demo_conditions(False, args.seed, out),
         )
-    shared = f"-{hashlib.sha256(' '.join(args.both).encode()).hexdigest()[:8]}" if args.both else ""
+    # The baseline's folder names the demo recipe and the shared overrides, so that neither a changed
+    # configs/demo.yaml nor other --both overrides silently reuse an old baseline.
+    shared = hashlib.sha256(resolve_recipe("demo").read_bytes() + " ".join(args.both).encode()).hexdigest()[:8]
     manifest = training_manifest(out)
     teacher = out / "teacher"
     if not (teacher / "config.json").is_file():
@@ -172,7 +179,7 @@ def main() -> None:
         robust=False,
         seed=args.seed,
         steps=args.steps,
-        name=f"baseline-s{args.seed}-{args.steps}{shared}",
+        name=f"baseline-s{args.seed}-{args.steps}-{shared}",
         overrides=args.both,
     )
     robust = trained(
@@ -182,7 +189,7 @@ def main() -> None:
         robust=True,
         seed=args.seed,
         steps=args.steps,
-        name=f"{args.name}-s{args.seed}",
+        name=f"{args.name}-s{args.seed}-{shared}",
         overrides=[*args.both, *args.overrides],
     )
     options = evaluation_options(quick=False)
