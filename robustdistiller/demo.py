@@ -14,9 +14,9 @@ Everything comes with the package, so it runs on a fresh clone without a network
 The demo never falls back to synthetic evaluation data: missing recordings are an error.
 
 Both students use ``configs/demo.yaml`` with the same steps, data, crops, seeds and loss (heads and
-layers, ``student.layer_targets``); only the corruption policy (off / on) and the enhancement head
-(off / on) differ. With several seeds every
-student is trained once per seed and the report averages over seeds.
+layers, ``student.layer_targets``, frame by frame and as utterance means, ``student.pooled_loss``);
+only the corruption policy (off / on) and the enhancement head (off / on) differ. With several seeds
+every student is trained once per seed and the report averages over seeds.
 """
 
 from __future__ import annotations
@@ -421,7 +421,8 @@ def _intro(
                 f"{teacher_text} Two students distilled from it for **{steps} steps** each "
                 f"(seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}) on real speech of those 205 "
                 "speakers (5 s each, shipped), with the same crops, seeds and loss (`configs/demo.yaml`: prediction "
-                "heads and both transformer layers against the teacher's clean layers): a **DistilHuBERT "
+                "heads and both transformer layers against the teacher's clean layers, frame by frame and as "
+                "utterance means): a **DistilHuBERT "
                 "baseline** (clean input, no enhancement head) and a **RobustDistiller** student (input corrupted "
                 "with *generated* noises at 0-20 dB and *simulated* rooms; enhancement head)."
                 + (" Quick mode: a smoke test, too short for the numbers to mean anything." if quick else "")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -89,6 +90,11 @@ class DistillerConfig:
     # loss and weight, so that the robustness the student learns sits in the layers a downstream probe
     # reads and not only in its prediction heads. None = heads only (the reference).
     layer_targets: list[int] | None = None
+    # Not in s3prl either: weight of an utterance-level term beside the frame loss, L1 between the
+    # utterance means of each prediction head (and each ``layer_targets`` layer) and of its clean teacher
+    # layer (train/losses.py, utterance_mean_loss): corruption shifts those means, which is what an
+    # utterance probe reads. 0 = off (the reference).
+    pooled_loss: float = 0.0
 
     def validate(self) -> None:
         self._check_sizes()
@@ -119,6 +125,8 @@ class DistillerConfig:
                 f"layer_targets {self.layer_targets} must name a teacher layer for each of the first 1.."
                 f"{self.encoder_layers} Transformer layers (or be null for heads only)"
             )
+        if not math.isfinite(self.pooled_loss) or self.pooled_loss < 0:
+            raise ValueError(f"pooled_loss must be a finite weight >= 0 (0 = off), got {self.pooled_loss}")
         if self.encoder_layerdrop != 0.0:
             raise ValueError("encoder_layerdrop must be 0 (every layer output is a training target)")
         if self.loss_type not in ("l1", "l2"):

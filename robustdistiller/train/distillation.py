@@ -4,8 +4,8 @@ enhancement term is on) as a training objective.
 Per micro-batch: the frozen teacher sees the clean, unpadded audio and gives the targets; the
 student sees ``noisy`` (under autocast) and predicts them through its heads (and, with
 ``student.layer_targets``, through its own Transformer layers too); the loss is the masked
-distillation loss (+ ``feat_pen_loss`` x the feature penalty) + ``enhancement.weight`` x the
-enhancement loss when the recipe enables the head.
+distillation loss (+ ``pooled_loss`` x the utterance-mean distance of the same pairs, + ``feat_pen_loss`` x
+the feature penalty) + ``enhancement.weight`` x the enhancement loss when the recipe enables the head.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from robustdistiller.models.student import DistillerConfig, DistillerModel, Dist
 from robustdistiller.models.teacher import Teacher
 from robustdistiller.train.distributed import init_distributed, shutdown
 from robustdistiller.train.enhancement import HEAD_NAME, EnhancementTerm
-from robustdistiller.train.losses import DistillationLoss, distillation_loss, feature_penalty
+from robustdistiller.train.losses import DistillationLoss, distillation_loss, feature_penalty, utterance_mean_loss
 from robustdistiller.train.objective import LoopTools, MicroBatch, Objective, StepLoss, named_parameters
 from robustdistiller.train.optim import decay_groups
 from robustdistiller.train.recipe import DistillRecipe, OptimSection
@@ -112,7 +112,8 @@ class DistillationObjective(Objective):
 
     def loss(self, batch: MicroBatch, tools: LoopTools) -> StepLoss:
         """Heads vs the clean teacher's ``pred_layer_id`` layers (+ each Transformer layer vs its
-        ``layer_targets`` layer), + the feature penalty, + the enhancement term."""
+        ``layer_targets`` layer), + ``pooled_loss`` x the same pairs' utterance-mean distance, + the
+        feature penalty, + the enhancement term."""
         cfg = self.recipe.student
         with tools.phase("student"), tools.autocast():
             out: DistillerOutput = tools.nets["student"](batch.noisy, batch.lengths)
@@ -135,6 +136,12 @@ class DistillationObjective(Objective):
                 loss = loss + own_dist.total
                 scalars.update({f"loss/layers_{name}": value for name, value in own_dist.per_layer.items()})
                 scalars["loss/distill_layers"] = own_dist.total.detach()
+            if cfg.pooled_loss > 0:
+                pooled = utterance_mean_loss(predictions, head_targets, out.frame_mask)
+                if own_ids:
+                    pooled = pooled + utterance_mean_loss(own, own_targets, out.frame_mask)
+                loss = loss + cfg.pooled_loss * pooled
+                scalars["loss/pooled"] = pooled.detach()
             if cfg.feat_pen_loss > 0:
                 loss = loss + cfg.feat_pen_loss * feature_penalty(out.cnn_features, out.frame_mask)
         if self.enhancement is not None:

@@ -106,6 +106,24 @@ def valid_frames(
         ValueError: shapes differ beyond T, T differs by more than ``max_frame_diff`` (features
             from mismatched audio), or the mask has no valid frame.
     """
+    p, t, valid = aligned_frames(pred, target, frame_mask, max_frame_diff=max_frame_diff)
+    N, B, T, D = p.shape
+    if not masked or valid is None:
+        return p.reshape(N, B * T, D), t.reshape(N, B * T, D)
+    if not bool(valid.any()):
+        raise ValueError("frame_mask has no valid frame")
+    return p[:, valid], t[:, valid]
+
+
+def aligned_frames(
+    pred: Tensor, target: Tensor, frame_mask: Tensor | None, *, max_frame_diff: int = 2
+) -> tuple[Tensor, Tensor, Tensor | None]:
+    """Predictions and targets ``[B, N, T, D]`` as fp32 ``[N, B, T', D]``, with the mask ``[B, T']``
+    (None without one), all trimmed to the shortest frame count T' (see :func:`valid_frames`).
+
+    Raises:
+        ValueError: shapes differ beyond T, or T differs by more than ``max_frame_diff``.
+    """
     if pred.dim() != 4 or target.dim() != 4:
         raise ValueError(f"expected pred/target [B, N, T, D], got {tuple(pred.shape)} and {tuple(target.shape)}")
     B, N, _, D = pred.shape
@@ -122,15 +140,35 @@ def valid_frames(
             f"frame counts differ by more than {max_frame_diff}: pred {pred.shape[2]}, "
             f"target {target.shape[2]}, mask {frame_mask.shape[1] if frame_mask is not None else '-'}"
         )
-    # [N, B, T, D] -> [N, frames, D]: the selected frames are the only ones the loss sees.
     p = pred[:, :, :T].float().transpose(0, 1)
     t = target[:, :, :T].float().transpose(0, 1)
-    if not masked or frame_mask is None:
-        return p.reshape(N, B * T, D), t.reshape(N, B * T, D)
-    valid = frame_mask[:, :T].to(torch.bool)
-    if not bool(valid.any()):
-        raise ValueError("frame_mask has no valid frame")
-    return p[:, valid], t[:, valid]
+    return p, t, None if frame_mask is None else frame_mask[:, :T].to(torch.bool)
+
+
+def utterance_mean_loss(pred: Tensor, target: Tensor, frame_mask: Tensor | None) -> Tensor:
+    """L1 between the utterance means of predictions and targets: ``mean |mean_t pred - mean_t target|``
+    over utterances, layers and D, each mean over the utterance's valid frames (every frame without a
+    mask; padding never counts, whatever ``train.masked_loss`` says, since this term is not s3prl's).
+
+    Why: corruption moves a student's frames by an error with a systematic part, which the frame loss
+    weighs no more than the rest; averaged over an utterance it is what remains, and what an utterance
+    probe (mean pooling, SUPERB's speaker id) reads.
+
+    Args:
+        pred, target: ``[B, N, T, D]`` student predictions (or layers) and clean teacher targets.
+        frame_mask: ``[B, T]`` bool, True = valid frame, or None.
+    Returns:
+        A scalar with grad.
+    """
+    with torch.autocast(device_type=pred.device.type, enabled=False):
+        p, t, valid = aligned_frames(pred, target, frame_mask)
+        diff = p - t  # [N, B, T, D]
+        if valid is None:
+            return diff.mean(dim=2).abs().mean()
+        # masked_fill, not a product, so that garbage (even NaN) in padded frames stays out
+        summed = diff.masked_fill(~valid[None, :, :, None], 0.0).sum(dim=2)
+        count = valid.sum(dim=1).clamp(min=1).to(summed.dtype)[None, :, None]
+        return (summed / count).abs().mean()
 
 
 def layer_to_layer_loss(
