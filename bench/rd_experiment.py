@@ -165,9 +165,9 @@ def main() -> None:
             shipped_speaker_tasks(out / "material", seed=args.seed),
             demo_conditions(False, args.seed, out),
         )
-    # The baseline's folder names the demo recipe and the shared overrides, so that neither a changed
-    # configs/demo.yaml nor other --both overrides silently reuse an old baseline.
-    shared = hashlib.sha256(resolve_recipe("demo").read_bytes() + " ".join(args.both).encode()).hexdigest()[:8]
+    # Both students' folders name the demo recipe and the shared overrides, so that neither a changed
+    # configs/demo.yaml nor other --both overrides silently reuse an old student.
+    recipe_tag = hashlib.sha256(resolve_recipe("demo").read_bytes() + " ".join(args.both).encode()).hexdigest()[:8]
     manifest = training_manifest(out)
     teacher = out / "teacher"
     if not (teacher / "config.json").is_file():
@@ -179,7 +179,7 @@ def main() -> None:
         robust=False,
         seed=args.seed,
         steps=args.steps,
-        name=f"baseline-s{args.seed}-{args.steps}-{shared}",
+        name=f"baseline-s{args.seed}-{args.steps}-{recipe_tag}",
         overrides=args.both,
     )
     robust = trained(
@@ -189,7 +189,7 @@ def main() -> None:
         robust=True,
         seed=args.seed,
         steps=args.steps,
-        name=f"{args.name}-s{args.seed}-{shared}",
+        name=f"{args.name}-s{args.seed}-{recipe_tag}",
         overrides=[*args.both, *args.overrides],
     )
     options = evaluation_options(quick=False)
