@@ -102,6 +102,14 @@ def test_random_teacher_has_the_shipped_shape(tmp_path: Path) -> None:
         assert random[key] == shipped[key] == (list(value) if isinstance(value, tuple) else value), key
 
 
+def test_help_states_the_demo_budget(capsys: pytest.CaptureFixture[str]) -> None:
+    # The CLI keeps torch out of --help, so it restates the step counts; this catches them drifting.
+    with pytest.raises(SystemExit):
+        main(["demo", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert f"(default: {demo.DEMO_STEPS}; --quick: {demo.QUICK_STEPS})" in help_text
+
+
 def test_demo_conditions_hold_out_training_material() -> None:
     cfg = demo.demo_conditions(False, 0, Path("/tmp"), RECORDINGS_DIR)
     assert cfg.noises == [str(RECORDINGS_DIR / "noise")]  # recorded noises; training uses generated ones
