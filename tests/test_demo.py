@@ -145,6 +145,9 @@ def test_answer_compares_seed_means_and_the_representations() -> None:
     (row,) = demo.comparison_rows(results)
     assert row["seeds"] == 2 and row["ratio"]["drop_above_chance"] == pytest.approx(0.7)
     assert row["clean_gap"] == pytest.approx(-0.01) and row["met"]
+    results.headline[3] = _headline(f"{demo.ROBUST}-seed1", 0.4, clean=0.76)  # seed mean +0.08: too far the other way
+    (row,) = demo.comparison_rows(results)
+    assert row["ratio"]["drop_above_chance"] == pytest.approx(0.7) and not row["met"]
     results.distortion = [
         DistortionRow(model, cond, ref, 3, 2, 0.1, cos, 10, "head1->T2")
         for model, cond, ref, cos in (
