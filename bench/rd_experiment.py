@@ -10,8 +10,11 @@ comparison and appends it to ``OUT/experiments.jsonl``. Used to choose the demo 
 evaluation: other speakers (46 of the 205 training speakers, their speech *after* the first 5 s that the
 students train on; the teacher pre-trained on it, unlabelled), other noises (the real DEMAND noise of
 the VoiceBank+DEMAND pairs, noisy minus clean) and other rooms (the four SpeechBrain RIRs and rooms
-simulated from another seed). It needs ``../shared/data``. ``--on test`` is the demo's own evaluation:
-run it once, for the chosen recipe, not to choose.
+simulated from another seed). It needs ``../shared/data``. ``--on val-unseen`` is the same validation
+set with students that never hear its speakers (both students train on the other 159 speakers' first
+5 s): the demo's test speakers are new to the students, and on new speakers a recipe can change the
+students' clean accuracy in ways the seen speakers do not show. ``--on test`` is the demo's own
+evaluation: run it once, for the chosen recipe, not to choose.
 
     python bench/rd_experiment.py --name enh0 --seed 0 enhancement.weight=0 [--steps 1000] [--out runs/rdx]
     python bench/rd_experiment.py --name heads3 --both student.pred_layer_id=[1,2,4] student.n_tasks=3
@@ -34,6 +37,7 @@ import soundfile as sf
 
 from robustdistiller.config import from_dict
 from robustdistiller.data.audio import SAMPLE_RATE, load_audio
+from robustdistiller.data.manifest import Manifest
 from robustdistiller.data.recordings import RECORDINGS_DIR, read_index, read_speaker_sex
 from robustdistiller.demo import (
     DEMO_STEPS,
@@ -66,11 +70,15 @@ def _write_wav(path: Path, wav: np.ndarray) -> Path:
     return path
 
 
-def validation_tasks(out: Path, seed: int) -> list[TaskPack]:
+def validation_tasks(out: Path, seed: int) -> tuple[list[TaskPack], set[str]]:
     """Speaker id and sex on 46 training speakers' speech after their first 5 s (never heard by a student).
 
     Speakers are the training speakers with the most such speech (ties by id), so that each has test
-    segments; their remainders are written to ``out/material/val-speech``."""
+    segments; their remainders are written to ``out/material/val-speech``.
+
+    Returns:
+        The two tasks and the chosen speakers' ids.
+    """
     train = [r for r in read_index(RECORDINGS_DIR) if r.role == "train"]
     sexes = read_speaker_sex(SHARED / "librispeech_subset" / "SPEAKERS.TXT")
     rest = {}
@@ -84,7 +92,14 @@ def validation_tasks(out: Path, seed: int) -> list[TaskPack]:
         )
         for s in sorted(chosen)
     ]
-    return speaker_tasks(recs, out / "material", seed=seed, prefix="val")
+    return speaker_tasks(recs, out / "material", seed=seed, prefix="val"), set(chosen)
+
+
+def without_speakers(manifest: Path, speakers: set[str]) -> Path:
+    """The training manifest without ``speakers`` (written beside it as ``train-unseen.tsv``)."""
+    full = Manifest.read(manifest)
+    kept = [e for e in full.entries if e.labels["speaker"] not in speakers]
+    return Manifest(full.root, kept, list(full.label_names)).write(manifest.with_name("train-unseen.tsv"))
 
 
 def validation_conditions(out: Path, seed: int) -> ConditionConfig:
@@ -150,7 +165,7 @@ def main() -> None:
     parser.add_argument(
         "--teacher", type=Path, default=SHIPPED_TEACHER, help="teacher folder, copied to OUT/teacher on the first run"
     )
-    parser.add_argument("--on", choices=("val", "test"), default="val", help="evaluation set (see above)")
+    parser.add_argument("--on", choices=("val", "val-unseen", "test"), default="val", help="evaluation set (see above)")
     parser.add_argument("--both", nargs="*", default=[], help="key=value overrides of both students' recipe")
     parser.add_argument("overrides", nargs="*", help="key=value overrides of the robust student's recipe")
     args = parser.parse_args()
@@ -158,17 +173,23 @@ def main() -> None:
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    if args.on == "val":
-        tasks, conditions = validation_tasks(out, args.seed), validation_conditions(out, args.seed)
-    else:
+    manifest = training_manifest(out)
+    if args.on == "test":
         tasks, conditions = (
             shipped_speaker_tasks(out / "material", seed=args.seed),
             demo_conditions(False, args.seed, out),
         )
-    # Both students' folders name the demo recipe and the shared overrides, so that neither a changed
-    # configs/demo.yaml nor other --both overrides silently reuse an old student.
-    recipe_tag = hashlib.sha256(resolve_recipe("demo").read_bytes() + " ".join(args.both).encode()).hexdigest()[:8]
-    manifest = training_manifest(out)
+    else:
+        tasks, speakers = validation_tasks(out, args.seed)
+        conditions = validation_conditions(out, args.seed)
+        if args.on == "val-unseen":
+            manifest = without_speakers(manifest, speakers)
+    # Both students' folders name the demo recipe, the shared overrides and the training speech, so
+    # that neither a changed configs/demo.yaml, other --both overrides nor --on val-unseen silently
+    # reuse an old student.
+    heard = " ".join(e.path for e in Manifest.read(manifest).entries)  # not its root: the clone's location
+    tag_source = resolve_recipe("demo").read_bytes() + " ".join(args.both).encode() + heard.encode()
+    recipe_tag = hashlib.sha256(tag_source).hexdigest()[:8]
     teacher = out / "teacher"
     if not (teacher / "config.json").is_file():
         copy_shipped_teacher(teacher, args.teacher)
