@@ -30,7 +30,9 @@ import hashlib
 import json
 import logging
 import time
+from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import soundfile as sf
@@ -47,6 +49,7 @@ from robustdistiller.demo import (
     demo_conditions,
     demo_recipe,
     evaluation_options,
+    target_met,
     training_manifest,
 )
 from robustdistiller.evaluate.conditions import ConditionConfig
@@ -152,12 +155,40 @@ def trained(
     return final
 
 
+def summary(records: list[dict[str, Any]]) -> str:
+    """Markdown table of ``experiments.jsonl``: per experiment (name, evaluation set, steps, overrides) and
+    task, the seed means as the demo takes them (ratio of the mean drops, mean clean gap)."""
+    groups: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
+    for r in records:
+        groups[(r["name"], r["on"], str(r["steps"]), " ".join(r["both"]), " ".join(r["overrides"]))].append(r)
+    lines = [
+        "| experiment | on | steps | --both | overrides | seeds | task | ratio (per seed) | clean gap | met |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for key, runs in groups.items():
+        for task in runs[0]["tasks"]:
+            per = [r["tasks"][task] for r in runs if task in r["tasks"]]
+            base = float(np.mean([p["baseline"]["drop_above_chance"] for p in per]))
+            robust = float(np.mean([p["robust"]["drop_above_chance"] for p in per]))
+            gap = float(np.mean([p["clean_gap"] for p in per]))
+            ratio = robust / base if base else None
+            seeds = ", ".join(f"{p['ratio']['drop_above_chance']:.2f}" for p in per)
+            shown = "-" if ratio is None else f"{ratio:.2f}"
+            met = "yes" if target_met(ratio, gap) else "no"
+            lines.append(
+                f"| {' | '.join(key)} | {' '.join(str(run['seed']) for run in runs)} | {task} | "
+                f"{shown} ({seeds}) | {gap:+.3f} | {met} |"
+            )
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
-        "--name",
-        required=True,
-        help="experiment name (student folder: NAME-sSEED-<hash of the demo recipe and --both>)",
+        "--name", help="experiment name (student folder: NAME-sSEED-<hash of the demo recipe, --both, speech>)"
+    )
+    parser.add_argument(
+        "--summary", action="store_true", help="print OUT/experiments.jsonl as a table of seed means and stop"
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--steps", type=int, default=DEMO_STEPS)
@@ -169,6 +200,12 @@ def main() -> None:
     parser.add_argument("--both", nargs="*", default=[], help="key=value overrides of both students' recipe")
     parser.add_argument("overrides", nargs="*", help="key=value overrides of the robust student's recipe")
     args = parser.parse_args()
+    if args.summary:
+        with open(args.out / "experiments.jsonl", encoding="utf-8") as fh:
+            print(summary([json.loads(line) for line in fh if line.strip()]))
+        return
+    if not args.name:
+        parser.error("--name is required (unless --summary)")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)

@@ -253,6 +253,12 @@ def seed_means(results: Results) -> dict[tuple[str, str], dict[str, Any]]:
     }
 
 
+def target_met(ratio: float | None, clean_gap: float | None) -> bool:
+    """The method's target on one task: RobustDistiller's drop above chance at most TARGET_RATIO x the
+    baseline's (``ratio``), its clean accuracy within CLEAN_TOLERANCE of the baseline's (``clean_gap``)."""
+    return ratio is not None and ratio <= TARGET_RATIO and clean_gap is not None and abs(clean_gap) <= CLEAN_TOLERANCE
+
+
 def comparison_rows(results: Results) -> list[dict[str, Any]]:
     """Per task: baseline vs robust student (seed means), the ratio of their drops above chance
     (all / noise / reverberation) and whether the method's target is met on that task."""
@@ -268,12 +274,7 @@ def comparison_rows(results: Results) -> list[dict[str, Any]]:
         clean_gap = (
             (robust["clean"] - base["clean"]) if robust["clean"] is not None and base["clean"] is not None else None
         )
-        met = (
-            ratios["drop_above_chance"] is not None
-            and ratios["drop_above_chance"] <= TARGET_RATIO
-            and clean_gap is not None
-            and abs(clean_gap) <= CLEAN_TOLERANCE
-        )
+        met = target_met(ratios["drop_above_chance"], clean_gap)
         rows.append(
             {
                 "task": task,

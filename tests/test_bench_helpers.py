@@ -1,5 +1,5 @@
-"""bench/miniature.py's bookkeeping (the compute time it reports, the docs block it rewrites) and
-bench/layer_robustness.py's per-layer probes."""
+"""bench/miniature.py's bookkeeping (the compute time it reports, the docs block it rewrites),
+bench/layer_robustness.py's per-layer probes and bench/rd_experiment.py's training speech and summary."""
 
 from __future__ import annotations
 
@@ -32,6 +32,11 @@ def miniature(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
 @pytest.fixture
 def layer_robustness(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
     return _load("layer_robustness", monkeypatch)
+
+
+@pytest.fixture
+def rd_experiment(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    return _load("rd_experiment", monkeypatch)
 
 
 def test_compute_time_adds_up_over_resumed_runs(miniature: ModuleType, tmp_path: Path) -> None:
@@ -77,3 +82,38 @@ def test_layer_probes_find_the_layer_a_corruption_spares(layer_robustness: Modul
     (acc0, drop0), (acc1, drop1) = (tuple(map(float, r[3].split(" / "))) for r in rows)
     assert abs(acc0 - 0.5) < 0.2 and drop0 > 0.6
     assert acc1 > 0.95 and drop1 < 0.1
+
+
+def test_unseen_validation_speakers_leave_the_training_speech(rd_experiment: ModuleType, tmp_path: Path) -> None:
+    from robustdistiller.data.manifest import Manifest, ManifestEntry
+
+    rows = [ManifestEntry(f"{s}.wav", 80000, {"speaker": s}) for s in ("103", "1034", "1069")]
+    path = Manifest(tmp_path, rows, ["speaker"]).write(tmp_path / "train.tsv")
+    kept = Manifest.read(rd_experiment.without_speakers(path, {"1034"}))
+    assert [e.labels["speaker"] for e in kept.entries] == ["103", "1069"] and kept.root == tmp_path
+
+
+def _record(seed: int, base_drop: float, robust_drop: float, gap: float) -> dict[str, object]:
+    task = {
+        "ratio": {"drop_above_chance": robust_drop / base_drop},
+        "clean_gap": gap,
+        "baseline": {"drop_above_chance": base_drop},
+        "robust": {"drop_above_chance": robust_drop},
+    }
+    return {
+        "name": "x",
+        "on": "val",
+        "steps": 700,
+        "both": [],
+        "overrides": ["a=1"],
+        "seed": seed,
+        "tasks": {"t": task},
+    }
+
+
+def test_summary_takes_seed_means_as_the_demo_does(rd_experiment: ModuleType) -> None:
+    # mean drops 0.8 and 0.6 -> ratio 0.75 (not the mean of the per-seed ratios, 0.767); mean gap +0.03
+    table = rd_experiment.summary([_record(0, 0.6, 0.5, 0.02), _record(1, 1.0, 0.7, 0.04)])
+    assert "| x | val | 700 |  | a=1 | 0 1 | t | 0.75 (0.83, 0.70) | +0.030 | yes |" in table
+    table = rd_experiment.summary([_record(0, 0.6, 0.5, 0.08), _record(1, 1.0, 0.7, 0.04)])
+    assert table.endswith("| +0.060 | no |")  # clean accuracy too far apart
