@@ -275,7 +275,11 @@ def docs_text(rows: list[dict], args: argparse.Namespace, teachers: dict[str, Pa
         + f". Means over {seeds} seeds. *Drop* = 1 - (corrupted accuracy - chance) / (clean accuracy - chance), "
         "averaged over the corrupted conditions (all 23 / the 16 noise-only / the 3 reverberation-only); "
         f"target: RobustDistiller's drop at most {TARGET_RATIO:g} x the baseline's with clean accuracy within "
-        f"{CLEAN_TOLERANCE:g}.\n\n" + markdown_table(rows) + "\n\n**Headline:** " + headline(rows) + "\n"
+        f"{CLEAN_TOLERANCE:g} of the baseline's, either way.\n\n"
+        + markdown_table(rows)
+        + "\n\n**Headline:** "
+        + headline(rows)
+        + "\n"
     )
 
 

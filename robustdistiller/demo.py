@@ -384,7 +384,7 @@ def answer_blocks(results: Results) -> list[Block]:
     )
     verdict = (
         f"Target (RobustDistiller's drop above chance at most {TARGET_RATIO:g} x the baseline's, clean accuracy "
-        f"within {CLEAN_TOLERANCE:g}): met on **{met} of {len(rows)}** tasks ("
+        f"within {CLEAN_TOLERANCE:g} of the baseline's, either way): met on **{met} of {len(rows)}** tasks ("
         + "; ".join(
             f"{r['task']}: ratio {r['ratio']['drop_above_chance']:.2f}, clean gap {r['clean_gap']:+.3f}"
             if r["ratio"]["drop_above_chance"] is not None
