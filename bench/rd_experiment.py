@@ -19,6 +19,8 @@ evaluation: run it once, for the chosen recipe, not to choose.
     python bench/rd_experiment.py --name enh0 --seed 0 enhancement.weight=0 [--steps 1000] [--out runs/rdx]
     python bench/rd_experiment.py --name heads3 --both student.pred_layer_id=[1,2,4] student.n_tasks=3
     python bench/rd_experiment.py --name current --teacher exp/hubert_mini_2000/teacher --out runs/rdx-t2000
+    python bench/rd_experiment.py --name current --seed 1 --on val-unseen --out runs/rdx-unseen
+    python bench/rd_experiment.py --summary --out runs/rdx-unseen    # seed means of every run there
 
 One teacher per ``--out`` folder: the first run copies ``--teacher`` there and later runs reuse it.
 """
