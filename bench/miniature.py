@@ -16,9 +16,10 @@ rooms (the demo's conditions, ``robustdistiller.demo.demo_conditions``).
 Per (teacher, task, model) the table gives the clean accuracy and the mean drop above chance,
 ``1 - (corrupted - chance) / (clean - chance)``, over all / noise / reverberation conditions, averaged over
 the seeds, and whether RobustDistiller meets the target (drop <= 0.8 x the baseline's, clean accuracy
-within 0.05). Students and evaluations are cached under ``--out/NAME-<teacher weights + recipe hash>-<steps>/``
-(features under ``--out/cache``): rerunning resumes where it stopped, and a retrained teacher, a changed
-demo recipe or another step count starts afresh. ``--docs`` writes the table into docs/benchmarks.md and its headline into README.md.
+within 0.05 of the baseline's, either way). Students and evaluations are cached under
+``--out/NAME-<teacher weights + recipe hash>-<steps>/`` (features under ``--out/cache``): rerunning resumes
+where it stopped, and a retrained teacher, a changed demo recipe or another step count starts afresh.
+``--docs`` writes the table into docs/benchmarks.md and its headline into README.md.
 
     python bench/miniature.py [--teacher NAME=HF_DIR ...] [--shared ../shared/data] [--out runs/miniature]
                               [--seeds 2] [--steps 2000] [--eval-audio flac|shipped] [--docs]
