@@ -157,10 +157,14 @@ def evaluate_teacher(
     seed: int,
     eval_audio: str,
 ) -> Results:
-    """One evaluation per teacher (its students and itself) under ``out/folder``; reused when its results exist."""
+    """One evaluation per teacher (its students and itself) under ``out/folder``; reused when its results
+    exist for the same students (a run with other ``--seeds`` evaluates again, on cached features)."""
     eval_dir = out / folder / f"eval-{eval_audio}"
     if (eval_dir / "results.json").is_file():
-        return Results.read(eval_dir / "results.json")
+        stored = Results.read(eval_dir / "results.json")
+        if {m["name"] for m in stored.models if m["kind"] == "student"} == set(students):
+            return stored
+        log.info("%s holds other students than %s: evaluating again", eval_dir, ", ".join(students))
     options = evaluation_options(quick=False)
     options.cache_dir = out / "cache"
     return evaluate(

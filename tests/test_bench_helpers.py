@@ -57,6 +57,31 @@ def test_docs_block_is_appended_once_then_replaced(miniature: ModuleType, tmp_pa
     assert text.startswith("# Benchmarks\n\nintro\n")
 
 
+def test_evaluation_is_reused_only_for_the_same_students(
+    miniature: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from robustdistiller.evaluate.results import Results
+
+    two = {"distilhubert-baseline": tmp_path / "b.ckpt", "robustdistiller": tmp_path / "r.ckpt"}
+    stored = Results(seed=0, train_on="clean", quick=False, condition_fingerprint="x")
+    stored.models = [{"name": n, "kind": "student", "path": str(p)} for n, p in two.items()]
+    stored.models.append({"name": "teacher", "kind": "teacher", "path": "t"})
+    stored.write(tmp_path / "hubert_mini-0123abcd-2000" / "eval-flac")
+    calls: list[list[Path]] = []
+
+    def evaluate(models: list[Path], **kwargs: object) -> str:
+        calls.append(models)
+        return "evaluated"
+
+    monkeypatch.setattr(miniature, "evaluate", evaluate)
+    monkeypatch.setattr(miniature, "demo_conditions", lambda *a: None)
+    args = (tmp_path, "hubert_mini-0123abcd-2000", "hubert_mini", tmp_path / "teacher")
+    assert miniature.evaluate_teacher(*args, two, [], 0, "flac").models == stored.models and not calls
+    four = {**two, "distilhubert-baseline-seed1": tmp_path / "b1", "robustdistiller-seed1": tmp_path / "r1"}
+    assert miniature.evaluate_teacher(*args, four, [], 0, "flac") == "evaluated"  # not the 2-seed results
+    assert calls == [list(four.values())]
+
+
 def test_layer_probes_find_the_layer_a_corruption_spares(layer_robustness: ModuleType) -> None:
     """Two classes; both layers separate them on clean features. The corruption wipes layer 0's class
     signal and leaves layer 1's: layer 0 must fall to about chance (drop near 1), layer 1 keep its accuracy."""
