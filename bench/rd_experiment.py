@@ -42,7 +42,7 @@ import soundfile as sf
 from robustdistiller.config import from_dict
 from robustdistiller.data.audio import SAMPLE_RATE, load_audio
 from robustdistiller.data.manifest import Manifest
-from robustdistiller.data.recordings import RECORDINGS_DIR, read_index, read_speaker_sex
+from robustdistiller.data.recordings import RECORDINGS_DIR, read_index, read_speaker_sex, sha256_of
 from robustdistiller.demo import (
     DEMO_STEPS,
     SHIPPED_TEACHER,
@@ -157,6 +157,29 @@ def trained(
     return final
 
 
+def student_folders(
+    name: str, seed: int, steps: int, both: list[str], overrides: list[str], manifest: Path
+) -> tuple[str, str]:
+    """The baseline's and the robust student's folder names under ``--out``.
+
+    They name (by hash) the demo recipe, the overrides and the training speech, so that neither a
+    changed configs/demo.yaml, other overrides under the same ``--name`` nor ``--on val-unseen`` silently
+    reuse an old student.
+    """
+    heard = " ".join(e.path for e in Manifest.read(manifest).entries)  # not its root: the clone's location
+    shared = resolve_recipe("demo").read_bytes() + " ".join(both).encode() + heard.encode()
+    robust = shared + " ".join(overrides).encode()
+    return (
+        f"baseline-s{seed}-{steps}-{hashlib.sha256(shared).hexdigest()[:8]}",
+        f"{name}-s{seed}-{hashlib.sha256(robust).hexdigest()[:8]}",
+    )
+
+
+def weights(folder: Path) -> list[str]:
+    """SHA-256 of the teacher folder's weight files (to tell two teachers apart)."""
+    return [sha256_of(p) for p in sorted(folder.glob("*.safetensors"))]
+
+
 def summary(records: list[dict[str, Any]]) -> str:
     """Markdown table of ``experiments.jsonl``: per experiment (name, evaluation set, steps, overrides) and
     task, the seed means as the demo takes them (ratio of the mean drops, mean clean gap)."""
@@ -187,7 +210,7 @@ def summary(records: list[dict[str, Any]]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
-        "--name", help="experiment name (student folder: NAME-sSEED-<hash of the demo recipe, --both, speech>)"
+        "--name", help="experiment name (student folder: NAME-sSEED-<hash of the demo recipe, overrides, speech>)"
     )
     parser.add_argument(
         "--summary", action="store_true", help="print OUT/experiments.jsonl as a table of seed means and stop"
@@ -223,15 +246,12 @@ def main() -> None:
         conditions = validation_conditions(out, args.seed)
         if args.on == "val-unseen":
             manifest = without_speakers(manifest, speakers)
-    # Both students' folders name the demo recipe, the shared overrides and the training speech, so
-    # that neither a changed configs/demo.yaml, other --both overrides nor --on val-unseen silently
-    # reuse an old student.
-    heard = " ".join(e.path for e in Manifest.read(manifest).entries)  # not its root: the clone's location
-    tag_source = resolve_recipe("demo").read_bytes() + " ".join(args.both).encode() + heard.encode()
-    recipe_tag = hashlib.sha256(tag_source).hexdigest()[:8]
+    baseline_name, robust_name = student_folders(args.name, args.seed, args.steps, args.both, args.overrides, manifest)
     teacher = out / "teacher"
     if not (teacher / "config.json").is_file():
         copy_shipped_teacher(teacher, args.teacher)
+    elif weights(teacher) != weights(args.teacher):
+        raise SystemExit(f"{out} was made with another teacher than {args.teacher}: use another --out")
     baseline = trained(
         out,
         teacher,
@@ -239,7 +259,7 @@ def main() -> None:
         robust=False,
         seed=args.seed,
         steps=args.steps,
-        name=f"baseline-s{args.seed}-{args.steps}-{recipe_tag}",
+        name=baseline_name,
         overrides=args.both,
     )
     robust = trained(
@@ -249,7 +269,7 @@ def main() -> None:
         robust=True,
         seed=args.seed,
         steps=args.steps,
-        name=f"{args.name}-s{args.seed}-{recipe_tag}",
+        name=robust_name,
         overrides=[*args.both, *args.overrides],
     )
     options = evaluation_options(quick=False)

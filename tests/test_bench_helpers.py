@@ -142,3 +142,18 @@ def test_summary_takes_seed_means_as_the_demo_does(rd_experiment: ModuleType) ->
     assert "| x | val | 700 |  | a=1 | 0 1 | t | 0.75 (0.83, 0.70) | +0.030 | yes |" in table
     table = rd_experiment.summary([_record(0, 0.6, 0.5, 0.08), _record(1, 1.0, 0.7, 0.04)])
     assert table.endswith("| +0.060 | no |")  # clean accuracy too far apart
+
+
+def test_student_folders_name_what_the_students_were_trained_with(rd_experiment: ModuleType, tmp_path: Path) -> None:
+    from robustdistiller.data.manifest import Manifest, ManifestEntry
+
+    rows = [ManifestEntry(f"{s}.wav", 80000, {"speaker": s}) for s in ("103", "1034")]
+    full = Manifest(tmp_path, rows, ["speaker"]).write(tmp_path / "train.tsv")
+    fewer = Manifest(tmp_path, rows[:1], ["speaker"]).write(tmp_path / "fewer.tsv")
+    base, robust = rd_experiment.student_folders("x", 0, 700, [], ["enhancement.weight=0"], full)
+    assert base.startswith("baseline-s0-700-") and robust.startswith("x-s0-")
+    other_rd = rd_experiment.student_folders("x", 0, 700, [], ["enhancement.weight=1"], full)
+    assert other_rd[0] == base and other_rd[1] != robust  # same baseline, another robust student
+    other_both = rd_experiment.student_folders("x", 0, 700, ["optim.lr=1e-3"], ["enhancement.weight=0"], full)
+    other_speech = rd_experiment.student_folders("x", 0, 700, [], ["enhancement.weight=0"], fewer)
+    assert other_both[0] != base and other_both[1] != robust and other_speech[0] != base
