@@ -14,6 +14,7 @@ import robustdistiller.demo as demo
 from robustdistiller.checkpoints.load import load_student
 from robustdistiller.cli import main
 from robustdistiller.data.recordings import RECORDED_NOISES, RECORDINGS_DIR, read_index
+from robustdistiller.evaluate.report import Paragraph
 from robustdistiller.evaluate.results import Results
 from robustdistiller.evaluate.rows import DistortionRow, HeadlineRow
 
@@ -145,6 +146,9 @@ def test_answer_compares_seed_means_and_the_representations() -> None:
     (row,) = demo.comparison_rows(results)
     assert row["seeds"] == 2 and row["ratio"]["drop_above_chance"] == pytest.approx(0.7)
     assert row["clean_gap"] == pytest.approx(-0.01) and row["met"]
+    assert row["per_seed"] == [(pytest.approx(0.75), 0.0), (pytest.approx(2 / 3), pytest.approx(-0.02))]
+    verdict = next(b.text for b in demo.answer_blocks(results) if isinstance(b, Paragraph) and "Target" in b.text)
+    assert "ratio 0.70 (per seed 0.75, 0.67), clean gap -0.010 (+0.000, -0.020)" in verdict
     results.headline[3] = _headline(f"{demo.ROBUST}-seed1", 0.4, clean=0.76)  # seed mean +0.08: too far the other way
     (row,) = demo.comparison_rows(results)
     assert row["ratio"]["drop_above_chance"] == pytest.approx(0.7) and not row["met"]
