@@ -55,6 +55,7 @@ from robustdistiller.demo import (
     training_manifest,
 )
 from robustdistiller.evaluate.conditions import ConditionConfig
+from robustdistiller.evaluate.results import mean_of
 from robustdistiller.evaluate.runner import evaluate
 from robustdistiller.evaluate.tasks import SpeakerRecording, TaskPack, shipped_speaker_tasks, speaker_tasks
 from robustdistiller.train.checkpointing import checkpoint_path
@@ -180,6 +181,10 @@ def weights(folder: Path) -> list[str]:
     return [sha256_of(p) for p in sorted(folder.glob("*.safetensors"))]
 
 
+def _shown(value: float | None, pattern: str) -> str:
+    return "-" if value is None else pattern.format(value)
+
+
 def summary(records: list[dict[str, Any]]) -> str:
     """Markdown table of ``experiments.jsonl``: per experiment (name, evaluation set, steps, overrides) and
     task, the seed means as the demo takes them (ratio of the mean drops, mean clean gap)."""
@@ -193,16 +198,16 @@ def summary(records: list[dict[str, Any]]) -> str:
     for key, runs in groups.items():
         for task in runs[0]["tasks"]:
             per = [r["tasks"][task] for r in runs if task in r["tasks"]]
-            base = float(np.mean([p["baseline"]["drop_above_chance"] for p in per]))
-            robust = float(np.mean([p["robust"]["drop_above_chance"] for p in per]))
-            gap = float(np.mean([p["clean_gap"] for p in per]))
-            ratio = robust / base if base else None
-            seeds = ", ".join(f"{p['ratio']['drop_above_chance']:.2f}" for p in per)
-            shown = "-" if ratio is None else f"{ratio:.2f}"
+            # as the demo's seed means: a seed whose model is at chance on clean audio has no drop
+            base = mean_of([p["baseline"]["drop_above_chance"] for p in per])
+            robust = mean_of([p["robust"]["drop_above_chance"] for p in per])
+            gap = mean_of([p["clean_gap"] for p in per])
+            ratio = robust / base if robust is not None and base else None
+            seeds = ", ".join(_shown(p["ratio"]["drop_above_chance"], "{:.2f}") for p in per)
             met = "yes" if target_met(ratio, gap) else "no"
             lines.append(
                 f"| {' | '.join(key)} | {' '.join(str(run['seed']) for run in runs)} | {task} | "
-                f"{shown} ({seeds}) | {gap:+.3f} | {met} |"
+                f"{_shown(ratio, '{:.2f}')} ({seeds}) | {_shown(gap, '{:+.3f}')} | {met} |"
             )
     return "\n".join(lines)
 

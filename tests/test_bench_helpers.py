@@ -7,6 +7,7 @@ import importlib.util
 import sys
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 import torch
@@ -118,7 +119,7 @@ def test_unseen_validation_speakers_leave_the_training_speech(rd_experiment: Mod
     assert [e.labels["speaker"] for e in kept.entries] == ["103", "1069"] and kept.root == tmp_path
 
 
-def _record(seed: int, base_drop: float, robust_drop: float, gap: float) -> dict[str, object]:
+def _record(seed: int, base_drop: float, robust_drop: float, gap: float) -> dict[str, Any]:
     task = {
         "ratio": {"drop_above_chance": robust_drop / base_drop},
         "clean_gap": gap,
@@ -142,6 +143,11 @@ def test_summary_takes_seed_means_as_the_demo_does(rd_experiment: ModuleType) ->
     assert "| x | val | 700 |  | a=1 | 0 1 | t | 0.75 (0.83, 0.70) | +0.030 | yes |" in table
     table = rd_experiment.summary([_record(0, 0.6, 0.5, 0.08), _record(1, 1.0, 0.7, 0.04)])
     assert table.endswith("| +0.060 | no |")  # clean accuracy too far apart
+    at_chance = _record(2, 0.6, 0.5, 0.02)
+    task = at_chance["tasks"]["t"]
+    task["robust"]["drop_above_chance"] = task["ratio"]["drop_above_chance"] = None
+    table = rd_experiment.summary([_record(0, 0.6, 0.4, 0.02), at_chance])
+    assert "| 0 2 | t | 0.67 (0.67, -) | +0.020 | yes |" in table  # the seed without a drop does not count
 
 
 def test_student_folders_name_what_the_students_were_trained_with(rd_experiment: ModuleType, tmp_path: Path) -> None:
