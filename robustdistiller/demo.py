@@ -268,8 +268,8 @@ def per_seed(results: Results, task: str) -> list[tuple[float | None, float | No
         robust = rows.get(ROBUST + name[len(BASELINE) :]) if kind_of(name) == BASELINE else None
         if robust is None:
             continue
-        drops = (base.drop_above_chance, robust.drop_above_chance)
-        ratio = drops[1] / drops[0] if drops[0] and drops[1] is not None else None
+        base_drop, robust_drop = base.drop_above_chance, robust.drop_above_chance
+        ratio = robust_drop / base_drop if base_drop and robust_drop is not None else None
         gap = robust.clean - base.clean if robust.clean is not None and base.clean is not None else None
         pairs.append((ratio, gap))
     return pairs
