@@ -268,11 +268,18 @@ def per_seed(results: Results, task: str) -> list[tuple[float | None, float | No
         robust = rows.get(ROBUST + name[len(BASELINE) :]) if kind_of(name) == BASELINE else None
         if robust is None:
             continue
-        base_drop, robust_drop = base.drop_above_chance, robust.drop_above_chance
-        ratio = robust_drop / base_drop if base_drop and robust_drop is not None else None
-        gap = robust.clean - base.clean if robust.clean is not None and base.clean is not None else None
-        pairs.append((ratio, gap))
+        pairs.append((_ratio(robust.drop_above_chance, base.drop_above_chance), _gap(robust.clean, base.clean)))
     return pairs
+
+
+def _ratio(robust: float | None, base: float | None) -> float | None:
+    """RobustDistiller's drop over the baseline's; None when either is missing or the baseline lost nothing."""
+    return robust / base if robust is not None and base else None
+
+
+def _gap(robust: float | None, base: float | None) -> float | None:
+    """RobustDistiller's clean score minus the baseline's; None when either is missing."""
+    return robust - base if robust is not None and base is not None else None
 
 
 def comparison_rows(results: Results) -> list[dict[str, Any]]:
@@ -285,12 +292,8 @@ def comparison_rows(results: Results) -> list[dict[str, Any]]:
         base, robust = means.get((task, BASELINE)), means.get((task, ROBUST))
         if base is None or robust is None:
             continue
-        ratios = {
-            key: (robust[key] / base[key] if robust[key] is not None and base[key] else None) for key in DROP_KEYS
-        }
-        clean_gap = (
-            (robust["clean"] - base["clean"]) if robust["clean"] is not None and base["clean"] is not None else None
-        )
+        ratios = {key: _ratio(robust[key], base[key]) for key in DROP_KEYS}
+        clean_gap = _gap(robust["clean"], base["clean"])
         met = target_met(ratios["drop_above_chance"], clean_gap)
         rows.append(
             {
