@@ -17,8 +17,9 @@ Per (teacher, task, model) the table gives the clean accuracy and the mean drop 
 ``1 - (corrupted - chance) / (clean - chance)``, over all / noise / reverberation conditions, averaged over
 the seeds, and whether RobustDistiller meets the target (drop <= 0.8 x the baseline's, clean accuracy
 within 0.05 of the baseline's, either way). Students and evaluations are cached under
-``--out/NAME-<teacher weights + recipe hash>-<steps>/`` (features under ``--out/cache``): rerunning resumes
-where it stopped, and a retrained teacher, a changed demo recipe or another step count starts afresh.
+``--out/NAME-<teacher weights + recipe + training speech hash>-<steps>/`` (features under its
+``eval-*/cache``, pruned to the last evaluation's): rerunning resumes where it stopped, and a retrained
+teacher, a changed demo recipe, other training speech or another step count starts afresh.
 ``--docs`` writes the table into docs/benchmarks.md and its headline into README.md.
 
     python bench/miniature.py [--teacher NAME=HF_DIR ...] [--shared ../shared/data] [--out runs/miniature]
@@ -116,11 +117,13 @@ def tasks_for(shared: Path, out: Path, eval_audio: str, seed: int) -> list[TaskP
     return [*speakers, *fsdd]
 
 
-def teacher_folder(teacher: str, source: Path, steps: int) -> str:
+def teacher_folder(teacher: str, source: Path, steps: int, manifest: Path) -> str:
     """``NAME-<hash>-<steps>``: the folder of one teacher's students and evaluation under ``--out``;
-    the hash covers the teacher's weights and the demo recipe, so neither a retrained teacher under
-    the same name, nor a changed recipe, nor another step count reuses them."""
+    the hash covers the teacher's weights, the demo recipe and the training manifest (its root, files,
+    lengths and speakers), so neither a retrained teacher under the same name, nor a changed recipe,
+    nor other training speech (another ``--shared``), nor another step count reuses them."""
     digest = hashlib.sha256(resolve_recipe("demo").read_bytes())
+    digest.update(manifest.read_bytes())
     for weights in sorted(source.glob("*.safetensors")) + sorted(source.glob("*.bin")):
         digest.update(weights.read_bytes())
     return f"{teacher}-{digest.hexdigest()[:8]}-{steps}"
@@ -165,8 +168,7 @@ def evaluate_teacher(
         if {m["name"] for m in stored.models if m["kind"] == "student"} == set(students):
             return stored
         log.info("%s holds other students than %s: evaluating again", eval_dir, ", ".join(students))
-    options = evaluation_options(quick=False)
-    options.cache_dir = out / "cache"
+    options = evaluation_options(quick=False)  # features cached in eval_dir/cache, pruned to this evaluation's
     return evaluate(
         list(students.values()),
         teacher=source,
@@ -320,7 +322,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     per_teacher, minutes = {}, {}
     for teacher, source in teachers.items():  # one teacher at a time: its results are complete early
         start = time.perf_counter()
-        folder = teacher_folder(teacher, source, args.steps)  # hashes the weights: once per teacher
+        folder = teacher_folder(teacher, source, args.steps, manifest)  # hashes the weights: once per teacher
         students = train_students(out, folder, source, manifest, seeds, args.steps)
         per_teacher[teacher] = evaluate_teacher(
             out, folder, teacher, source, students, tasks, seeds[0], args.eval_audio

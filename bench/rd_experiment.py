@@ -278,7 +278,9 @@ def main() -> None:
         overrides=[*args.both, *args.overrides],
     )
     options = evaluation_options(quick=False)
-    options.cache_dir = out / "cache"
+    # One cache per validation set and seed, pruned to the last experiment's features: the baseline's
+    # and the teacher's, which every experiment of that seed reuses, and the last robust student's.
+    options.cache_dir = out / f"cache-{args.on}-s{args.seed}"
     options.efficiency = options.evaluate_teacher = False
     options.max_distortion, options.max_enhancement = 1, 0
     results = evaluate(

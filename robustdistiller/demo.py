@@ -595,6 +595,9 @@ def run_demo(
 
     log.info("[3/3] evaluating the students and the teacher on held-out real recordings")
     options = evaluation_options(quick)
+    # The hidden states (2 GB at full size) are worth nothing once the report is written: a rerun
+    # retrains the students, and `robustdistiller evaluate` on them builds its own cache.
+    options.cache = "delete"
     results = evaluate(
         list(checkpoints.values()),
         teacher=teacher,

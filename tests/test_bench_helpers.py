@@ -58,6 +58,23 @@ def test_docs_block_is_appended_once_then_replaced(miniature: ModuleType, tmp_pa
     assert text.startswith("# Benchmarks\n\nintro\n")
 
 
+def test_students_folder_changes_with_teacher_recipe_speech_and_steps(miniature: ModuleType, tmp_path: Path) -> None:
+    teacher = tmp_path / "teacher"
+    teacher.mkdir()
+    (teacher / "model.safetensors").write_bytes(b"weights")
+    manifest = tmp_path / "train.tsv"
+    manifest.write_text("# root: /data/a\npath\tnum_samples\tspeaker\n1-1-0.flac\t16000\t1\n")
+    folder = miniature.teacher_folder("hubert_mini", teacher, 2000, manifest)
+    assert folder.startswith("hubert_mini-") and folder.endswith("-2000")
+    assert miniature.teacher_folder("hubert_mini", teacher, 2000, manifest) == folder
+    assert miniature.teacher_folder("hubert_mini", teacher, 700, manifest) != folder
+    other_speech = tmp_path / "other.tsv"
+    other_speech.write_text(manifest.read_text().replace("/data/a", "/data/b"))
+    assert miniature.teacher_folder("hubert_mini", teacher, 2000, other_speech) != folder
+    (teacher / "model.safetensors").write_bytes(b"retrained")
+    assert miniature.teacher_folder("hubert_mini", teacher, 2000, manifest) != folder
+
+
 def test_evaluation_is_reused_only_for_the_same_students(
     miniature: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -84,6 +84,7 @@ def test_quick_demo_end_to_end(
     assert len(teacher.extract(torch.zeros(1, 8000), torch.tensor([8000]))) == 5
     options = json.loads((out / "demo_options.json").read_text())
     assert options["quick"] is True and options["random_teacher"] is False and options["seeds"] == [0]
+    assert not (out / "cache").exists(), "the demo leaves no hidden-state cache behind (2 GB at full size)"
 
     # A rerun into the same folder replaces the demo's own runs (a distill run folder is otherwise claimed).
     assert main(["demo", "--quick", "--out", str(out)]) == 0

@@ -66,6 +66,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="the models' forward: fp32 (default), bf16, or auto (bf16 where the CPU has bf16 units and every "
         "layer stays within cosine 0.99 of fp32; logged per model)",
     )
+    parser.add_argument(
+        "--cache",
+        choices=("prune", "keep", "delete"),
+        default="prune",
+        help="the hidden-state cache OUT/cache once the report is written: prune (default) drops the features "
+        "this run did not use, keep leaves everything, delete empties it",
+    )
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder")
     parser.set_defaults(func=run)
 
@@ -91,7 +98,12 @@ def run(args: argparse.Namespace) -> int:
     if args.rt60:  # noise + reverberation uses the middle RT60 bin given
         overrides["mixed_rt60s"] = [sorted(args.rt60)[len(args.rt60) // 2]]
     conditions = quick_conditions(**overrides) if args.quick else from_dict(ConditionConfig, overrides)
-    option_overrides = {"efficiency": not args.no_efficiency, "voicebank": args.voicebank, "precision": args.precision}
+    option_overrides = {
+        "efficiency": not args.no_efficiency,
+        "voicebank": args.voicebank,
+        "precision": args.precision,
+        "cache": args.cache,
+    }
     options = quick_options(**option_overrides) if args.quick else from_dict(EvaluateOptions, option_overrides)
     tasks = [
         pack for spec in (args.task or ["builtin"]) for pack in tasks_from_spec(spec, work_dir=args.out, seed=args.seed)

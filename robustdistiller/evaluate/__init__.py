@@ -17,9 +17,9 @@ from robustdistiller.evaluate.metrics import (
 )
 from robustdistiller.evaluate.probe_tasks import CTCTask, ProbeTask, UtteranceTask, probe_task
 from robustdistiller.evaluate.probes import (
+    FeatureCache,
     ProbeConfig,
     TrainedProbe,
-    cached_features,
     evaluate_probe,
     extract_features,
     train_probe,
@@ -30,6 +30,7 @@ __all__ = [
     "CTCProbe",
     "CTCTask",
     "DistortionMeter",
+    "FeatureCache",
     "ProbeConfig",
     "ProbeTask",
     "TrainedProbe",
@@ -37,7 +38,6 @@ __all__ = [
     "UtteranceTask",
     "WeightedLayerSum",
     "accuracy",
-    "cached_features",
     "count_macs",
     "count_parameters",
     "edit_distance",

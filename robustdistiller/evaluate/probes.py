@@ -18,6 +18,7 @@ import copy
 import dataclasses
 import hashlib
 import logging
+import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +27,7 @@ from typing import Any, Literal, Protocol
 import torch
 from torch import Tensor, nn
 
-from robustdistiller.atomic import atomic_write
+from robustdistiller.atomic import atomic_write, stale_temps
 from robustdistiller.config import from_dict
 from robustdistiller.errors import DataError
 from robustdistiller.evaluate.probe_tasks import Labels, ProbeTask, probe_task
@@ -37,6 +38,9 @@ log = logging.getLogger(__name__)
 # Frame grid of upstreams that do not define ``frame_lengths``: the wav2vec2 / HuBERT feature
 # encoder (400-sample receptive field, 320-sample hop, so 16000 samples -> 49 frames).
 _DEFAULT_CNN = parse_conv_layers(DEFAULT_CONV_LAYERS)
+
+# A feature-cache entry's file name: the 128-bit feature_cache_key in hex.
+_CACHE_ENTRY = re.compile(r"^[0-9a-f]{32}\.pt$")
 
 
 class Upstream(Protocol):
@@ -153,40 +157,78 @@ def feature_cache_key(model_id: str, condition: str, wavs: Sequence[Tensor]) -> 
     return h.hexdigest()
 
 
-def cached_features(
-    upstream: Upstream,
-    wavs: Sequence[Tensor],
-    cache_dir: str | Path,
-    *,
-    condition: str,
-    model_id: str | None = None,
-    batch_size: int = 8,
-    device: str | torch.device = "cpu",
-) -> list[Tensor]:
-    """:func:`extract_features`, memoised on disk under ``cache_dir/<key>.pt``.
+class FeatureCache:
+    """:func:`extract_features` memoised on disk, one ``folder/<key>.pt`` per (model, condition, audio).
 
-    ``model_id`` identifies the model; by default it is the hash of ``upstream.state_dict()``
-    (so a retrained checkpoint never reuses stale features). Unreadable cache files are
-    re-extracted with a warning.
+    The key is :func:`feature_cache_key`, so a retrained checkpoint, another condition or other audio
+    never reuses stale features. The cache remembers the entries it served (read or written), so that
+    one evaluation can :meth:`prune` the rest of its folder when it is done.
     """
-    _check_wavs(wavs)
-    if model_id is None:
-        if not isinstance(upstream, nn.Module):
-            raise ValueError("caching features of an upstream that is not an nn.Module needs model_id")
-        model_id = state_fingerprint(upstream)
-    path = Path(cache_dir) / f"{feature_cache_key(model_id, condition, wavs)}.pt"
-    if path.is_file():
-        try:
-            feats = torch.load(path, map_location="cpu", weights_only=True)
-            if isinstance(feats, list) and len(feats) == len(wavs):
-                log.debug("feature cache hit: %s", path)
-                return feats
-            log.warning("feature cache %s holds %s, not %d utterances; re-extracting", path, type(feats), len(wavs))
-        except Exception as exc:  # noqa: BLE001 - any unreadable cache file is rebuilt, never fatal
-            log.warning("feature cache %s is unreadable (%s); re-extracting", path, exc)
-    feats = extract_features(upstream, wavs, batch_size=batch_size, device=device)
-    atomic_write(path, lambda fh: torch.save(feats, fh))  # a concurrent reader never sees half a file
-    return feats
+
+    def __init__(self, folder: str | Path) -> None:
+        self.folder = Path(folder)
+        self.used: set[Path] = set()
+
+    def features(
+        self,
+        upstream: Upstream,
+        wavs: Sequence[Tensor],
+        *,
+        condition: str,
+        model_id: str | None = None,
+        batch_size: int = 8,
+        device: str | torch.device = "cpu",
+    ) -> list[Tensor]:
+        """:func:`extract_features` of ``wavs``, from the cache when present.
+
+        ``model_id`` identifies the model; by default it is the hash of ``upstream.state_dict()``.
+        Unreadable cache files are re-extracted with a warning.
+        """
+        _check_wavs(wavs)
+        if model_id is None:
+            if not isinstance(upstream, nn.Module):
+                raise ValueError("caching features of an upstream that is not an nn.Module needs model_id")
+            model_id = state_fingerprint(upstream)
+        path = self.folder / f"{feature_cache_key(model_id, condition, wavs)}.pt"
+        self.used.add(path)
+        if path.is_file():
+            try:
+                feats = torch.load(path, map_location="cpu", weights_only=True)
+                if isinstance(feats, list) and len(feats) == len(wavs):
+                    log.debug("feature cache hit: %s", path)
+                    return feats
+                log.warning("feature cache %s holds %s, not %d utterances; re-extracting", path, type(feats), len(wavs))
+            except Exception as exc:  # noqa: BLE001 - any unreadable cache file is rebuilt, never fatal
+                log.warning("feature cache %s is unreadable (%s); re-extracting", path, exc)
+        feats = extract_features(upstream, wavs, batch_size=batch_size, device=device)
+        atomic_write(path, lambda fh: torch.save(feats, fh))  # a concurrent reader never sees half a file
+        return feats
+
+    def prune(self) -> tuple[int, int]:
+        """Delete the entries this cache did not serve; returns (files, bytes) removed."""
+        return self._remove(keep=self.used)
+
+    def clear(self) -> tuple[int, int]:
+        """Delete every entry (and the folder, once empty); returns (files, bytes) removed."""
+        removed = self._remove(keep=set())
+        if self.folder.is_dir() and not any(self.folder.iterdir()):
+            self.folder.rmdir()
+        return removed
+
+    def _remove(self, keep: set[Path]) -> tuple[int, int]:
+        """Only the cache's own files go (``<32 hex digits>.pt`` and the temp files of its writers that were
+        killed), so a folder shared with other files loses nothing else."""
+        if not self.folder.is_dir():
+            return 0, 0
+        doomed = [p for p in self.folder.iterdir() if _CACHE_ENTRY.match(p.name) and p not in keep]
+        doomed += [
+            p for p in stale_temps(self.folder) if p.is_file() and _CACHE_ENTRY.match(p.name.split(".tmp-")[0][1:])
+        ]
+        size = 0
+        for path in doomed:
+            size += path.stat().st_size
+            path.unlink(missing_ok=True)
+        return len(doomed), size
 
 
 # --------------------------------------------------------------------------------- training

@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from tqdm import tqdm
 
@@ -33,7 +34,7 @@ from robustdistiller.evaluate.models import (
     load_model_under_test,
     load_teacher_under_test,
 )
-from robustdistiller.evaluate.probes import ProbeConfig
+from robustdistiller.evaluate.probes import FeatureCache, ProbeConfig
 from robustdistiller.evaluate.report import Block, write_report
 from robustdistiller.evaluate.results import Results, headline_rows
 from robustdistiller.evaluate.scorers import (
@@ -70,6 +71,10 @@ class EvaluateOptions:
     voicebank: Path | None = None  # folder with clean/ and noisy/ (same file names)
     evaluate_teacher: bool = True  # also probe the teacher (the upper bound)
     cache_dir: Path | None = None  # feature cache (default: <out_dir>/cache)
+    # The feature cache once the report is written: "prune" drops the features this evaluation did not use
+    # (the folder then holds exactly this evaluation's, however many times one evaluates into it, and a
+    # rerun with another probe or task reuses them); "keep" leaves every file; "delete" empties it.
+    cache: Literal["prune", "keep", "delete"] = "prune"
     # The models' forward (features, distortion, enhancement input, real-time factor): fp32, bf16, or auto
     # (bf16 where the CPU has bf16 units and every hidden state keeps cosine >= 0.99 against fp32;
     # models.precision). Features are cached per precision.
@@ -229,7 +234,7 @@ def evaluate(
         cset,
         limits=(options.max_train, options.max_val, options.max_test),
         seed=seed,
-        cache_dir=Path(options.cache_dir or out_dir / "cache"),
+        cache=FeatureCache(options.cache_dir or out_dir / "cache"),
         batch_size=options.batch_size,
     )
     results = Results(
@@ -255,6 +260,7 @@ def evaluate(
     results.write(out_dir)
     md, html = write_report(results, out_dir, title=title, intro=intro(results) if callable(intro) else intro)
     log.info("evaluation report: %s (and %s)", md, html)
+    _tidy_cache(ctx.cache, options.cache)
     return results
 
 
@@ -270,6 +276,16 @@ class _Clock:
         if name is not None:
             self.laps[name] = now - self._last
         self._last = now
+
+
+def _tidy_cache(cache: FeatureCache, policy: str) -> None:
+    """Apply ``EvaluateOptions.cache`` to the feature cache of a finished evaluation."""
+    if policy == "keep":
+        return
+    files, size = cache.clear() if policy == "delete" else cache.prune()
+    if files:
+        what = "every feature file" if policy == "delete" else "features this evaluation did not use"
+        log.info("feature cache %s: removed %s (%d files, %.2f GB)", cache.folder, what, files, size / 1e9)
 
 
 def _resolve_teacher(teacher: str | Path | None, entries: list[ModelUnderTest]) -> ModelUnderTest | None:

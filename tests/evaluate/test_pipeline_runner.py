@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -224,6 +226,35 @@ def test_a_second_run_reproduces_the_conditions_and_scores(setup: dict) -> None:
     assert [(p["model"], p["task"], p["condition"], p["value"]) for p in again.probes] == [
         (p["model"], p["task"], p["condition"], p["value"]) for p in first.probes
     ]
+
+
+def test_the_cache_keeps_this_evaluations_features_only(setup: dict, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    shutil.copytree(setup["root"] / "cache", cache)  # features of both students and the teacher
+    before = {p.name for p in cache.iterdir()}
+    options = quick_options(
+        max_train=16,
+        max_val=8,
+        max_test=8,
+        max_distortion=8,
+        max_enhancement=0,
+        probe={"epochs": 2},
+        efficiency=False,
+        evaluate_teacher=False,
+        cache_dir=str(cache),
+    )
+    kwargs = {**setup["kwargs"], "names": ["plain"], "options": options}
+    evaluate(setup["models"][:1], out_dir=tmp_path / "one", **kwargs)
+    after = {p.name for p in cache.iterdir()}
+    assert after and after < before, "reused what it needed, dropped the other student's features"
+    evaluate(setup["models"][:1], out_dir=tmp_path / "two", **kwargs)
+    assert {p.name for p in cache.iterdir()} == after  # nothing new to extract, nothing to drop
+    keep = {**kwargs, "names": ["robust"], "options": dataclasses.replace(options, cache="keep")}
+    evaluate(setup["models"][1:], out_dir=tmp_path / "three", **keep)
+    assert {p.name for p in cache.iterdir()} > after
+    delete = {**kwargs, "options": dataclasses.replace(options, cache="delete")}
+    evaluate(setup["models"][:1], out_dir=tmp_path / "four", **delete)
+    assert not cache.exists()
 
 
 def test_bad_arguments_are_refused(setup: dict, tmp_path: Path) -> None:

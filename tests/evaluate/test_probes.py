@@ -1,5 +1,6 @@
 import logging
 import math
+import os
 
 import pytest
 import torch
@@ -8,7 +9,7 @@ from torch import Tensor, nn
 from robustdistiller.config import ConfigError
 from robustdistiller.evaluate.heads import CTCProbe, UtteranceClassifier, WeightedLayerSum
 from robustdistiller.evaluate.probes import (
-    cached_features,
+    FeatureCache,
     evaluate_probe,
     extract_features,
     train_probe,
@@ -121,18 +122,19 @@ def test_extract_features_rejects_bad_audio():
 def test_feature_cache_hit_is_identical(tmp_path, caplog):
     wavs, _ = classification_set(6, seed=3)
     upstream = FakeUpstream()
-    first = cached_features(upstream, wavs, tmp_path, condition="snr5", batch_size=4)
+    cache = FeatureCache(tmp_path)
+    first = cache.features(upstream, wavs, condition="snr5", batch_size=4)
     calls = upstream.calls
     assert calls == 2
-    second = cached_features(upstream, wavs, tmp_path, condition="snr5", batch_size=4)
+    second = cache.features(upstream, wavs, condition="snr5", batch_size=4)
     assert upstream.calls == calls  # served from disk
     assert all(torch.equal(a, b) for a, b in zip(first, second))
     # Another condition, other audio or other weights are different entries.
-    cached_features(upstream, wavs, tmp_path, condition="clean")
+    cache.features(upstream, wavs, condition="clean")
     assert upstream.calls > calls
     calls = upstream.calls
     upstream.gain.fill_(2.0)
-    cached_features(upstream, wavs, tmp_path, condition="snr5")
+    cache.features(upstream, wavs, condition="snr5")
     assert upstream.calls > calls
     assert len(list(tmp_path.glob("*.pt"))) == 3
     # A damaged file is rebuilt, not fatal.
@@ -140,7 +142,7 @@ def test_feature_cache_hit_is_identical(tmp_path, caplog):
         path.write_bytes(b"garbage")
     calls = upstream.calls
     with caplog.at_level(logging.WARNING):
-        again = cached_features(upstream, wavs, tmp_path, condition="snr5")
+        again = cache.features(upstream, wavs, condition="snr5")
     assert upstream.calls > calls and "unreadable" in caplog.text
     assert len(again) == len(wavs)
 
@@ -152,8 +154,43 @@ def test_cache_needs_an_identity_for_plain_objects(tmp_path):
 
     wavs = [torch.ones(1000)]
     with pytest.raises(ValueError, match="model_id"):
-        cached_features(Plain(), wavs, tmp_path, condition="clean")
-    assert cached_features(Plain(), wavs, tmp_path, condition="clean", model_id="plain-v1")[0].shape == (1, 2, 400)
+        FeatureCache(tmp_path).features(Plain(), wavs, condition="clean")
+    assert FeatureCache(tmp_path).features(Plain(), wavs, condition="clean", model_id="plain-v1")[0].shape == (
+        1,
+        2,
+        400,
+    )
+
+
+def test_cache_prunes_what_it_did_not_serve_and_nothing_else(tmp_path):
+    wavs, _ = classification_set(4, seed=3)
+    upstream = FakeUpstream()
+    earlier = FeatureCache(tmp_path)
+    for condition in ("clean", "snr0", "snr5"):
+        earlier.features(upstream, wavs, condition=condition)
+    (tmp_path / "notes.txt").write_text("not the cache's")
+    (tmp_path / ("f" * 32 + ".pth")).write_bytes(b"not a cache entry name either")
+    dead_writer = tmp_path / f".{'a' * 32}.pt.tmp-999999999-x1.pt"  # a pid no process has
+    dead_writer.write_bytes(b"half")
+    live_writer = tmp_path / f".{'b' * 32}.pt.tmp-{os.getpid()}-x2.pt"
+    live_writer.write_bytes(b"half")
+
+    later = FeatureCache(tmp_path)
+    calls = upstream.calls
+    later.features(upstream, wavs, condition="snr0")  # one of the three, served from disk
+    assert upstream.calls == calls
+    files, size = later.prune()
+    assert files == 3 and size > 0  # two unused entries and the dead writer's temp file
+    assert sorted(p.name for p in tmp_path.glob("[!.]*.pt")) == [p.name for p in later.used]
+    assert {"notes.txt", "f" * 32 + ".pth", live_writer.name} <= {p.name for p in tmp_path.iterdir()}
+    assert not dead_writer.exists()
+
+    assert later.clear()[0] == 1
+    assert tmp_path.is_dir() and not list(tmp_path.glob("[!.]*.pt"))  # the foreign files keep the folder
+    only_cache = FeatureCache(tmp_path / "own")
+    only_cache.features(upstream, wavs, condition="clean")
+    assert only_cache.clear()[0] == 1 and not (tmp_path / "own").exists()
+    assert FeatureCache(tmp_path / "never-made").prune() == (0, 0)
 
 
 def test_weighted_layer_sum_starts_uniform():

@@ -7,7 +7,6 @@ from __future__ import annotations
 from abc import ABC
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import ClassVar, cast
 
 import numpy as np
@@ -17,7 +16,7 @@ from torch import Tensor
 from robustdistiller.data.report import BadFileReport
 from robustdistiller.evaluate.conditions import Condition, ConditionSet
 from robustdistiller.evaluate.models import ModelUnderTest
-from robustdistiller.evaluate.probes import Upstream, cached_features
+from robustdistiller.evaluate.probes import FeatureCache, Upstream
 from robustdistiller.evaluate.rows import ResultRow
 from robustdistiller.evaluate.tasks import TaskPack, load_waveforms
 
@@ -47,7 +46,7 @@ class ScoringContext:
     cset: ConditionSet
     tasks: list[TaskPack]
     wavs: dict[str, np.ndarray]  # uid -> clean waveform [L_i], every utterance of every task
-    cache_dir: Path  # feature cache
+    cache: FeatureCache  # hidden states on disk, and which of them this evaluation used
     batch_size: int  # utterances per upstream forward
     seed: int
 
@@ -59,7 +58,7 @@ class ScoringContext:
         *,
         limits: tuple[int, int, int],
         seed: int,
-        cache_dir: Path,
+        cache: FeatureCache,
         batch_size: int,
     ) -> ScoringContext:
         """Subset the tasks (``limits`` = max train / val / test items per task, 0 = all; seeded), read
@@ -68,7 +67,7 @@ class ScoringContext:
         items = [i for t in limited for i in t.items()]
         wavs = load_waveforms(items, cset.report)
         missing = {i.uid for i in items if i.uid not in wavs}
-        return cls(cset, [t.without(missing) for t in limited], wavs, Path(cache_dir), batch_size, seed)
+        return cls(cset, [t.without(missing) for t in limited], wavs, cache, batch_size, seed)
 
     @property
     def report(self) -> BadFileReport:
@@ -86,10 +85,9 @@ class ScoringContext:
         """``entry``'s hidden states ``[num_hidden_states, T_i, D]`` of ``wavs[u]`` for each ``u`` in
         ``uids``, from the feature cache under ``label`` (the condition's name in the cache key)."""
         tensors = [torch.from_numpy(wavs[u]) for u in uids]
-        feats = cached_features(
+        feats = self.cache.features(
             upstream_of(entry),
             tensors,
-            self.cache_dir,
             condition=label,
             model_id=entry.model_id,
             batch_size=self.batch_size,
