@@ -3,7 +3,7 @@
 ``load_teacher(source)`` reads a Hugging Face directory or hub id, or an official fairseq / unilm
 ``.pt`` checkpoint (HuBERT, Robust HuBERT, wav2vec 2.0, WavLM) without fairseq installed, and
 returns the frozen ``models.teacher.Teacher``; ``save_teacher`` writes a teacher as an HF
-``HubertModel`` folder. The architecture translation (``teacher_config_from_hf`` /
+``HubertModel`` or ``WavLMModel`` folder. The architecture translation (``teacher_config_from_hf`` /
 ``teacher_config_from_fairseq``) lives with the model in ``models/teacher.py``; this module reads
 and writes the files.
 """
@@ -24,7 +24,7 @@ from robustdistiller.models.convert import fairseq_to_ours, hf_to_ours, ours_to_
 from robustdistiller.models.teacher import (
     Teacher,
     TeacherModel,
-    hubert_config_from_teacher,
+    hf_config_from_teacher,
     teacher_config_from_fairseq,
     teacher_config_from_hf,
 )
@@ -99,11 +99,11 @@ def save_teacher(
     dtype: torch.dtype = torch.float32,
     add_files: Callable[[Path], None] | None = None,
 ) -> Path:
-    """Write ``model`` as a Hugging Face ``HubertModel`` folder (``save_pretrained``) at ``out_dir``,
-    which must not exist yet (written in a temp folder, then renamed).
+    """Write ``model`` as a Hugging Face ``HubertModel`` or ``WavLMModel`` folder (``save_pretrained``)
+    at ``out_dir``, which must not exist yet (written in a temp folder, then renamed).
 
     Args:
-        model: a HuBERT-family encoder.
+        model: a HuBERT- or WavLM-family encoder.
         out_dir: the folder to create.
         mask_emb: (D,) learned mask embedding, kept as HF's ``masked_spec_embed`` (SpecAugment in
             fine-tuning); a random one is written when None. :func:`load_teacher` ignores it.
@@ -115,9 +115,9 @@ def save_teacher(
     Returns:
         ``out_dir``, after checking that ``load_teacher`` reads it back without missing keys.
     """
-    from transformers import HubertModel
+    from transformers import AutoModel
 
-    hf_model = HubertModel(hubert_config_from_teacher(model.config))
+    hf_model = AutoModel.from_config(hf_config_from_teacher(model.config))
     state = ours_to_hf(model.state_dict(), skip_prefixes=())
     if model.post_extract_proj is None:  # HF always has the projection: identity when channels == dim
         dim = model.config.embed_dim
@@ -127,8 +127,7 @@ def save_teacher(
     hf_model.load_state_dict(state, strict=True)
     out_dir = Path(out_dir)
     with atomic_dir(out_dir) as tmp:
-        # transformers wraps PreTrainedModel.to with functools.wraps(nn.Module.to), which mypy reads as unbound
-        hf_model.to(dtype).save_pretrained(tmp)  # type: ignore[arg-type]
+        hf_model.to(dtype).save_pretrained(tmp)
         load_teacher(tmp)  # fails here, before the rename, if the folder does not read back
         if add_files is not None:
             add_files(tmp)

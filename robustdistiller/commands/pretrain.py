@@ -13,12 +13,13 @@ EPILOG = """examples:
   robustdistiller pretrain --config hubert_mini data.manifests=[exp/ls_subset.tsv] train.out_dir=exp/hubert_mini
   robustdistiller pretrain --config robust_hubert_mini data.manifests=[exp/ls_subset.tsv] \\
       corruption.noise.musan=/data/musan train.out_dir=exp/robust_hubert_mini
+  robustdistiller pretrain --config wavlm_mini data.manifests=[exp/ls_subset.tsv] train.out_dir=exp/wavlm_mini
   robustdistiller pretrain --config hubert_mini ... targets.kind=layer \\
       targets.source=exp/hubert_mini/teacher targets.layer=3 train.out_dir=exp/hubert_mini_it2
   robustdistiller pretrain --config hubert_mini ... --resume
   robustdistiller pretrain --config hubert_mini ... --export     # teacher from the newest checkpoint
 
-Recipes: hubert_mini, robust_hubert_mini (or a YAML path). The k-means targets are fitted before the
+Recipes: hubert_mini, robust_hubert_mini, wavlm_mini (or a YAML path). The k-means targets are fitted before the
 first step (train.out_dir/clusters.npz); the teacher is written to train.out_dir/teacher (Hugging Face
 folder + clusters.npz + model card) after the last step. Exit status as for distill: 0 when done,
 130 / 143 when stopped by SIGINT / SIGTERM after saving a checkpoint, 1 on a configuration or data error."""
@@ -27,14 +28,15 @@ folder + clusters.npz + model card) after the last step. Exit status as for dist
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "pretrain",
-        help="pre-train a small HuBERT teacher (masked prediction of k-means targets)",
-        description="HuBERT-style masked prediction on unlabelled audio; writes a Hugging Face teacher folder.",
+        help="pre-train a small HuBERT or WavLM teacher (masked prediction of k-means targets)",
+        description="HuBERT-style masked prediction on unlabelled audio (WavLM: with utterance mixing); writes a "
+        "Hugging Face teacher folder.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_recipe_arguments(
         parser,
-        recipes="hubert_mini, robust_hubert_mini",
+        recipes="hubert_mini, robust_hubert_mini, wavlm_mini",
         resume="continue from the newest complete checkpoint in train.out_dir",
         override="optim.total_steps=2000",
     )

@@ -195,37 +195,50 @@ def teacher_config_from_hf(hf: Any) -> TeacherConfig:
     return from_dict(TeacherConfig, data)
 
 
-def hubert_config_from_teacher(config: TeacherConfig) -> Any:
-    """The transformers ``HubertConfig`` of a HuBERT-family ``config`` (inverse of
-    :func:`teacher_config_from_hf`): uniform layers only, as ``HubertModel`` has no per-layer sizes."""
-    from transformers import HubertConfig
+def hf_config_from_teacher(config: TeacherConfig) -> Any:
+    """The transformers ``HubertConfig`` or ``WavLMConfig`` of a HuBERT- or WavLM-family ``config``
+    (inverse of :func:`teacher_config_from_hf`): uniform layers only, as neither ``HubertModel`` nor
+    ``WavLMModel`` has per-layer sizes."""
+    from transformers import HubertConfig, WavLMConfig
 
-    if config.family != "hubert":
-        raise UnsupportedTeacherError(f"only family 'hubert' has a HubertModel layout, got {config.family!r}")
+    if config.family not in ("hubert", "wavlm"):
+        raise UnsupportedTeacherError(
+            f"only families 'hubert' and 'wavlm' have a HubertModel / WavLMModel layout, got {config.family!r}"
+        )
     if len(set(config.head_counts)) != 1 or len(set(config.ffn_dims)) != 1:
         raise UnsupportedTeacherError(
-            f"HubertModel needs the same heads / FFN size in every layer; got {config.head_counts} / {config.ffn_dims}"
+            f"HubertModel / WavLMModel need the same heads / FFN size in every layer; got {config.head_counts} / "
+            f"{config.ffn_dims}"
         )
     channels, kernels, strides = zip(*parse_conv_layers(config.conv_layers), strict=True)
-    return HubertConfig(
-        architectures=["HubertModel"],
-        hidden_size=config.embed_dim,
-        num_hidden_layers=config.num_layers,
-        num_attention_heads=config.attention_heads,
-        intermediate_size=config.ffn_dim,
-        hidden_act="gelu",
-        feat_extract_activation="gelu",
-        feat_extract_norm="group" if config.extractor_mode == "default" else "layer",
-        feat_proj_layer_norm=config.feature_layer_norm,
-        conv_dim=list(channels),
-        conv_kernel=list(kernels),
-        conv_stride=list(strides),
-        conv_bias=config.conv_bias,
-        num_conv_pos_embeddings=config.conv_pos,
-        num_conv_pos_embedding_groups=config.conv_pos_groups,
-        do_stable_layer_norm=config.layer_norm_first,
-        layer_norm_eps=1e-5,
-    )
+    common: dict[str, Any] = {
+        "hidden_size": config.embed_dim,
+        "num_hidden_layers": config.num_layers,
+        "num_attention_heads": config.attention_heads,
+        "intermediate_size": config.ffn_dim,
+        "hidden_act": "gelu",
+        "feat_extract_activation": "gelu",
+        "feat_extract_norm": "group" if config.extractor_mode == "default" else "layer",
+        "conv_dim": list(channels),
+        "conv_kernel": list(kernels),
+        "conv_stride": list(strides),
+        "conv_bias": config.conv_bias,
+        "num_conv_pos_embeddings": config.conv_pos,
+        "num_conv_pos_embedding_groups": config.conv_pos_groups,
+        "do_stable_layer_norm": config.layer_norm_first,
+        "layer_norm_eps": 1e-5,
+    }
+    if config.family == "wavlm":
+        # WavLMModel always has the projection's layer norm (HubertConfig's feat_proj_layer_norm)
+        if not config.feature_layer_norm:
+            raise UnsupportedTeacherError("WavLMModel always normalises the CNN features: feature_layer_norm=False")
+        return WavLMConfig(
+            architectures=["WavLMModel"],
+            num_buckets=config.num_buckets,
+            max_bucket_distance=config.max_distance,
+            **common,
+        )
+    return HubertConfig(architectures=["HubertModel"], feat_proj_layer_norm=config.feature_layer_norm, **common)
 
 
 BUNDLED_DIR = Path(__file__).resolve().parents[1] / "assets" / "teachers"
@@ -317,7 +330,7 @@ __all__ = [
     "TeacherOutput",
     "UnsupportedTeacherError",
     "bundled_teacher",
-    "hubert_config_from_teacher",
+    "hf_config_from_teacher",
     "normalize_waveforms",
     "teacher_config_from_fairseq",
     "teacher_config_from_hf",

@@ -4,7 +4,8 @@ parameter groups, its checkpoint (the model; masks need no state: the mask of ea
 from a generator seeded by (seed, step, micro-batch), so a resumed run draws the same masks).
 
 Per micro-batch: cluster labels come from the *clean* audio (MFCC or an earlier model's layer),
-the model hears ``noisy`` (the clean audio, or its corrupted copy for the robust variant) with
+the model hears ``noisy`` (the clean audio, or its corrupted copy for the robust variant; with
+WavLM's utterance mixing, some rows also carry a segment of another row's clean audio) with
 spans of frames replaced by the mask embedding, and the loss is the cross-entropy of the labels
 on masked frames (plus ``unmasked_weight`` x the same on the other valid frames).
 """
@@ -22,6 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from robustdistiller.atomic import atomic_write
+from robustdistiller.augment.overlap import UtteranceMixing, overlay
 from robustdistiller.errors import CheckpointFormatError
 from robustdistiller.models.pretraining import HubertPretrainModel, span_mask
 from robustdistiller.train.clusters import CLUSTERS_FILE, FrameLabeller
@@ -29,8 +31,10 @@ from robustdistiller.train.objective import LoopTools, MicroBatch, Objective, St
 from robustdistiller.train.optim import decay_groups
 from robustdistiller.train.recipe import OptimSection
 
-# Mixed into the mask generator's seed so masks never share a stream with crops or corruption plans.
+# Mixed into the mask / overlay generators' seeds so they never share a stream with crops, corruption
+# plans or each other.
 _MASK_SALT = 0x3A5C
+_MIX_SALT = 0x3A5D
 MODEL_NAME = "model"
 """The pre-training model's name among the objective's modules."""
 
@@ -85,7 +89,8 @@ class MaskedPrediction(Objective):
         labeller: labels for the clean audio (its cluster model already fitted).
         mask_prob, mask_length: span masking (:func:`span_mask`).
         unmasked_weight: loss weight on unmasked frames.
-        seed: seeds the per-step mask generator.
+        mixing: WavLM's utterance mixing of the input (off by default).
+        seed: seeds the per-step mask and overlay generators.
         clock: the job's training time (saved in checkpoints; default: starts now).
         description: the log line of a new run.
     """
@@ -101,6 +106,7 @@ class MaskedPrediction(Objective):
         mask_length: int,
         unmasked_weight: float,
         seed: int,
+        mixing: UtteranceMixing | None = None,
         clock: TrainingClock | None = None,
         description: str = "",
     ) -> None:
@@ -110,6 +116,7 @@ class MaskedPrediction(Objective):
         self.mask_length = mask_length
         self.unmasked_weight = unmasked_weight
         self.seed = seed
+        self.mixing = mixing or UtteranceMixing()
         self.description = description
         self.clock = clock or TrainingClock()
 
@@ -123,16 +130,20 @@ class MaskedPrediction(Objective):
         return decay_groups(self.model.named_parameters(), optim.weight_decay, match_reference=optim.match_reference)
 
     def loss(self, batch: MicroBatch, tools: LoopTools) -> StepLoss:
-        """Labels from ``batch.clean``; the model (``tools.nets``) hears ``batch.noisy`` with the span
-        mask of (seed, step, micro-batch), all under autocast."""
+        """Labels from ``batch.clean``; the model (``tools.nets``) hears ``batch.noisy`` (with the
+        utterance overlays of (seed, step, micro-batch) when mixing is on) with the span mask of (seed,
+        step, micro-batch), all under autocast."""
         with tools.phase("student"), tools.autocast():
             frame_lengths = self.model.frame_lengths(batch.lengths)
             num_frames = int(self.model.frame_lengths(torch.tensor([batch.clean.shape[1]]))[0])
             labels = self.labeller.labels(batch.clean, batch.lengths, frame_lengths, num_frames)
             rng = np.random.default_rng([self.seed, _MASK_SALT, batch.step, batch.micro])
             time_mask = span_mask(frame_lengths.cpu(), num_frames, self.mask_prob, self.mask_length, rng)
+            mix_rng = np.random.default_rng([self.seed, _MIX_SALT, batch.step, batch.micro])
+            overlays = self.mixing.plan(batch.lengths.tolist(), mix_rng)
+            heard = overlay(batch.noisy, batch.lengths, batch.clean, overlays)
             device = batch.noisy.device
-            out = tools.nets[MODEL_NAME](batch.noisy, batch.lengths, time_mask.to(device))
+            out = tools.nets[MODEL_NAME](heard, batch.lengths, time_mask.to(device))
             result = masked_prediction_loss(
                 out.logits, labels, time_mask.to(device), out.frame_mask, self.unmasked_weight
             )
@@ -142,6 +153,8 @@ class MaskedPrediction(Objective):
             "accuracy/masked": result.accuracy,
             "mask/fraction": (time_mask.sum() / frame_lengths.sum().cpu()).to(device).float(),
         }
+        if self.mixing.prob:
+            scalars["mix/fraction"] = torch.tensor(len(overlays) / len(batch.lengths), device=device)
         return StepLoss(result.total, scalars)
 
     def save_checkpoint(self, path: Path, step: int, loop_state: dict[str, Any]) -> None:

@@ -7,8 +7,9 @@ corruption (the robust variant), DDP, SIGINT/SIGTERM, non-finite skips, TensorBo
 
 Before the first step the k-means is fitted on the training audio (MFCC frames, or a layer of the
 model at ``targets.source``) and saved as ``train.out_dir/clusters.npz``; a resumed run reuses it.
-When the last step is done the encoder is written as a Hugging Face ``HubertModel`` folder at
-``train.out_dir/teacher`` with the cluster model and a model card (``README.md``) beside it.
+When the last step is done the encoder is written as a Hugging Face ``HubertModel`` (or, for the
+WavLM family, ``WavLMModel``) folder at ``train.out_dir/teacher`` with the cluster model and a
+model card (``README.md``) beside it.
 """
 
 from __future__ import annotations
@@ -36,6 +37,9 @@ from robustdistiller.train.targets import load_frozen_teacher, set_teacher_preci
 from robustdistiller.train.trainer import DistillResult, Trainer
 
 log = logging.getLogger(__name__)
+
+# family -> (its name in prose, the transformers class of the exported folder)
+FAMILY_NAMES = {"hubert": ("HuBERT", "HubertModel"), "wavlm": ("WavLM", "WavLMModel")}
 
 TEACHER_DIR = "teacher"
 CARD_FILE = "README.md"
@@ -108,7 +112,7 @@ def pretraining_objective(recipe: PretrainRecipe, setup: RunSetup, clock: Traini
     )
     params = sum(p.numel() for p in model.encoder.parameters())
     description = (
-        f"pre-training a {params / 1e6:.2f} M-parameter HuBERT on {labeller.feature} "
+        f"pre-training a {params / 1e6:.2f} M-parameter {FAMILY_NAMES[recipe.model.family][0]} on {labeller.feature} "
         f"k-means targets ({labeller.clusters.num_clusters} clusters)"
     )
     return MaskedPrediction(
@@ -118,6 +122,7 @@ def pretraining_objective(recipe: PretrainRecipe, setup: RunSetup, clock: Traini
         mask_length=obj.mask_length,
         unmasked_weight=obj.unmasked_weight,
         seed=obj.seed,
+        mixing=obj.mixing,
         clock=clock,
         description=description,
     )
@@ -177,6 +182,14 @@ def model_card(
     params = sum(p.numel() for p in model.encoder.parameters())
     targets = recipe.targets
     robust = recipe.corruption.p_clean < 1.0
+    name, hf_class = FAMILY_NAMES[cfg.family]
+    mixing = recipe.objective.mixing
+    mixed = (
+        f"; utterance mixing (WavLM): {mixing.prob:g} of the utterances hear a segment of another "
+        f"(under {mixing.max_share:g} of their length, energy ratio {mixing.ratio_db[0]:g} to {mixing.ratio_db[1]:g} dB)"
+        if mixing.prob
+        else ""
+    )
     feature = (
         "39-dim MFCC (13 + deltas + delta-deltas) frames"
         if targets.kind == "mfcc"
@@ -184,15 +197,15 @@ def model_card(
     )
     return f"""# {recipe.export.name}
 
-A miniature HuBERT pre-trained with `robustdistiller pretrain` (masked prediction of k-means
+A miniature {name} pre-trained with `robustdistiller pretrain` (masked prediction of k-means
 cluster labels){" on corrupted input with targets from the clean audio (Robust HuBERT-style)" if robust else ""}.
 Use it as `teacher.source` in any recipe, with `load_teacher`, or with
-`transformers.HubertModel.from_pretrained(path, dtype=torch.float32)`.
+`transformers.{hf_class}.from_pretrained(path, dtype=torch.float32)`.
 
 ## Architecture
 | | |
 |---|---|
-| family | HuBERT (`HubertModel` layout) |
+| family | {name} (`{hf_class}` layout{", gated relative position bias" if cfg.family == "wavlm" else ""}) |
 | CNN | `{format_conv_layers(parse_conv_layers(cfg.conv_layers))}` |
 | encoder | {cfg.num_layers} layers, width {cfg.embed_dim}, {cfg.attention_heads} heads, FFN {cfg.ffn_dim}, pos-conv {cfg.conv_pos}/{cfg.conv_pos_groups} |
 | parameters | {params} ({params / 1e6:.2f} M) |
@@ -202,7 +215,7 @@ Use it as `teacher.source` in any recipe, with `load_teacher`, or with
 | | |
 |---|---|
 | targets | {clusters.num_clusters} k-means clusters (scikit-learn MiniBatchKMeans, seed {targets.seed}) of {feature}; `{CLUSTERS_FILE}` holds them |
-| objective | span masking p={recipe.objective.mask_prob}, length {recipe.objective.mask_length}; cosine logits / {recipe.objective.logit_temp}; cross-entropy on masked frames (unmasked weight {recipe.objective.unmasked_weight}) |
+| objective | span masking p={recipe.objective.mask_prob}, length {recipe.objective.mask_length}; cosine logits / {recipe.objective.logit_temp}; cross-entropy on masked frames (unmasked weight {recipe.objective.unmasked_weight}){mixed} |
 | data | {files} files, {audio_hours:.2f} h{" (held-out speakers excluded)" if recipe.data.exclude_held_out else ""}, from `{data_root}` |
 | steps | {step} of batch {recipe.data.batch_size} crops of at most {recipe.data.max_length / 16000:.1f} s{"" if step >= recipe.optim.total_steps else f" (stopped early: the schedule was for {recipe.optim.total_steps})"} |
 | seed | train {recipe.train.seed}, data {recipe.data.seed}, mask {recipe.objective.seed} |

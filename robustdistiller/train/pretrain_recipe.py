@@ -1,11 +1,12 @@
-"""Pre-training recipes (``hubert_mini``, ``robust_hubert_mini``): HuBERT-style masked prediction.
+"""Pre-training recipes (``hubert_mini``, ``robust_hubert_mini``, ``wavlm_mini``): HuBERT-style masked prediction.
 
 Same data, corruption, optimiser and run-control sections as a distillation recipe, plus:
 
-- ``model``: the architecture being pre-trained (a :class:`TeacherConfig`, family ``hubert``);
+- ``model``: the architecture being pre-trained (a :class:`TeacherConfig`, family ``hubert`` or
+  ``wavlm``: WavLM's gated relative position bias);
 - ``targets``: where frame labels come from (k-means over MFCC, or over a layer of an earlier
   model: HuBERT's second iteration) and how the k-means is fitted;
-- ``objective``: span masking, the logit temperature and the loss weights;
+- ``objective``: span masking, the logit temperature, the loss weights and WavLM's utterance mixing;
 - ``export``: the Hugging Face teacher folder written at the end (``train.out_dir/teacher``).
 
 Corruption (``corruption.p_clean < 1``) gives the robust variant: the model hears corrupted audio
@@ -19,9 +20,13 @@ from pathlib import Path
 from typing import Literal
 
 from robustdistiller.augment import CorruptionConfig
+from robustdistiller.augment.overlap import UtteranceMixing
 from robustdistiller.config import load_config
 from robustdistiller.models.teacher import TeacherConfig
 from robustdistiller.train.recipe import DataSection, OptimSection, TrainSection, resolve_recipe
+
+# The families whose encoder the pre-training model wraps and save_teacher writes (HubertModel / WavLMModel).
+PRETRAIN_FAMILIES = ("hubert", "wavlm")
 
 
 @dataclass
@@ -67,6 +72,9 @@ class ObjectiveSection:
     unmasked_weight: float = 0.0
     dropout: float = 0.1
     seed: int = 0
+    # WavLM's denoising pre-training: a share of the utterances hear a segment of another one
+    # (augment/overlap.py); the labels stay those of the primary utterance.
+    mixing: UtteranceMixing = field(default_factory=UtteranceMixing)
 
     def validate(self) -> None:
         if not 0.0 < self.mask_prob <= 1.0:
@@ -106,8 +114,10 @@ class PretrainRecipe:
     export: ExportSection = field(default_factory=ExportSection)
 
     def validate(self) -> None:
-        if self.model.family != "hubert":
-            raise ValueError(f"model.family={self.model.family!r}: pre-training builds HuBERT models only")
+        if self.model.family not in PRETRAIN_FAMILIES:
+            raise ValueError(
+                f"model.family={self.model.family!r}: pre-training builds {' and '.join(PRETRAIN_FAMILIES)} models only"
+            )
         if self.train.stop_at_step is not None and self.train.stop_at_step > self.optim.total_steps:
             raise ValueError(
                 f"train.stop_at_step={self.train.stop_at_step} is beyond optim.total_steps={self.optim.total_steps}"

@@ -193,23 +193,33 @@ def test_a_few_steps_lower_the_loss_and_write_a_teacher(tiny_manifest: Path, tmp
     assert "| steps | 30 of batch 4" in card and "<!-- probes -->" in card
 
 
-def test_exported_teacher_equals_the_trained_encoder_in_transformers(tiny_manifest: Path, tmp_path: Path) -> None:
-    from transformers import HubertModel
+@pytest.mark.parametrize("family", ["hubert", "wavlm"])
+def test_exported_teacher_equals_the_trained_encoder_in_transformers(
+    family: str, tiny_manifest: Path, tmp_path: Path
+) -> None:
+    import transformers
 
-    pretrain(tiny_pretrain_recipe(tiny_manifest, tmp_path / "run", "optim.total_steps=2"))
+    overrides = ("optim.total_steps=2", f"model.family={family}", "objective.mixing.prob=0.5")
+    pretrain(tiny_pretrain_recipe(tiny_manifest, tmp_path / "run", *overrides))
     teacher = load_teacher(tmp_path / "run" / "teacher")
+    assert teacher.model.config.family == family
     state = torch.load(tmp_path / "run" / "states-2.ckpt", weights_only=True)["Model"]
     encoder = {k.removeprefix("encoder."): v for k, v in state.items() if k.startswith("encoder.")}
+    assert len(encoder) == len(teacher.model.state_dict())
     assert all(torch.equal(teacher.model.state_dict()[k], v) for k, v in encoder.items())
-    hf = HubertModel.from_pretrained(tmp_path / "run" / "teacher").eval()
+    hf_class = {"hubert": transformers.HubertModel, "wavlm": transformers.WavLMModel}[family]
+    hf = hf_class.from_pretrained(tmp_path / "run" / "teacher").eval()
+    card = (tmp_path / "run" / "teacher" / "README.md").read_text()
+    assert f"`{hf_class.__name__}` layout" in card and "utterance mixing (WavLM): 0.5 of the utterances" in card
     wavs = torch.randn(1, 9000)
     ours = teacher.extract(wavs)[-1]
     theirs = hf(wavs, output_hidden_states=True).hidden_states[-1]
     assert torch.allclose(ours, theirs, atol=1e-4)
 
 
-def test_resume_equals_an_uninterrupted_run(tiny_manifest: Path, tmp_path: Path) -> None:
-    common = ("optim.total_steps=4", "train.save_every=100", "objective.dropout=0.1")
+@pytest.mark.parametrize("variant", [(), ("model.family=wavlm", "objective.mixing.prob=0.5")], ids=["hubert", "wavlm"])
+def test_resume_equals_an_uninterrupted_run(variant: tuple[str, ...], tiny_manifest: Path, tmp_path: Path) -> None:
+    common = ("optim.total_steps=4", "train.save_every=100", "objective.dropout=0.1", *variant)
     straight = pretrain(tiny_pretrain_recipe(tiny_manifest, tmp_path / "straight", *common))
     first = pretrain(tiny_pretrain_recipe(tiny_manifest, tmp_path / "resumed", *common, "train.stop_at_step=2"))
     assert first.step == 2 and not (tmp_path / "resumed" / "teacher").exists()  # no teacher before the end
@@ -247,6 +257,8 @@ def test_clear_errors_before_training(tiny_manifest: Path, tmp_path: Path) -> No
         tiny_pretrain_recipe(tiny_manifest, tmp_path / "x", "targets.kind=layer")
     with pytest.raises(ConfigError, match="did you mean 'mask_prob'"):
         tiny_pretrain_recipe(tiny_manifest, tmp_path / "x", "objective.mask_prop=0.5")
+    with pytest.raises(ConfigError, match="model.family='wav2vec2': pre-training builds hubert and wavlm models only"):
+        tiny_pretrain_recipe(tiny_manifest, tmp_path / "x", "model.family=wav2vec2")
 
 
 def test_a_changed_cluster_count_does_not_reuse_old_clusters(tiny_manifest: Path, tmp_path: Path) -> None:
@@ -291,10 +303,16 @@ def test_held_out_speakers_are_excluded(tmp_path: Path) -> None:
 
 
 def test_bundled_recipes_load() -> None:
-    for name in ("hubert_mini", "robust_hubert_mini"):
+    for name in ("hubert_mini", "robust_hubert_mini", "wavlm_mini"):
         recipe = load_pretrain_recipe(name, ["data.manifests=[x.tsv]"])
         assert recipe.data.exclude_held_out and recipe.targets.num_clusters == 100
     assert load_pretrain_recipe("robust_hubert_mini", ["data.manifests=[x.tsv]"]).corruption.p_clean == 0.25
+    wavlm = load_pretrain_recipe("wavlm_mini", ["data.manifests=[x.tsv]"])
+    hubert = load_pretrain_recipe("hubert_mini", ["data.manifests=[x.tsv]"])
+    assert wavlm.model.family == "wavlm" and wavlm.objective.mixing.prob > 0 and hubert.objective.mixing.prob == 0
+    # otherwise the same recipe as hubert_mini, so the two teachers compare like with like
+    assert (wavlm.data, wavlm.targets, wavlm.optim) == (hubert.data, hubert.targets, hubert.optim)
+    assert wavlm.model.conv_layers == hubert.model.conv_layers and wavlm.model.embed_dim == hubert.model.embed_dim
 
 
 def test_the_cli_explains_a_recipe_without_data(capsys: pytest.CaptureFixture[str]) -> None:
