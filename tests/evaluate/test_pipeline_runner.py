@@ -19,7 +19,7 @@ from robustdistiller.evaluate.conditions import ConditionConfig
 from robustdistiller.evaluate.metrics import pesq_wb, si_snr, stoi
 from robustdistiller.evaluate.models import load_model_under_test
 from robustdistiller.evaluate.results import SCHEMA_VERSION, TABLES, Results
-from robustdistiller.evaluate.runner import evaluate, quick_options
+from robustdistiller.evaluate.runner import EvaluateOptions, evaluate, quick_options
 from robustdistiller.evaluate.scorers import enhancement_row, voicebank_pairs
 from robustdistiller.evaluate.tasks import builtin_tasks
 from robustdistiller.models.enhancement import EnhancementConfig, EnhancementHead
@@ -73,6 +73,11 @@ def _student(path: Path, teacher: Path, seed: int, with_head: bool) -> Path:
     return save_s3prl_checkpoint(path, DistillerModel(cfg).eval(), extra_config=extra_config, extra=extra)
 
 
+def small_options(**overrides: object) -> EvaluateOptions:
+    """The tests' evaluation size: 16 / 8 / 8 utterances per split, 2 probe epochs."""
+    return quick_options(max_train=16, max_val=8, max_test=8, max_distortion=8, probe={"epochs": 2}, **overrides)
+
+
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory: pytest.TempPathFactory) -> dict:
     root = tmp_path_factory.mktemp("pipeline")
@@ -92,16 +97,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> dict:
             "cache_dir": str(root / "material"),
         },
     )
-    options = quick_options(
-        max_train=16,
-        max_val=8,
-        max_test=8,
-        max_distortion=8,
-        max_enhancement=1,
-        probe={"epochs": 2},
-        rtf_seconds=0.5,
-        cache_dir=str(root / "cache"),
-    )
+    options = small_options(max_enhancement=1, rtf_seconds=0.5, cache_dir=str(root / "cache"))
     kwargs = dict(tasks=tasks, conditions=conditions, seed=0, names=["plain", "robust"], options=options)
     results = evaluate(models, out_dir=root / "out", **kwargs)  # teacher: the one the checkpoints record
     return {"root": root, "results": results, "models": models, "kwargs": kwargs}
@@ -207,16 +203,7 @@ def test_a_second_run_reproduces_the_conditions_and_scores(setup: dict) -> None:
         out_dir=setup["root"] / "again",
         **{
             **setup["kwargs"],
-            "options": quick_options(
-                max_train=16,
-                max_val=8,
-                max_test=8,
-                max_distortion=8,
-                max_enhancement=0,
-                probe={"epochs": 2},
-                efficiency=False,
-                cache_dir=str(cache),
-            ),
+            "options": small_options(max_enhancement=0, efficiency=False, cache_dir=str(cache)),
         },
     )
     assert any(cache.rglob("*")), "the second run wrote its own feature cache"
@@ -232,17 +219,7 @@ def test_the_cache_keeps_this_evaluations_features_only(setup: dict, tmp_path: P
     cache = tmp_path / "cache"
     shutil.copytree(setup["root"] / "cache", cache)  # features of both students and the teacher
     before = {p.name for p in cache.iterdir()}
-    options = quick_options(
-        max_train=16,
-        max_val=8,
-        max_test=8,
-        max_distortion=8,
-        max_enhancement=0,
-        probe={"epochs": 2},
-        efficiency=False,
-        evaluate_teacher=False,
-        cache_dir=str(cache),
-    )
+    options = small_options(max_enhancement=0, efficiency=False, evaluate_teacher=False, cache_dir=str(cache))
     kwargs = {**setup["kwargs"], "names": ["plain"], "options": options}
     evaluate(setup["models"][:1], out_dir=tmp_path / "one", **kwargs)
     after = {p.name for p in cache.iterdir()}
