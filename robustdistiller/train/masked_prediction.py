@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from robustdistiller.atomic import atomic_write
-from robustdistiller.augment.overlap import UtteranceMixing, overlay
+from robustdistiller.augment.overlap import Overlay, UtteranceMixing, overlay
 from robustdistiller.errors import CheckpointFormatError
 from robustdistiller.models.pretraining import HubertPretrainModel, span_mask
 from robustdistiller.train.clusters import CLUSTERS_FILE, FrameLabeller
@@ -139,8 +139,7 @@ class MaskedPrediction(Objective):
             labels = self.labeller.labels(batch.clean, batch.lengths, frame_lengths, num_frames)
             rng = np.random.default_rng([self.seed, _MASK_SALT, batch.step, batch.micro])
             time_mask = span_mask(frame_lengths.cpu(), num_frames, self.mask_prob, self.mask_length, rng)
-            mix_rng = np.random.default_rng([self.seed, _MIX_SALT, batch.step, batch.micro])
-            overlays = self.mixing.plan(batch.lengths.tolist(), mix_rng)
+            overlays = self.overlays(batch)
             heard = overlay(batch.noisy, batch.lengths, batch.clean, overlays)
             device = batch.noisy.device
             out = tools.nets[MODEL_NAME](heard, batch.lengths, time_mask.to(device))
@@ -156,6 +155,12 @@ class MaskedPrediction(Objective):
         if self.mixing.prob:
             scalars["mix/fraction"] = torch.tensor(len(overlays) / len(batch.lengths), device=device)
         return StepLoss(result.total, scalars)
+
+    def overlays(self, batch: MicroBatch) -> list[Overlay]:
+        """The utterance overlays of ``batch`` (none when mixing is off): a function of (seed, step,
+        micro-batch), so a resumed run draws the same."""
+        rng = np.random.default_rng([self.seed, _MIX_SALT, batch.step, batch.micro])
+        return self.mixing.plan(batch.lengths.tolist(), rng)
 
     def save_checkpoint(self, path: Path, step: int, loop_state: dict[str, Any]) -> None:
         """``Model`` (the whole pre-training model) and ``Config.pretrain`` (training time, threads,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -11,6 +12,7 @@ import soundfile as sf
 import torch
 from fixtures_tiny import SR, TINY_CONV
 
+from robustdistiller.augment.overlap import overlay
 from robustdistiller.checkpoints.teachers import load_teacher
 from robustdistiller.config import ConfigError, apply_overrides, from_dict
 from robustdistiller.data import Manifest, ManifestEntry
@@ -20,7 +22,8 @@ from robustdistiller.models.pretraining import HubertPretrainModel, span_mask
 from robustdistiller.models.teacher import TeacherConfig
 from robustdistiller.train.clusters import ClusterModel, FrameLabeller, fit_clusters
 from robustdistiller.train.masked_prediction import masked_prediction_loss
-from robustdistiller.train.pretrain import pretrain
+from robustdistiller.train.objective import MicroBatch
+from robustdistiller.train.pretrain import PretrainTrainer, pretrain
 from robustdistiller.train.pretrain_recipe import PretrainRecipe, load_pretrain_recipe
 
 DEFAULT_CONV = parse_conv_layers("[(512,10,5)] + [(512,3,2)] * 4 + [(512,2,2)] * 2")
@@ -191,6 +194,38 @@ def test_a_few_steps_lower_the_loss_and_write_a_teacher(tiny_manifest: Path, tmp
     assert ClusterModel.load(teacher / "clusters.npz").num_clusters == 8
     card = (teacher / "README.md").read_text()
     assert "| steps | 30 of batch 4" in card and "<!-- probes -->" in card
+
+
+def test_the_model_hears_the_overlays_and_predicts_the_primary_labels(
+    tiny_manifest: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    overrides = ("optim.total_steps=2", "objective.mixing.prob=1.0", "model.family=wavlm")
+    trainer = PretrainTrainer(tiny_pretrain_recipe(tiny_manifest, tmp_path / "run", *overrides))
+    objective = trainer.objective
+    batches: list[MicroBatch] = []
+    labelled: list[torch.Tensor] = []
+    heard: list[torch.Tensor] = []
+    real_loss, real_labels = objective.loss, objective.labeller.labels
+
+    def loss(batch: MicroBatch, tools: Any) -> Any:
+        batches.append(batch)
+        return real_loss(batch, tools)
+
+    def labels(wavs: torch.Tensor, *args: Any) -> torch.Tensor:
+        labelled.append(wavs.clone())
+        return real_labels(wavs, *args)
+
+    monkeypatch.setattr(objective, "loss", loss)
+    monkeypatch.setattr(objective.labeller, "labels", labels)
+    objective.model.register_forward_pre_hook(lambda module, args: heard.append(args[0].clone()))
+    trainer.fit()
+    assert len(batches) == len(heard) == len(labelled) == 2
+    for batch, wavs, labels_from in zip(batches, heard, labelled):
+        overlays = objective.overlays(batch)
+        assert len(overlays) == len(batch.lengths)  # prob 1: every row carries another's segment
+        assert torch.equal(wavs, overlay(batch.noisy, batch.lengths, batch.clean, overlays))
+        assert not torch.equal(wavs, batch.noisy)
+        assert torch.equal(labels_from, batch.clean)  # the labels are the primary's, from the clean audio
 
 
 @pytest.mark.parametrize("family", ["hubert", "wavlm"])
