@@ -195,15 +195,20 @@ def teacher_config_from_hf(hf: Any) -> TeacherConfig:
     return from_dict(TeacherConfig, data)
 
 
+# The families with a transformers base-model layout we write (HubertModel, WavLMModel); wav2vec 2.0
+# teachers are read, never written.
+WRITABLE_FAMILIES = ("hubert", "wavlm")
+
+
 def hf_config_from_teacher(config: TeacherConfig) -> Any:
     """The transformers ``HubertConfig`` or ``WavLMConfig`` of a HuBERT- or WavLM-family ``config``
     (inverse of :func:`teacher_config_from_hf`): uniform layers only, as neither ``HubertModel`` nor
     ``WavLMModel`` has per-layer sizes."""
     from transformers import HubertConfig, WavLMConfig
 
-    if config.family not in ("hubert", "wavlm"):
+    if config.family not in WRITABLE_FAMILIES:
         raise UnsupportedTeacherError(
-            f"only families 'hubert' and 'wavlm' have a HubertModel / WavLMModel layout, got {config.family!r}"
+            f"only families {WRITABLE_FAMILIES} have a HubertModel / WavLMModel layout, got {config.family!r}"
         )
     if len(set(config.head_counts)) != 1 or len(set(config.ffn_dims)) != 1:
         raise UnsupportedTeacherError(
@@ -329,6 +334,7 @@ __all__ = [
     "TeacherModel",
     "TeacherOutput",
     "UnsupportedTeacherError",
+    "WRITABLE_FAMILIES",
     "bundled_teacher",
     "hf_config_from_teacher",
     "normalize_waveforms",

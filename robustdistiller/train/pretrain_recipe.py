@@ -22,11 +22,8 @@ from typing import Literal
 from robustdistiller.augment import CorruptionConfig
 from robustdistiller.augment.overlap import UtteranceMixing
 from robustdistiller.config import load_config
-from robustdistiller.models.teacher import TeacherConfig
+from robustdistiller.models.teacher import WRITABLE_FAMILIES, TeacherConfig
 from robustdistiller.train.recipe import DataSection, OptimSection, TrainSection, resolve_recipe
-
-# The families whose encoder the pre-training model wraps and save_teacher writes (HubertModel / WavLMModel).
-PRETRAIN_FAMILIES = ("hubert", "wavlm")
 
 
 @dataclass
@@ -114,9 +111,9 @@ class PretrainRecipe:
     export: ExportSection = field(default_factory=ExportSection)
 
     def validate(self) -> None:
-        if self.model.family not in PRETRAIN_FAMILIES:
+        if self.model.family not in WRITABLE_FAMILIES:  # the teacher folder written at the end
             raise ValueError(
-                f"model.family={self.model.family!r}: pre-training builds {' and '.join(PRETRAIN_FAMILIES)} models only"
+                f"model.family={self.model.family!r}: pre-training builds {' and '.join(WRITABLE_FAMILIES)} models only"
             )
         if self.train.stop_at_step is not None and self.train.stop_at_step > self.optim.total_steps:
             raise ValueError(

@@ -271,3 +271,34 @@ def test_unilm_cfg_fields_that_are_absent_take_unilm_defaults(hf_dir, tmp_path):
     torch.save({"cfg": cfg, "model": state}, tmp_path / "d.pt")
     with pytest.raises(UnsupportedTeacherError, match="gated rel-pos is not supported"):
         load_teacher(tmp_path / "d.pt")
+
+
+@pytest.mark.parametrize("family", ["hubert", "wavlm"])
+@pytest.mark.parametrize("pre_ln", [False, True])
+def test_save_teacher_writes_the_familys_transformers_layout(family, pre_ln, hf_dir, tmp_path, wave_batch):
+    from robustdistiller.checkpoints.teachers import save_teacher
+
+    teacher = load_teacher(hf_dir(family, pre_ln=pre_ln))
+    save_teacher(teacher.model, tmp_path / "written")
+    config = json.loads((tmp_path / "written" / "config.json").read_text())
+    assert config["model_type"] == family
+    assert config["architectures"] == [{"hubert": "HubertModel", "wavlm": "WavLMModel"}[family]]
+    again = load_teacher(tmp_path / "written")
+    assert again.model.config == teacher.model.config
+    wavs, lengths = wave_batch
+    for ours, back in zip(teacher(wavs, lengths).hidden_states, again(wavs, lengths).hidden_states):
+        assert torch.equal(ours, back)
+
+
+def test_save_teacher_refuses_what_transformers_cannot_hold(hf_dir, tmp_path):
+    import dataclasses
+
+    from robustdistiller.checkpoints.teachers import save_teacher
+    from robustdistiller.models.teacher import TeacherModel
+
+    with pytest.raises(UnsupportedTeacherError, match="only families .* got 'wav2vec2'"):
+        save_teacher(load_teacher(hf_dir("wav2vec2")).model, tmp_path / "w2v")
+    wavlm = load_teacher(hf_dir("wavlm")).model.config
+    with pytest.raises(UnsupportedTeacherError, match="WavLMModel always normalises the CNN features"):
+        save_teacher(TeacherModel(dataclasses.replace(wavlm, feature_layer_norm=False)), tmp_path / "wavlm")
+    assert not (tmp_path / "w2v").exists() and not (tmp_path / "wavlm").exists()
