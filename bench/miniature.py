@@ -53,6 +53,7 @@ from robustdistiller.demo import (
     evaluation_options,
     student_name,
 )
+from robustdistiller.evaluate.report import fmt
 from robustdistiller.evaluate.results import Results
 from robustdistiller.evaluate.runner import evaluate
 from robustdistiller.evaluate.tasks import TaskPack, fsdd_tasks, librispeech_speaker_tasks, shipped_speaker_tasks
@@ -219,10 +220,6 @@ def table_rows(per_teacher: dict[str, Results]) -> list[dict]:
     return rows
 
 
-def _f(value: float | None, pattern: str = "{:.3f}") -> str:
-    return "-" if value is None else pattern.format(value)
-
-
 def markdown_table(rows: list[dict]) -> str:
     lines = [
         "| teacher | task | chance | model | clean acc. | drop: all | drop: noise | drop: reverb "
@@ -231,9 +228,9 @@ def markdown_table(rows: list[dict]) -> str:
     ]
     for r in rows:
         lines.append(
-            f"| {r['teacher']} | {r['task']} | {_f(r['chance'], '{:.2f}')} | {r['model']} | {_f(r['clean'])} | "
-            + " | ".join(_f(r[k], "{:.2f}") for k in DROP_KEYS)
-            + f" | {_f(r['ratio'], '{:.2f}')} | {_f(r['clean_gap'], '{:+.3f}')} | "
+            f"| {r['teacher']} | {r['task']} | {fmt(r['chance'], 2)} | {r['model']} | {fmt(r['clean'])} | "
+            + " | ".join(fmt(r[k], 2) for k in DROP_KEYS)
+            + f" | {fmt(r['ratio'], 2)} | {fmt(r['clean_gap'], 3, signed=True)} | "
             + ("-" if r["met"] is None else ("yes" if r["met"] else "no"))
             + " |"
         )
@@ -246,7 +243,7 @@ def headline(rows: list[dict]) -> str:
     for teacher in dict.fromkeys(r["teacher"] for r in rows):
         robust = [r for r in rows if r["teacher"] == teacher and r["model"] == "RobustDistiller"]
         met = sum(bool(r["met"]) for r in robust)
-        ratios = ", ".join(f"{r['task']} {_f(r['ratio'], '{:.2f}')}" for r in robust)
+        ratios = ", ".join(f"{r['task']} {fmt(r['ratio'], 2)}" for r in robust)
         parts.append(
             f"teacher `{teacher}`: target met on **{met} of {len(robust)}** real-speech tasks "
             f"(RobustDistiller / DistilHuBERT drop above chance: {ratios})"

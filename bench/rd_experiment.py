@@ -51,10 +51,12 @@ from robustdistiller.demo import (
     demo_conditions,
     demo_recipe,
     evaluation_options,
+    ratio_of,
     target_met,
     training_manifest,
 )
 from robustdistiller.evaluate.conditions import ConditionConfig
+from robustdistiller.evaluate.report import fmt
 from robustdistiller.evaluate.results import mean_of
 from robustdistiller.evaluate.runner import evaluate
 from robustdistiller.evaluate.tasks import SpeakerRecording, TaskPack, shipped_speaker_tasks, speaker_tasks
@@ -181,10 +183,6 @@ def weights(folder: Path) -> list[str]:
     return [sha256_of(p) for p in sorted(folder.glob("*.safetensors"))]
 
 
-def _shown(value: float | None, pattern: str) -> str:
-    return "-" if value is None else pattern.format(value)
-
-
 def summary(records: list[dict[str, Any]]) -> str:
     """Markdown table of ``experiments.jsonl``: per experiment (name, evaluation set, steps, overrides) and
     task, the seed means as the demo takes them (ratio of the mean drops, mean clean gap)."""
@@ -202,12 +200,12 @@ def summary(records: list[dict[str, Any]]) -> str:
             base = mean_of([p["baseline"]["drop_above_chance"] for p in per])
             robust = mean_of([p["robust"]["drop_above_chance"] for p in per])
             gap = mean_of([p["clean_gap"] for p in per])
-            ratio = robust / base if robust is not None and base else None
-            seeds = ", ".join(_shown(p["ratio"]["drop_above_chance"], "{:.2f}") for p in per)
+            ratio = ratio_of(robust, base)
+            seeds = ", ".join(fmt(p["ratio"]["drop_above_chance"], 2) for p in per)
             met = "yes" if target_met(ratio, gap) else "no"
             lines.append(
                 f"| {' | '.join(key)} | {' '.join(str(run['seed']) for run in runs)} | {task} | "
-                f"{_shown(ratio, '{:.2f}')} ({seeds}) | {_shown(gap, '{:+.3f}')} | {met} |"
+                f"{fmt(ratio, 2)} ({seeds}) | {fmt(gap, 3, signed=True)} | {met} |"
             )
     return "\n".join(lines)
 

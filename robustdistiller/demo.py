@@ -39,7 +39,7 @@ from robustdistiller.data.manifest import scan_files
 from robustdistiller.data.recordings import RECORDINGS_DIR, read_index
 from robustdistiller.errors import DataError
 from robustdistiller.evaluate.conditions import ConditionConfig
-from robustdistiller.evaluate.report import Block, Bullets, Code, Heading, Paragraph, Table
+from robustdistiller.evaluate.report import Block, Bullets, Code, Heading, Paragraph, Table, fmt
 from robustdistiller.evaluate.results import Results, mean_of
 from robustdistiller.evaluate.rows import HeadlineRow
 from robustdistiller.evaluate.runner import EvaluateOptions, evaluate, quick_options
@@ -268,16 +268,16 @@ def per_seed(results: Results, task: str) -> list[tuple[float | None, float | No
         robust = rows.get(ROBUST + name[len(BASELINE) :]) if kind_of(name) == BASELINE else None
         if robust is None:
             continue
-        pairs.append((_ratio(robust.drop_above_chance, base.drop_above_chance), _gap(robust.clean, base.clean)))
+        pairs.append((ratio_of(robust.drop_above_chance, base.drop_above_chance), gap_of(robust.clean, base.clean)))
     return pairs
 
 
-def _ratio(robust: float | None, base: float | None) -> float | None:
+def ratio_of(robust: float | None, base: float | None) -> float | None:
     """RobustDistiller's drop over the baseline's; None when either is missing or the baseline lost nothing."""
     return robust / base if robust is not None and base else None
 
 
-def _gap(robust: float | None, base: float | None) -> float | None:
+def gap_of(robust: float | None, base: float | None) -> float | None:
     """RobustDistiller's clean score minus the baseline's; None when either is missing."""
     return robust - base if robust is not None and base is not None else None
 
@@ -292,8 +292,8 @@ def comparison_rows(results: Results) -> list[dict[str, Any]]:
         base, robust = means.get((task, BASELINE)), means.get((task, ROBUST))
         if base is None or robust is None:
             continue
-        ratios = {key: _ratio(robust[key], base[key]) for key in DROP_KEYS}
-        clean_gap = _gap(robust["clean"], base["clean"])
+        ratios = {key: ratio_of(robust[key], base[key]) for key in DROP_KEYS}
+        clean_gap = gap_of(robust["clean"], base["clean"])
         met = target_met(ratios["drop_above_chance"], clean_gap)
         rows.append(
             {
@@ -377,8 +377,8 @@ def _verdict(row: dict[str, Any]) -> str:
     ratio = row["ratio"]["drop_above_chance"]
     if ratio is None:
         return f"{row['task']}: no ratio"
-    ratios = ", ".join("-" if q is None else f"{q:.2f}" for q, _ in row["per_seed"])
-    gaps = ", ".join("-" if g is None else f"{g:+.3f}" for _, g in row["per_seed"])
+    ratios = ", ".join(fmt(q, 2) for q, _ in row["per_seed"])
+    gaps = ", ".join(fmt(g, 3, signed=True) for _, g in row["per_seed"])
     several = len(row["per_seed"]) > 1
     return (
         f"{row['task']}: ratio {ratio:.2f}"

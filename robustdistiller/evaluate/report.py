@@ -58,11 +58,13 @@ class Image:
 Block = Heading | Paragraph | Bullets | Table | Code | Image
 
 
-def fmt(value: Any, digits: int = 3) -> str:
+def fmt(value: Any, digits: int = 3, *, signed: bool = False) -> str:
+    """A table cell: "-" for a missing or non-finite value, floats to ``digits`` places (with their sign
+    when ``signed``: a difference), large integers in thousands or millions."""
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "-"
     if isinstance(value, float):
-        return f"{value:.{digits}f}"
+        return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
     if isinstance(value, int) and abs(value) >= 10_000:
         return f"{value / 1e6:.2f} M" if abs(value) >= 1_000_000 else f"{value:,}"
     return str(value)
