@@ -18,7 +18,9 @@ import copy
 import dataclasses
 import hashlib
 import logging
+import os
 import re
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -162,12 +164,15 @@ class FeatureCache:
 
     The key is :func:`feature_cache_key`, so a retrained checkpoint, another condition or other audio
     never reuses stale features. The cache remembers the entries it served (read or written), so that
-    one evaluation can :meth:`prune` the rest of its folder when it is done.
+    one evaluation can :meth:`prune` the rest of its folder when it is done. A hit also refreshes the
+    entry's modification time, and :meth:`prune` keeps every entry touched since this cache was made:
+    another evaluation sharing the folder at the same time keeps the features it is using.
     """
 
     def __init__(self, folder: str | Path) -> None:
         self.folder = Path(folder)
         self.used: set[Path] = set()
+        self.started = time.time()
 
     def features(
         self,
@@ -196,6 +201,7 @@ class FeatureCache:
                 feats = torch.load(path, map_location="cpu", weights_only=True)
                 if isinstance(feats, list) and len(feats) == len(wavs):
                     log.debug("feature cache hit: %s", path)
+                    _touch(path)
                     return feats
                 log.warning("feature cache %s holds %s, not %d utterances; re-extracting", path, type(feats), len(wavs))
             except Exception as exc:  # noqa: BLE001 - any unreadable cache file is rebuilt, never fatal
@@ -205,8 +211,10 @@ class FeatureCache:
         return feats
 
     def prune(self) -> tuple[int, int]:
-        """Delete the entries this cache did not serve; returns (files, bytes) removed."""
-        return self._remove(keep=self.used)
+        """Delete the entries this cache did not serve and nobody touched since it was made; returns
+        (files, bytes) removed."""
+        recent = {p for p in self._entries() if (st := _stat(p)) is not None and st.st_mtime >= self.started}
+        return self._remove(keep=self.used | recent)
 
     def clear(self) -> tuple[int, int]:
         """Delete every entry (and the folder, once empty); returns (files, bytes) removed."""
@@ -220,15 +228,35 @@ class FeatureCache:
         killed), so a folder shared with other files loses nothing else."""
         if not self.folder.is_dir():
             return 0, 0
-        doomed = [p for p in self.folder.iterdir() if _CACHE_ENTRY.match(p.name) and p not in keep]
+        doomed = [p for p in self._entries() if p not in keep]
         doomed += [
             p for p in stale_temps(self.folder) if p.is_file() and _CACHE_ENTRY.match(p.name.split(".tmp-")[0][1:])
         ]
         size = 0
         for path in doomed:
-            size += path.stat().st_size
+            size += st.st_size if (st := _stat(path)) is not None else 0
             path.unlink(missing_ok=True)
         return len(doomed), size
+
+    def _entries(self) -> list[Path]:
+        if not self.folder.is_dir():
+            return []
+        return [p for p in self.folder.iterdir() if _CACHE_ENTRY.match(p.name)]
+
+
+def _touch(path: Path) -> None:
+    """Mark a cache entry as in use; a read-only cache folder just stays unmarked."""
+    try:
+        os.utime(path)
+    except OSError:
+        pass
+
+
+def _stat(path: Path) -> os.stat_result | None:
+    try:
+        return path.stat()
+    except FileNotFoundError:  # removed meanwhile by a concurrent evaluation's prune
+        return None
 
 
 # --------------------------------------------------------------------------------- training

@@ -1,6 +1,7 @@
 import logging
 import math
 import os
+import time
 
 import pytest
 import torch
@@ -168,6 +169,9 @@ def test_cache_prunes_what_it_did_not_serve_and_nothing_else(tmp_path):
     earlier = FeatureCache(tmp_path)
     for condition in ("clean", "snr0", "snr5"):
         earlier.features(upstream, wavs, condition=condition)
+    an_hour_ago = time.time() - 3600
+    for entry in earlier.used:
+        os.utime(entry, (an_hour_ago, an_hour_ago))
     (tmp_path / "notes.txt").write_text("not the cache's")
     (tmp_path / ("f" * 32 + ".pth")).write_bytes(b"not a cache entry name either")
     dead_writer = tmp_path / f".{'a' * 32}.pt.tmp-999999999-x1.pt"  # a pid no process has
@@ -191,6 +195,26 @@ def test_cache_prunes_what_it_did_not_serve_and_nothing_else(tmp_path):
     only_cache.features(upstream, wavs, condition="clean")
     assert only_cache.clear()[0] == 1 and not (tmp_path / "own").exists()
     assert FeatureCache(tmp_path / "never-made").prune() == (0, 0)
+
+
+def test_prune_keeps_what_a_concurrent_evaluation_is_using(tmp_path):
+    wavs, _ = classification_set(4, seed=3)
+    upstream = FakeUpstream()
+    old = FeatureCache(tmp_path)
+    for condition in ("clean", "snr0", "snr5"):
+        old.features(upstream, wavs, condition=condition)
+    an_hour_ago = time.time() - 3600
+    for entry in old.used:
+        os.utime(entry, (an_hour_ago, an_hour_ago))
+
+    this, other = FeatureCache(tmp_path), FeatureCache(tmp_path)
+    this.features(upstream, wavs, condition="clean")
+    other.features(upstream, wavs, condition="snr0")  # a hit on an old entry, while this one runs
+    other.features(upstream, wavs, condition="snr10")  # a new entry, while this one runs
+    files, size = this.prune()
+    assert files == 1 and size > 0
+    left = {p.name for p in tmp_path.glob("*.pt")}
+    assert left == {p.name for p in this.used | other.used}  # only the entry nobody used went
 
 
 def test_weighted_layer_sum_starts_uniform():
