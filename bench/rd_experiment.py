@@ -190,8 +190,9 @@ def summary(records: list[dict[str, Any]]) -> str:
     for r in records:
         groups[(r["name"], r["on"], str(r["steps"]), " ".join(r["both"]), " ".join(r["overrides"]))].append(r)
     lines = [
-        "| experiment | on | steps | --both | overrides | seeds | task | ratio (per seed) | clean gap | met |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| experiment | on | steps | --both | overrides | seeds | task | ratio (per seed) | clean gap | met "
+        "| clean: teacher / baseline / RobustDistiller |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for key, runs in groups.items():
         for task in runs[0]["tasks"]:
@@ -203,9 +204,13 @@ def summary(records: list[dict[str, Any]]) -> str:
             ratio = ratio_of(robust, base)
             seeds = ", ".join(fmt(p["ratio"]["drop_above_chance"], 2) for p in per)
             met = "yes" if target_met(ratio, gap) else "no"
+            cleans = " / ".join(
+                fmt(mean_of([(p.get(model) or {}).get("clean") for p in per]), 3)
+                for model in ("teacher", "baseline", "robust")
+            )
             lines.append(
                 f"| {' | '.join(key)} | {' '.join(str(run['seed']) for run in runs)} | {task} | "
-                f"{fmt(ratio, 2)} ({seeds}) | {fmt(gap, 3, signed=True)} | {met} |"
+                f"{fmt(ratio, 2)} ({seeds}) | {fmt(gap, 3, signed=True)} | {met} | {cleans} |"
             )
     return "\n".join(lines)
 
@@ -225,6 +230,11 @@ def main() -> None:
         "--teacher", type=Path, default=SHIPPED_TEACHER, help="teacher folder, copied to OUT/teacher on the first run"
     )
     parser.add_argument("--on", choices=("val", "val-unseen", "test"), default="val", help="evaluation set (see above)")
+    parser.add_argument(
+        "--score-teacher",
+        action="store_true",
+        help="probe the teacher too and record its scores (its clean accuracy: how far each student got past it)",
+    )
     parser.add_argument("--both", nargs="*", default=[], help="key=value overrides of both students' recipe")
     parser.add_argument("overrides", nargs="*", help="key=value overrides of the robust student's recipe")
     args = parser.parse_args()
@@ -279,7 +289,8 @@ def main() -> None:
     # One cache per validation set and seed, pruned to the last experiment's features: the baseline's
     # and the teacher's, which every experiment of that seed reuses, and the last robust student's.
     options.cache_dir = out / f"cache-{args.on}-s{args.seed}"
-    options.efficiency = options.evaluate_teacher = False
+    options.efficiency = False
+    options.evaluate_teacher = args.score_teacher
     options.max_distortion, options.max_enhancement = 1, 0
     results = evaluate(
         [baseline, robust],
@@ -308,6 +319,7 @@ def main() -> None:
                 "met": r["met"],
                 "baseline": r["baseline"],
                 "robust": r["robust"],
+                "teacher": r["teacher"],
             }
             for r in rows
         },
@@ -322,6 +334,7 @@ def main() -> None:
             f"noise {b['noise_drop_above_chance']:.2f}/{ro['noise_drop_above_chance']:.2f} "
             f"reverb {b['reverb_drop_above_chance']:.2f}/{ro['reverb_drop_above_chance']:.2f} "
             f"ratio {r['ratio']['drop_above_chance']:.2f}"
+            + (f" teacher clean {r['teacher']['clean']:.3f}" if r["teacher"] else "")
         )
 
 

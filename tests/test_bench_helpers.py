@@ -136,12 +136,15 @@ def test_unseen_validation_speakers_leave_the_training_speech(rd_experiment: Mod
     assert [e.labels["speaker"] for e in kept.entries] == ["103", "1069"] and kept.root == tmp_path
 
 
-def _record(seed: int, base_drop: float, robust_drop: float, gap: float) -> dict[str, Any]:
+def _record(
+    seed: int, base_drop: float, robust_drop: float, gap: float, teacher: float | None = None
+) -> dict[str, Any]:
     task = {
         "ratio": {"drop_above_chance": robust_drop / base_drop},
         "clean_gap": gap,
-        "baseline": {"drop_above_chance": base_drop},
-        "robust": {"drop_above_chance": robust_drop},
+        "baseline": {"drop_above_chance": base_drop, "clean": 0.5},
+        "robust": {"drop_above_chance": robust_drop, "clean": 0.5 + gap},
+        "teacher": None if teacher is None else {"clean": teacher},  # None: run without --score-teacher
     }
     return {
         "name": "x",
@@ -156,10 +159,10 @@ def _record(seed: int, base_drop: float, robust_drop: float, gap: float) -> dict
 
 def test_summary_takes_seed_means_as_the_demo_does(rd_experiment: ModuleType) -> None:
     # mean drops 0.8 and 0.6 -> ratio 0.75 (not the mean of the per-seed ratios, 0.767); mean gap +0.03
-    table = rd_experiment.summary([_record(0, 0.6, 0.5, 0.02), _record(1, 1.0, 0.7, 0.04)])
-    assert "| x | val | 700 |  | a=1 | 0 1 | t | 0.75 (0.83, 0.70) | +0.030 | yes |" in table
+    table = rd_experiment.summary([_record(0, 0.6, 0.5, 0.02, teacher=0.4), _record(1, 1.0, 0.7, 0.04, teacher=0.5)])
+    assert "| x | val | 700 |  | a=1 | 0 1 | t | 0.75 (0.83, 0.70) | +0.030 | yes | 0.450 / 0.500 / 0.530 |" in table
     table = rd_experiment.summary([_record(0, 0.6, 0.5, 0.08), _record(1, 1.0, 0.7, 0.04)])
-    assert table.endswith("| +0.060 | no |")  # clean accuracy too far apart
+    assert table.endswith("| +0.060 | no | - / 0.500 / 0.560 |")  # clean accuracy too far apart; no teacher
     at_chance = _record(2, 0.6, 0.5, 0.02)
     task = at_chance["tasks"]["t"]
     task["robust"]["drop_above_chance"] = task["ratio"]["drop_above_chance"] = None
