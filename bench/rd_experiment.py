@@ -13,14 +13,19 @@ the VoiceBank+DEMAND pairs, noisy minus clean) and other rooms (the four SpeechB
 simulated from another seed). It needs ``../shared/data``. ``--on val-unseen`` is the same validation
 set with students that never hear its speakers (both students train on the other 159 speakers' first
 5 s): the demo's test speakers are new to the students, and on new speakers a recipe can change the
-students' clean accuracy in ways the seen speakers do not show. ``--on test`` is the demo's own
-evaluation: run it once, for the chosen recipe, not to choose.
+students' clean accuracy in ways the seen speakers do not show. With a teacher pre-trained on
+``--pretrain-manifest``'s speech (without the validation speakers) they are new to the teacher as well,
+as the test speakers are. ``--on test`` is the demo's own evaluation: run it once, for the chosen recipe,
+not to choose.
 
     python bench/rd_experiment.py --name enh0 --seed 0 enhancement.weight=0 [--steps 1000] [--out runs/rdx]
     python bench/rd_experiment.py --name heads3 --both student.pred_layer_id=[1,2,4] student.n_tasks=3
     python bench/rd_experiment.py --name current --teacher exp/hubert_mini_2000/teacher --out runs/rdx-t2000
     python bench/rd_experiment.py --name current --seed 1 --on val-unseen --out runs/rdx-unseen
     python bench/rd_experiment.py --summary --out runs/rdx-unseen    # seed means of every run there
+    python bench/rd_experiment.py --pretrain-manifest exp/ls_subset_noval.tsv   # then pretrain a teacher on it
+    python bench/rd_experiment.py --name current --on val-unseen --score-teacher \
+        --teacher exp/hubert_mini_noval/teacher --out runs/rdx-new
 
 One teacher per ``--out`` folder: the first run copies ``--teacher`` there and later runs reuse it.
 """
@@ -41,7 +46,7 @@ import soundfile as sf
 
 from robustdistiller.config import from_dict
 from robustdistiller.data.audio import SAMPLE_RATE, load_audio
-from robustdistiller.data.manifest import Manifest
+from robustdistiller.data.manifest import Manifest, manifest_from_folder, speaker_from_name
 from robustdistiller.data.recordings import RECORDINGS_DIR, read_index, read_speaker_sex, sha256_of
 from robustdistiller.demo import (
     DEMO_STEPS,
@@ -78,36 +83,51 @@ def _write_wav(path: Path, wav: np.ndarray) -> Path:
     return path
 
 
-def validation_tasks(out: Path, seed: int) -> tuple[list[TaskPack], set[str]]:
-    """Speaker id and sex on 46 training speakers' speech after their first 5 s (never heard by a student).
+def validation_speech() -> dict[str, tuple[str, np.ndarray]]:
+    """The 46 validation speakers -> (their training file, its speech after the first 5 s).
 
-    Speakers are the training speakers with the most such speech (ties by id), so that each has test
-    segments; their remainders are written to ``out/material/val-speech``.
-
-    Returns:
-        The two tasks and the chosen speakers' ids.
+    They are the training speakers with the most such speech (ties by id), so that each has test segments.
     """
     train = [r for r in read_index(RECORDINGS_DIR) if r.role == "train"]
-    sexes = read_speaker_sex(SHARED / "librispeech_subset" / "SPEAKERS.TXT")
     rest = {}
     for r in train:
         wav = load_audio(SHARED / "librispeech_subset" / r.source)
         rest[r.speaker] = (r.source, wav[int(TRAINED_SECONDS * SAMPLE_RATE) :])
     chosen = sorted(rest, key=lambda s: (-len(rest[s][1]), s))[:VAL_SPEAKERS]
+    return {s: rest[s] for s in sorted(chosen)}
+
+
+def validation_tasks(out: Path, seed: int) -> tuple[list[TaskPack], set[str]]:
+    """Speaker id and sex on the :func:`validation_speech` (never heard by a student), written to
+    ``out/material/val-speech``.
+
+    Returns:
+        The two tasks and the validation speakers' ids.
+    """
+    sexes = read_speaker_sex(SHARED / "librispeech_subset" / "SPEAKERS.TXT")
+    speech = validation_speech()
     recs = [
-        SpeakerRecording(
-            _write_wav(out / "material" / "val-speech" / f"{rest[s][0]}.rest.wav", rest[s][1]), s, sexes[s]
-        )
-        for s in sorted(chosen)
+        SpeakerRecording(_write_wav(out / "material" / "val-speech" / f"{source}.rest.wav", wav), s, sexes[s])
+        for s, (source, wav) in speech.items()
     ]
-    return speaker_tasks(recs, out / "material", seed=seed, prefix="val"), set(chosen)
+    return speaker_tasks(recs, out / "material", seed=seed, prefix="val"), set(speech)
 
 
-def without_speakers(manifest: Path, speakers: set[str]) -> Path:
-    """The training manifest without ``speakers`` (written beside it as ``train-unseen.tsv``)."""
-    full = Manifest.read(manifest)
-    kept = [e for e in full.entries if e.labels["speaker"] not in speakers]
-    return Manifest(full.root, kept, list(full.label_names)).write(manifest.with_name("train-unseen.tsv"))
+def without_speakers(manifest: Manifest, speakers: set[str], dest: Path) -> Path:
+    """``manifest`` without ``speakers`` (its ``speaker`` column, else the LibriSpeech file name), written to
+    ``dest``."""
+    kept = [e for e in manifest.entries if (e.labels.get("speaker") or speaker_from_name(e.path)) not in speakers]
+    return Manifest(manifest.root, kept, list(manifest.label_names)).write(dest)
+
+
+def pretrain_manifest(dest: Path) -> Path:
+    """The LibriSpeech subset's manifest without the validation speakers, for a teacher that never hears
+    them (pre-training drops the test speakers itself: ``data.exclude_held_out``)."""
+    full, report = manifest_from_folder(SHARED / "librispeech_subset", (".flac",))
+    if len(report):
+        log.warning("librispeech_subset: %s", report.summary())
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    return without_speakers(full, set(validation_speech()), dest)
 
 
 def validation_conditions(out: Path, seed: int) -> ConditionConfig:
@@ -235,12 +255,22 @@ def main() -> None:
         action="store_true",
         help="probe the teacher too and record its scores (its clean accuracy: how far each student got past it)",
     )
+    parser.add_argument(
+        "--pretrain-manifest",
+        type=Path,
+        metavar="TSV",
+        help="write the LibriSpeech subset's manifest without the validation speakers to TSV (to pre-train a "
+        "teacher that never hears them, for --on val-unseen --teacher) and stop",
+    )
     parser.add_argument("--both", nargs="*", default=[], help="key=value overrides of both students' recipe")
     parser.add_argument("overrides", nargs="*", help="key=value overrides of the robust student's recipe")
     args = parser.parse_args()
     if args.summary:
         with open(args.out / "experiments.jsonl", encoding="utf-8") as fh:
             print(summary([json.loads(line) for line in fh if line.strip()]))
+        return
+    if args.pretrain_manifest:
+        print(f"wrote {pretrain_manifest(args.pretrain_manifest)}")
         return
     if not args.name:
         parser.error("--name is required (unless --summary)")
@@ -258,7 +288,7 @@ def main() -> None:
         tasks, speakers = validation_tasks(out, args.seed)
         conditions = validation_conditions(out, args.seed)
         if args.on == "val-unseen":
-            manifest = without_speakers(manifest, speakers)
+            manifest = without_speakers(Manifest.read(manifest), speakers, manifest.with_name("train-unseen.tsv"))
     baseline_name, robust_name = student_folders(args.name, args.seed, args.steps, args.both, args.overrides, manifest)
     teacher = out / "teacher"
     if not (teacher / "config.json").is_file():

@@ -131,9 +131,13 @@ def test_unseen_validation_speakers_leave_the_training_speech(rd_experiment: Mod
     from robustdistiller.data.manifest import Manifest, ManifestEntry
 
     rows = [ManifestEntry(f"{s}.wav", 80000, {"speaker": s}) for s in ("103", "1034", "1069")]
-    path = Manifest(tmp_path, rows, ["speaker"]).write(tmp_path / "train.tsv")
-    kept = Manifest.read(rd_experiment.without_speakers(path, {"1034"}))
+    labelled = Manifest(tmp_path, rows, ["speaker"])
+    kept = Manifest.read(rd_experiment.without_speakers(labelled, {"1034"}, tmp_path / "unseen.tsv"))
     assert [e.labels["speaker"] for e in kept.entries] == ["103", "1069"] and kept.root == tmp_path
+    # a folder manifest has no speaker column: the LibriSpeech file name <speaker>-<chapter>-<utt> says it
+    files = [ManifestEntry(f"sub/{s}-12-0000.flac", 80000, {}) for s in ("103", "1034", "1069")]
+    kept = Manifest.read(rd_experiment.without_speakers(Manifest(tmp_path, files, []), {"103"}, tmp_path / "f.tsv"))
+    assert [e.path for e in kept.entries] == ["sub/1034-12-0000.flac", "sub/1069-12-0000.flac"]
 
 
 def _record(
