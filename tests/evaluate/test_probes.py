@@ -163,15 +163,20 @@ def test_cache_needs_an_identity_for_plain_objects(tmp_path):
     )
 
 
-def test_cache_prunes_what_it_did_not_serve_and_nothing_else(tmp_path):
-    wavs, _ = classification_set(4, seed=3)
-    upstream = FakeUpstream()
-    earlier = FeatureCache(tmp_path)
+def _cache_of_an_hour_ago(folder, upstream, wavs):
+    """A cache folder holding three conditions' features, last touched an hour ago."""
+    earlier = FeatureCache(folder)
     for condition in ("clean", "snr0", "snr5"):
         earlier.features(upstream, wavs, condition=condition)
     an_hour_ago = time.time() - 3600
     for entry in earlier.used:
         os.utime(entry, (an_hour_ago, an_hour_ago))
+
+
+def test_cache_prunes_what_it_did_not_serve_and_nothing_else(tmp_path):
+    wavs, _ = classification_set(4, seed=3)
+    upstream = FakeUpstream()
+    _cache_of_an_hour_ago(tmp_path, upstream, wavs)
     (tmp_path / "notes.txt").write_text("not the cache's")
     (tmp_path / ("f" * 32 + ".pth")).write_bytes(b"not a cache entry name either")
     dead_writer = tmp_path / f".{'a' * 32}.pt.tmp-999999999-x1.pt"  # a pid no process has
@@ -200,13 +205,7 @@ def test_cache_prunes_what_it_did_not_serve_and_nothing_else(tmp_path):
 def test_prune_keeps_what_a_concurrent_evaluation_is_using(tmp_path):
     wavs, _ = classification_set(4, seed=3)
     upstream = FakeUpstream()
-    old = FeatureCache(tmp_path)
-    for condition in ("clean", "snr0", "snr5"):
-        old.features(upstream, wavs, condition=condition)
-    an_hour_ago = time.time() - 3600
-    for entry in old.used:
-        os.utime(entry, (an_hour_ago, an_hour_ago))
-
+    _cache_of_an_hour_ago(tmp_path, upstream, wavs)
     this, other = FeatureCache(tmp_path), FeatureCache(tmp_path)
     this.features(upstream, wavs, condition="clean")
     other.features(upstream, wavs, condition="snr0")  # a hit on an old entry, while this one runs
