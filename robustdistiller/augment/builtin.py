@@ -101,6 +101,78 @@ def babble(num_samples: int, speech: SpeechSource, rng: np.random.Generator, *, 
     return _unit_rms(out)
 
 
+# Ranges the noise textures are drawn from (see ``texture``), and their random stream.
+_TEXTURE_STREAM = 1000
+_TEXTURE_BAND_HZ = (60.0, 7000.0)  # centres of the spectral resonances
+_TEXTURE_TONE_HZ = (80.0, 1200.0)  # fundamentals of the pitched component
+
+
+def _spectral_envelope(freqs_hz: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Random amplitude envelope over ``freqs_hz``: a tilt (dB per octave around 1 kHz) plus 1-4
+    resonances, Gaussian in log-frequency, 0.1-1 octave wide and up to 30 dB high."""
+    octaves = np.log2(np.maximum(freqs_hz, 20.0) / 1000.0)
+    gain_db = rng.uniform(-6.0, 2.0) * octaves
+    low, high = np.log2(np.array(_TEXTURE_BAND_HZ) / 1000.0)
+    for _ in range(int(rng.integers(1, 5))):
+        centre, width = rng.uniform(low, high), rng.uniform(0.1, 1.0)
+        gain_db += rng.uniform(0.0, 30.0) * np.exp(-0.5 * ((octaves - centre) / width) ** 2)
+    return np.asarray(10.0 ** (gain_db / 20.0))
+
+
+def _temporal_envelope(num_samples: int, rng: np.random.Generator, sample_rate: int) -> np.ndarray:
+    """Random amplitude over time: steady, slowly modulated (0.3-12 Hz), or Poisson bursts (0.5-6 per
+    second, 10-200 ms decays) over a floor, the three shapes equally likely."""
+    t = np.arange(num_samples) / sample_rate
+    shape = int(rng.integers(3))
+    if shape == 0:
+        return np.ones(num_samples)
+    if shape == 1:
+        depth = rng.uniform(0.3, 1.0)
+        return 1.0 + depth * np.sin(2 * np.pi * rng.uniform(0.3, 12.0) * t + rng.uniform(0, 2 * np.pi))
+    env = np.full(num_samples, rng.uniform(0.02, 0.2))
+    decay = rng.uniform(0.01, 0.2) * sample_rate
+    tail = np.exp(-np.arange(int(5 * decay)) / decay)
+    count = rng.poisson(rng.uniform(0.5, 6.0) * num_samples / sample_rate)
+    for start in rng.integers(0, num_samples, size=count):
+        stop = min(num_samples, start + tail.size)
+        env[start:stop] += rng.uniform(0.3, 1.0) * tail[: stop - start]
+    return env
+
+
+def _gliding_tone(num_samples: int, rng: np.random.Generator, sample_rate: int) -> np.ndarray:
+    """A harmonic tone (1-8 harmonics below Nyquist) whose pitch glides by up to half an octave."""
+    t = np.arange(num_samples) / sample_rate
+    f0 = np.exp(rng.uniform(*np.log(_TEXTURE_TONE_HZ)))
+    pitch = f0 * 2.0 ** (rng.uniform(0.0, 0.5) * np.sin(2 * np.pi * rng.uniform(0.2, 3.0) * t))
+    phase = 2 * np.pi * np.cumsum(pitch) / sample_rate
+    rolloff = rng.uniform(0.5, 2.0)
+    out = np.zeros(num_samples)
+    for k in range(1, int(rng.integers(1, 9)) + 1):
+        if k * f0 * 2.0**0.5 >= sample_rate / 2:
+            break
+        out += np.sin(k * phase + rng.uniform(0, 2 * np.pi)) / k**rolloff
+    return out
+
+
+def texture(num_samples: int, rng: np.random.Generator, *, sample_rate: int = 16000) -> np.ndarray:
+    """A random noise texture: Gaussian noise under a random spectral envelope, a random temporal
+    envelope and, for 40 % of textures, a gliding harmonic tone at -10 to +10 dB.
+
+    Recorded noise (MUSAN, UrbanSound8K, the reference's pool) is seldom stationary or smoothly
+    coloured: it has resonances (a tap, a fan), events (dishes) and pitch (a cat, a motor). Drawing
+    those three properties at random gives a training bank far wider than the fixed generated noises,
+    which a student can otherwise learn one by one.
+    """
+    freqs = np.fft.rfftfreq(num_samples, d=1.0 / sample_rate)
+    spectrum = np.fft.rfft(rng.standard_normal(num_samples)) * _spectral_envelope(freqs, rng)
+    spectrum[0] = 0.0
+    out = _unit_rms(np.fft.irfft(spectrum, n=num_samples)).astype(np.float64)
+    if rng.uniform() < 0.4:
+        tone = _unit_rms(_gliding_tone(num_samples, rng, sample_rate))
+        out = out + 10.0 ** (rng.uniform(-10.0, 10.0) / 20.0) * tone
+    return _unit_rms(out * _temporal_envelope(num_samples, rng, sample_rate))
+
+
 def synthetic_speech(rng: np.random.Generator) -> np.ndarray:
     """A random word by a random speaker of the built-in synthetic corpus: the default babble source."""
     word = str(rng.choice(list(WORDS)))
@@ -109,9 +181,14 @@ def synthetic_speech(rng: np.random.Generator) -> np.ndarray:
 
 
 def builtin_noises(
-    sample_rate: int = 16000, seconds: float = 10.0, seed: int = 0, speech: SpeechSource | None = synthetic_speech
+    sample_rate: int = 16000,
+    seconds: float = 10.0,
+    seed: int = 0,
+    speech: SpeechSource | None = synthetic_speech,
+    textures: int = 0,
 ) -> dict[str, np.ndarray]:
-    """All built-in noises by name (babble from ``speech``, none when it is None). Same seed, same arrays."""
+    """All built-in noises by name (babble from ``speech``, none when it is None), then ``textures``
+    random noise textures (``texture000``, ...). Same seed, same arrays."""
     n = int(round(seconds * sample_rate))
     out: dict[str, np.ndarray] = {}
     # One generator per noise, derived from (seed, index), so adding a noise never changes the others.
@@ -127,6 +204,11 @@ def builtin_noises(
         makers.append(("babble", lambda r: babble(n, speech, r)))
     for index, (name, make) in enumerate(makers):
         out[name] = make(np.random.default_rng([seed, index]))
+    for index in range(textures):
+        # Their own stream, so the fixed noises above stay what they were.
+        out[f"texture{index:03d}"] = texture(
+            n, np.random.default_rng([seed, _TEXTURE_STREAM, index]), sample_rate=sample_rate
+        )
     return out
 
 
@@ -137,12 +219,14 @@ def write_builtin_noises(
     seconds: float = 10.0,
     seed: int = 0,
     speech: SpeechSource | None = synthetic_speech,
+    textures: int = 0,
 ) -> list[Path]:
-    """Write the built-in noises as ``<folder>/builtin_<name>.wav`` (float, peak-safe) and return the paths."""
+    """Write the built-in noises (and ``textures`` noise textures) as ``<folder>/builtin_<name>.wav``
+    (float, peak-safe) and return the paths."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
-    for name, wav in builtin_noises(sample_rate, seconds, seed, speech).items():
+    for name, wav in builtin_noises(sample_rate, seconds, seed, speech, textures).items():
         path = folder / f"builtin_{name}.wav"
         # Float wav keeps unit-RMS signals (peaks above 1) without clipping; the atomic write
         # matters to processes indexing the same folder at the same time.

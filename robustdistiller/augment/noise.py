@@ -46,6 +46,7 @@ class NoiseBankConfig:
     urbansound_exclude: list[str] = field(default_factory=lambda: list(URBANSOUND_DEFAULT_EXCLUDE))
     noise_dirs: list[Path] = field(default_factory=list)  # DNS noise folders or any folder (recursive)
     builtin: bool = False  # add the generated noises of augment/builtin.py
+    builtin_textures: int = 0  # and this many random noise textures (augment/builtin.py ``texture``)
     builtin_dir: Path | None = None  # where they are written (default: <tmp>/robustdistiller-builtin-noise)
     cache_mb: float = 0.0  # per-process LRU cache of decoded files; 0 = decode spans on demand
     workers: int = 8  # threads reading headers at start
@@ -60,6 +61,10 @@ class NoiseBankConfig:
             raise ConfigError(f"cache_mb must be >= 0, got {self.cache_mb}")
         if self.workers < 1:
             raise ConfigError(f"workers must be >= 1, got {self.workers}")
+        if self.builtin_textures < 0:
+            raise ConfigError(f"builtin_textures must be >= 0, got {self.builtin_textures}")
+        if self.builtin_textures and not self.builtin:
+            raise ConfigError(f"builtin_textures is {self.builtin_textures} but builtin is false: set builtin: true")
 
 
 @dataclass(frozen=True)
@@ -75,9 +80,12 @@ def _require_dir(path: Path, what: str) -> Path:
     return path
 
 
-def _audio_rows(folder: Path, root: Path) -> list[tuple[str, dict[str, str]]]:
-    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in DEFAULT_EXTENSIONS and p.is_file())
-    return [(p.relative_to(root).as_posix(), {}) for p in files]
+def _rows(paths: Sequence[Path], root: Path) -> list[Row]:
+    return [(p.relative_to(root).as_posix(), {}) for p in paths]
+
+
+def _audio_rows(folder: Path, root: Path) -> list[Row]:
+    return _rows(sorted(p for p in folder.rglob("*") if p.suffix.lower() in DEFAULT_EXTENSIONS and p.is_file()), root)
 
 
 def _to_files(manifest: Manifest, source: str) -> list[NoiseFile]:
@@ -169,8 +177,10 @@ class NoiseBank:
             files += index_folder(folder, workers=cfg.workers, report=report)
         if cfg.builtin:
             folder = cfg.builtin_dir or Path(tempfile.gettempdir()) / "robustdistiller-builtin-noise"
-            write_builtin_noises(folder, speech=speech)
-            files += index_folder(folder, workers=cfg.workers, report=report)
+            written = write_builtin_noises(folder, speech=speech, textures=cfg.builtin_textures)
+            # Only what this run wrote: the folder may hold another run's textures.
+            folder = folder.resolve()
+            files += _scan(folder, _rows([p.resolve() for p in written], folder), folder.name, cfg.workers, report)
         log.info("noise bank: %d files", len(files))
         return cls(files, cache_mb=cfg.cache_mb, report=report)
 

@@ -9,6 +9,7 @@ from robustdistiller.augment.builtin import (
     babble,
     builtin_noises,
     colored_noise,
+    texture,
     write_builtin_noises,
 )
 from robustdistiller.augment.noise import NoiseBank, NoiseBankConfig, index_folder, index_urbansound, tile
@@ -169,3 +170,48 @@ def test_builtin_noises_are_deterministic_and_form_a_bank(tmp_path):
     assert len(bank) == 7  # babble from the synthetic corpus by default
     seg, name = bank.draw(4000, np.random.default_rng(0))
     assert seg.shape == (4000,) and name.startswith("builtin2/builtin_")
+
+
+def _frame_rms(x: np.ndarray, frame: int = 800) -> np.ndarray:
+    frames = x[: x.size // frame * frame].astype(np.float64).reshape(-1, frame)
+    return np.sqrt(np.mean(frames**2, axis=1))
+
+
+def test_noise_textures_are_varied_deterministic_and_leave_the_fixed_noises_alone():
+    plain = builtin_noises(seconds=0.5, seed=3, speech=None)
+    more = builtin_noises(seconds=0.5, seed=3, speech=None, textures=3)
+    assert list(more) == [*plain, "texture000", "texture001", "texture002"]
+    for name in plain:
+        np.testing.assert_array_equal(plain[name], more[name])
+    np.testing.assert_array_equal(
+        more["texture001"], builtin_noises(seconds=0.5, seed=3, speech=None, textures=2)["texture001"]
+    )
+
+    rate, n = 16000, 32000
+    textures = [texture(n, np.random.default_rng([7, i]), sample_rate=rate) for i in range(40)]
+    centroids, swings = [], []
+    for x in textures:
+        assert x.shape == (n,) and x.dtype == np.float32 and np.all(np.isfinite(x))
+        assert abs(np.sqrt(np.mean(x.astype(np.float64) ** 2)) - 1) < 1e-4
+        power = np.abs(np.fft.rfft(x)) ** 2
+        freqs = np.fft.rfftfreq(n, 1 / rate)
+        centroids.append(float(np.sum(freqs * power) / np.sum(power)))
+        level = _frame_rms(x)
+        swings.append(float(level.max() / np.median(level)))
+    # Spectra spread over more than two octaves of centroid, and the bank holds steady textures as
+    # well as strongly modulated or bursty ones.
+    assert max(centroids) / min(centroids) > 4
+    assert min(swings) < 1.5 and max(swings) > 4
+
+
+def test_builtin_textures_join_the_bank_and_only_this_run_s_files_are_indexed(tmp_path):
+    folder = tmp_path / "builtin"
+    bank = NoiseBank.from_config(NoiseBankConfig(builtin=True, builtin_dir=folder, builtin_textures=4))
+    assert len(bank) == 11 and sum("texture" in name for name in bank.names) == 4
+    # A later run asking for fewer textures in the same folder must not draw the earlier run's.
+    assert len(NoiseBank.from_config(NoiseBankConfig(builtin=True, builtin_dir=folder, builtin_textures=1))) == 8
+    assert len(NoiseBank.from_config(NoiseBankConfig(builtin=True, builtin_dir=folder))) == 7
+    with pytest.raises(ConfigError, match="builtin_textures is 2 but builtin is false"):
+        from_dict(NoiseBankConfig, {"builtin_textures": 2})
+    with pytest.raises(ConfigError, match="builtin_textures must be >= 0"):
+        from_dict(NoiseBankConfig, {"builtin": True, "builtin_textures": -1})
