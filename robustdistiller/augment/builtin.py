@@ -47,10 +47,14 @@ def colored_noise(num_samples: int, color: str, rng: np.random.Generator) -> np.
     if exponent == 0.0 or num_samples < 2:
         return _unit_rms(white)
     freqs = np.maximum(np.fft.rfftfreq(num_samples), _SHAPING_FLOOR)
-    spectrum = np.fft.rfft(white) * freqs ** (-exponent / 2)
+    return _shaped(white, freqs ** (-exponent / 2))
+
+
+def _shaped(noise: np.ndarray, gain: np.ndarray) -> np.ndarray:
+    """``noise`` with its rFFT bins scaled by ``gain`` and DC removed, at unit RMS."""
+    spectrum = np.fft.rfft(noise) * gain
     spectrum[0] = 0.0
-    shaped = np.fft.irfft(spectrum, n=num_samples)
-    return _unit_rms(shaped)
+    return _unit_rms(np.fft.irfft(spectrum, n=noise.size))
 
 
 def hum(
@@ -122,11 +126,11 @@ def _spectral_envelope(freqs_hz: np.ndarray, rng: np.random.Generator) -> np.nda
 def _temporal_envelope(num_samples: int, rng: np.random.Generator, sample_rate: int) -> np.ndarray:
     """Random amplitude over time: steady, slowly modulated (0.3-12 Hz), or Poisson bursts (0.5-6 per
     second, 10-200 ms decays) over a floor, the three shapes equally likely."""
-    t = np.arange(num_samples) / sample_rate
     shape = int(rng.integers(3))
     if shape == 0:
         return np.ones(num_samples)
     if shape == 1:
+        t = np.arange(num_samples) / sample_rate
         depth = rng.uniform(0.3, 1.0)
         return 1.0 + depth * np.sin(2 * np.pi * rng.uniform(0.3, 12.0) * t + rng.uniform(0, 2 * np.pi))
     env = np.full(num_samples, rng.uniform(0.02, 0.2))
@@ -163,10 +167,9 @@ def texture(num_samples: int, rng: np.random.Generator, *, sample_rate: int = 16
     those three properties at random gives a training bank far wider than the fixed generated noises,
     which a student can otherwise learn one by one.
     """
-    freqs = np.fft.rfftfreq(num_samples, d=1.0 / sample_rate)
-    spectrum = np.fft.rfft(rng.standard_normal(num_samples)) * _spectral_envelope(freqs, rng)
-    spectrum[0] = 0.0
-    out = _unit_rms(np.fft.irfft(spectrum, n=num_samples)).astype(np.float64)
+    noise = rng.standard_normal(num_samples)
+    out = _shaped(noise, _spectral_envelope(np.fft.rfftfreq(num_samples, d=1.0 / sample_rate), rng))
+    out = out.astype(np.float64)
     if rng.uniform() < 0.4:
         tone = _unit_rms(_gliding_tone(num_samples, rng, sample_rate))
         out = out + 10.0 ** (rng.uniform(-10.0, 10.0) / 20.0) * tone
