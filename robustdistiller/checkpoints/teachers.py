@@ -22,6 +22,7 @@ from robustdistiller.checkpoints.safe_pickle import safe_load, stand_in
 from robustdistiller.errors import UnsupportedTeacherError
 from robustdistiller.models.convert import fairseq_to_ours, hf_to_ours, ours_to_hf
 from robustdistiller.models.teacher import (
+    BUNDLED_DIR,
     Teacher,
     TeacherModel,
     hf_config_from_teacher,
@@ -79,14 +80,34 @@ def _hf_weights(name: str, local: Path | None) -> dict[str, Tensor]:
     return torch.load(weights, map_location="cpu", weights_only=True)
 
 
-def _from_hf(name: str, local: Path | None) -> TeacherModel:
+def load_pretrained(folder: str | Path) -> tuple[TeacherModel, Tensor | None]:
+    """A Hugging Face teacher folder's encoder (float32, trainable) and its learned mask embedding
+    (``masked_spec_embed``, None where the file has none): what continual pre-training starts from.
+
+    Raises:
+        FileNotFoundError: ``folder`` is not a folder with a ``config.json``.
+        UnsupportedTeacherError: its weights do not match its config.
+    """
+    path = Path(folder)
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(
+            f"{folder}: not a Hugging Face model folder (no config.json); give the teacher folder "
+            f"`robustdistiller pretrain` wrote (train.out_dir/teacher) or a bundled one (in {BUNDLED_DIR})"
+        )
+    weights = _hf_weights(str(path), path)
+    mask = weights.get("masked_spec_embed")
+    return _from_hf(str(path), path, weights), None if mask is None else mask.float()
+
+
+def _from_hf(name: str, local: Path | None, weights: dict[str, Tensor] | None = None) -> TeacherModel:
     from transformers import AutoConfig
 
     config = teacher_config_from_hf(AutoConfig.from_pretrained(name))
     model = TeacherModel(config)
     # The tensors are read and mapped here rather than through from_pretrained so that a missing
     # tensor (e.g. a pos-conv stored under the other weight-norm naming) is an error, never random.
-    state = hf_to_ours(_hf_weights(name, local), group_norm=config.extractor_mode == "default")
+    weights = _hf_weights(name, local) if weights is None else weights
+    state = hf_to_ours(weights, group_norm=config.extractor_mode == "default")
     load_strict(model, state, name)
     return model
 

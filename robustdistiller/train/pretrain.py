@@ -5,6 +5,7 @@
 corruption (the robust variant), DDP, SIGINT/SIGTERM, non-finite skips, TensorBoard /
 ``log.jsonl`` / progress bar, checkpoints and exact resume are the loop's.
 
+With ``init.source`` the model starts from an earlier teacher folder (continual pre-training).
 Before the first step the k-means is fitted on the training audio (MFCC frames, or a layer of the
 model at ``targets.source``) and saved as ``train.out_dir/clusters.npz``; a resumed run reuses it.
 When the last step is done the encoder is written as a Hugging Face ``HubertModel`` (or, for the
@@ -18,13 +19,14 @@ import logging
 import os
 import platform
 import shutil
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from robustdistiller.atomic import atomic_write
-from robustdistiller.checkpoints.teachers import save_teacher
+from robustdistiller.checkpoints.teachers import load_pretrained, save_teacher
 from robustdistiller.errors import CheckpointFormatError
 from robustdistiller.models.conv import conv_output_lengths, format_conv_layers, parse_conv_layers
 from robustdistiller.models.pretraining import HubertPretrainModel
@@ -110,6 +112,8 @@ def pretraining_objective(recipe: PretrainRecipe, setup: RunSetup, clock: Traini
         logit_temp=obj.logit_temp,
         dropout=obj.dropout,
     )
+    if recipe.init.source:
+        start_from(model, recipe)
     params = sum(p.numel() for p in model.encoder.parameters())
     description = (
         f"pre-training a {params / 1e6:.2f} M-parameter {FAMILY_NAMES[recipe.model.family][0]} on {labeller.feature} "
@@ -126,6 +130,34 @@ def pretraining_objective(recipe: PretrainRecipe, setup: RunSetup, clock: Traini
         clock=clock,
         description=description,
     )
+
+
+def start_from(model: HubertPretrainModel, recipe: PretrainRecipe) -> None:
+    """Copy the encoder and mask embedding of the teacher folder ``init.source`` into ``model``
+    (whose projection and cluster embeddings stay fresh). Runs before any checkpoint is loaded, so a
+    resumed run ends up with its checkpoint's weights.
+
+    Raises:
+        ValueError: the folder's architecture differs from ``model`` in the recipe (the fields are named).
+    """
+    source = recipe.init.source
+    earlier, mask_emb = load_pretrained(source)
+    theirs, ours = earlier.config, recipe.model
+    differ = [
+        f"{f.name}: {getattr(theirs, f.name)!r} there, {getattr(ours, f.name)!r} here"
+        for f in fields(ours)
+        if getattr(theirs, f.name) != getattr(ours, f.name)
+    ]
+    if differ:
+        raise ValueError(
+            f"init.source={source} has another architecture than the recipe's model section ({'; '.join(differ)}): "
+            "set those model.* keys to the folder's values (its config.json) or drop init.source"
+        )
+    model.encoder.load_state_dict(earlier.state_dict())
+    if mask_emb is not None:
+        with torch.no_grad():
+            model.mask_emb.copy_(mask_emb)
+    log.info("continuing pre-training from %s", source)
 
 
 def cluster_model(recipe: PretrainRecipe, labeller: FrameLabeller, setup: RunSetup) -> ClusterModel:
@@ -190,6 +222,11 @@ def model_card(
         if mixing.prob
         else ""
     )
+    start = (
+        f"| starts from | `{recipe.init.source}` (continual pre-training: its encoder and mask embedding) |\n"
+        if recipe.init.source
+        else ""
+    )
     feature = (
         "39-dim MFCC (13 + deltas + delta-deltas) frames"
         if targets.kind == "mfcc"
@@ -214,7 +251,7 @@ Use it as `teacher.source` in any recipe, with `load_teacher`, or with
 ## Training
 | | |
 |---|---|
-| targets | {clusters.num_clusters} k-means clusters (scikit-learn MiniBatchKMeans, seed {targets.seed}) of {feature}; `{CLUSTERS_FILE}` holds them |
+{start}| targets | {clusters.num_clusters} k-means clusters (scikit-learn MiniBatchKMeans, seed {targets.seed}) of {feature}; `{CLUSTERS_FILE}` holds them |
 | objective | span masking p={recipe.objective.mask_prob}, length {recipe.objective.mask_length}; cosine logits / {recipe.objective.logit_temp}; cross-entropy on masked frames (unmasked weight {recipe.objective.unmasked_weight}){mixed} |
 | data | {files} files, {audio_hours:.2f} h{" (held-out speakers excluded)" if recipe.data.exclude_held_out else ""}, from `{data_root}` |
 | steps | {step} of batch {recipe.data.batch_size} crops of at most {recipe.data.max_length / 16000:.1f} s{"" if step >= recipe.optim.total_steps else f" (stopped early: the schedule was for {recipe.optim.total_steps})"} |
@@ -267,4 +304,4 @@ def pretrain(
         shutdown(ctx)
 
 
-__all__ = ["PretrainTrainer", "cluster_model", "model_card", "pretrain", "pretraining_objective"]
+__all__ = ["PretrainTrainer", "cluster_model", "model_card", "pretrain", "pretraining_objective", "start_from"]

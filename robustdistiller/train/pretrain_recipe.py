@@ -4,6 +4,7 @@ Same data, corruption, optimiser and run-control sections as a distillation reci
 
 - ``model``: the architecture being pre-trained (a :class:`TeacherConfig`, family ``hubert`` or
   ``wavlm``: WavLM's gated relative position bias);
+- ``init``: an earlier pre-trained model to continue from (continual pre-training), or none;
 - ``targets``: where frame labels come from (k-means over MFCC, or over a layer of an earlier
   model: HuBERT's second iteration) and how the k-means is fitted;
 - ``objective``: span masking, the logit temperature, the loss weights and WavLM's utterance mixing;
@@ -57,6 +58,19 @@ class TargetsSection:
 
 
 @dataclass
+class InitSection:
+    """Where the weights start."""
+
+    source: str = ""
+    """Empty: random initialisation. Otherwise a Hugging Face teacher folder written by
+    ``robustdistiller pretrain`` (e.g. ``robustdistiller/assets/teachers/hubert_mini``) whose encoder
+    and mask embedding the model starts from: continual pre-training, the way HuBERT-MGR (the
+    paper's Robust HuBERT teacher) continues HuBERT Base on distorted speech. Its architecture must
+    equal ``model`` (checked before the first step). The final projection and the cluster
+    embeddings exist only during pre-training, are not in the folder, and start fresh."""
+
+
+@dataclass
 class ObjectiveSection:
     """HuBERT's masked prediction: spans of ``mask_length`` frames start with probability
     ``mask_prob / mask_length`` (about half the frames masked at 0.8 / 10); logits are cosine
@@ -104,6 +118,7 @@ class PretrainRecipe:
     data: DataSection = field(default_factory=DataSection)
     corruption: CorruptionConfig = field(default_factory=lambda: CorruptionConfig(p_clean=1.0))
     model: TeacherConfig = field(default_factory=TeacherConfig)
+    init: InitSection = field(default_factory=InitSection)
     targets: TargetsSection = field(default_factory=TargetsSection)
     objective: ObjectiveSection = field(default_factory=ObjectiveSection)
     optim: OptimSection = field(default_factory=OptimSection)

@@ -322,6 +322,39 @@ def test_iteration_two_clusters_a_layer_of_the_first_model(tiny_manifest: Path, 
     assert clusters.feature == "layer1" and clusters.centers.shape == (8, 64)
 
 
+def test_continual_pretraining_starts_from_the_earlier_teacher(tiny_manifest: Path, tmp_path: Path) -> None:
+    from safetensors.torch import load_file
+
+    pretrain(tiny_pretrain_recipe(tiny_manifest, tmp_path / "first", "optim.total_steps=2"))
+    first = tmp_path / "first" / "teacher"
+    common = ("optim.total_steps=4", "train.save_every=100", f"init.source={first}")
+    trainer = PretrainTrainer(tiny_pretrain_recipe(tiny_manifest, tmp_path / "straight", *common))
+    model = trainer.objective.model
+    with torch.random.fork_rng():  # building the reference model must not move the run's dropout stream
+        earlier = load_teacher(first).model.state_dict()
+    assert all(torch.equal(v, earlier[k]) for k, v in model.encoder.state_dict().items())
+    assert torch.equal(model.mask_emb.detach(), load_file(first / "model.safetensors")["masked_spec_embed"])
+    straight = trainer.fit()
+    card = (trainer.export_teacher() / "README.md").read_text()
+    assert f"| starts from | `{first}` (continual pre-training" in card
+    # resuming loads the checkpoint over the starting weights: the same run as without a stop
+    pretrain(tiny_pretrain_recipe(tiny_manifest, tmp_path / "resumed", *common, "train.stop_at_step=2"))
+    resumed = pretrain(tiny_pretrain_recipe(tiny_manifest, tmp_path / "resumed", *common), resume=True)
+    assert resumed.losses == pytest.approx(straight.losses[2:], abs=1e-6)
+
+
+def test_continual_pretraining_refuses_another_architecture(tiny_manifest: Path, tmp_path: Path) -> None:
+    pretrain(tiny_pretrain_recipe(tiny_manifest, tmp_path / "first", "optim.total_steps=1"))
+    first = tmp_path / "first" / "teacher"
+    wider = tiny_pretrain_recipe(tiny_manifest, tmp_path / "run", f"init.source={first}", "model.embed_dim=32")
+    with pytest.raises(ValueError, match=r"init.source=.* \(embed_dim: 64 there, 32 here\): set those model"):
+        pretrain(wider)
+    missing = tiny_pretrain_recipe(tiny_manifest, tmp_path / "run2", f"init.source={tmp_path / 'nothing'}")
+    with pytest.raises(FileNotFoundError, match="nothing: not a Hugging Face model folder"):
+        pretrain(missing)
+    assert not list((tmp_path / "run").glob("states-*.ckpt")) and not list((tmp_path / "run2").glob("states-*.ckpt"))
+
+
 def test_held_out_speakers_are_excluded(tmp_path: Path) -> None:
     from robustdistiller.data import BadFileReport
     from robustdistiller.train.distributed import init_distributed
@@ -341,7 +374,10 @@ def test_bundled_recipes_load() -> None:
     for name in ("hubert_mini", "robust_hubert_mini", "wavlm_mini"):
         recipe = load_pretrain_recipe(name, ["data.manifests=[x.tsv]"])
         assert recipe.data.exclude_held_out and recipe.targets.num_clusters == 100
-    assert load_pretrain_recipe("robust_hubert_mini", ["data.manifests=[x.tsv]"]).corruption.p_clean == 0.25
+    robust = load_pretrain_recipe("robust_hubert_mini", ["data.manifests=[x.tsv]"])
+    assert robust.corruption.p_clean == 0.25
+    # continues the shipped teacher, whose architecture its model section must state
+    assert load_teacher(robust.init.source).model.config == robust.model
     wavlm = load_pretrain_recipe("wavlm_mini", ["data.manifests=[x.tsv]"])
     hubert = load_pretrain_recipe("hubert_mini", ["data.manifests=[x.tsv]"])
     assert wavlm.model.family == "wavlm" and wavlm.objective.mixing.prob > 0 and hubert.objective.mixing.prob == 0
