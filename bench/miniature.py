@@ -17,9 +17,10 @@ Per (teacher, task, model) the table gives the clean accuracy and the mean drop 
 ``1 - (corrupted - chance) / (clean - chance)``, over all / noise / reverberation conditions, averaged over
 the seeds, and whether RobustDistiller meets the target (drop <= 0.8 x the baseline's, clean accuracy
 within 0.05 of the baseline's, either way). Students and evaluations are cached under
-``--out/NAME-<teacher weights + recipe + training speech hash>-<steps>/`` (features under its
+``--out/NAME-<teacher weights + recipe + training speech + code + CPU bf16 hash>-<steps>/`` (features under its
 ``eval-*/cache``, pruned to the last evaluation's): rerunning resumes where it stopped, and a retrained
-teacher, a changed demo recipe, other training speech or another step count starts afresh.
+teacher, a changed demo recipe, other training speech, another step count, any change to the
+package's or this script's code, or a CPU with(out) bf16 units (the teacher's precision) starts afresh.
 ``--docs`` writes the table into docs/benchmarks.md and its headline into README.md.
 
     python bench/miniature.py [--teacher NAME=HF_DIR ...] [--shared ../shared/data] [--out runs/miniature]
@@ -57,6 +58,7 @@ from robustdistiller.evaluate.report import fmt
 from robustdistiller.evaluate.results import Results
 from robustdistiller.evaluate.runner import evaluate
 from robustdistiller.evaluate.tasks import TaskPack, fsdd_tasks, librispeech_speaker_tasks, shipped_speaker_tasks
+from robustdistiller.models.precision import bf16_units, cpu_model
 from robustdistiller.train.checkpointing import checkpoint_path, load_latest_checkpoint
 from robustdistiller.train.distillation import distill
 from robustdistiller.train.recipe import resolve_recipe
@@ -118,13 +120,34 @@ def tasks_for(shared: Path, out: Path, eval_audio: str, seed: int) -> list[TaskP
     return [*speakers, *fsdd]
 
 
-def teacher_folder(teacher: str, source: Path, steps: int, manifest: Path) -> str:
+def code_fingerprint(roots: Sequence[Path] = (ROOT / "robustdistiller", Path(__file__).resolve())) -> str:
+    """sha256 over every ``.py`` / ``.yaml`` file in ``roots`` (folders, searched recursively, or files),
+    each with its path relative to its root: the package that trains and evaluates, and this script."""
+    digest = hashlib.sha256()
+    for root in roots:
+        files = sorted(p for p in root.rglob("*") if p.suffix in (".py", ".yaml")) if root.is_dir() else [root]
+        for path in files:
+            digest.update(f"{path.relative_to(root) if root.is_dir() else path.name}\0".encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def build_fingerprint() -> str:
+    """What besides the recipe decides the students: the code (:func:`code_fingerprint`) and the
+    CPU's bf16 units, with which the teacher's forward runs in bf16 (precision ``auto``), without
+    them in fp32; the two give different students."""
+    return f"{code_fingerprint()} {bf16_units() or 'fp32'}"
+
+
+def teacher_folder(teacher: str, source: Path, steps: int, manifest: Path, build: str) -> str:
     """``NAME-<hash>-<steps>``: the folder of one teacher's students and evaluation under ``--out``;
-    the hash covers the teacher's weights, the demo recipe and the training manifest (its root, files,
-    lengths and speakers), so neither a retrained teacher under the same name, nor a changed recipe,
-    nor other training speech (another ``--shared``), nor another step count reuses them."""
+    the hash covers the teacher's weights, the demo recipe, the training manifest (its root, files,
+    lengths and speakers) and ``build`` (:func:`build_fingerprint`), so neither a retrained teacher
+    under the same name, nor a changed recipe, nor other training speech (another ``--shared``), nor
+    another step count, nor students trained by other code or at another precision is reused."""
     digest = hashlib.sha256(resolve_recipe("demo").read_bytes())
     digest.update(manifest.read_bytes())
+    digest.update(build.encode())
     for weights in sorted(source.glob("*.safetensors")) + sorted(source.glob("*.bin")):
         digest.update(weights.read_bytes())
     return f"{teacher}-{digest.hexdigest()[:8]}-{steps}"
@@ -273,7 +296,9 @@ def docs_text(rows: list[dict], args: argparse.Namespace, teachers: dict[str, Pa
     seeds = max((r["seeds"] for r in rows), default=0)
     return (
         f"`python bench/miniature.py --seeds {args.seeds} --steps {args.steps} --eval-audio {args.eval_audio}` on "
-        f"{platform.machine()} with {os.cpu_count()} CPU cores shared with other jobs, torch {torch.__version__}, "
+        f"{platform.machine()} with {os.cpu_count()} CPU cores ({cpu_model()}; "
+        f"{units + ': teacher forward and evaluation in bf16' if (units := bf16_units()) else 'no bf16 units: all in fp32'}) "
+        f"shared with other jobs, torch {torch.__version__}, "
         f"{torch.get_num_threads()} torch thread(s). Teachers, with the time their students and evaluation took: "
         + ", ".join(f"`{n}` ({_shown(p)}, {minutes[n]:.0f} min)" for n, p in teachers.items())
         + f". Means over {seeds} seeds. *Drop* = 1 - (corrupted accuracy - chance) / (clean accuracy - chance), "
@@ -317,9 +342,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     tasks = tasks_for(shared, out, args.eval_audio, seeds[0])
     manifest = training_manifest(shared, out)
     per_teacher, minutes = {}, {}
+    build = build_fingerprint()
     for teacher, source in teachers.items():  # one teacher at a time: its results are complete early
         start = time.perf_counter()
-        folder = teacher_folder(teacher, source, args.steps, manifest)  # hashes the weights: once per teacher
+        folder = teacher_folder(teacher, source, args.steps, manifest, build)  # hashes the weights: once per teacher
         students = train_students(out, folder, source, manifest, seeds, args.steps)
         per_teacher[teacher] = evaluate_teacher(
             out, folder, teacher, source, students, tasks, seeds[0], args.eval_audio

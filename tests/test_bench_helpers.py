@@ -58,21 +58,54 @@ def test_docs_block_is_appended_once_then_replaced(miniature: ModuleType, tmp_pa
     assert text.startswith("# Benchmarks\n\nintro\n")
 
 
-def test_students_folder_changes_with_teacher_recipe_speech_and_steps(miniature: ModuleType, tmp_path: Path) -> None:
+def test_students_folder_changes_with_teacher_recipe_speech_steps_and_code(
+    miniature: ModuleType, tmp_path: Path
+) -> None:
     teacher = tmp_path / "teacher"
     teacher.mkdir()
     (teacher / "model.safetensors").write_bytes(b"weights")
     manifest = tmp_path / "train.tsv"
     manifest.write_text("# root: /data/a\npath\tnum_samples\tspeaker\n1-1-0.flac\t16000\t1\n")
-    folder = miniature.teacher_folder("hubert_mini", teacher, 2000, manifest)
+    folder = miniature.teacher_folder("hubert_mini", teacher, 2000, manifest, "code")
     assert folder.startswith("hubert_mini-") and folder.endswith("-2000")
-    assert miniature.teacher_folder("hubert_mini", teacher, 2000, manifest) == folder
-    assert miniature.teacher_folder("hubert_mini", teacher, 700, manifest) != folder
+    assert miniature.teacher_folder("hubert_mini", teacher, 2000, manifest, "code") == folder
+    assert miniature.teacher_folder("hubert_mini", teacher, 700, manifest, "code") != folder
+    assert miniature.teacher_folder("hubert_mini", teacher, 2000, manifest, "other code") != folder
     other_speech = tmp_path / "other.tsv"
     other_speech.write_text(manifest.read_text().replace("/data/a", "/data/b"))
-    assert miniature.teacher_folder("hubert_mini", teacher, 2000, other_speech) != folder
+    assert miniature.teacher_folder("hubert_mini", teacher, 2000, other_speech, "code") != folder
     (teacher / "model.safetensors").write_bytes(b"retrained")
-    assert miniature.teacher_folder("hubert_mini", teacher, 2000, manifest) != folder
+    assert miniature.teacher_folder("hubert_mini", teacher, 2000, manifest, "code") != folder
+
+
+def test_code_fingerprint_follows_sources_and_recipes_only(miniature: ModuleType, tmp_path: Path) -> None:
+    package, script = tmp_path / "pkg", tmp_path / "bench.py"
+    (package / "augment").mkdir(parents=True)
+    (package / "augment" / "noise.py").write_text("GAIN = 1\n")
+    (package / "configs.yaml").write_text("a: 1\n")
+    script.write_text("print()\n")
+    before = miniature.code_fingerprint((package, script))
+    (package / "notes.txt").write_text("not code")  # neither source nor recipe: same students
+    assert miniature.code_fingerprint((package, script)) == before
+    for path, text in ((package / "augment" / "noise.py", "GAIN = 2\n"), (package / "configs.yaml", "a: 2\n")):
+        path.write_text(text)
+        assert miniature.code_fingerprint((package, script)) != before
+        before = miniature.code_fingerprint((package, script))
+    script.write_text("print(1)\n")
+    assert miniature.code_fingerprint((package, script)) != before
+    (package / "augment" / "noise.py").rename(package / "augment" / "moved.py")  # same bytes, other module
+    assert miniature.code_fingerprint((package, script)) != before
+    assert len(miniature.code_fingerprint()) == 64  # the real package and script hash without error
+
+
+def test_build_fingerprint_tells_a_bf16_teacher_from_an_fp32_one(
+    miniature: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(miniature, "code_fingerprint", lambda: "code")
+    monkeypatch.setattr(miniature, "bf16_units", lambda: None)
+    fp32 = miniature.build_fingerprint()
+    monkeypatch.setattr(miniature, "bf16_units", lambda: "AVX512-BF16")
+    assert miniature.build_fingerprint() != fp32
 
 
 def test_evaluation_is_reused_only_for_the_same_students(
