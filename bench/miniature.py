@@ -134,8 +134,8 @@ def code_fingerprint(roots: Sequence[Path] = (ROOT / "robustdistiller", Path(__f
 
 def build_fingerprint() -> str:
     """What besides the recipe decides the students: the code (:func:`code_fingerprint`) and the
-    CPU's bf16 units, with which the teacher's forward runs in bf16 (precision ``auto``), without
-    them in fp32; the two give different students."""
+    CPU's bf16 units, with which precision ``auto`` runs the teacher's forward (and the evaluation)
+    in bf16, without them in fp32; the two give different students."""
     return f"{code_fingerprint()} {bf16_units() or 'fp32'}"
 
 
@@ -297,7 +297,7 @@ def docs_text(rows: list[dict], args: argparse.Namespace, teachers: dict[str, Pa
     return (
         f"`python bench/miniature.py --seeds {args.seeds} --steps {args.steps} --eval-audio {args.eval_audio}` on "
         f"{platform.machine()} with {os.cpu_count()} CPU cores ({cpu_model()}; "
-        f"{units + ': teacher forward and evaluation in bf16' if (units := bf16_units()) else 'no bf16 units: all in fp32'}) "
+        f"{units + ': bf16 wherever precision auto accepts it' if (units := bf16_units()) else 'no bf16 units: all in fp32'}) "
         f"shared with other jobs, torch {torch.__version__}, "
         f"{torch.get_num_threads()} torch thread(s). Teachers, with the time their students and evaluation took: "
         + ", ".join(f"`{n}` ({_shown(p)}, {minutes[n]:.0f} min)" for n, p in teachers.items())
