@@ -19,7 +19,6 @@ import logging
 import os
 import platform
 import shutil
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,7 @@ import torch
 
 from robustdistiller.atomic import atomic_write
 from robustdistiller.checkpoints.teachers import load_pretrained, save_teacher
+from robustdistiller.config import config_changes, to_dict
 from robustdistiller.errors import CheckpointFormatError
 from robustdistiller.models.conv import conv_output_lengths, format_conv_layers, parse_conv_layers
 from robustdistiller.models.pretraining import HubertPretrainModel
@@ -142,11 +142,9 @@ def start_from(model: HubertPretrainModel, recipe: PretrainRecipe) -> None:
     """
     source = recipe.init.source
     earlier, mask_emb = load_pretrained(source)
-    theirs, ours = earlier.config, recipe.model
     differ = [
-        f"{f.name}: {getattr(theirs, f.name)!r} there, {getattr(ours, f.name)!r} here"
-        for f in fields(ours)
-        if getattr(theirs, f.name) != getattr(ours, f.name)
+        f"{key}: {theirs!r} there, {ours!r} here"
+        for key, (theirs, ours) in config_changes(to_dict(earlier.config), to_dict(recipe.model)).items()
     ]
     if differ:
         raise ValueError(
