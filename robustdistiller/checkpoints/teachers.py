@@ -28,6 +28,7 @@ from robustdistiller.models.teacher import (
     hf_config_from_teacher,
     teacher_config_from_fairseq,
     teacher_config_from_hf,
+    teacher_path,
 )
 
 # File names of checkpoints (never hub ids).
@@ -35,8 +36,9 @@ CHECKPOINT_SUFFIXES = (".pt", ".ckpt", ".pth")
 
 
 def load_teacher(source: str | Path) -> Teacher:
-    """A frozen teacher from a Hugging Face directory / hub id or a fairseq / unilm ``.pt`` file."""
-    path = Path(source)
+    """A frozen teacher from a Hugging Face directory / hub id or a fairseq / unilm ``.pt`` file
+    (``robustdistiller/assets/teachers/<name>``: the bundled one, from any folder)."""
+    path = teacher_path(source)
     if path.is_dir():
         return Teacher(_from_hf(str(path), path), str(source))
     if path.is_file():
@@ -88,7 +90,7 @@ def load_pretrained(folder: str | Path) -> tuple[TeacherModel, Tensor | None]:
         FileNotFoundError: ``folder`` is not a folder with a ``config.json``.
         UnsupportedTeacherError: its weights do not match its config.
     """
-    path = Path(folder)
+    path = teacher_path(folder)
     if not (path / "config.json").is_file():
         raise FileNotFoundError(
             f"{folder}: not a Hugging Face model folder (no config.json); give the teacher folder "

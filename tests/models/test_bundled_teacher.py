@@ -7,7 +7,7 @@ import re
 import pytest
 import torch
 
-from robustdistiller.checkpoints.teachers import load_teacher
+from robustdistiller.checkpoints.teachers import load_pretrained, load_teacher
 from robustdistiller.models.teacher import bundled_teacher
 from robustdistiller.train.clusters import ClusterModel
 from robustdistiller.train.pretrain_recipe import load_pretrain_recipe
@@ -69,3 +69,21 @@ def test_the_card_matches_the_model(folder) -> None:
     assert "| seed | train 0" in card
     # the probe section was filled in by bench/teacher_probe.py
     assert "Not measured yet" not in card and "| random demo teacher | fsdd-digit |" in card
+
+
+def test_recipes_reach_it_by_its_clone_path_from_any_folder(folder, tmp_path, monkeypatch) -> None:
+    # demo.yaml's teacher.source and robust_hubert_mini.yaml's init.source name it by its path in a clone;
+    # from another folder (or a wheel install) that path does not exist, and must still mean this teacher.
+    monkeypatch.chdir(tmp_path)
+    source = "robustdistiller/assets/teachers/hubert_mini"
+    wavs = torch.randn(1, 8000)
+    expected = load_teacher(folder).extract(wavs)[-1]
+    assert torch.equal(load_teacher(source).extract(wavs)[-1], expected)
+    model, mask = load_pretrained(source)
+    assert mask is not None and model.config == load_teacher(folder).model.config
+    with pytest.raises(FileNotFoundError, match="no bundled teacher 'nope'.*bundled: hubert_mini"):
+        load_teacher("robustdistiller/assets/teachers/nope")
+    # a folder of that name under the working directory is the user's and wins
+    (tmp_path / source).mkdir(parents=True)
+    with pytest.raises(FileNotFoundError, match="no config.json"):
+        load_pretrained(source)
