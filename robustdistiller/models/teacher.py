@@ -260,16 +260,12 @@ def bundled_teacher(name: str = "hubert_mini") -> Path:
     return path
 
 
-# How recipes name a bundled teacher (``teacher.source``, ``init.source``): its path in a clone.
-BUNDLED_SOURCE_PREFIX = ("robustdistiller", "assets", "teachers")
-
-
 def teacher_path(source: str | Path) -> Path:
     """``source`` as a local path, where ``robustdistiller/assets/teachers/<name>`` that does not exist
     from the working directory is the bundled teacher ``<name>``: the bundled recipes name it by its
     path in a clone, which must also work from another folder or a wheel install."""
     path = Path(source)
-    if not path.exists() and path.parts[:-1] == BUNDLED_SOURCE_PREFIX:
+    if not path.exists() and path.parts[:-1] == BUNDLED_DIR.parts[-3:]:
         return bundled_teacher(path.name)
     return path
 
@@ -350,9 +346,9 @@ __all__ = [
     "UnsupportedTeacherError",
     "WRITABLE_FAMILIES",
     "bundled_teacher",
-    "teacher_path",
     "hf_config_from_teacher",
     "normalize_waveforms",
     "teacher_config_from_fairseq",
     "teacher_config_from_hf",
+    "teacher_path",
 ]
