@@ -172,7 +172,10 @@ class FeatureCache:
     def __init__(self, folder: str | Path) -> None:
         self.folder = Path(folder)
         self.used: set[Path] = set()
-        self.started = time.time()
+        # File times come from the kernel's coarse clock (a tick behind time.time()) or are rounded
+        # (2 s on FAT): without the slack an entry another evaluation writes just after this start could
+        # look older than it and be pruned. Entries touched in the slack are merely kept once more.
+        self.started = time.time() - 2.0
 
     def features(
         self,
