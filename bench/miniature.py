@@ -62,6 +62,7 @@ from robustdistiller.models.precision import bf16_units, cpu_model
 from robustdistiller.train.checkpointing import checkpoint_path, load_latest_checkpoint
 from robustdistiller.train.distillation import distill
 from robustdistiller.train.recipe import resolve_recipe
+from robustdistiller.train.targets import TargetMemo
 
 log = logging.getLogger("bench.miniature")
 ROOT = Path(__file__).resolve().parent.parent
@@ -160,13 +161,14 @@ def train_students(
     :func:`teacher_folder`); a finished student is reused, a partial one resumed."""
     done: dict[str, Path] = {}
     for seed in seeds:
+        memo = TargetMemo()  # the pair's clean crops are the same: the robust student reuses the baseline's targets
         for robust in (False, True):
             name = student_name(robust, seed, seeds)
             recipe = demo_recipe(out, source, manifest, robust=robust, seed=seed, steps=steps, name=f"{folder}/{name}")
             final = checkpoint_path(recipe.train.out_dir, steps)
             if not final.is_file():
                 start = time.perf_counter()
-                result = distill(recipe, resume=load_latest_checkpoint(recipe.train.out_dir) is not None)
+                result = distill(recipe, resume=load_latest_checkpoint(recipe.train.out_dir) is not None, memo=memo)
                 if result.interrupted:
                     raise SystemExit(f"{folder}/{name} interrupted; rerun to resume")
                 log.info("%s/%s: %d steps in %.1f min", folder, name, steps, (time.perf_counter() - start) / 60)

@@ -68,6 +68,7 @@ from robustdistiller.evaluate.tasks import SpeakerRecording, TaskPack, shipped_s
 from robustdistiller.train.checkpointing import checkpoint_path
 from robustdistiller.train.distillation import distill
 from robustdistiller.train.recipe import resolve_recipe
+from robustdistiller.train.targets import TargetMemo
 
 log = logging.getLogger("bench.rd_experiment")
 
@@ -159,13 +160,23 @@ def validation_conditions(out: Path, seed: int) -> ConditionConfig:
 
 
 def trained(
-    out: Path, teacher: Path, manifest: Path, *, robust: bool, seed: int, steps: int, name: str, overrides: list[str]
+    out: Path,
+    teacher: Path,
+    manifest: Path,
+    *,
+    robust: bool,
+    seed: int,
+    steps: int,
+    name: str,
+    overrides: list[str],
+    memo: TargetMemo,
 ) -> Path:
     """Final checkpoint of one student, distilled unless it exists already.
 
     Args:
         robust: the RobustDistiller student (corruption + enhancement head) or the baseline.
         name: its folder under ``out``; ``overrides``: ``key=value`` changes to the demo recipe.
+        memo: the teacher's targets shared by the pair (a batch changed by ``overrides`` runs the teacher).
     Returns:
         The path of its checkpoint after ``steps`` steps.
     """
@@ -173,7 +184,7 @@ def trained(
     final = checkpoint_path(recipe.train.out_dir, steps)
     if not final.is_file():
         start = time.perf_counter()
-        result = distill(recipe, overwrite=True)
+        result = distill(recipe, overwrite=True, memo=memo)
         if result.checkpoint is None or result.interrupted:
             raise SystemExit(f"{name} did not finish")
         log.info("%s: %d steps in %.1f min", name, steps, (time.perf_counter() - start) / 60)
@@ -295,6 +306,7 @@ def main() -> None:
         copy_shipped_teacher(teacher, args.teacher)
     elif weights(teacher) != weights(args.teacher):
         raise SystemExit(f"{out} was made with another teacher than {args.teacher}: use another --out")
+    memo = TargetMemo()  # both students draw the same clean crops unless an override changes them
     baseline = trained(
         out,
         teacher,
@@ -304,6 +316,7 @@ def main() -> None:
         steps=args.steps,
         name=baseline_name,
         overrides=args.both,
+        memo=memo,
     )
     robust = trained(
         out,
@@ -314,6 +327,7 @@ def main() -> None:
         steps=args.steps,
         name=robust_name,
         overrides=[*args.both, *args.overrides],
+        memo=memo,
     )
     options = evaluation_options(quick=False)
     # One cache per validation set and seed, pruned to the last experiment's features: the baseline's

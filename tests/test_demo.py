@@ -4,6 +4,7 @@ evaluation runs on the shipped real recordings of held-out speakers (never a syn
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -24,7 +25,10 @@ def _no_synthetic(*args: object, **kwargs: object) -> None:
 
 
 def test_quick_demo_end_to_end(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     seen: dict[str, object] = {}
     real_evaluate = demo.evaluate
@@ -37,7 +41,11 @@ def test_quick_demo_end_to_end(
     monkeypatch.setattr("robustdistiller.data.corpus.build_corpus", _no_synthetic)
     monkeypatch.setattr("robustdistiller.evaluate.tasks.builtin_tasks", _no_synthetic)
     out = tmp_path / "demo"
-    assert main(["demo", "--quick", "--out", str(out)]) == 0
+    with caplog.at_level(logging.INFO, logger="robustdistiller.demo"):
+        assert main(["demo", "--quick", "--out", str(out)]) == 0
+    # The robust student's data stream draws the baseline's clean crops, so the teacher ran once per batch.
+    steps = demo.QUICK_STEPS
+    assert f"took the teacher's targets of {steps} of its {steps} batches from the baseline's run" in caplog.text
     printed = capsys.readouterr().out
     assert f"report:               {out / 'report.md'}" in printed
     assert "robustdistiller evaluate --model" in printed and "robustdistiller export" in printed

@@ -15,7 +15,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "robustdistiller"
 
 # Lowest first. A module may import its own layer and any layer below it.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("atomic", "config", "errors"),  # foundation utilities, usable by all
+    ("atomic", "config", "digest", "errors"),  # foundation utilities, usable by all
     ("data",),
     ("augment",),
     ("models",),

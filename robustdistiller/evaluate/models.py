@@ -20,8 +20,8 @@ from robustdistiller.checkpoints.formats import detect_format
 from robustdistiller.checkpoints.heads import read_head
 from robustdistiller.checkpoints.load import open_format
 from robustdistiller.checkpoints.teachers import load_teacher
+from robustdistiller.digest import state_fingerprint
 from robustdistiller.errors import CheckpointFormatError, UsageError
-from robustdistiller.evaluate.probes import state_fingerprint
 from robustdistiller.models.enhancement import EnhancementHead
 from robustdistiller.models.precision import use_precision
 from robustdistiller.models.student import DistillerModel

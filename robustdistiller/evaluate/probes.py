@@ -31,6 +31,7 @@ from torch import Tensor, nn
 
 from robustdistiller.atomic import atomic_write, stale_temps
 from robustdistiller.config import from_dict
+from robustdistiller.digest import state_fingerprint, update_with_tensor
 from robustdistiller.errors import DataError
 from robustdistiller.evaluate.probe_tasks import Labels, ProbeTask, probe_task
 from robustdistiller.models.conv import DEFAULT_CONV_LAYERS, conv_output_lengths, parse_conv_layers
@@ -135,27 +136,12 @@ def extract_features(
     return out
 
 
-def _update_with_tensor(h: Any, t: Tensor) -> None:
-    t = t.detach().cpu().contiguous()
-    h.update(f"{t.dtype}{tuple(t.shape)}".encode())
-    h.update(t.reshape(-1).view(torch.uint8).numpy())
-
-
-def state_fingerprint(module: nn.Module) -> str:
-    """Content hash of a module's state dict (names, dtypes, shapes and values)."""
-    h = hashlib.blake2b(digest_size=16)
-    for name, tensor in module.state_dict().items():
-        h.update(name.encode())
-        _update_with_tensor(h, tensor)
-    return h.hexdigest()
-
-
 def feature_cache_key(model_id: str, condition: str, wavs: Sequence[Tensor]) -> str:
     """Cache key for (model identity, condition name, exact audio content)."""
     h = hashlib.blake2b(digest_size=16)
     h.update(f"model={model_id}\0condition={condition}\0n={len(wavs)}\0".encode())
     for w in wavs:
-        _update_with_tensor(h, w)
+        update_with_tensor(h, w)
     return h.hexdigest()
 
 

@@ -28,6 +28,7 @@ from robustdistiller.train.objective import LoopTools, MicroBatch, Objective, St
 from robustdistiller.train.optim import decay_groups
 from robustdistiller.train.recipe import DistillRecipe, OptimSection
 from robustdistiller.train.targets import (
+    TargetMemo,
     check_teacher_layers,
     load_frozen_teacher,
     set_teacher_precision,
@@ -69,6 +70,7 @@ class DistillationObjective(Objective):
         student: the student, on the device.
         enhancement: the enhancement term, or None.
         description: the log line of a new run.
+        memo: teacher targets shared with another run over the same clean batches (:class:`TargetMemo`).
     """
 
     label = "distill"
@@ -80,15 +82,17 @@ class DistillationObjective(Objective):
         student: DistillerModel,
         enhancement: EnhancementTerm | None,
         description: str = "",
+        memo: TargetMemo | None = None,
     ) -> None:
         self.recipe = recipe
         self.teacher = teacher
         self.student = student
         self.enhancement = enhancement
         self.description = description
+        self.memo = memo
 
     @classmethod
-    def from_recipe(cls, recipe: DistillRecipe, device: Any) -> DistillationObjective:
+    def from_recipe(cls, recipe: DistillRecipe, device: Any, memo: TargetMemo | None = None) -> DistillationObjective:
         """Load the teacher, build the student initialised from it and (if enabled) the head, on
         ``device``; ``train.teacher_precision`` applies to the teacher of a CPU run."""
         teacher = load_frozen_teacher(recipe.teacher.source, device)
@@ -98,7 +102,7 @@ class DistillationObjective(Objective):
         description = format_init_report(init_student_from_teacher(student, teacher))
         student = student.to(device)
         enhancement = EnhancementTerm.from_config(recipe.enhancement, device)
-        return cls(recipe, teacher, student, enhancement, description)
+        return cls(recipe, teacher, student, enhancement, description, memo)
 
     def modules(self) -> dict[str, Any]:
         modules: dict[str, Any] = {"student": self.student}
@@ -121,9 +125,7 @@ class DistillationObjective(Objective):
         assert predictions is not None  # the student is built with its prediction heads
         own_ids = cfg.layer_targets or []
         with tools.phase("teacher"):  # one teacher pass for the heads' and the layers' targets
-            targets = teacher_targets(
-                self.teacher, batch.clean, batch.lengths, [*cfg.pred_layer_id, *own_ids], predictions.shape[2]
-            )
+            targets = self._targets(batch, [*cfg.pred_layer_id, *own_ids], predictions.shape[2])
         head_targets, own_targets = targets.split([len(cfg.pred_layer_id), len(own_ids)], dim=1)
         with tools.phase("student"):
             dist = self._distance(predictions, head_targets, out.frame_mask, cfg.pred_layer_id)
@@ -150,6 +152,12 @@ class DistillationObjective(Objective):
             loss = loss + enhancement
             scalars.update(enhancement_scalars)
         return StepLoss(loss, scalars)
+
+    def _targets(self, batch: MicroBatch, layer_ids: list[int], num_frames: int) -> Tensor:
+        """The clean teacher's ``layer_ids`` (from the memo when another run over this batch left them)."""
+        if self.memo is not None:
+            return self.memo.targets(self.teacher, batch.clean, batch.lengths, layer_ids, num_frames)
+        return teacher_targets(self.teacher, batch.clean, batch.lengths, layer_ids, num_frames)
 
     def _distance(
         self, pred: Tensor, target: Tensor, frame_mask: Tensor | None, layer_ids: list[int]
@@ -189,20 +197,23 @@ class DistillationObjective(Objective):
 
 
 class DistillTrainer(Trainer):
-    """The training loop over the :class:`DistillationObjective` of ``recipe`` (keyword arguments:
-    :class:`Trainer`'s)."""
+    """The training loop over the :class:`DistillationObjective` of ``recipe`` (``memo``: see
+    :class:`TargetMemo`; other keyword arguments: :class:`Trainer`'s)."""
 
     objective: DistillationObjective
 
-    def __init__(self, recipe: DistillRecipe, **kwargs: Any) -> None:
-        super().__init__(recipe, lambda setup: DistillationObjective.from_recipe(recipe, setup.device), **kwargs)
+    def __init__(self, recipe: DistillRecipe, *, memo: TargetMemo | None = None, **kwargs: Any) -> None:
+        super().__init__(recipe, lambda setup: DistillationObjective.from_recipe(recipe, setup.device, memo), **kwargs)
 
 
-def distill(recipe: DistillRecipe, *, resume: bool = False, overwrite: bool = False) -> DistillResult:
+def distill(
+    recipe: DistillRecipe, *, resume: bool = False, overwrite: bool = False, memo: TargetMemo | None = None
+) -> DistillResult:
     """Train a student as ``recipe`` says (resuming from ``train.out_dir`` if asked, or replacing the
-    run there with ``overwrite``) and return the result."""
+    run there with ``overwrite``) and return the result; ``memo`` shares the teacher's targets with
+    another run over the same clean batches (:class:`TargetMemo`)."""
     ctx = init_distributed(recipe.train.device)
     try:
-        return DistillTrainer(recipe, resume=resume, overwrite=overwrite, ctx=ctx).fit()
+        return DistillTrainer(recipe, resume=resume, overwrite=overwrite, ctx=ctx, memo=memo).fit()
     finally:
         shutdown(ctx)

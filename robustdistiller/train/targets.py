@@ -10,7 +10,9 @@ So the whole batch runs at once, however varied its lengths.
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import weakref
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,7 @@ import torch
 from torch import Tensor
 
 from robustdistiller.checkpoints.teachers import load_teacher
+from robustdistiller.digest import state_fingerprint, update_with_tensor
 from robustdistiller.errors import ConfigError
 from robustdistiller.models.precision import use_precision
 from robustdistiller.models.teacher import Teacher
@@ -84,3 +87,69 @@ def teacher_targets(
     valid = out.frame_mask[:, None, :frames, None]
     targets[:, :, :frames] = stacked[:, :, :frames].masked_fill(~valid, 0.0)
     return targets
+
+
+class TargetMemo:
+    """Teacher targets one training run leaves for the next one over the same clean batches.
+
+    The demo trains, per seed, a DistilHuBERT baseline and then a RobustDistiller student whose data
+    streams draw the same clean crops (same manifest, data seed and crop length; corruption is planned
+    from its own generator), and the frozen teacher only ever sees the clean audio: the second run's
+    targets are the first run's. Given a memo, :meth:`targets` returns the entry whose key matches, or
+    runs the teacher and stores the result (kept after a hit: a run may draw the same uncropped batch
+    twice). The key is a digest of everything the targets depend on (the teacher's weights and
+    precision, the clean audio's exact bytes and lengths, the layer ids and the frame count), so a hit
+    is bitwise what the teacher would have given, and any other batch, teacher or setting just runs the
+    teacher. The first run pays a hash of its batch (0.6 ms for 4 x 1 s); the second skips the
+    teacher's forward, a sixth of the robust student's step on a 2-core CPU (4.6 vs 4.0 steps/s).
+
+    Args:
+        max_bytes: stored targets beyond this are not kept (the later batches of a long first run then
+            run the teacher in the second run too); the demo's 700 steps of 4 x 1 s at 4 layers of 192
+            take 105 MB, freed when the demo drops the memo after each seed's pair.
+    """
+
+    def __init__(self, max_bytes: int = 1 << 30) -> None:
+        self.max_bytes = max_bytes
+        self.stored_bytes = 0
+        self.hits = 0
+        self.misses = 0
+        self._entries: dict[str, Tensor] = {}
+        self._teachers: weakref.WeakKeyDictionary[Teacher, str] = weakref.WeakKeyDictionary()
+        self._full_logged = False
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def targets(
+        self, teacher: Teacher, wavs: Tensor, lengths: Tensor, layer_ids: Sequence[int], num_frames: int
+    ) -> Tensor:
+        """:func:`teacher_targets` of these arguments, from the memo when an earlier run stored them."""
+        key = self._key(teacher, wavs, lengths, layer_ids, num_frames)
+        hit = self._entries.get(key)
+        if hit is not None:
+            self.hits += 1
+            return hit
+        self.misses += 1
+        out = teacher_targets(teacher, wavs, lengths, layer_ids, num_frames)
+        if self.stored_bytes + _nbytes(out) <= self.max_bytes:
+            self._entries[key] = out
+            self.stored_bytes += _nbytes(out)
+        elif not self._full_logged:
+            self._full_logged = True
+            log.info("teacher target memo full (%.0f MB): later batches are not kept", self.max_bytes / 1e6)
+        return out
+
+    def _key(self, teacher: Teacher, wavs: Tensor, lengths: Tensor, layer_ids: Sequence[int], num_frames: int) -> str:
+        weights = self._teachers.get(teacher)
+        if weights is None:  # frozen: its weights are hashed once
+            weights = self._teachers[teacher] = state_fingerprint(teacher)
+        h = hashlib.blake2b(digest_size=16)
+        h.update(f"{weights}\0{teacher.precision}\0{list(layer_ids)}\0{num_frames}\0".encode())
+        update_with_tensor(h, wavs)
+        update_with_tensor(h, lengths)
+        return h.hexdigest()
+
+
+def _nbytes(t: Tensor) -> int:
+    return t.numel() * t.element_size()

@@ -198,8 +198,8 @@ def test_extract_cli_logs_its_precision_and_falls_back(no_bf16_units, tmp_path, 
 
 
 def _under_test(model):
+    from robustdistiller.digest import state_fingerprint
     from robustdistiller.evaluate.models import ModelUnderTest
-    from robustdistiller.evaluate.probes import state_fingerprint
 
     return ModelUnderTest("m", "m.ckpt", "student", "s3prl", model, state_fingerprint(model), ["proj"])
 
