@@ -173,6 +173,7 @@ def train_students(
                     raise SystemExit(f"{folder}/{name} interrupted; rerun to resume")
                 log.info("%s/%s: %d steps in %.1f min", folder, name, steps, (time.perf_counter() - start) / 60)
             done[name] = final
+        memo.clear()
     return done
 
 

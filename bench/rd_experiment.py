@@ -329,6 +329,7 @@ def main() -> None:
         overrides=[*args.both, *args.overrides],
         memo=memo,
     )
+    memo.clear()
     options = evaluation_options(quick=False)
     # One cache per validation set and seed, pruned to the last experiment's features: the baseline's
     # and the teacher's, which every experiment of that seed reuses, and the last robust student's.

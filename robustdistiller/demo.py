@@ -534,7 +534,7 @@ def train_students(
     total = 0
     for seed in seeds:
         # The two students of a seed draw the same clean crops: the robust one reuses the teacher's
-        # targets the baseline computed (bitwise equal, about a fifth of its step on a CPU).
+        # targets the baseline computed (bitwise equal, a sixth of its step on a CPU).
         memo = TargetMemo()
         for robust in (False, True):
             name = student_name(robust, seed, seeds)
@@ -562,6 +562,7 @@ def train_students(
             memo.hits,
             total,
         )
+        memo.clear()
     return checkpoints, total
 
 

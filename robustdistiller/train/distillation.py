@@ -125,8 +125,11 @@ class DistillationObjective(Objective):
         assert predictions is not None  # the student is built with its prediction heads
         own_ids = cfg.layer_targets or []
         with tools.phase("teacher"):  # one teacher pass for the heads' and the layers' targets
-            targets = self._targets(batch, [*cfg.pred_layer_id, *own_ids], predictions.shape[2])
-        head_targets, own_targets = targets.split([len(cfg.pred_layer_id), len(own_ids)], dim=1)
+            # Each teacher layer once (the demo's heads and layers share layer 2).
+            layer_ids = list(dict.fromkeys([*cfg.pred_layer_id, *own_ids]))
+            targets = self._targets(batch, layer_ids, predictions.shape[2])
+        head_targets = targets[:, [layer_ids.index(i) for i in cfg.pred_layer_id]]
+        own_targets = targets[:, [layer_ids.index(i) for i in own_ids]]
         with tools.phase("student"):
             dist = self._distance(predictions, head_targets, out.frame_mask, cfg.pred_layer_id)
             loss = dist.total

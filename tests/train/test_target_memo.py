@@ -48,6 +48,10 @@ def test_a_stored_batch_is_served_only_for_the_same_audio_teacher_layers_and_fra
     assert memo.targets(teacher, wavs, lengths, [1, 3], frames) is first
     assert memo.targets(teacher, wavs, lengths, [1, 3], frames) is first
     assert (memo.hits, memo.misses) == (2, 6)
+    memo.clear()
+    assert (len(memo), memo.stored_bytes) == (0, 0)
+    memo.targets(teacher, wavs, lengths, [1, 3], frames)
+    assert (memo.hits, memo.misses) == (2, 7)
 
 
 def test_a_full_memo_stores_nothing_more(tiny_teacher: Path) -> None:
