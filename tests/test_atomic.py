@@ -55,6 +55,22 @@ def test_atomic_dir_appears_whole_or_not_at_all(tmp_path: Path) -> None:
     assert (tmp_path / "out").stat().st_mode & 0o777 == 0o777 & ~mask  # not mkdtemp's private 0700
 
 
+def test_atomic_dir_refuses_an_existing_folder_before_the_work_and_replaces_an_empty_one(tmp_path: Path) -> None:
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "old.json").write_text("{}")
+    (tmp_path / "file").write_text("x")
+    for taken in (tmp_path / "out", tmp_path / "file"):
+        with pytest.raises(FileExistsError, match=f"{taken} already exists: remove it first"):
+            with atomic.atomic_dir(taken):
+                raise AssertionError("the block must not run")
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["old.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "out"]  # no temp folder left
+    (tmp_path / "empty").mkdir()
+    with atomic.atomic_dir(tmp_path / "empty") as tmp:
+        (tmp / "config.json").write_text("{}")
+    assert [p.name for p in (tmp_path / "empty").iterdir()] == ["config.json"]
+
+
 def test_stale_temps_lists_only_dead_writers(tmp_path: Path) -> None:
     live = atomic.temp_path(tmp_path / "live.ckpt")
     dead = tmp_path / ".states-10.ckpt.tmp-999999999-abc.ckpt"
