@@ -28,7 +28,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--out", default="runs/demo", help="output folder (default: runs/demo)")
     parser.add_argument("--quick", action="store_true", help="a few steps and a tiny evaluation (smoke test)")
-    parser.add_argument("--steps", type=int, help="training steps per student (default: 700; --quick: 3)")
+    parser.add_argument("--steps", type=int, help="training steps per student (default: 500; --quick: 3)")
     parser.add_argument("--seed", type=int, default=0, help="first seed (default 0)")
     parser.add_argument(
         "--seeds",

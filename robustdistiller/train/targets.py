@@ -105,8 +105,8 @@ class TargetMemo:
 
     Args:
         max_bytes: stored targets beyond this are not kept (the later batches of a long first run then
-            run the teacher in the second run too); the demo's 700 steps of 4 x 1 s at 3 layers of 192
-            take 316 MB, which it clears after each seed's pair.
+            run the teacher in the second run too); the demo's 500 steps of 4 x 1 s at 3 layers of 192
+            take 226 MB, which it clears after each seed's pair.
     """
 
     def __init__(self, max_bytes: int = 1 << 30) -> None:

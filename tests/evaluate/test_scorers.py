@@ -198,3 +198,49 @@ def test_enhancement_scorer_skips_models_without_a_head_and_clean_audio() -> Non
     plain = _entry("plain", 2)
     assert scorer.score(plain, Observation(Condition("noise", "white", 0.0), {}, {}), ctx=None) == []  # type: ignore[arg-type]
     assert scorer.score_model(plain, ctx=None) == []  # type: ignore[arg-type]
+
+
+def test_enhancement_scorer_scores_each_conditions_noisy_input_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The noisy input's PESQ/STOI depend on the audio only: two students with heads share them, and
+    # every row equals the one scored from scratch.
+    from dataclasses import replace
+    from types import SimpleNamespace
+
+    from robustdistiller.evaluate.scorers import enhancement
+
+    calls: list[int] = []
+    real_noisy_scores = enhancement.noisy_scores
+
+    def counted(pairs: list[tuple[np.ndarray, np.ndarray]]) -> dict[str, float | None]:
+        calls.append(len(pairs))
+        return real_noisy_scores(pairs)
+
+    monkeypatch.setattr(enhancement, "noisy_scores", counted)
+    gains = {"a": 0.5, "b": 0.8}
+    monkeypatch.setattr(enhancement, "_enhance", lambda entry, noisy: gains[entry.name] * noisy)
+    rng = np.random.default_rng(0)
+    t = np.arange(16000) / 16000
+    clean = {
+        u: (np.sin(2 * np.pi * f * t) * (0.5 + 0.5 * np.sin(2 * np.pi * 3 * t))).astype(np.float32)
+        for u, f in (("u1", 220), ("u2", 330))
+    }
+    ctx = SimpleNamespace(test_uids=["u1", "u2"], wavs=clean)
+    scorer = EnhancementScorer(max_utterances=2, real_pairs=[(clean["u1"], clean["u1"] + 0.1)])
+    entries = [replace(_entry(name, 2), enhancement=object()) for name in gains]
+    conditions = [Condition("noise", "white", 0.0), Condition("noise", "white", 10.0)]
+    scored = []
+    for condition in conditions:
+        heard = {
+            u: (w + rng.normal(0, 0.1 if condition.snr_db == 0.0 else 0.03, w.shape)).astype(np.float32)
+            for u, w in clean.items()
+        }
+        for entry in entries:
+            [row] = scorer.score(entry, Observation(condition, heard, {}), ctx)  # type: ignore[arg-type]
+            scored.append((row, entry, condition, heard))
+    reals = [scorer.score_model(e, ctx) for e in entries]  # type: ignore[arg-type]
+    assert calls == [2, 2, 1]  # one per condition and one for the real pairs, not one per model
+    for row, entry, condition, heard in scored:
+        pairs = [(clean[u], heard[u]) for u in clean]
+        assert row == enhancement.enhancement_row(entry, "conditions", condition.id, pairs)
+    assert scored[0][0].noisy_stoi == scored[1][0].noisy_stoi and scored[0][0].stoi != scored[1][0].stoi
+    assert reals[0][0].noisy_si_snr == reals[1][0].noisy_si_snr

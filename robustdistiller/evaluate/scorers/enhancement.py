@@ -32,21 +32,37 @@ def _enhance(entry: ModelUnderTest, noisy: np.ndarray) -> np.ndarray:
     return entry.enhancement.enhance(feats, x, lengths)[0].numpy()  # type: ignore[union-attr]
 
 
-def enhancement_row(entry: ModelUnderTest, dataset: str, condition: str, pairs: list[Pair]) -> EnhancementRow:
-    """Mean PESQ-wb / STOI / SI-SNR of the model's enhancement head on (clean, noisy) pairs, and of the
-    noisy input itself (unscorable utterances count as missing)."""
-    scores: dict[str, list[float | None]] = {
-        k: [] for k in ("pesq_wb", "stoi", "si_snr", "noisy_pesq_wb", "noisy_stoi", "noisy_si_snr")
+def _metrics(clean: np.ndarray, signal: np.ndarray) -> dict[str, float | None]:
+    """PESQ-wb, STOI and SI-SNR of ``signal`` against ``clean`` (None where a metric cannot score it)."""
+    return {
+        "pesq_wb": pesq_wb(clean, signal),
+        "stoi": stoi(clean, signal, SAMPLE_RATE),
+        "si_snr": si_snr(signal, clean),
     }
-    for clean, noisy in pairs:
-        enhanced = _enhance(entry, noisy)
-        scores["pesq_wb"].append(pesq_wb(clean, enhanced))
-        scores["stoi"].append(stoi(clean, enhanced, SAMPLE_RATE))
-        scores["si_snr"].append(si_snr(enhanced, clean))
-        scores["noisy_pesq_wb"].append(pesq_wb(clean, noisy))
-        scores["noisy_stoi"].append(stoi(clean, noisy, SAMPLE_RATE))
-        scores["noisy_si_snr"].append(si_snr(noisy, clean))
-    means = {k: mean_of(v) for k, v in scores.items()}
+
+
+def noisy_scores(pairs: list[Pair]) -> dict[str, float | None]:
+    """Mean metrics of the noisy input itself, ``noisy_*`` keys (the reference every head is compared with)."""
+    per_pair = [_metrics(clean, noisy) for clean, noisy in pairs]
+    return {f"noisy_{k}": mean_of([m[k] for m in per_pair]) for k in ("pesq_wb", "stoi", "si_snr")}
+
+
+def enhancement_row(
+    entry: ModelUnderTest,
+    dataset: str,
+    condition: str,
+    pairs: list[Pair],
+    noisy: dict[str, float | None] | None = None,
+) -> EnhancementRow:
+    """Mean PESQ-wb / STOI / SI-SNR of the model's enhancement head on (clean, noisy) pairs, and of the
+    noisy input itself (unscorable utterances count as missing).
+
+    Args:
+        noisy: :func:`noisy_scores` of these ``pairs`` when already known (they depend on the audio only).
+    """
+    per_pair = [_metrics(clean, _enhance(entry, noisy_wav)) for clean, noisy_wav in pairs]
+    means = {k: mean_of([m[k] for m in per_pair]) for k in ("pesq_wb", "stoi", "si_snr")}
+    means.update(noisy if noisy is not None else noisy_scores(pairs))
     improvement = (
         None if means["si_snr"] is None or means["noisy_si_snr"] is None else means["si_snr"] - means["noisy_si_snr"]
     )
@@ -88,14 +104,27 @@ class EnhancementScorer(Scorer):
     ) -> None:
         self.max_utterances = max_utterances  # per condition; 0 = no condition rows
         self.real_pairs, self.real_dataset = real_pairs, real_dataset
+        # condition id (or "real") -> noisy_scores of its pairs: the same audio for every model, so PESQ
+        # and STOI of the input run once per condition, not once per model with a head.
+        self._noisy: dict[str, dict[str, float | None]] = {}
 
     def score(self, entry: ModelUnderTest, seen: Observation, ctx: ScoringContext) -> list[EnhancementRow]:
         if entry.enhancement is None or seen.condition.kind == "clean" or not self.max_utterances:
             return []
         uids = ctx.test_uids[: self.max_utterances]
-        return [enhancement_row(entry, "conditions", seen.condition.id, [(ctx.wavs[u], seen.wavs[u]) for u in uids])]
+        pairs = [(ctx.wavs[u], seen.wavs[u]) for u in uids]
+        return [
+            enhancement_row(entry, "conditions", seen.condition.id, pairs, self._noisy_of(seen.condition.id, pairs))
+        ]
 
     def score_model(self, entry: ModelUnderTest, ctx: ScoringContext) -> list[EnhancementRow]:
         if entry.enhancement is None or self.real_pairs is None:
             return []
-        return [enhancement_row(entry, self.real_dataset, "real", self.real_pairs)]
+        return [
+            enhancement_row(entry, self.real_dataset, "real", self.real_pairs, self._noisy_of("real", self.real_pairs))
+        ]
+
+    def _noisy_of(self, key: str, pairs: list[Pair]) -> dict[str, float | None]:
+        if key not in self._noisy:
+            self._noisy[key] = noisy_scores(pairs)
+        return self._noisy[key]
