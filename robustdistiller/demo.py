@@ -607,9 +607,10 @@ def run_demo(
 
     log.info("[3/3] evaluating the students and the teacher on held-out real recordings")
     options = evaluation_options(quick)
-    # The hidden states (2 GB at full size) are worth nothing once the report is written: a rerun
-    # retrains the students, and `robustdistiller evaluate` on them builds its own cache.
-    options.cache = "delete"
+    # No feature cache: one evaluation never asks for the same hidden states twice, and a rerun retrains
+    # the students, so the 2 GB would be written only to be deleted (`robustdistiller evaluate` on the
+    # students builds its own cache).
+    options.cache = "off"
     results = evaluate(
         list(checkpoints.values()),
         teacher=teacher,

@@ -68,10 +68,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--cache",
-        choices=("prune", "keep", "delete"),
+        choices=("prune", "keep", "delete", "off"),
         default="prune",
         help="the hidden-state cache OUT/cache once the report is written: prune (default) drops the features "
-        "this run did not use, keep leaves everything, delete empties it",
+        "this run did not use, keep leaves everything, delete empties it; off neither reads nor writes one",
     )
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder")
     parser.set_defaults(func=run)

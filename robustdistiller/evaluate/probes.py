@@ -155,8 +155,11 @@ class FeatureCache:
     another evaluation sharing the folder at the same time keeps the features it is using.
     """
 
-    def __init__(self, folder: str | Path) -> None:
+    def __init__(self, folder: str | Path, *, store: bool = True) -> None:
         self.folder = Path(folder)
+        # False: read nothing and write nothing, for a run that never asks for the same features twice
+        # (the demo: 2 GB written only to be deleted with the report).
+        self.store = store
         self.used: set[Path] = set()
         # File times come from the kernel's coarse clock (a tick behind time.time()) or are rounded
         # (2 s on FAT): without the slack an entry another evaluation writes just after this start could
@@ -179,6 +182,8 @@ class FeatureCache:
         Unreadable cache files are re-extracted with a warning.
         """
         _check_wavs(wavs)
+        if not self.store:
+            return extract_features(upstream, wavs, batch_size=batch_size, device=device)
         if model_id is None:
             if not isinstance(upstream, nn.Module):
                 raise ValueError("caching features of an upstream that is not an nn.Module needs model_id")

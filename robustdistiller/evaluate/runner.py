@@ -73,8 +73,9 @@ class EvaluateOptions:
     cache_dir: Path | None = None  # feature cache (default: <out_dir>/cache)
     # The feature cache once the report is written: "prune" drops the features this evaluation did not use
     # (the folder then holds exactly this evaluation's, however many times one evaluates into it, and a
-    # rerun with another probe or task reuses them); "keep" leaves every file; "delete" empties it.
-    cache: Literal["prune", "keep", "delete"] = "prune"
+    # rerun with another probe or task reuses them); "keep" leaves every file; "delete" empties it;
+    # "off" neither reads nor writes one (one evaluation never asks for the same features twice).
+    cache: Literal["prune", "keep", "delete", "off"] = "prune"
     # The models' forward (features, distortion, enhancement input, real-time factor): fp32, bf16, or auto
     # (bf16 where the CPU has bf16 units and every hidden state keeps cosine >= 0.99 against fp32;
     # models.precision). Features are cached per precision.
@@ -234,7 +235,7 @@ def evaluate(
         cset,
         limits=(options.max_train, options.max_val, options.max_test),
         seed=seed,
-        cache=FeatureCache(options.cache_dir or out_dir / "cache"),
+        cache=FeatureCache(options.cache_dir or out_dir / "cache", store=options.cache != "off"),
         batch_size=options.batch_size,
     )
     results = Results(
@@ -280,7 +281,7 @@ class _Clock:
 
 def _tidy_cache(cache: FeatureCache, policy: str) -> None:
     """Apply ``EvaluateOptions.cache`` to the feature cache of a finished evaluation."""
-    if policy == "keep":
+    if policy in ("keep", "off"):
         return
     files, size = cache.clear() if policy == "delete" else cache.prune()
     if files:
