@@ -65,7 +65,7 @@ TEACHER_SHAPE: dict[str, Any] = {
 }
 QUICK_STEPS = 3
 # Steps per student: 2 seeds x 2 students x 500 steps keep the whole demo, install included, within
-# 10 minutes on 2 CPU cores without bf16 units (2-3 min per 1000 steps there; 9.0-9.9 min in all).
+# 10 minutes on 2 CPU cores without bf16 units (2-3 min per 1000 steps there; 7.9-9.9 min in all).
 # Chosen on the validation set by a rule written down before the runs (docs/benchmarks.md: 350 steps
 # missed the target there, 500 met it). configs/demo.yaml's 2000 steps are for running that recipe alone.
 DEMO_STEPS = 500
