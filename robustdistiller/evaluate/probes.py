@@ -207,6 +207,8 @@ class FeatureCache:
     def prune(self) -> tuple[int, int]:
         """Delete the entries this cache did not serve and nobody touched since it was made; returns
         (files, bytes) removed."""
+        if not self.store:  # it served nothing: every entry in its folder is another evaluation's to keep
+            return 0, 0
         recent = {p for p in self._entries() if (st := _stat(p)) is not None and st.st_mtime >= self.started}
         return self._remove(keep=self.used | recent)
 

@@ -281,7 +281,7 @@ class _Clock:
 
 def _tidy_cache(cache: FeatureCache, policy: str) -> None:
     """Apply ``EvaluateOptions.cache`` to the feature cache of a finished evaluation."""
-    if policy in ("keep", "off"):
+    if policy == "keep":
         return
     files, size = cache.clear() if policy == "delete" else cache.prune()
     if files:

@@ -18,6 +18,7 @@ from robustdistiller.evaluate.rows import EnhancementRow
 from robustdistiller.evaluate.scorers.base import Observation, Scorer, ScoringContext
 
 Pair = tuple[np.ndarray, np.ndarray]  # (clean [L], noisy [L]) float32 16 kHz
+METRICS = ("pesq_wb", "stoi", "si_snr")  # the keys of _metrics; the noisy input's get a "noisy_" prefix
 
 
 @torch.no_grad()
@@ -44,7 +45,7 @@ def _metrics(clean: np.ndarray, signal: np.ndarray) -> dict[str, float | None]:
 def noisy_scores(pairs: list[Pair]) -> dict[str, float | None]:
     """Mean metrics of the noisy input itself, ``noisy_*`` keys (the reference every head is compared with)."""
     per_pair = [_metrics(clean, noisy) for clean, noisy in pairs]
-    return {f"noisy_{k}": mean_of([m[k] for m in per_pair]) for k in ("pesq_wb", "stoi", "si_snr")}
+    return {f"noisy_{k}": mean_of([m[k] for m in per_pair]) for k in METRICS}
 
 
 def enhancement_row(
@@ -61,7 +62,7 @@ def enhancement_row(
         noisy: :func:`noisy_scores` of these ``pairs`` when already known (they depend on the audio only).
     """
     per_pair = [_metrics(clean, _enhance(entry, noisy_wav)) for clean, noisy_wav in pairs]
-    means = {k: mean_of([m[k] for m in per_pair]) for k in ("pesq_wb", "stoi", "si_snr")}
+    means = {k: mean_of([m[k] for m in per_pair]) for k in METRICS}
     means.update(noisy if noisy is not None else noisy_scores(pairs))
     improvement = (
         None if means["si_snr"] is None or means["noisy_si_snr"] is None else means["si_snr"] - means["noisy_si_snr"]
